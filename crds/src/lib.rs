@@ -1,0 +1,29 @@
+//! Causeway's API: the custom resource types, their validation, and CRD generation.
+//!
+//! Nothing here does I/O. The gateway, the controller and the tests all read and
+//! check objects through this crate, so a rule (CIDR overlap, key format, cluster
+//! ID syntax) lives in exactly one place.
+
+pub mod cluster_endpoint;
+pub mod crdgen;
+pub mod gateway;
+pub mod keys;
+pub mod manifest;
+pub mod mcs;
+pub mod validate;
+
+pub use cluster_endpoint::{
+    ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, GatewayEndpoint,
+};
+pub use gateway::{
+    ConnectionState, ConnectionStatus, Gateway, GatewayRole, GatewaySpec, GatewayStatus,
+};
+pub use mcs::{
+    ServiceExport, ServiceImport, ServiceImportSpec, ServiceImportStatus, ServiceImportType,
+};
+pub use validate::{Site, SiteGateway, ValidationError};
+
+/// The API group of Causeway's own resources.
+pub const GROUP: &str = "causeway.dev";
+/// The API version of Causeway's own resources.
+pub const VERSION: &str = "v1alpha1";

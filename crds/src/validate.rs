@@ -1,0 +1,519 @@
+//! Validation of ClusterEndpoints, alone and as a clusterset.
+//!
+//! Pure functions from objects to typed values or typed errors. Every error names
+//! the object, the field, the offending value, what it conflicts with, and the fix,
+//! because it ends up verbatim in a condition or a log line an operator reads.
+
+use crate::cluster_endpoint::{ClusterEndpoint, GatewayEndpoint};
+use crate::keys::{parse_key, KeyError};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use thiserror::Error;
+
+/// A cluster whose ClusterEndpoint passed validation, with every field parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// The object's name, for messages.
+    pub object: String,
+    /// The cluster ID (a DNS-1123 label).
+    pub cluster_id: String,
+    /// Pod CIDRs.
+    pub pod_cidrs: Vec<IpNet>,
+    /// Service CIDRs.
+    pub service_cidrs: Vec<IpNet>,
+    /// Gateways, in the order the object lists them.
+    pub gateways: Vec<SiteGateway>,
+}
+
+impl Site {
+    /// Every CIDR the cluster owns: pod CIDRs, then service CIDRs.
+    pub fn cidrs(&self) -> impl Iterator<Item = &IpNet> + '_ {
+        self.pod_cidrs.iter().chain(self.service_cidrs.iter())
+    }
+
+    /// Whether `addr` lies in one of the cluster's CIDRs.
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        self.cidrs().any(|net| net.contains(&addr))
+    }
+}
+
+/// A validated gateway of a [`Site`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteGateway {
+    /// Node (or VM) name.
+    pub node_name: String,
+    /// Underlay UDP endpoint.
+    pub public_endpoint: SocketAddr,
+    /// WireGuard public key.
+    pub public_key: [u8; 32],
+    /// Address on the cluster network, the route agents' next hop.
+    pub private_ip: Option<IpAddr>,
+    /// Address inside the tunnel for health probes.
+    pub health_check_ip: Option<IpAddr>,
+}
+
+/// A reason a ClusterEndpoint is refused.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum ValidationError {
+    /// The cluster ID is not a DNS-1123 label.
+    #[error("ClusterEndpoint {object:?}: spec.clusterID {value:?} {reason}; use a DNS-1123 label: lower-case letters, digits and '-', starting and ending with a letter or digit, at most 63 characters (e.g. \"site-a\")")]
+    ClusterId {
+        /// The object.
+        object: String,
+        /// The offending value.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Two objects claim the same cluster ID.
+    #[error("ClusterEndpoint {object:?}: spec.clusterID {value:?} is already claimed by ClusterEndpoint {other_object:?}; every cluster needs its own ID — rename this cluster or remove the stale object")]
+    DuplicateClusterId {
+        /// The refused object.
+        object: String,
+        /// The cluster ID both claim.
+        value: String,
+        /// The object that claimed it first.
+        other_object: String,
+    },
+    /// The object lists no pod CIDR.
+    #[error("ClusterEndpoint {object:?}: spec.podCIDRs is empty; list the cluster's pod CIDRs (e.g. [\"10.1.0.0/16\"]) so other clusters know what to route to it")]
+    NoPodCidrs {
+        /// The object.
+        object: String,
+    },
+    /// A CIDR does not parse.
+    #[error("ClusterEndpoint {object:?}: {field} {value:?} is not a CIDR ({reason}); write it as address/prefix-length, e.g. \"10.1.0.0/16\" or \"fd00:1::/48\"")]
+    CidrSyntax {
+        /// The object.
+        object: String,
+        /// Path of the field, e.g. `spec.podCIDRs[1]`.
+        field: String,
+        /// The offending value.
+        value: String,
+        /// The parser's complaint.
+        reason: String,
+    },
+    /// A CIDR has bits set after its prefix.
+    #[error("ClusterEndpoint {object:?}: {field} {value:?} has host bits set; write the network address {network} instead")]
+    CidrHostBits {
+        /// The object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending value.
+        value: String,
+        /// The CIDR the user probably meant.
+        network: IpNet,
+    },
+    /// A zero-length prefix would capture every destination of every node.
+    #[error("ClusterEndpoint {object:?}: {field} {value:?} covers every address and would send all of a node's traffic into the tunnel; list the cluster's actual CIDRs")]
+    CidrTooBroad {
+        /// The object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending value.
+        value: String,
+    },
+    /// Two CIDRs overlap, in one cluster or across two.
+    #[error("ClusterEndpoint {object:?}: {field} {value} overlaps {other_field} {other_value} of ClusterEndpoint {other_object:?}; give every cluster distinct pod and service CIDRs that do not overlap")]
+    CidrOverlap {
+        /// The refused object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending CIDR.
+        value: IpNet,
+        /// The object already holding the other CIDR (may be the same object).
+        other_object: String,
+        /// Path of the other field.
+        other_field: String,
+        /// The CIDR it overlaps.
+        other_value: IpNet,
+    },
+    /// A public key is not a WireGuard key.
+    #[error("ClusterEndpoint {object:?}: {field} {value:?} {reason}; use the base64 public key printed by `causeway-gateway pubkey` (or `wg pubkey`)")]
+    Key {
+        /// The object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending value.
+        value: String,
+        /// What is wrong with it.
+        reason: KeyError,
+    },
+    /// Two gateways share a public key.
+    #[error("ClusterEndpoint {object:?}: {field} is the same public key as {other_field} of ClusterEndpoint {other_object:?}; every gateway needs its own key pair — generate a new one with `causeway-gateway genkey`")]
+    DuplicateKey {
+        /// The refused object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The object already holding the key (may be the same object).
+        other_object: String,
+        /// Path of the other field.
+        other_field: String,
+    },
+    /// A public endpoint is not `ip:port`.
+    #[error("ClusterEndpoint {object:?}: {field} {value:?} {reason}; write it as ip:port, e.g. \"198.18.0.1:51820\" or \"[2001:db8::1]:51820\"")]
+    Endpoint {
+        /// The object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending value.
+        value: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An IP address field does not parse.
+    #[error("ClusterEndpoint {object:?}: {field} {value:?} is not an IP address; write a bare address such as \"198.19.1.1\" or \"fd00::1\"")]
+    Ip {
+        /// The object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending value.
+        value: String,
+    },
+}
+
+impl ValidationError {
+    /// The name of the object the error refuses.
+    pub fn object(&self) -> &str {
+        match self {
+            Self::ClusterId { object, .. }
+            | Self::DuplicateClusterId { object, .. }
+            | Self::NoPodCidrs { object }
+            | Self::CidrSyntax { object, .. }
+            | Self::CidrHostBits { object, .. }
+            | Self::CidrTooBroad { object, .. }
+            | Self::CidrOverlap { object, .. }
+            | Self::Key { object, .. }
+            | Self::DuplicateKey { object, .. }
+            | Self::Endpoint { object, .. }
+            | Self::Ip { object, .. } => object,
+        }
+    }
+
+    /// A short CamelCase reason for conditions and metrics labels.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ClusterId { .. } => "InvalidClusterID",
+            Self::DuplicateClusterId { .. } => "DuplicateClusterID",
+            Self::NoPodCidrs { .. } => "NoPodCIDRs",
+            Self::CidrSyntax { .. } | Self::CidrHostBits { .. } | Self::CidrTooBroad { .. } => {
+                "InvalidCIDR"
+            }
+            Self::CidrOverlap { .. } => "OverlappingCIDR",
+            Self::Key { .. } => "InvalidPublicKey",
+            Self::DuplicateKey { .. } => "DuplicatePublicKey",
+            Self::Endpoint { .. } => "InvalidEndpoint",
+            Self::Ip { .. } => "InvalidIP",
+        }
+    }
+}
+
+/// Whether two CIDRs share any address.
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The name an object is reported under: its metadata name, else its cluster ID.
+pub fn object_name(ep: &ClusterEndpoint) -> String {
+    ep.metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| ep.spec.cluster_id.clone())
+}
+
+/// Checks one ClusterEndpoint on its own, including overlaps among its own CIDRs and keys.
+pub fn validate_endpoint(ep: &ClusterEndpoint) -> Result<Site, Vec<ValidationError>> {
+    let object = object_name(ep);
+    let spec = &ep.spec;
+    let mut errors = Vec::new();
+
+    if let Err(reason) = check_dns1123_label(&spec.cluster_id) {
+        errors.push(ValidationError::ClusterId {
+            object: object.clone(),
+            value: spec.cluster_id.clone(),
+            reason,
+        });
+    }
+    if spec.pod_cidrs.is_empty() {
+        errors.push(ValidationError::NoPodCidrs {
+            object: object.clone(),
+        });
+    }
+    let pod_cidrs = parse_cidrs(&object, "spec.podCIDRs", &spec.pod_cidrs, &mut errors);
+    let service_cidrs = parse_cidrs(
+        &object,
+        "spec.serviceCIDRs",
+        &spec.service_cidrs,
+        &mut errors,
+    );
+    let gateways: Vec<SiteGateway> = spec
+        .gateways
+        .iter()
+        .enumerate()
+        .filter_map(|(i, gw)| parse_gateway(&object, i, gw, &mut errors))
+        .collect();
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let site = Site {
+        object,
+        cluster_id: spec.cluster_id.clone(),
+        pod_cidrs,
+        service_cidrs,
+        gateways,
+    };
+    let conflicts = conflicts_between(&site, &site);
+    if conflicts.is_empty() {
+        Ok(site)
+    } else {
+        Err(conflicts)
+    }
+}
+
+/// The outcome of checking a set of ClusterEndpoints together.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ClustersetCheck {
+    /// Objects accepted, in input order.
+    pub sites: Vec<Site>,
+    /// Objects refused, with every reason.
+    pub refused: Vec<(String, Vec<ValidationError>)>,
+}
+
+impl ClustersetCheck {
+    /// The accepted site with this cluster ID.
+    pub fn site(&self, cluster_id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.cluster_id == cluster_id)
+    }
+
+    /// Every reason any object was refused.
+    pub fn errors(&self) -> impl Iterator<Item = &ValidationError> {
+        self.refused.iter().flat_map(|(_, errs)| errs.iter())
+    }
+}
+
+/// Checks ClusterEndpoints together: first come, first served.
+///
+/// `endpoints` must be in priority order (oldest first): an object that conflicts
+/// with one accepted before it is refused, and the earlier one keeps working, so a
+/// newcomer's mistake can never take down a cluster that already works.
+pub fn validate_clusterset(endpoints: &[ClusterEndpoint]) -> ClustersetCheck {
+    let mut check = ClustersetCheck::default();
+    for ep in endpoints {
+        let site = match validate_endpoint(ep) {
+            Ok(site) => site,
+            Err(errors) => {
+                check.refused.push((object_name(ep), errors));
+                continue;
+            }
+        };
+        let conflicts: Vec<ValidationError> = check
+            .sites
+            .iter()
+            .flat_map(|accepted| conflicts_between(&site, accepted))
+            .collect();
+        if conflicts.is_empty() {
+            check.sites.push(site);
+        } else {
+            check.refused.push((site.object.clone(), conflicts));
+        }
+    }
+    check
+}
+
+/// Conflicts of `site` with `accepted` (which may be `site` itself, for its internal checks).
+fn conflicts_between(site: &Site, accepted: &Site) -> Vec<ValidationError> {
+    let same = std::ptr::eq(site, accepted);
+    let mut errors = Vec::new();
+    if !same && site.cluster_id == accepted.cluster_id {
+        errors.push(ValidationError::DuplicateClusterId {
+            object: site.object.clone(),
+            value: site.cluster_id.clone(),
+            other_object: accepted.object.clone(),
+        });
+    }
+    let mine = labelled_cidrs(site);
+    let theirs = labelled_cidrs(accepted);
+    for (i, (field, net)) in mine.iter().enumerate() {
+        // Within one object compare each pair once.
+        let start = if same { i + 1 } else { 0 };
+        for (other_field, other) in &theirs[start..] {
+            if overlaps(net, other) {
+                errors.push(ValidationError::CidrOverlap {
+                    object: site.object.clone(),
+                    field: field.clone(),
+                    value: *net,
+                    other_object: accepted.object.clone(),
+                    other_field: other_field.clone(),
+                    other_value: *other,
+                });
+            }
+        }
+    }
+    for (i, gw) in site.gateways.iter().enumerate() {
+        let start = if same { i + 1 } else { 0 };
+        for (j, other) in accepted.gateways.iter().enumerate().skip(start) {
+            if gw.public_key == other.public_key {
+                errors.push(ValidationError::DuplicateKey {
+                    object: site.object.clone(),
+                    field: format!("spec.gateways[{i}].publicKey"),
+                    other_object: accepted.object.clone(),
+                    other_field: format!("spec.gateways[{j}].publicKey"),
+                });
+            }
+        }
+    }
+    errors
+}
+
+fn labelled_cidrs(site: &Site) -> Vec<(String, IpNet)> {
+    let pods = site
+        .pod_cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("spec.podCIDRs[{i}]"), *n));
+    let services = site
+        .service_cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (format!("spec.serviceCIDRs[{i}]"), *n));
+    pods.chain(services).collect()
+}
+
+fn parse_cidrs(
+    object: &str,
+    field: &str,
+    values: &[String],
+    errors: &mut Vec<ValidationError>,
+) -> Vec<IpNet> {
+    let mut nets = Vec::with_capacity(values.len());
+    for (i, value) in values.iter().enumerate() {
+        let field = format!("{field}[{i}]");
+        match value.trim().parse::<IpNet>() {
+            Err(e) => errors.push(ValidationError::CidrSyntax {
+                object: object.to_owned(),
+                field,
+                value: value.clone(),
+                reason: e.to_string(),
+            }),
+            Ok(net) if net.trunc() != net => errors.push(ValidationError::CidrHostBits {
+                object: object.to_owned(),
+                field,
+                value: value.clone(),
+                network: net.trunc(),
+            }),
+            Ok(net) if net.prefix_len() == 0 => errors.push(ValidationError::CidrTooBroad {
+                object: object.to_owned(),
+                field,
+                value: value.clone(),
+            }),
+            Ok(net) => nets.push(net),
+        }
+    }
+    nets
+}
+
+fn parse_gateway(
+    object: &str,
+    index: usize,
+    gw: &GatewayEndpoint,
+    errors: &mut Vec<ValidationError>,
+) -> Option<SiteGateway> {
+    let before = errors.len();
+    let field = |name: &str| format!("spec.gateways[{index}].{name}");
+    let public_key = parse_key(&gw.public_key)
+        .map_err(|reason| {
+            errors.push(ValidationError::Key {
+                object: object.to_owned(),
+                field: field("publicKey"),
+                value: gw.public_key.clone(),
+                reason,
+            })
+        })
+        .ok();
+    let public_endpoint = parse_endpoint(&gw.public_endpoint)
+        .map_err(|reason| {
+            errors.push(ValidationError::Endpoint {
+                object: object.to_owned(),
+                field: field("publicEndpoint"),
+                value: gw.public_endpoint.clone(),
+                reason,
+            })
+        })
+        .ok();
+    let mut parse_ip = |name: &str, value: &Option<String>| -> Option<IpAddr> {
+        let value = value.as_ref()?;
+        value
+            .trim()
+            .parse()
+            .map_err(|_| {
+                errors.push(ValidationError::Ip {
+                    object: object.to_owned(),
+                    field: field(name),
+                    value: value.clone(),
+                })
+            })
+            .ok()
+    };
+    let private_ip = parse_ip("privateIP", &gw.private_ip);
+    let health_check_ip = parse_ip("healthCheckIP", &gw.health_check_ip);
+    if errors.len() > before {
+        return None;
+    }
+    Some(SiteGateway {
+        node_name: gw.node_name.clone(),
+        public_endpoint: public_endpoint?,
+        public_key: public_key?,
+        private_ip,
+        health_check_ip,
+    })
+}
+
+/// Parses `ip:port` / `[ipv6]:port` as a gateway's public endpoint.
+pub fn parse_endpoint(text: &str) -> Result<SocketAddr, &'static str> {
+    let text = text.trim();
+    let addr: SocketAddr = match text.parse() {
+        Ok(addr) => addr,
+        Err(_) if text.parse::<IpAddr>().is_ok() => return Err("has no port"),
+        Err(_) if text.matches(':').count() > 1 && !text.starts_with('[') => {
+            return Err("is an IPv6 address without brackets")
+        }
+        Err(_) => return Err("is not an IP address and port (host names are not resolved)"),
+    };
+    if addr.port() == 0 {
+        return Err("has port 0");
+    }
+    if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+        return Err("is not a unicast address other gateways can send to");
+    }
+    Ok(addr)
+}
+
+fn check_dns1123_label(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("is empty");
+    }
+    if id.len() > 63 {
+        return Err("is longer than 63 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("has characters other than lower-case letters, digits and '-'");
+    }
+    if id.starts_with('-') || id.ends_with('-') {
+        return Err("starts or ends with '-'");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,4 @@
+//! Causeway's end-to-end test support: sites as network namespaces, processes
+//! that cannot outlive the test, and waits that say what they waited for.
+
+pub mod harness;
