@@ -63,6 +63,10 @@ pub struct GatewayEndpoint {
     /// The gateway node's address on the cluster network; route agents send remote traffic to it.
     #[serde(rename = "privateIP", default, skip_serializing_if = "Option::is_none")]
     pub private_ip: Option<String>,
+    /// Every cluster-network address of the gateway node, one per family on dual-stack
+    /// clusters (like a Pod's `podIPs`); route agents pick the one matching each destination.
+    #[serde(rename = "privateIPs", default, skip_serializing_if = "Vec::is_empty")]
+    pub private_ips: Vec<String>,
     /// Address inside the tunnel that remote gateways probe for health and RTT.
     #[serde(
         rename = "healthCheckIP",

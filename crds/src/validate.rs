@@ -48,8 +48,20 @@ pub struct SiteGateway {
     pub public_key: [u8; 32],
     /// Address on the cluster network, the route agents' next hop.
     pub private_ip: Option<IpAddr>,
+    /// Every cluster-network address: `privateIP` first, then `privateIPs`.
+    pub private_ips: Vec<IpAddr>,
     /// Address inside the tunnel for health probes.
     pub health_check_ip: Option<IpAddr>,
+}
+
+impl SiteGateway {
+    /// The cluster-network address of the same family as `dst`: a route agent's next hop.
+    pub fn private_ip_for(&self, dst: IpAddr) -> Option<IpAddr> {
+        self.private_ips
+            .iter()
+            .copied()
+            .find(|ip| ip.is_ipv4() == dst.is_ipv4())
+    }
 }
 
 /// A reason a ClusterEndpoint is refused.
@@ -463,6 +475,14 @@ fn parse_gateway(
             .ok()
     };
     let private_ip = parse_ip("privateIP", &gw.private_ip);
+    let mut private_ips: Vec<IpAddr> = private_ip.into_iter().collect();
+    for (i, value) in gw.private_ips.iter().enumerate() {
+        if let Some(ip) = parse_ip(&format!("privateIPs[{i}]"), &Some(value.clone())) {
+            if !private_ips.contains(&ip) {
+                private_ips.push(ip);
+            }
+        }
+    }
     let health_check_ip = parse_ip("healthCheckIP", &gw.health_check_ip);
     if errors.len() > before {
         return None;
@@ -471,7 +491,8 @@ fn parse_gateway(
         node_name: gw.node_name.clone(),
         public_endpoint: public_endpoint?,
         public_key: public_key?,
-        private_ip,
+        private_ip: private_ip.or_else(|| private_ips.first().copied()),
+        private_ips,
         health_check_ip,
     })
 }

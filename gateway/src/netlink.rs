@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use ipnet::IpNet;
+use netlink_packet_route::address::AddressAttribute;
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteMessage, RouteMetric, RouteProtocol, RouteScope, RouteType,
@@ -77,6 +78,12 @@ pub enum NetlinkError {
         link: String,
         /// Error from rtnetlink.
         source: rtnetlink::Error,
+    },
+    /// No local subnet holds a next hop.
+    #[error("no interface on this node has a subnet holding {addr}; the gateway's privateIP must be on a network this node is attached to (check spec.gateways[].privateIP)")]
+    NotOnSubnet {
+        /// The next hop.
+        addr: IpAddr,
     },
     /// No interface on this node holds the given underlay address.
     #[error("no interface on this node holds {addr}; configure the address on the node or give the gateway an address it actually has")]
@@ -788,6 +795,38 @@ impl Netlink {
             Some(holder) => self.link_mtu(holder.header.index).await,
             None => Err(NetlinkError::AddressNotFound { addr }),
         }
+    }
+
+    /// Index of the interface whose subnet holds `neighbor`: where a route via it must leave.
+    pub async fn ifindex_on_subnet(&self, neighbor: IpAddr) -> Result<u32, NetlinkError> {
+        let addresses: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|source| NetlinkError::Address {
+                op: "listing",
+                addr: neighbor.to_string(),
+                link: "(any)".to_string(),
+                source,
+            })?;
+        addresses
+            .iter()
+            .filter_map(|msg| {
+                msg.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Address(ip) => IpNet::new(*ip, msg.header.prefix_len)
+                        .ok()
+                        .filter(|net| net.contains(&neighbor))
+                        .map(|net| (net.prefix_len(), msg.header.index)),
+                    _ => None,
+                })
+            })
+            // The most specific subnet wins, as the kernel's own lookup would choose.
+            .max()
+            .map(|(_, index)| index)
+            .ok_or(NetlinkError::NotOnSubnet { addr: neighbor })
     }
 
     /// Deletes the interface; returns false if it was already gone.

@@ -11,6 +11,7 @@ fn gw(endpoint: &str, key: &str) -> GatewayEndpoint {
         public_endpoint: endpoint.into(),
         public_key: key.into(),
         private_ip: Some("198.19.1.1".into()),
+        private_ips: vec![],
         health_check_ip: None,
     }
 }

@@ -4,9 +4,12 @@
 //! Everything here runs as root and touches only namespaces it created: the
 //! root network namespace is never modified.
 
+pub mod mesh;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod topology;
+pub mod traffic;
 pub mod wait;
 
 use std::path::{Path, PathBuf};

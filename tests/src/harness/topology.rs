@@ -6,9 +6,9 @@
 //!                 │                node0 (198.19.1.1/24, fd00:ffff:1::1/64)
 //!                 │                  ║
 //!                 │                node0 (198.19.1.2/24, fd00:ffff:1::2/64)  worker node
-//!                 │                pod0 (10.1.1.1/24, fd00:1:1::1/64)
+//!                 │                pod0 (10.1.1.1/24, fd00:1:0:1::1/64)
 //!                 │                  ║
-//!                 │                eth0 (10.1.1.10/24, fd00:1:1::10/64)     pod
+//!                 │                eth0 (10.1.1.10/24, fd00:1:0:1::10/64)     pod
 //!                 └─ wan-b ══ wan0 (198.18.0.2/24)  site-b gateway node ...
 //! ```
 //!
@@ -141,12 +141,12 @@ impl SiteSpec {
         Ipv6Addr::new(0xfd00, 0xffff, self.index.into(), 0, 0, 0, 0, 2)
     }
 
-    /// The pod subnets the worker hosts: `10.i.1.0/24` and `fd00:i:1::/64`.
+    /// The pod subnets the worker hosts: `10.i.1.0/24` and `fd00:i:0:1::/64`.
     pub fn worker_pod_subnets(&self) -> Vec<IpNet> {
         vec![
             net4(Ipv4Addr::new(10, self.index, 1, 0), 24),
             net6(
-                Ipv6Addr::new(0xfd00, self.index.into(), 1, 0, 0, 0, 0, 0),
+                Ipv6Addr::new(0xfd00, self.index.into(), 0, 1, 0, 0, 0, 0),
                 64,
             ),
         ]
@@ -157,9 +157,9 @@ impl SiteSpec {
         Ipv4Addr::new(10, self.index, 1, 1)
     }
 
-    /// The worker's IPv6 address facing the pod, the pod's IPv6 gateway: `fd00:i:1::1`.
+    /// The worker's IPv6 address facing the pod, the pod's IPv6 gateway: `fd00:i:0:1::1`.
     pub fn worker_pod_gateway_ip6(&self) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd00, self.index.into(), 1, 0, 0, 0, 0, 1)
+        Ipv6Addr::new(0xfd00, self.index.into(), 0, 1, 0, 0, 0, 1)
     }
 
     /// The pod's IPv4 address: `10.i.1.10`.
@@ -167,9 +167,9 @@ impl SiteSpec {
         Ipv4Addr::new(10, self.index, 1, 10)
     }
 
-    /// The pod's IPv6 address: `fd00:i:1::10`.
+    /// The pod's IPv6 address: `fd00:i:0:1::10`.
     pub fn pod_ip6(&self) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd00, self.index.into(), 1, 0, 0, 0, 0, 0x10)
+        Ipv6Addr::new(0xfd00, self.index.into(), 0, 1, 0, 0, 0, 0x10)
     }
 
     /// This site's `ClusterEndpoint` manifest, one YAML document without a `---` separator.
@@ -186,7 +186,8 @@ impl SiteSpec {
              metadata:\n  name: {id}\n\
              spec:\n  clusterID: {id}\n  podCIDRs: [{pods}]\n  serviceCIDRs: [{services}]\n  \
              gateways:\n    - nodeName: {node}\n      publicEndpoint: \"{public}\"\n      \
-             publicKey: \"{key}\"\n      privateIP: \"{private}\"\n",
+             publicKey: \"{key}\"\n      privateIP: \"{private}\"\n      \
+             privateIPs: [\"{private}\", \"{private6}\"]\n",
             id = self.cluster_id(),
             pods = quoted(self.pod_cidrs()),
             services = quoted(self.service_cidrs()),
@@ -194,6 +195,7 @@ impl SiteSpec {
             public = self.public_endpoint(listen_port),
             key = public_key_b64,
             private = self.gateway_node_ip(),
+            private6 = self.gateway_node_ip6(),
         )
     }
 }
@@ -596,12 +598,16 @@ mod tests {
         assert_eq!(b.gateway_node_ip().to_string(), "198.19.2.1");
         assert_eq!(b.worker_node_ip6().to_string(), "fd00:ffff:2::2");
         assert_eq!(b.pod_ip().to_string(), "10.2.1.10");
-        assert_eq!(b.pod_ip6().to_string(), "fd00:2:1::10");
+        assert_eq!(b.pod_ip6().to_string(), "fd00:2:0:1::10");
+        assert!(
+            b.pod_cidrs()[1].contains(&IpAddr::from(b.pod_ip6())),
+            "the pod lies in its cluster's CIDR"
+        );
         assert_eq!(
             b.worker_pod_subnets(),
             vec![
                 "10.2.1.0/24".parse::<IpNet>().unwrap(),
-                "fd00:2:1::/64".parse().unwrap()
+                "fd00:2:0:1::/64".parse().unwrap()
             ]
         );
     }
@@ -638,6 +644,7 @@ spec:
       publicEndpoint: "198.18.0.1:51820"
       publicKey: "S0VZ"
       privateIP: "198.19.1.1"
+      privateIPs: ["198.19.1.1", "fd00:ffff:1::1"]
 "#;
         assert_eq!(a.cluster_endpoint_yaml("S0VZ", 51820), expected);
     }

@@ -1,0 +1,835 @@
+//! Prometheus metrics and health over HTTP.
+//!
+//! The datapath keeps its own per-peer atomic counters so the packet path
+//! never takes a shared lock; this module only sees them as a [`Snapshot`]
+//! taken at scrape time. [`encode`] is a pure function of that snapshot, and
+//! [`serve`] is the thin HTTP shell around it.
+
+use std::fmt;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures::FutureExt;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+/// Content type of `/metrics`: prometheus-client writes OpenMetrics text (with `# EOF`).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// How long `serve` waits for open connections after shutdown before giving up on them.
+///
+/// Idle keep-alive connections close at once; this only bounds a client that
+/// stalls mid-request, so it cannot hold up the gateway's exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the datapath dropped a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// No peer owns the packet's destination address.
+    NoPeer,
+    /// A peer sent a packet from an address outside its allowed CIDRs.
+    SourceNotAllowed,
+    /// A WireGuard message came from a key we do not know.
+    UnknownPeer,
+    /// WireGuard rejected the message as invalid (e.g. failed authentication or a replay).
+    Invalid,
+    /// The peer has no known UDP endpoint to send to yet.
+    NoEndpoint,
+    /// The packet could not be parsed as IP.
+    Malformed,
+    /// An internal queue was full and the packet was shed.
+    QueueFull,
+}
+
+impl DropReason {
+    /// Every reason, so `/metrics` can show a zero for each one never seen.
+    pub const ALL: [DropReason; 7] = [
+        DropReason::NoPeer,
+        DropReason::SourceNotAllowed,
+        DropReason::UnknownPeer,
+        DropReason::Invalid,
+        DropReason::NoEndpoint,
+        DropReason::Malformed,
+        DropReason::QueueFull,
+    ];
+
+    /// The `reason` label value, in snake_case.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DropReason::NoPeer => "no_peer",
+            DropReason::SourceNotAllowed => "source_not_allowed",
+            DropReason::UnknownPeer => "unknown_peer",
+            DropReason::Invalid => "invalid",
+            DropReason::NoEndpoint => "no_endpoint",
+            DropReason::Malformed => "malformed",
+            DropReason::QueueFull => "queue_full",
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One remote cluster's counters at scrape time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerSnapshot {
+    /// The remote cluster's id, used as the `remote_cluster` label.
+    pub cluster_id: String,
+    /// The peer's current UDP endpoint, if one is known.
+    pub endpoint: Option<SocketAddr>,
+    /// Bytes received from the peer on the tunnel.
+    pub rx_bytes: u64,
+    /// Bytes sent to the peer on the tunnel.
+    pub tx_bytes: u64,
+    /// Packets received from the peer.
+    pub rx_packets: u64,
+    /// Packets sent to the peer.
+    pub tx_packets: u64,
+    /// Completed WireGuard handshakes with the peer.
+    pub handshakes: u64,
+    /// When the last handshake completed; `None` if none ever did.
+    pub last_handshake: Option<SystemTime>,
+}
+
+/// Everything /metrics shows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// One entry per remote cluster.
+    pub peers: Vec<PeerSnapshot>,
+    /// Drop counts by reason; missing reasons show as zero, repeated ones are summed.
+    pub drops: Vec<(DropReason, u64)>,
+    /// Routes Causeway currently holds in the kernel.
+    pub routes: u64,
+    /// Netlink requests sent to change routes or links.
+    pub netlink_writes: u64,
+    /// Configuration reloads applied.
+    pub config_reloads: u64,
+    /// Configuration reloads rejected.
+    pub config_errors: u64,
+}
+
+/// Where the HTTP server gets its figures and health.
+pub trait MetricsSource: Send + Sync + 'static {
+    /// Reads the current counters; called once per scrape.
+    fn snapshot(&self) -> Snapshot;
+    /// `Ok` when the gateway is healthy, otherwise a reason a person can act on.
+    fn health(&self) -> Result<(), String>;
+}
+
+/// Encodes a snapshot as Prometheus text (pure; unit-tested).
+pub fn encode(snapshot: &Snapshot, now: SystemTime) -> String {
+    encode_owned(snapshot.clone(), now)
+}
+
+/// Like [`encode`], without the copy: a registered collector must own its data.
+fn encode_owned(snapshot: Snapshot, now: SystemTime) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotCollector { snapshot, now }));
+    let mut out = String::new();
+    // The writer is a String and the collector only forwards writer errors,
+    // so this cannot fail.
+    prometheus_client::encoding::text::encode(&mut out, &registry)
+        .expect("encoding metrics into a String cannot fail");
+    out
+}
+
+/// A one-scrape collector: prometheus-client's hook for values we do not own.
+#[derive(Debug)]
+struct SnapshotCollector {
+    snapshot: Snapshot,
+    now: SystemTime,
+}
+
+/// A per-peer counter family: name (before `_<unit>_total`), help, unit, field.
+type PeerCounter = (
+    &'static str,
+    &'static str,
+    Option<Unit>,
+    fn(&PeerSnapshot) -> u64,
+);
+
+impl Collector for SnapshotCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let peers = &self.snapshot.peers;
+
+        // prometheus-client appends `_<unit>` and, for counters, `_total`.
+        let peer_counters: [PeerCounter; 5] = [
+            (
+                "causeway_peer_rx",
+                "Bytes received from the remote cluster through its WireGuard tunnel.",
+                Some(Unit::Bytes),
+                |p| p.rx_bytes,
+            ),
+            (
+                "causeway_peer_tx",
+                "Bytes sent to the remote cluster through its WireGuard tunnel.",
+                Some(Unit::Bytes),
+                |p| p.tx_bytes,
+            ),
+            (
+                "causeway_peer_rx_packets",
+                "Packets received from the remote cluster through its WireGuard tunnel.",
+                None,
+                |p| p.rx_packets,
+            ),
+            (
+                "causeway_peer_tx_packets",
+                "Packets sent to the remote cluster through its WireGuard tunnel.",
+                None,
+                |p| p.tx_packets,
+            ),
+            (
+                "causeway_peer_handshakes",
+                "WireGuard handshakes completed with the remote cluster.",
+                None,
+                |p| p.handshakes,
+            ),
+        ];
+        for (name, help, unit, value) in &peer_counters {
+            let mut family =
+                encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Counter)?;
+            for peer in peers {
+                let labels = [("remote_cluster", peer.cluster_id.as_str())];
+                ConstCounter::new(value(peer)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "causeway_peer_last_handshake",
+            "Seconds since the last completed WireGuard handshake with the remote cluster; \
+             absent if none has completed. WireGuard re-handshakes about every 2 minutes while traffic flows.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for peer in peers {
+            let Some(at) = peer.last_handshake else {
+                continue;
+            };
+            // A handshake stamped after `now` means the clock stepped back; 0 beats negative.
+            let age = self.now.duration_since(at).map_or(0.0, |d| d.as_secs_f64());
+            let labels = [("remote_cluster", peer.cluster_id.as_str())];
+            ConstGauge::new(age).encode(family.encode_family(&labels)?)?;
+        }
+
+        // A gauge fixed at 1 rather than an OpenMetrics `info`, so the name
+        // stays `causeway_peer_info` in either exposition format.
+        let mut family = encoder.encode_descriptor(
+            "causeway_peer_info",
+            "Remote clusters this gateway peers with, and each one's current UDP endpoint \
+             (empty if unknown); always 1.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for peer in peers {
+            let endpoint = peer.endpoint.map(|e| e.to_string()).unwrap_or_default();
+            let labels = [
+                ("remote_cluster", peer.cluster_id.as_str()),
+                ("endpoint", endpoint.as_str()),
+            ];
+            ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "causeway_datapath_drops",
+            "Packets the gateway datapath dropped, by reason.",
+            None,
+            MetricType::Counter,
+        )?;
+        for reason in DropReason::ALL {
+            // Summed because several datapath workers may each report the same reason.
+            let count = self
+                .snapshot
+                .drops
+                .iter()
+                .filter(|(r, _)| *r == reason)
+                .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
+            let labels = [("reason", reason.as_str())];
+            ConstCounter::new(count).encode(family.encode_family(&labels)?)?;
+        }
+
+        let family = encoder.encode_descriptor(
+            "causeway_routes",
+            "Routes to remote clusters that Causeway currently holds in the kernel.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.snapshot.routes).encode(family)?;
+
+        let scalar_counters = [
+            (
+                "causeway_netlink_writes",
+                "Netlink requests the gateway sent to change kernel routes or links.",
+                self.snapshot.netlink_writes,
+            ),
+            (
+                "causeway_config_reloads",
+                "Configuration reloads the gateway applied.",
+                self.snapshot.config_reloads,
+            ),
+            (
+                "causeway_config_errors",
+                "Configuration reloads the gateway rejected as invalid.",
+                self.snapshot.config_errors,
+            ),
+        ];
+        for (name, help, value) in scalar_counters {
+            let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(family)?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves GET /metrics and GET /healthz until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    source: Arc<dyn MetricsSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    serve_with_grace(listener, source, shutdown, SHUTDOWN_GRACE).await
+}
+
+/// [`serve`] with the shutdown grace period as a parameter, so tests need not wait it out.
+async fn serve_with_grace(
+    listener: tokio::net::TcpListener,
+    source: Arc<dyn MetricsSource>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics_handler))
+        .route("/healthz", get(healthz_handler))
+        .fallback(not_found)
+        .with_state(source);
+    // Shared so the same signal both starts axum's graceful shutdown and
+    // starts the clock on how long we wait for it.
+    let shutdown = shutdown.shared();
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
+    let deadline = async move {
+        shutdown.await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(grace_secs = grace.as_secs_f64(), "metrics server: connections still open after shutdown grace period; abandoning them");
+            Ok(())
+        }
+    }
+}
+
+async fn metrics_handler(State(source): State<Arc<dyn MetricsSource>>) -> Response {
+    let body = encode_owned(source.snapshot(), SystemTime::now());
+    ([(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)], body).into_response()
+}
+
+async fn healthz_handler(State(source): State<Arc<dyn MetricsSource>>) -> Response {
+    match source.health() {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "not found; try /metrics or /healthz\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    type Labels = BTreeMap<String, String>;
+
+    /// Parses exposition text into `(name, labels) -> value`, failing on duplicates.
+    fn parse_samples(text: &str) -> HashMap<(String, Labels), f64> {
+        let mut samples = HashMap::new();
+        for line in text.lines() {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let (name, rest) = match line.find(['{', ' ']) {
+                Some(i) => line.split_at(i),
+                None => panic!("sample line without value: {line:?}"),
+            };
+            let mut labels = Labels::new();
+            let value_part = if let Some(body) = rest.strip_prefix('{') {
+                let mut chars = body.chars();
+                loop {
+                    let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                    assert_eq!(chars.next(), Some('"'), "bad label in {line:?}");
+                    let mut value = String::new();
+                    loop {
+                        match chars.next().expect("unterminated label value") {
+                            '\\' => match chars.next() {
+                                Some('n') => value.push('\n'),
+                                Some(c) => value.push(c),
+                                None => panic!("dangling escape in {line:?}"),
+                            },
+                            '"' => break,
+                            c => value.push(c),
+                        }
+                    }
+                    assert!(
+                        labels.insert(key, value).is_none(),
+                        "repeated label {line:?}"
+                    );
+                    match chars.next() {
+                        Some(',') => continue,
+                        Some('}') => break,
+                        other => panic!("unexpected {other:?} in {line:?}"),
+                    }
+                }
+                chars.as_str().to_string()
+            } else {
+                rest.to_string()
+            };
+            let value_str = value_part.trim();
+            let value: f64 = value_str
+                .parse()
+                .unwrap_or_else(|e| panic!("bad value {value_str:?} in {line:?}: {e}"));
+            let key = (name.to_string(), labels);
+            assert!(
+                samples.insert(key, value).is_none(),
+                "duplicate series: {line:?}"
+            );
+        }
+        samples
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn sample(
+        samples: &HashMap<(String, Labels), f64>,
+        name: &str,
+        pairs: &[(&str, &str)],
+    ) -> Option<f64> {
+        samples.get(&(name.to_string(), labels(pairs))).copied()
+    }
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn two_peer_snapshot() -> Snapshot {
+        Snapshot {
+            peers: vec![
+                PeerSnapshot {
+                    cluster_id: "site-b".into(),
+                    endpoint: Some("192.0.2.10:51820".parse().unwrap()),
+                    rx_bytes: 1_000_001,
+                    tx_bytes: 2_000_002,
+                    rx_packets: 301,
+                    tx_packets: 402,
+                    handshakes: 7,
+                    last_handshake: Some(now() - Duration::from_millis(42_500)),
+                },
+                PeerSnapshot {
+                    cluster_id: "site-c".into(),
+                    endpoint: None,
+                    rx_bytes: 0,
+                    tx_bytes: 148,
+                    rx_packets: 0,
+                    tx_packets: 1,
+                    handshakes: 0,
+                    last_handshake: None,
+                },
+            ],
+            drops: vec![
+                (DropReason::NoPeer, 3),
+                (DropReason::Malformed, 11),
+                (DropReason::NoPeer, 2),
+            ],
+            routes: 4,
+            netlink_writes: 9,
+            config_reloads: 2,
+            config_errors: 1,
+        }
+    }
+
+    const EXPOSED_NAMES: [&str; 12] = [
+        "causeway_peer_rx_bytes_total",
+        "causeway_peer_tx_bytes_total",
+        "causeway_peer_rx_packets_total",
+        "causeway_peer_tx_packets_total",
+        "causeway_peer_handshakes_total",
+        "causeway_peer_last_handshake_seconds",
+        "causeway_peer_info",
+        "causeway_datapath_drops_total",
+        "causeway_routes",
+        "causeway_netlink_writes_total",
+        "causeway_config_reloads_total",
+        "causeway_config_errors_total",
+    ];
+
+    #[test]
+    fn encode_two_peers() {
+        let text = encode(&two_peer_snapshot(), now());
+        let s = parse_samples(&text);
+
+        let names: BTreeSet<&str> = s.keys().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, EXPOSED_NAMES.into_iter().collect(), "{text}");
+
+        let b = [("remote_cluster", "site-b")];
+        let c = [("remote_cluster", "site-c")];
+        let per_peer = [
+            ("causeway_peer_rx_bytes_total", 1_000_001.0, 0.0),
+            ("causeway_peer_tx_bytes_total", 2_000_002.0, 148.0),
+            ("causeway_peer_rx_packets_total", 301.0, 0.0),
+            ("causeway_peer_tx_packets_total", 402.0, 1.0),
+            ("causeway_peer_handshakes_total", 7.0, 0.0),
+        ];
+        for (name, vb, vc) in per_peer {
+            assert_eq!(sample(&s, name, &b), Some(vb), "{name} site-b");
+            assert_eq!(sample(&s, name, &c), Some(vc), "{name} site-c");
+        }
+
+        assert_eq!(
+            sample(&s, "causeway_peer_last_handshake_seconds", &b),
+            Some(42.5)
+        );
+        assert_eq!(
+            sample(
+                &s,
+                "causeway_peer_info",
+                &[
+                    ("remote_cluster", "site-b"),
+                    ("endpoint", "192.0.2.10:51820")
+                ]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &s,
+                "causeway_peer_info",
+                &[("remote_cluster", "site-c"), ("endpoint", "")]
+            ),
+            Some(1.0)
+        );
+
+        assert_eq!(sample(&s, "causeway_routes", &[]), Some(4.0));
+        assert_eq!(sample(&s, "causeway_netlink_writes_total", &[]), Some(9.0));
+        assert_eq!(sample(&s, "causeway_config_reloads_total", &[]), Some(2.0));
+        assert_eq!(sample(&s, "causeway_config_errors_total", &[]), Some(1.0));
+
+        // Every family is described, under its exposed name (minus `_total`).
+        for line in [
+            "# TYPE causeway_peer_rx_bytes counter",
+            "# UNIT causeway_peer_rx_bytes bytes",
+            "# TYPE causeway_peer_last_handshake_seconds gauge",
+            "# TYPE causeway_peer_info gauge",
+            "# TYPE causeway_datapath_drops counter",
+            "# TYPE causeway_routes gauge",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let helps = text.lines().filter(|l| l.starts_with("# HELP ")).count();
+        assert_eq!(helps, EXPOSED_NAMES.len(), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn never_handshaked_peer_has_no_last_handshake_sample() {
+        let s = parse_samples(&encode(&two_peer_snapshot(), now()));
+        let series: Vec<&Labels> = s
+            .keys()
+            .filter(|(n, _)| n == "causeway_peer_last_handshake_seconds")
+            .map(|(_, l)| l)
+            .collect();
+        assert_eq!(series, vec![&labels(&[("remote_cluster", "site-b")])]);
+    }
+
+    #[test]
+    fn handshake_in_the_future_reads_zero() {
+        let snapshot = Snapshot {
+            peers: vec![PeerSnapshot {
+                cluster_id: "site-b".into(),
+                last_handshake: Some(now() + Duration::from_secs(3)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let s = parse_samples(&encode(&snapshot, now()));
+        assert_eq!(
+            sample(
+                &s,
+                "causeway_peer_last_handshake_seconds",
+                &[("remote_cluster", "site-b")]
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn drops_cover_every_reason_with_zeros() {
+        let s = parse_samples(&encode(&two_peer_snapshot(), now()));
+        let drops: BTreeMap<String, f64> = s
+            .iter()
+            .filter(|((n, _), _)| n == "causeway_datapath_drops_total")
+            .map(|((_, l), v)| (l["reason"].clone(), *v))
+            .collect();
+        let expected: BTreeMap<String, f64> = DropReason::ALL
+            .iter()
+            .map(|r| {
+                let v = match r {
+                    DropReason::NoPeer => 5.0,
+                    DropReason::Malformed => 11.0,
+                    _ => 0.0,
+                };
+                (r.as_str().to_string(), v)
+            })
+            .collect();
+        assert_eq!(drops, expected);
+
+        // An empty snapshot still shows every reason.
+        let empty = parse_samples(&encode(&Snapshot::default(), now()));
+        for r in DropReason::ALL {
+            assert_eq!(
+                sample(
+                    &empty,
+                    "causeway_datapath_drops_total",
+                    &[("reason", r.as_str())]
+                ),
+                Some(0.0),
+                "{r}"
+            );
+        }
+    }
+
+    #[test]
+    fn drop_reason_labels_are_distinct_snake_case() {
+        let names: BTreeSet<&str> = DropReason::ALL.iter().map(DropReason::as_str).collect();
+        assert_eq!(names.len(), DropReason::ALL.len());
+        for n in names {
+            assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{n}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let snapshot = Snapshot {
+            peers: vec![PeerSnapshot {
+                cluster_id: "we\"ird\\id".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let s = parse_samples(&encode(&snapshot, now()));
+        assert_eq!(
+            sample(
+                &s,
+                "causeway_peer_rx_bytes_total",
+                &[("remote_cluster", "we\"ird\\id")]
+            ),
+            Some(0.0)
+        );
+    }
+
+    struct FakeSource {
+        health: Result<(), String>,
+    }
+
+    impl MetricsSource for FakeSource {
+        fn snapshot(&self) -> Snapshot {
+            two_peer_snapshot()
+        }
+        fn health(&self) -> Result<(), String> {
+            self.health.clone()
+        }
+    }
+
+    struct Reply {
+        status: u16,
+        headers: HashMap<String, String>,
+        body: String,
+    }
+
+    /// One HTTP/1.1 request on a fresh connection that asks the server to close it.
+    async fn get(addr: SocketAddr, path: &str) -> Reply {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        parse_reply(&String::from_utf8(raw).unwrap())
+    }
+
+    fn parse_reply(raw: &str) -> Reply {
+        let (head, body) = raw.split_once("\r\n\r\n").expect("no end of headers");
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap();
+        let mut parts = status_line.splitn(3, ' ');
+        assert_eq!(parts.next(), Some("HTTP/1.1"));
+        let status = parts.next().unwrap().parse().unwrap();
+        let headers = lines
+            .map(|l| {
+                let (k, v) = l.split_once(':').unwrap();
+                (k.trim().to_ascii_lowercase(), v.trim().to_string())
+            })
+            .collect();
+        Reply {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    async fn start(
+        health: Result<(), String>,
+        grace: Duration,
+    ) -> (
+        SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let source: Arc<dyn MetricsSource> = Arc::new(FakeSource { health });
+        let task = tokio::spawn(serve_with_grace(
+            listener,
+            source,
+            async move {
+                let _ = rx.await;
+            },
+            grace,
+        ));
+        (addr, tx, task)
+    }
+
+    async fn stop(
+        tx: tokio::sync::oneshot::Sender<()>,
+        task: tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .expect("serve did not return after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_404() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let source: Arc<dyn MetricsSource> = Arc::new(FakeSource { health: Ok(()) });
+        // The public entry point, as main uses it.
+        let task = tokio::spawn(serve(listener, source, async move {
+            let _ = rx.await;
+        }));
+
+        let metrics = get(addr, "/metrics").await;
+        assert_eq!(metrics.status, 200);
+        assert_eq!(metrics.headers["content-type"], METRICS_CONTENT_TYPE);
+        let s = parse_samples(&metrics.body);
+        assert_eq!(
+            sample(
+                &s,
+                "causeway_peer_rx_bytes_total",
+                &[("remote_cluster", "site-b")]
+            ),
+            Some(1_000_001.0)
+        );
+        assert!(metrics.body.ends_with("# EOF\n"));
+
+        let health = get(addr, "/healthz").await;
+        assert_eq!(health.status, 200);
+        assert_eq!(health.body, "ok\n");
+
+        let missing = get(addr, "/nope").await;
+        assert_eq!(missing.status, 404);
+
+        stop(tx, task).await;
+        assert!(
+            TcpStream::connect(addr).await.is_err(),
+            "listener still open after serve returned"
+        );
+    }
+
+    #[tokio::test]
+    async fn healthz_reports_failure_reason() {
+        let reason = "netlink: RTM_NEWROUTE 10.1.0.0/16 failed: permission denied";
+        let (addr, tx, task) = start(Err(reason.to_string()), SHUTDOWN_GRACE).await;
+
+        let health = get(addr, "/healthz").await;
+        assert_eq!(health.status, 503);
+        assert_eq!(health.body, format!("{reason}\n"));
+
+        stop(tx, task).await;
+    }
+
+    #[tokio::test]
+    async fn idle_keep_alive_connection_does_not_block_shutdown() {
+        // A long grace: returning promptly must come from closing idle connections.
+        let (addr, tx, task) = start(Ok(()), Duration::from_secs(60)).await;
+
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut raw = Vec::new();
+        while !String::from_utf8_lossy(&raw).ends_with("ok\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "server closed a keep-alive connection early");
+            raw.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(parse_reply(&String::from_utf8(raw).unwrap()).status, 200);
+
+        stop(tx, task).await;
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .expect("idle connection not closed on shutdown")
+            .unwrap();
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn stalled_client_cannot_hold_shutdown_past_grace() {
+        let (addr, tx, task) = start(Ok(()), Duration::from_millis(200)).await;
+
+        // Half a request: the connection is busy, so graceful shutdown would wait for it.
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+
+        stop(tx, task).await;
+        drop(stream);
+    }
+}

@@ -1,0 +1,136 @@
+//! The Linux TUN device: layer-3 packets in and out of the kernel through a file descriptor.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::time::Duration;
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+
+/// An open TUN interface; the kernel deletes the interface when the last descriptor closes.
+///
+/// That is deliberate: a gateway that crashes leaves no interface behind, and the
+/// kernel withdraws every route through it with it.
+#[derive(Debug)]
+pub struct Tun {
+    file: File,
+    name: String,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+impl Tun {
+    /// Creates (or attaches to) the TUN interface `name`, without packet-information headers.
+    pub fn open(name: &str) -> io::Result<Tun> {
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("interface name {name:?} must be 1 to 15 bytes"),
+            ));
+        }
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NONBLOCK)
+            .open("/dev/net/tun")
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("opening /dev/net/tun: {e}; the gateway needs the TUN device and CAP_NET_ADMIN"),
+                )
+            })?;
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+            _pad: [0; 22],
+        };
+        req.name[..name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: TUNSETIFF reads and writes an ifreq, which `req` is laid out as.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, &mut req) };
+        if rc < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(
+                e.kind(),
+                format!("creating TUN interface {name:?}: {e}; is another process holding it?"),
+            ));
+        }
+        Ok(Tun {
+            file,
+            name: name.to_owned(),
+        })
+    }
+
+    /// The interface name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Reads one packet; `Ok(None)` when none arrived within `timeout`.
+    pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        if !wait_readable(self.file.as_fd(), timeout)? {
+            return Ok(None);
+        }
+        // SAFETY: reading into a buffer we own, with its length.
+        let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            n if n >= 0 => Ok(Some(n as usize)),
+            _ => match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+                e => Err(e),
+            },
+        }
+    }
+
+    /// Writes one packet to the kernel.
+    pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        loop {
+            // SAFETY: writing from a buffer we own, with its length.
+            let n =
+                unsafe { libc::write(self.file.as_raw_fd(), packet.as_ptr().cast(), packet.len()) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                // The kernel's queue is full: wait for room rather than drop.
+                wait_writable(self.file.as_fd(), Duration::from_millis(100))?;
+                continue;
+            }
+            return Err(e);
+        }
+    }
+}
+
+/// Waits until `fd` is readable or the timeout passes.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    poll_one(fd, libc::POLLIN, timeout)
+}
+
+fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
+    poll_one(fd, libc::POLLOUT, timeout)
+}
+
+fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    // SAFETY: one valid pollfd.
+    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
+    match rc {
+        rc if rc > 0 => Ok(true),
+        0 => Ok(false),
+        _ => match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+            e => Err(e),
+        },
+    }
+}

@@ -1,0 +1,580 @@
+//! End-to-end tests of the standalone data plane: real gateways, route agents, TUN
+//! interfaces, routes and WireGuard handshakes between sites in network namespaces.
+//!
+//! One binary for every slow test, so they share one build and one harness.
+
+use boringtun::noise::{Tunn, TunnResult};
+use boringtun::x25519::{PublicKey, StaticSecret};
+use causeway_crds::keys::parse_key;
+use causeway_tests::harness::mesh::{causeway_routes, metric, Mesh};
+use causeway_tests::harness::postgres::Postgres;
+use causeway_tests::harness::traffic::{pattern, tcp_connect, tcp_roundtrip, udp_roundtrip, Echo};
+use causeway_tests::harness::{wait_until_ok, HarnessError, Netns, ScratchDir};
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const A: usize = 0;
+const B: usize = 1;
+const C: usize = 2;
+const ECHO_PORT: u16 = 7000;
+const WAIT: Duration = Duration::from_secs(10);
+
+fn pod_addr(mesh: &Mesh, i: usize) -> SocketAddr {
+    SocketAddr::new(mesh.site(i).spec.pod_ip().into(), ECHO_PORT)
+}
+
+fn pod_addr6(mesh: &Mesh, i: usize) -> SocketAddr {
+    SocketAddr::new(mesh.site(i).spec.pod_ip6().into(), ECHO_PORT)
+}
+
+fn echo(mesh: &Mesh, i: usize, addr: SocketAddr) -> Echo {
+    Echo::start(&mesh.site(i).pod, addr).expect("echo server in pod")
+}
+
+/// Waits until a TCP round-trip from pod `from` to `to` works (routes and tunnel up).
+fn wait_reachable(mesh: &Mesh, from: usize, to: SocketAddr) {
+    let payload = pattern(1000, from as u8);
+    let what = format!(
+        "{} pod to reach {to} over TCP",
+        mesh.site(from).spec.cluster_id()
+    );
+    let result = wait_until_ok(&what, WAIT, || {
+        match tcp_roundtrip(&mesh.site(from).pod, to, &payload) {
+            Ok(back) if back == payload => Ok(()),
+            Ok(_) => Err("echo differed".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    });
+    if let Err(e) = result {
+        panic!("{e}\n{}", mesh.logs());
+    }
+}
+
+fn gateway_metric(mesh: &Mesh, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = mesh.gateway_metrics(i).expect("gateway metrics");
+    metric(&text, name, labels).unwrap_or(0.0)
+}
+
+fn wait_metric_at_least(mesh: &Mesh, i: usize, name: &str, labels: &[(&str, &str)], min: f64) {
+    let what = format!(
+        "{name}{labels:?} >= {min} on {}",
+        mesh.site(i).spec.cluster_id()
+    );
+    wait_until_ok(&what, WAIT, || {
+        let text = mesh.gateway_metrics(i).map_err(|e| e.to_string())?;
+        match metric(&text, name, labels) {
+            Some(v) if v >= min => Ok(v),
+            other => Err(format!("value {other:?}")),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
+}
+
+#[test]
+fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
+    let mesh = Mesh::start(2).expect("two-site mesh");
+    let servers: Vec<Echo> = [A, B]
+        .iter()
+        .flat_map(|&i| {
+            [
+                echo(&mesh, i, pod_addr(&mesh, i)),
+                echo(&mesh, i, pod_addr6(&mesh, i)),
+            ]
+        })
+        .collect();
+    for (from, to) in [(A, B), (B, A)] {
+        wait_reachable(&mesh, from, pod_addr(&mesh, to));
+        let pod = &mesh.site(from).pod;
+        for len in [1, 1400, 64 * 1024] {
+            let payload = pattern(len, 7);
+            let back = tcp_roundtrip(pod, pod_addr(&mesh, to), &payload).expect("tcp v4");
+            assert_eq!(back, payload, "TCP v4 {len} bytes {from}->{to}");
+            let back = tcp_roundtrip(pod, pod_addr6(&mesh, to), &payload).expect("tcp v6");
+            assert_eq!(back, payload, "TCP v6 {len} bytes {from}->{to}");
+        }
+        let datagram = pattern(1200, 3);
+        assert_eq!(
+            udp_roundtrip(pod, pod_addr(&mesh, to), &datagram).expect("udp v4"),
+            datagram
+        );
+        assert_eq!(
+            udp_roundtrip(pod, pod_addr6(&mesh, to), &datagram).expect("udp v6"),
+            datagram
+        );
+    }
+    // The traffic went through the tunnel and the gateways counted it.
+    for (i, peer) in [(A, "site-b"), (B, "site-a")] {
+        let rx = gateway_metric(
+            &mesh,
+            i,
+            "causeway_peer_rx_bytes_total",
+            &[("remote_cluster", peer)],
+        );
+        let tx = gateway_metric(
+            &mesh,
+            i,
+            "causeway_peer_tx_bytes_total",
+            &[("remote_cluster", peer)],
+        );
+        assert!(
+            rx > 130_000.0 && tx > 130_000.0,
+            "site {i}: rx {rx} tx {tx}"
+        );
+    }
+    // The underlay carries only WireGuard: the pod CIDRs are routed to the TUN interface.
+    let routes = causeway_routes(&mesh.site(A).gateway).unwrap();
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.starts_with("10.2.0.0/16 dev causeway0") && r.contains("mtu 1440")),
+        "{routes:?}"
+    );
+    let routes = causeway_routes(&mesh.site(A).worker).unwrap();
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.starts_with("10.2.0.0/16 via 198.19.1.1")),
+        "{routes:?}"
+    );
+    drop(servers);
+}
+
+/// A TCP stream exchanging verified chunks until told to stop (bounded in count and time).
+struct Stream {
+    stop: Arc<AtomicBool>,
+    chunks: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<Result<u64, String>>>,
+}
+
+impl Stream {
+    const MAX_CHUNKS: u64 = 200_000;
+    const MAX_TIME: Duration = Duration::from_secs(90);
+
+    fn start(pod: &Netns, to: SocketAddr) -> Stream {
+        let mut conn = tcp_connect(pod, to).expect("stream connect");
+        let stop = Arc::new(AtomicBool::new(false));
+        let chunks = Arc::new(AtomicU64::new(0));
+        let (s, c) = (Arc::clone(&stop), Arc::clone(&chunks));
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed)
+                && n < Self::MAX_CHUNKS
+                && started.elapsed() < Self::MAX_TIME
+            {
+                let chunk = pattern(16 * 1024, n as u8);
+                conn.write_all(&chunk)
+                    .map_err(|e| format!("write chunk {n}: {e}"))?;
+                let mut back = vec![0u8; chunk.len()];
+                conn.read_exact(&mut back)
+                    .map_err(|e| format!("read chunk {n}: {e}"))?;
+                if back != chunk {
+                    return Err(format!("chunk {n} corrupted"));
+                }
+                n += 1;
+                c.store(n, Ordering::Relaxed);
+            }
+            Ok(n)
+        });
+        Stream {
+            stop,
+            chunks,
+            thread: Some(thread),
+        }
+    }
+
+    fn chunks(&self) -> u64 {
+        self.chunks.load(Ordering::Relaxed)
+    }
+
+    fn finish(mut self) -> Result<u64, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| "stream thread panicked".to_string())?
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
+    let mut mesh = Mesh::new(3).expect("three sites");
+    for i in [A, B] {
+        mesh.write_endpoints(i, &[A, B]).unwrap();
+    }
+    for i in [A, B] {
+        mesh.start_site(i).unwrap();
+    }
+    let _servers = [A, B, C].map(|i| echo(&mesh, i, pod_addr(&mesh, i)));
+    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+    let stream = Stream::start(&mesh.site(A).pod, pod_addr(&mesh, B));
+    wait_until_ok("stream to carry data", WAIT, || match stream.chunks() {
+        0 => Err("no chunk yet".to_string()),
+        n => Ok(n),
+    })
+    .unwrap();
+
+    // Site C joins: its own file lists all three, then A's and B's files gain it.
+    mesh.write_endpoints(C, &[A, B, C]).unwrap();
+    mesh.start_site(C).unwrap();
+    for i in [A, B] {
+        mesh.write_endpoints(i, &[A, B, C]).unwrap();
+    }
+    let joined_at = stream.chunks();
+    mesh.wait_handshakes(&[A, B, C], WAIT)
+        .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
+    wait_reachable(&mesh, A, pod_addr(&mesh, C));
+    wait_reachable(&mesh, C, pod_addr(&mesh, B));
+    wait_until_ok("stream to carry on after the join", WAIT, || {
+        match stream.chunks() {
+            n if n > joined_at + 10 => Ok(n),
+            n => Err(format!("{n} chunks")),
+        }
+    })
+    .unwrap();
+    let chunks = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("A->B stream broke while C joined: {e}"));
+    eprintln!("A->B stream: {chunks} verified 16 KiB chunks, unbroken across the join");
+    // The handshake with B happened once: joining C did not restart A's session with B.
+    assert_eq!(
+        gateway_metric(
+            &mesh,
+            A,
+            "causeway_peer_handshakes_total",
+            &[("remote_cluster", "site-b")]
+        ),
+        1.0
+    );
+
+    // Site C leaves A's file: A's gateway and worker withdraw its routes, and only those.
+    mesh.write_endpoints(A, &[A, B]).unwrap();
+    for ns in [&mesh.site(A).gateway, &mesh.site(A).worker] {
+        wait_until_ok("site-c routes withdrawn on site-a", WAIT, || {
+            let routes = causeway_routes(ns).map_err(|e| e.to_string())?;
+            match routes.iter().any(|r| {
+                r.starts_with("10.3.") || r.starts_with("10.103.") || r.starts_with("fd00:3:")
+            }) {
+                false => Ok(routes),
+                true => Err(format!("{routes:?}")),
+            }
+        })
+        .unwrap();
+        let routes = causeway_routes(ns).unwrap();
+        assert!(
+            routes.iter().any(|r| r.starts_with("10.2.0.0/16")),
+            "site-b route lost: {routes:?}"
+        );
+    }
+    let text = mesh.gateway_metrics(A).unwrap();
+    assert!(
+        metric(&text, "causeway_peer_info", &[("remote_cluster", "site-c")]).is_none(),
+        "{text}"
+    );
+    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+}
+
+/// An IPv4/UDP packet with a chosen source, for spoofing tests.
+fn raw_udp_packet(src: Ipv4Addr, dst: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
+    let total = 20 + 8 + payload.len();
+    let mut p = vec![0u8; total];
+    p[0] = 0x45;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[8] = 64;
+    p[9] = 17;
+    p[12..16].copy_from_slice(&src.octets());
+    p[16..20].copy_from_slice(&dst.octets());
+    let mut sum: u32 = p[..20]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    p[20..22].copy_from_slice(&4321u16.to_be_bytes());
+    p[22..24].copy_from_slice(&port.to_be_bytes());
+    p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    p[28..].copy_from_slice(payload);
+    p
+}
+
+fn send_raw(ns: &Netns, packet: &[u8], dst: Ipv4Addr) {
+    ns.run(|| {
+        // SAFETY: plain socket calls on a descriptor we own and close.
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_RAW);
+            assert!(fd >= 0, "raw socket: {}", std::io::Error::last_os_error());
+            let addr = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: 0,
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(dst).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            let n = libc::sendto(
+                fd,
+                packet.as_ptr().cast(),
+                packet.len(),
+                0,
+                (&addr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            );
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            assert_eq!(n, packet.len() as isize, "raw send: {err}");
+        }
+    });
+}
+
+#[test]
+fn a_spoofed_inner_source_is_dropped_and_counted() {
+    let mesh = Mesh::start(2).expect("two-site mesh");
+    let port = 7777;
+    let target = mesh.site(A).spec.pod_ip();
+    let listener = mesh
+        .site(A)
+        .pod
+        .run(|| UdpSocket::bind((IpAddr::from(target), port)))
+        .expect("listener in site-a pod");
+    listener
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let _echo = echo(&mesh, A, pod_addr(&mesh, A));
+    wait_reachable(&mesh, B, pod_addr(&mesh, A));
+
+    // Site B claims to be a pod of site C (10.3.1.10), which B does not own.
+    let before = gateway_metric(
+        &mesh,
+        A,
+        "causeway_datapath_drops_total",
+        &[("reason", "source_not_allowed")],
+    );
+    let spoofed = raw_udp_packet(Ipv4Addr::new(10, 3, 1, 10), target, port, b"spoofed");
+    send_raw(&mesh.site(B).pod, &spoofed, target);
+    wait_metric_at_least(
+        &mesh,
+        A,
+        "causeway_datapath_drops_total",
+        &[("reason", "source_not_allowed")],
+        before + 1.0,
+    );
+
+    // A genuine packet sent afterwards arrives, and it is the first thing that does.
+    let genuine = raw_udp_packet(mesh.site(B).spec.pod_ip(), target, port, b"genuine");
+    send_raw(&mesh.site(B).pod, &genuine, target);
+    let mut buf = [0u8; 64];
+    let (n, from) = listener
+        .recv_from(&mut buf)
+        .expect("genuine packet through the tunnel");
+    assert_eq!(&buf[..n], b"genuine", "from {from}");
+    assert_eq!(from.ip(), IpAddr::from(mesh.site(B).spec.pod_ip()));
+}
+
+#[test]
+fn packets_under_an_unknown_key_are_ignored() {
+    let mesh = Mesh::start(2).expect("two-site mesh");
+    let a_public = parse_key(mesh.public_key(A)).unwrap();
+    let a_endpoint = mesh.site(A).spec.public_endpoint(51820);
+    let before = gateway_metric(
+        &mesh,
+        A,
+        "causeway_datapath_drops_total",
+        &[("reason", "unknown_peer")],
+    );
+
+    // A stranger with its own key, sending from site B's underlay host.
+    let socket = mesh
+        .site(B)
+        .gateway
+        .run(|| UdpSocket::bind("198.18.0.2:0"))
+        .unwrap();
+    let stranger = StaticSecret::random_from_rng(rand_core::OsRng);
+    let mut tunn = Tunn::new(stranger, PublicKey::from(a_public), None, None, 7, None);
+    let mut buf = vec![0u8; 2048];
+    let TunnResult::WriteToNetwork(init) = tunn.format_handshake_initiation(&mut buf, false) else {
+        panic!("no handshake initiation");
+    };
+    socket.send_to(init, a_endpoint).unwrap();
+    // And a data packet for a session index nobody holds.
+    let mut data = vec![0u8; 64];
+    data[0] = 4;
+    data[4..8].copy_from_slice(&0x00ab_cd00u32.to_le_bytes());
+    socket.send_to(&data, a_endpoint).unwrap();
+    wait_metric_at_least(
+        &mesh,
+        A,
+        "causeway_datapath_drops_total",
+        &[("reason", "unknown_peer")],
+        before + 2.0,
+    );
+
+    socket.set_nonblocking(true).unwrap();
+    match socket.recv_from(&mut buf) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("site-a answered a stranger: {other:?}"),
+    }
+    // The real peer is undisturbed.
+    let _echo = echo(&mesh, B, pod_addr(&mesh, B));
+    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+}
+
+#[test]
+fn an_invalid_endpoints_file_changes_nothing_and_a_no_op_reload_writes_nothing() {
+    let mesh = Mesh::start(2).expect("two-site mesh");
+    let _echo = echo(&mesh, B, pod_addr(&mesh, B));
+    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+    let routes = causeway_routes(&mesh.site(A).gateway).unwrap();
+    let writes = gateway_metric(&mesh, A, "causeway_netlink_writes_total", &[]);
+    let good = mesh.endpoints_text(&[A, B]);
+
+    // Site B's pod CIDR now overlaps site A's: the whole file is refused.
+    let bad = good.replace("\"10.2.0.0/16\"", "\"10.1.0.0/24\"");
+    assert_ne!(bad, good);
+    mesh.write_endpoints_text(A, &bad).unwrap();
+    wait_metric_at_least(&mesh, A, "causeway_config_errors_total", &[], 1.0);
+    let log = mesh.logs();
+    assert!(
+        log.contains("overlaps") && log.contains("keeping the last good configuration"),
+        "{log}"
+    );
+    assert_eq!(causeway_routes(&mesh.site(A).gateway).unwrap(), routes);
+    assert_eq!(
+        gateway_metric(&mesh, A, "causeway_netlink_writes_total", &[]),
+        writes
+    );
+    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+
+    // The same clusterset written differently: applied, and nothing to write.
+    let reloads = gateway_metric(&mesh, A, "causeway_config_reloads_total", &[]);
+    mesh.write_endpoints_text(A, &format!("# re-generated\n{good}"))
+        .unwrap();
+    wait_metric_at_least(
+        &mesh,
+        A,
+        "causeway_config_reloads_total",
+        &[],
+        reloads + 1.0,
+    );
+    assert_eq!(
+        gateway_metric(&mesh, A, "causeway_netlink_writes_total", &[]),
+        writes
+    );
+    assert_eq!(causeway_routes(&mesh.site(A).gateway).unwrap(), routes);
+}
+
+#[test]
+fn clean_shutdown_removes_everything_and_a_crashed_agent_is_adopted_on_restart() {
+    let mut mesh = Mesh::start(2).expect("two-site mesh");
+    let gw = &mesh.site(A).gateway;
+    assert!(gw.ip(["link", "show", "causeway0"]).is_ok());
+    assert!(!causeway_routes(gw).unwrap().is_empty());
+
+    let status = mesh
+        .take_gateway(A)
+        .unwrap()
+        .terminate_and_wait(WAIT)
+        .unwrap();
+    assert!(status.success(), "gateway exit: {status}");
+    let gw = &mesh.site(A).gateway;
+    assert!(
+        gw.ip(["link", "show", "causeway0"]).is_err(),
+        "causeway0 left behind"
+    );
+    assert_eq!(causeway_routes(gw).unwrap(), Vec::<String>::new());
+
+    // The route agent dies without cleaning up; its routes stay and keep working for the
+    // restarted agent, which adopts them without a single write.
+    let worker_routes = causeway_routes(&mesh.site(A).worker).unwrap();
+    assert!(!worker_routes.is_empty());
+    let mut agent = mesh.take_agent(A).unwrap();
+    agent.kill9().unwrap();
+    assert_eq!(
+        causeway_routes(&mesh.site(A).worker).unwrap(),
+        worker_routes
+    );
+    mesh.start_agent(A).unwrap();
+    let text = wait_until_ok("restarted agent metrics", WAIT, || {
+        mesh.agent_metrics(A).map_err(|e| e.to_string())
+    })
+    .unwrap();
+    assert_eq!(
+        metric(&text, "causeway_netlink_writes_total", &[]),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "causeway_routes", &[]),
+        Some(worker_routes.len() as f64)
+    );
+    assert_eq!(
+        causeway_routes(&mesh.site(A).worker).unwrap(),
+        worker_routes
+    );
+
+    // A restarted gateway restores the tunnel.
+    mesh.start_gateway(A).unwrap();
+    let _echo = echo(&mesh, B, pod_addr(&mesh, B));
+    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+}
+
+#[test]
+fn postgres_replica_in_site_b_streams_from_the_primary_in_site_a() -> Result<(), HarnessError> {
+    let mesh = Mesh::start(2)?;
+    let scratch = ScratchDir::new("cw-pg-e2e")?;
+    let primary_ip: IpAddr = mesh.site(A).spec.pod_ip().into();
+    let primary = Postgres::start_primary(&mesh.site(A).pod, primary_ip, scratch.path())?;
+    // The base backup and the WAL stream both cross the tunnel.
+    let replica = Postgres::start_replica(
+        &mesh.site(B).pod,
+        mesh.site(B).spec.pod_ip().into(),
+        &primary_ip.to_string(),
+        scratch.path(),
+    )?;
+    primary.sql("CREATE TABLE orders (id int PRIMARY KEY, customer text, amount numeric)")?;
+    primary.sql(
+        "INSERT INTO orders SELECT g, 'customer-' || g, g * 1.5 FROM generate_series(1, 5000) g",
+    )?;
+    primary.sql("UPDATE orders SET amount = amount + 1 WHERE id % 7 = 0")?;
+    let lsn = primary.current_lsn()?;
+    replica.wait_replayed(&lsn, Duration::from_secs(30))?;
+    let (a, b) = (
+        primary.table_checksum("orders")?,
+        replica.table_checksum("orders")?,
+    );
+    assert_eq!(a, b, "table checksums differ between sites");
+    assert_eq!(replica.sql("SELECT count(*) FROM orders")?, "5000");
+    let rows = primary.replication_status()?;
+    assert!(
+        rows.iter()
+            .any(|r| r.client_addr == Some(mesh.site(B).spec.pod_ip().into())
+                && r.state == "streaming"),
+        "replica not streaming from site-b's pod address: {rows:?}"
+    );
+    let rx = gateway_metric(
+        &mesh,
+        B,
+        "causeway_peer_rx_bytes_total",
+        &[("remote_cluster", "site-a")],
+    );
+    assert!(
+        rx > 1_000_000.0,
+        "the base backup should have crossed the tunnel: {rx} bytes"
+    );
+    eprintln!("checksum {a} on both sites; {rx} bytes received through the tunnel by site-b");
+    Ok(())
+}
