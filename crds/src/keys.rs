@@ -52,7 +52,8 @@ mod tests {
 
     #[test]
     fn refuses_bad_keys() {
-        let cases: &[(&str, fn(&KeyError) -> bool)] = &[
+        type Case<'a> = (&'a str, fn(&KeyError) -> bool);
+        let cases: &[Case] = &[
             ("not base64!", |e| matches!(e, KeyError::Base64(_))),
             ("AAAA", |e| matches!(e, KeyError::Length(3))),
             ("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", |e| {

@@ -4,6 +4,10 @@
 //! check objects through this crate, so a rule (CIDR overlap, key format, cluster
 //! ID syntax) lives in exactly one place.
 
+// kube's `printcolumn(name = .., type_ = ..)` repeats its keys once per column, which
+// this lint mistakes for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod cluster_endpoint;
 pub mod crdgen;
 pub mod gateway;

@@ -79,7 +79,7 @@ pub fn parse_endpoints(text: &str) -> Result<Vec<ClusterEndpoint>, Vec<ManifestE
             // After a YAML syntax error the document stream cannot resynchronise: it
             // would yield the same error forever, so stop at the first one.
             Err(DocumentError::Yaml(e)) => {
-                errors.push(e);
+                errors.push(*e);
                 break;
             }
             Err(DocumentError::Content(mut errs)) => errors.append(&mut errs),
@@ -96,7 +96,7 @@ pub fn parse_endpoints(text: &str) -> Result<Vec<ClusterEndpoint>, Vec<ManifestE
 }
 
 enum DocumentError {
-    Yaml(ManifestError),
+    Yaml(Box<ManifestError>),
     Content(Vec<ManifestError>),
 }
 
@@ -106,7 +106,7 @@ fn parse_document(
 ) -> Result<Option<ClusterEndpoint>, DocumentError> {
     let syntax = |message: String| ManifestError::Syntax { document, message };
     let value = serde_yaml::Value::deserialize(doc)
-        .map_err(|e| DocumentError::Yaml(syntax(e.to_string())))?;
+        .map_err(|e| DocumentError::Yaml(Box::new(syntax(e.to_string()))))?;
     if value.is_null() {
         return Ok(None);
     }
@@ -200,7 +200,8 @@ mod tests {
 
     #[test]
     fn refusals_name_the_document() {
-        let cases: Vec<(String, fn(&ManifestError) -> bool)> = vec![
+        type Case = (String, fn(&ManifestError) -> bool);
+        let cases: Vec<Case> = vec![
             ("spec: [unclosed".into(), |e| {
                 matches!(e, ManifestError::Syntax { document: 1, .. })
             }),

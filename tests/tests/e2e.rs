@@ -124,6 +124,24 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
             "site {i}: rx {rx} tx {tx}"
         );
     }
+    // A healthy clusterset drops nothing (the kernel's link-local chatter on the TUN is not traffic).
+    for i in [A, B] {
+        for reason in [
+            "no_peer",
+            "source_not_allowed",
+            "unknown_peer",
+            "invalid",
+            "malformed",
+        ] {
+            let n = gateway_metric(
+                &mesh,
+                i,
+                "causeway_datapath_drops_total",
+                &[("reason", reason)],
+            );
+            assert_eq!(n, 0.0, "site {i} dropped {n} packets for {reason}");
+        }
+    }
     // The underlay carries only WireGuard: the pod CIDRs are routed to the TUN interface.
     let routes = causeway_routes(&mesh.site(A).gateway).unwrap();
     assert!(

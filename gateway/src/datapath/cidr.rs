@@ -54,8 +54,8 @@ impl<T: Clone> CidrMap<T> {
         }
         let mut v4: Vec<_> = v4.into_iter().collect();
         let mut v6: Vec<_> = v6.into_iter().collect();
-        v4.sort_by(|a, b| b.0.cmp(&a.0));
-        v6.sort_by(|a, b| b.0.cmp(&a.0));
+        v4.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
+        v6.sort_by_key(|(len, _)| std::cmp::Reverse(*len));
         Self { v4, v6 }
     }
 

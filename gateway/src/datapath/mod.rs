@@ -269,6 +269,11 @@ fn encrypt_one(shared: &Shared, packet: &[u8], out: &mut [u8]) {
         shared.drops.count(DropReason::Malformed);
         return;
     };
+    if is_link_local(dst) {
+        // The kernel's own neighbour and multicast chatter on the TUN link (MLD,
+        // router solicitations) has no remote owner; discarding it is not a drop.
+        return;
+    }
     let table = shared.table.load();
     let Some(peer) = table.cidrs.lookup(dst) else {
         shared.drops.count(DropReason::NoPeer);
@@ -294,6 +299,13 @@ fn encrypt_one(shared: &Shared, packet: &[u8], out: &mut [u8]) {
         }
         // Queued inside the Tunn until the handshake completes.
         _ => {}
+    }
+}
+
+fn is_link_local(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => a.is_multicast() || a.is_link_local() || a.is_broadcast(),
+        IpAddr::V6(a) => a.is_multicast() || a.is_unicast_link_local(),
     }
 }
 
