@@ -209,6 +209,17 @@ pub fn desired_from_clusterset(
     Ok(Desired { local, peers })
 }
 
+/// The X25519 public key of a WireGuard private key (what `wg pubkey` prints).
+pub fn public_key(private: &[u8; 32]) -> [u8; 32] {
+    let secret = boringtun::x25519::StaticSecret::from(*private);
+    boringtun::x25519::PublicKey::from(&secret).to_bytes()
+}
+
+/// A new random private key (what `wg genkey` prints).
+pub fn generate_private_key() -> [u8; 32] {
+    boringtun::x25519::StaticSecret::random_from_rng(rand_core::OsRng).to_bytes()
+}
+
 /// Reads a WireGuard private key file, refusing one that other users can read.
 pub fn load_private_key(path: &Path) -> Result<[u8; 32], ConfigError> {
     use std::os::unix::fs::PermissionsExt;

@@ -1,9 +1,10 @@
 //! `causeway-gateway`: the WireGuard gateway, the route agent, and key tools.
 
 use anyhow::{anyhow, Context, Result};
-use boringtun::x25519::{PublicKey, StaticSecret};
 use causeway_crds::keys::{format_key, parse_key};
-use causeway_gateway::config::{desired_from_text, load_private_key, Identity};
+use causeway_gateway::config::{
+    desired_from_text, generate_private_key, load_private_key, public_key, Identity,
+};
 use causeway_gateway::datapath::Datapath;
 use causeway_gateway::metrics;
 use causeway_gateway::netlink::Netlink;
@@ -88,8 +89,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Genkey => {
-            let secret = StaticSecret::random_from_rng(rand_core::OsRng);
-            println!("{}", format_key(&secret.to_bytes()));
+            println!("{}", format_key(&generate_private_key()));
             Ok(())
         }
         Command::Pubkey => {
@@ -133,7 +133,7 @@ async fn run(command: Command) -> Result<()> {
             metrics_addr,
         } => {
             let key = load_private_key(&private_key_file)?;
-            let public = PublicKey::from(&StaticSecret::from(key)).to_bytes();
+            let public = public_key(&key);
             let me = Identity {
                 cluster,
                 public_key: Some(public),

@@ -81,7 +81,7 @@ fn refusals_say_what_to_fix() {
             "overlaps",
         ),
         (
-            two.replace("    privateIP: \"198.19.1.1\"\n", ""),
+            two.replace("      privateIP: \"198.19.1.1\"\n", ""),
             me("site-1", None),
             "no privateIP",
         ),
@@ -114,4 +114,17 @@ fn private_key_file_must_be_private_and_well_formed() {
         err.contains("genkey") && !err.contains("garbage-secret-material"),
         "{err}"
     );
+}
+
+#[test]
+fn key_derivation_matches_rfc7748_and_wg() {
+    // RFC 7748 section 6.1, Alice's key pair (the scalar is clamped on use, as wg does).
+    let private = parse_key("dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=").unwrap();
+    assert_eq!(
+        format_key(&public_key(&private)),
+        "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="
+    );
+    let a = generate_private_key();
+    assert_ne!(a, generate_private_key());
+    assert_eq!(parse_key(&format_key(&a)).unwrap(), a);
 }
