@@ -96,10 +96,7 @@ fn main() -> Result<()> {
             let mut text = String::new();
             std::io::stdin().read_to_string(&mut text)?;
             let key = parse_key(&text).map_err(|e| anyhow!("the private key on stdin {e}"))?;
-            println!(
-                "{}",
-                format_key(PublicKey::from(&StaticSecret::from(key)).as_bytes())
-            );
+            println!("{}", format_key(&public_key(&key)));
             Ok(())
         }
         command => {
