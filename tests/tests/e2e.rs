@@ -160,6 +160,30 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
     drop(servers);
 }
 
+#[test]
+fn tunnels_run_over_an_ipv6_underlay() {
+    let mesh = Mesh::start_v6_underlay(2).expect("two sites over IPv6");
+    let _servers = [A, B].map(|i| echo(&mesh, i, pod_addr(&mesh, i)));
+    let _servers6 = [A, B].map(|i| echo(&mesh, i, pod_addr6(&mesh, i)));
+    for (from, to) in [(A, B), (B, A)] {
+        wait_reachable(&mesh, from, pod_addr(&mesh, to));
+        let payload = pattern(64 * 1024, 9);
+        let back = tcp_roundtrip(&mesh.site(from).pod, pod_addr6(&mesh, to), &payload)
+            .expect("tcp v6 over v6");
+        assert_eq!(back, payload);
+    }
+    let text = mesh.gateway_metrics(A).unwrap();
+    assert!(text.contains("endpoint=\"[fd18::2]:51820\""), "{text}");
+    // IPv6 underlay costs 20 more bytes of header than IPv4: the tunnel MTU says so.
+    let routes = causeway_routes(&mesh.site(A).gateway).unwrap();
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.starts_with("10.2.0.0/16 dev causeway0") && r.contains("mtu 1420")),
+        "{routes:?}"
+    );
+}
+
 /// A TCP stream exchanging verified chunks until told to stop (bounded in count and time).
 struct Stream {
     stop: Arc<AtomicBool>,

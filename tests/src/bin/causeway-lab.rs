@@ -39,6 +39,10 @@ fn main() {
     }
     let result = run(&args, &interrupted);
     println!("lab: torn down; nothing is left in the root namespace");
+    if interrupted.load(Ordering::Relaxed) && !args.hold {
+        eprintln!("lab: interrupted");
+        std::process::exit(130);
+    }
     if let Err(e) = result {
         eprintln!("lab failed: {e:#}");
         std::process::exit(1);

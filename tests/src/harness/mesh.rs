@@ -2,16 +2,16 @@
 //! and route agents, with the probes tests and the lab use to watch it.
 
 use super::process::ChildGuard;
-use super::topology::{
-    cluster_endpoints_yaml, fetch_metrics, Clusterset, Site, GATEWAY_PORT, METRICS_ADDR,
-};
+use super::topology::{fetch_metrics, Clusterset, Site, GATEWAY_PORT, METRICS_ADDR};
 use super::wait::wait_until_ok;
 use super::HarnessError;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// A running clusterset. Fields drop in order: processes stop before namespaces go.
 pub struct Mesh {
+    underlay_v6: bool,
     gateways: Vec<Option<ChildGuard>>,
     agents: Vec<Option<ChildGuard>>,
     keys: Vec<(PathBuf, String)>,
@@ -29,6 +29,7 @@ impl Mesh {
             .map(Site::write_gateway_key)
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Mesh {
+            underlay_v6: false,
             gateways: (0..n_sites).map(|_| None).collect(),
             agents: (0..n_sites).map(|_| None).collect(),
             keys,
@@ -39,7 +40,18 @@ impl Mesh {
     /// Builds `n_sites` sites, lists every one in every endpoints file, starts every
     /// gateway and route agent, and waits until each pair of sites has handshaken.
     pub fn start(n_sites: usize) -> Result<Mesh, HarnessError> {
+        Self::start_with(Mesh::new(n_sites)?)
+    }
+
+    /// Like [`Mesh::start`], with the gateways talking over the IPv6 underlay.
+    pub fn start_v6_underlay(n_sites: usize) -> Result<Mesh, HarnessError> {
         let mut mesh = Mesh::new(n_sites)?;
+        mesh.underlay_v6 = true;
+        Self::start_with(mesh)
+    }
+
+    fn start_with(mut mesh: Mesh) -> Result<Mesh, HarnessError> {
+        let n_sites = mesh.world.sites().len();
         let all: Vec<usize> = (0..n_sites).collect();
         for &i in &all {
             mesh.write_endpoints(i, &all)?;
@@ -66,13 +78,27 @@ impl Mesh {
         self.site(i).dir().join("endpoints.yaml")
     }
 
+    /// Where site `i`'s gateway listens.
+    pub fn gateway_endpoint(&self, i: usize) -> SocketAddr {
+        let spec = &self.site(i).spec;
+        match self.underlay_v6 {
+            true => SocketAddr::new(spec.underlay_ip6().into(), GATEWAY_PORT),
+            false => spec.public_endpoint(GATEWAY_PORT),
+        }
+    }
+
     /// The endpoints file text listing `members` (indexes into the sites).
     pub fn endpoints_text(&self, members: &[usize]) -> String {
-        let listed: Vec<_> = members
+        members
             .iter()
-            .map(|&m| (&self.site(m).spec, self.public_key(m)))
-            .collect();
-        cluster_endpoints_yaml(&listed, GATEWAY_PORT)
+            .map(|&m| {
+                let doc = self
+                    .site(m)
+                    .spec
+                    .cluster_endpoint_yaml_at(self.public_key(m), self.gateway_endpoint(m));
+                format!("---\n{doc}")
+            })
+            .collect()
     }
 
     /// Writes site `i`'s endpoints file listing `members`.
@@ -99,9 +125,11 @@ impl Mesh {
 
     /// Starts (or restarts) site `i`'s gateway and waits for its metrics endpoint.
     pub fn start_gateway(&mut self, i: usize) -> Result<(), HarnessError> {
-        let gateway = self
-            .site(i)
-            .start_gateway(&self.endpoints_path(i), &self.keys[i].0)?;
+        let gateway = self.site(i).start_gateway_at(
+            &self.endpoints_path(i),
+            &self.keys[i].0,
+            self.gateway_endpoint(i),
+        )?;
         self.gateways[i] = Some(gateway);
         self.wait_metrics(i)?;
         Ok(())

@@ -121,6 +121,16 @@ impl SiteSpec {
         SocketAddr::new(self.underlay_ip().into(), port)
     }
 
+    /// The gateway's IPv6 underlay address: `fd18::i`, a ULA that exists only on the test's WAN.
+    pub fn underlay_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, self.index.into())
+    }
+
+    /// The gateway's IPv6 underlay interface address, `fd18::i/64`.
+    pub fn underlay_net6(&self) -> IpNet {
+        net6(self.underlay_ip6(), 64)
+    }
+
     /// The gateway node's address on the node network: `198.19.i.1`.
     pub fn gateway_node_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(198, 19, self.index, 1)
@@ -174,6 +184,11 @@ impl SiteSpec {
 
     /// This site's `ClusterEndpoint` manifest, one YAML document without a `---` separator.
     pub fn cluster_endpoint_yaml(&self, public_key_b64: &str, listen_port: u16) -> String {
+        self.cluster_endpoint_yaml_at(public_key_b64, self.public_endpoint(listen_port))
+    }
+
+    /// Like [`SiteSpec::cluster_endpoint_yaml`], with the gateway reached at `endpoint`.
+    pub fn cluster_endpoint_yaml_at(&self, public_key_b64: &str, endpoint: SocketAddr) -> String {
         let quoted = |nets: Vec<IpNet>| {
             nets.iter()
                 .map(|n| format!("\"{n}\""))
@@ -192,7 +207,7 @@ impl SiteSpec {
             pods = quoted(self.pod_cidrs()),
             services = quoted(self.service_cidrs()),
             node = self.gateway_node_name(),
-            public = self.public_endpoint(listen_port),
+            public = endpoint,
             key = public_key_b64,
             private = self.gateway_node_ip(),
             private6 = self.gateway_node_ip6(),
@@ -253,7 +268,7 @@ impl Site {
             None,
             &site.gateway,
             GATEWAY_WAN_IF,
-            Some(spec.underlay_net()),
+            [spec.underlay_net(), spec.underlay_net6()],
         )
         .and_then(|()| wan.attach_to_bridge(&wan_port, WAN_BRIDGE))
         .map_err(io_context(context("WAN link")))?;
@@ -318,6 +333,16 @@ impl Site {
 
     /// Starts `causeway-gateway standalone` in the gateway namespace, logging to `gateway.log` in [`Site::dir`].
     pub fn start_gateway(&self, endpoints: &Path, key_file: &Path) -> io::Result<ChildGuard> {
+        self.start_gateway_at(endpoints, key_file, self.spec.public_endpoint(GATEWAY_PORT))
+    }
+
+    /// Like [`Site::start_gateway`], listening on `listen` (e.g. the IPv6 underlay).
+    pub fn start_gateway_at(
+        &self,
+        endpoints: &Path,
+        key_file: &Path,
+        listen: SocketAddr,
+    ) -> io::Result<ChildGuard> {
         let mut cmd = gateway_command()?;
         cmd.arg("standalone")
             .arg("--cluster")
@@ -325,7 +350,7 @@ impl Site {
             .arg("--private-key-file")
             .arg(key_file)
             .arg("--listen")
-            .arg(self.spec.public_endpoint(GATEWAY_PORT).to_string())
+            .arg(listen.to_string())
             .arg("--endpoints")
             .arg(endpoints)
             .arg("--metrics-addr")
