@@ -179,6 +179,16 @@ pub enum ValidationError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A health-check address outside the cluster's own CIDRs could not be reached through the tunnel.
+    #[error("ClusterEndpoint {object:?}: {field} {value} is not inside the cluster's podCIDRs or serviceCIDRs, so remote gateways could not reach it through the tunnel; pick an address from one of them (e.g. the first address of a pod CIDR)")]
+    HealthCheckOutside {
+        /// The object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending address.
+        value: IpAddr,
+    },
     /// An IP address field does not parse.
     #[error("ClusterEndpoint {object:?}: {field} {value:?} is not an IP address; write a bare address such as \"198.19.1.1\" or \"fd00::1\"")]
     Ip {
@@ -205,6 +215,7 @@ impl ValidationError {
             | Self::Key { object, .. }
             | Self::DuplicateKey { object, .. }
             | Self::Endpoint { object, .. }
+            | Self::HealthCheckOutside { object, .. }
             | Self::Ip { object, .. } => object,
         }
     }
@@ -222,6 +233,7 @@ impl ValidationError {
             Self::Key { .. } => "InvalidPublicKey",
             Self::DuplicateKey { .. } => "DuplicatePublicKey",
             Self::Endpoint { .. } => "InvalidEndpoint",
+            Self::HealthCheckOutside { .. } => "InvalidHealthCheckIP",
             Self::Ip { .. } => "InvalidIP",
         }
     }
@@ -272,6 +284,21 @@ pub fn validate_endpoint(ep: &ClusterEndpoint) -> Result<Site, Vec<ValidationErr
         .filter_map(|(i, gw)| parse_gateway(&object, i, gw, &mut errors))
         .collect();
 
+    for (i, gw) in gateways.iter().enumerate() {
+        if let Some(ip) = gw.health_check_ip {
+            if !pod_cidrs
+                .iter()
+                .chain(&service_cidrs)
+                .any(|n| n.contains(&ip))
+            {
+                errors.push(ValidationError::HealthCheckOutside {
+                    object: object.clone(),
+                    field: format!("spec.gateways[{i}].healthCheckIP"),
+                    value: ip,
+                });
+            }
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }

@@ -137,7 +137,8 @@ async fn run(command: Command) -> Result<()> {
                 listen: Some(listen),
                 persistent_keepalive,
             };
-            check_file(&endpoints, &me)?;
+            // Refuse a bad file before touching the node.
+            let initial = check_file(&endpoints, &me)?;
             let underlay = netlink.underlay_mtu_for(listen.ip()).await?;
             let mtu = mtu.unwrap_or_else(|| tunnel_mtu(underlay, listen.is_ipv6()));
             let tun = Tun::open(&interface)?;
@@ -146,6 +147,17 @@ async fn run(command: Command) -> Result<()> {
                 .await?
                 .with_context(|| format!("interface {interface} vanished right after creation"))?;
             netlink.set_link_up_with_mtu(ifindex, mtu).await?;
+            // The gateway's own address inside the tunnel: health probes (and tools) reach it
+            // there, and traffic it originates carries a source the remote side accepts.
+            if let Some(ip) = initial
+                .local
+                .gateways
+                .iter()
+                .find(|g| Some(g.public_key) == me.public_key)
+                .and_then(|g| g.health_check_ip)
+            {
+                netlink.add_address(ifindex, ipnet::IpNet::from(ip)).await?;
+            }
             let udp = std::net::UdpSocket::bind(listen)
                 .with_context(|| format!("binding UDP {listen}; is another gateway running?"))?;
             let datapath = Arc::new(Datapath::start(tun, udp, key)?);

@@ -142,6 +142,11 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
             assert_eq!(n, 0.0, "site {i} dropped {n} packets for {reason}");
         }
     }
+    // Each gateway holds its own address inside the tunnel, reachable from the other site's pods.
+    let gw_b = SocketAddr::new(mesh.site(B).spec.gateway_tunnel_ip().into(), ECHO_PORT);
+    let _gw_echo =
+        Echo::start(&mesh.site(B).gateway, gw_b).expect("echo on site-b's gateway tunnel address");
+    wait_reachable(&mesh, A, gw_b);
     // The underlay carries only WireGuard: the pod CIDRs are routed to the TUN interface.
     let routes = causeway_routes(&mesh.site(A).gateway).unwrap();
     assert!(
@@ -484,8 +489,8 @@ fn an_invalid_endpoints_file_changes_nothing_and_a_no_op_reload_writes_nothing()
     let writes = gateway_metric(&mesh, A, "causeway_netlink_writes_total", &[]);
     let good = mesh.endpoints_text(&[A, B]);
 
-    // Site B's pod CIDR now overlaps site A's: the whole file is refused.
-    let bad = good.replace("\"10.2.0.0/16\"", "\"10.1.0.0/24\"");
+    // Site B's service CIDR now overlaps site A's pods: the whole file is refused.
+    let bad = good.replace("\"10.102.0.0/16\"", "\"10.1.0.0/24\"");
     assert_ne!(bad, good);
     mesh.write_endpoints_text(A, &bad).unwrap();
     wait_metric_at_least(&mesh, A, "causeway_config_errors_total", &[], 1.0);

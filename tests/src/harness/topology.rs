@@ -121,6 +121,11 @@ impl SiteSpec {
         SocketAddr::new(self.underlay_ip().into(), port)
     }
 
+    /// The gateway's own address inside the tunnel (its `healthCheckIP`): `10.i.0.1`.
+    pub fn gateway_tunnel_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.index, 0, 1)
+    }
+
     /// The gateway's IPv6 underlay address: `fd18::i`, a ULA that exists only on the test's WAN.
     pub fn underlay_ip6(&self) -> Ipv6Addr {
         Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, self.index.into())
@@ -202,7 +207,8 @@ impl SiteSpec {
              spec:\n  clusterID: {id}\n  podCIDRs: [{pods}]\n  serviceCIDRs: [{services}]\n  \
              gateways:\n    - nodeName: {node}\n      publicEndpoint: \"{public}\"\n      \
              publicKey: \"{key}\"\n      privateIP: \"{private}\"\n      \
-             privateIPs: [\"{private}\", \"{private6}\"]\n",
+             privateIPs: [\"{private}\", \"{private6}\"]\n      \
+             healthCheckIP: \"{health}\"\n",
             id = self.cluster_id(),
             pods = quoted(self.pod_cidrs()),
             services = quoted(self.service_cidrs()),
@@ -211,6 +217,7 @@ impl SiteSpec {
             key = public_key_b64,
             private = self.gateway_node_ip(),
             private6 = self.gateway_node_ip6(),
+            health = self.gateway_tunnel_ip(),
         )
     }
 }
@@ -670,6 +677,7 @@ spec:
       publicKey: "S0VZ"
       privateIP: "198.19.1.1"
       privateIPs: ["198.19.1.1", "fd00:ffff:1::1"]
+      healthCheckIP: "10.1.0.1"
 "#;
         assert_eq!(a.cluster_endpoint_yaml("S0VZ", 51820), expected);
     }
