@@ -7,6 +7,11 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
+const IFF_VNET_HDR: libc::c_int = 0x4000;
+const TUN_F_CSUM: libc::c_uint = 0x01;
+const TUN_F_TSO4: libc::c_uint = 0x02;
+const TUN_F_TSO6: libc::c_uint = 0x04;
 
 /// An open TUN interface; the kernel deletes the interface when the last descriptor closes.
 ///
@@ -16,6 +21,7 @@ const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
 pub struct Tun {
     file: File,
     name: String,
+    offload: bool,
 }
 
 #[repr(C)]
@@ -27,6 +33,10 @@ struct IfReq {
 
 impl Tun {
     /// Creates (or attaches to) the TUN interface `name`, without packet-information headers.
+    ///
+    /// Every packet read or written carries a `virtio_net_hdr` in front (see
+    /// `datapath::offload`). TCP segmentation offload is enabled when the kernel allows it,
+    /// so reads may return 64 KiB super-packets; [`Tun::offload`] says whether it did.
     pub fn open(name: &str) -> io::Result<Tun> {
         if name.is_empty() || name.len() >= libc::IFNAMSIZ {
             return Err(io::Error::new(
@@ -47,7 +57,7 @@ impl Tun {
             })?;
         let mut req = IfReq {
             name: [0; libc::IFNAMSIZ],
-            flags: (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short,
+            flags: (libc::IFF_TUN | libc::IFF_NO_PI | IFF_VNET_HDR) as libc::c_short,
             _pad: [0; 22],
         };
         req.name[..name.len()].copy_from_slice(name.as_bytes());
@@ -60,10 +70,27 @@ impl Tun {
                 format!("creating TUN interface {name:?}: {e}; is another process holding it?"),
             ));
         }
+        // SAFETY: TUNSETOFFLOAD takes the flags by value.
+        let offload = unsafe {
+            libc::ioctl(
+                file.as_raw_fd(),
+                TUNSETOFFLOAD,
+                (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) as libc::c_ulong,
+            )
+        } == 0;
+        if !offload {
+            tracing::warn!(interface = name, error = %io::Error::last_os_error(), "TUN segmentation offload unavailable; one packet per read");
+        }
         Ok(Tun {
             file,
             name: name.to_owned(),
+            offload,
         })
+    }
+
+    /// Whether the kernel hands over TCP super-packets (TSO) and accepts them back.
+    pub fn offload(&self) -> bool {
+        self.offload
     }
 
     /// The interface name.
@@ -71,7 +98,7 @@ impl Tun {
         &self.name
     }
 
-    /// Reads one packet; `Ok(None)` when none arrived within `timeout`.
+    /// Reads one packet, vnet header first; `Ok(None)` when none arrived within `timeout`.
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
         if !wait_readable(self.file.as_fd(), timeout)? {
             return Ok(None);
@@ -87,7 +114,7 @@ impl Tun {
         }
     }
 
-    /// Writes one packet to the kernel.
+    /// Writes one packet to the kernel, vnet header first.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
         loop {
             // SAFETY: writing from a buffer we own, with its length.

@@ -1,4 +1,6 @@
 //! Causeway's end-to-end test support: sites as network namespaces, processes
 //! that cannot outlive the test, and waits that say what they waited for.
 
+pub mod apiserver;
+pub mod bench;
 pub mod harness;

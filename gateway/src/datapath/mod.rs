@@ -6,7 +6,9 @@
 //! contend with each other and a change to the table never blocks the packet path.
 
 pub mod cidr;
+pub mod offload;
 pub mod peers;
+pub mod udp;
 
 use crate::metrics::{DropReason, PeerSnapshot};
 use crate::tun::{wait_readable, Tun};
@@ -16,19 +18,25 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use offload::{Coalescer, VnetHdr, MAX_PACKET, VNET_HDR_LEN};
 use parking_lot::Mutex;
 use peers::{plan_peers, Peer, PeerCounters, PeerPlan, PeerSpec, PeerState, PeerTable};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use udp::{Underlay, MAX_GSO_BYTES, MAX_SEGMENTS};
 
-/// Largest datagram or packet handled; TUN packets are bounded by the interface MTU.
+/// Largest datagram or packet handled.
 const BUF_SIZE: usize = 65_535;
-/// Room for the WireGuard header and tag around an inner packet (and a whole handshake).
+/// Room for a whole handshake message.
 const OVERHEAD: usize = 148;
+/// WireGuard's bytes around each inner packet: 16 of header, 16 of tag.
+const DATA_OVERHEAD: usize = 32;
+/// Segments of one TSO super-packet: 64 KiB at the smallest MSS Linux sends (48 bytes),
+/// each with up to 120 bytes of headers.
+const SEGMENT_ARENA: usize = MAX_PACKET + (MAX_PACKET / 48 + 1) * 120;
 /// How long a blocked read waits before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);
 /// How often handshake, rekey and keepalive timers run (boringtun's own device uses 250 ms).
@@ -57,7 +65,7 @@ impl DropCounters {
 struct Shared {
     table: ArcSwap<PeerTable>,
     tun: Tun,
-    udp: UdpSocket,
+    udp: Underlay,
     private: StaticSecret,
     public: PublicKey,
     rate_limiter: Arc<RateLimiter>,
@@ -77,7 +85,7 @@ pub struct Datapath {
 impl Datapath {
     /// Starts moving packets between `tun` and `udp`, with no peers yet.
     pub fn start(tun: Tun, udp: UdpSocket, private_key: [u8; 32]) -> std::io::Result<Datapath> {
-        udp.set_nonblocking(true)?;
+        let udp = Underlay::new(udp)?;
         let private = StaticSecret::from(private_key);
         let public = PublicKey::from(&private);
         let shared = Arc::new(Shared {
@@ -198,6 +206,11 @@ impl Datapath {
         self.shared.udp.local_addr()
     }
 
+    /// Whether the TUN interface does TCP segmentation offload.
+    pub fn offload(&self) -> bool {
+        self.shared.tun.offload()
+    }
+
     /// Counters of every peer, for metrics and status.
     pub fn peer_snapshots(&self) -> Vec<PeerSnapshot> {
         let table = self.shared.table.load();
@@ -247,25 +260,96 @@ impl Drop for Datapath {
 fn send_udp(shared: &Shared, datagram: &[u8], to: SocketAddr) {
     // A full socket buffer or an unreachable peer loses this datagram only; WireGuard
     // retransmits handshakes and the inner protocol retransmits data.
-    if let Err(e) = shared.udp.send_to(datagram, to) {
+    if let Err(e) = shared.udp.send_one(datagram, to) {
         tracing::debug!(%to, error = %e, "udp send failed");
     }
 }
 
 fn tun_loop(shared: &Shared) -> std::io::Result<()> {
-    let mut packet = vec![0u8; BUF_SIZE];
-    let mut out = vec![0u8; BUF_SIZE + OVERHEAD];
+    let mut packet = vec![0u8; VNET_HDR_LEN + MAX_PACKET];
+    let mut segments = vec![0u8; SEGMENT_ARENA];
+    let mut lens = Vec::with_capacity(64);
+    let mut wire = Wire::new();
     while !shared.stop.load(Ordering::Relaxed) {
         let Some(n) = shared.tun.recv(&mut packet, POLL)? else {
             continue;
         };
-        encrypt_one(shared, &packet[..n], &mut out);
+        let Some(hdr) = VnetHdr::decode(&packet[..n]) else {
+            shared.drops.count(DropReason::Malformed);
+            continue;
+        };
+        match offload::split(&hdr, &mut packet[VNET_HDR_LEN..n], &mut segments, &mut lens) {
+            Ok(stride) => encrypt_batch(shared, &segments, stride, &lens, &mut wire),
+            Err(e) => {
+                tracing::debug!(error = ?e, ?hdr, "unusable packet from the TUN interface");
+                shared.drops.count(DropReason::Malformed);
+            }
+        }
     }
     Ok(())
 }
 
-fn encrypt_one(shared: &Shared, packet: &[u8], out: &mut [u8]) {
-    let Some(dst) = Tunn::dst_address(packet) else {
+/// Encrypted datagrams waiting to be sent: runs of equal-size datagrams, each run one GSO send.
+struct Wire {
+    buf: Vec<u8>,
+    runs: Vec<Run>,
+    handshake: Vec<u8>,
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    start: usize,
+    end: usize,
+    segment: usize,
+}
+
+impl Wire {
+    fn new() -> Wire {
+        Wire {
+            buf: vec![0u8; SEGMENT_ARENA + (SEGMENT_ARENA / 48 + 1) * DATA_OVERHEAD + OVERHEAD],
+            runs: Vec::with_capacity(8),
+            handshake: Vec::with_capacity(OVERHEAD),
+        }
+    }
+
+    fn clear(&mut self) {
+        self.runs.clear();
+        self.handshake.clear();
+    }
+
+    /// Where the next datagram is written.
+    fn tail(&self) -> usize {
+        self.runs.last().map_or(0, |r| r.end)
+    }
+
+    /// Records a datagram of `len` bytes just written at [`Wire::tail`].
+    fn push(&mut self, len: usize) {
+        let at = self.tail();
+        match self.runs.last_mut() {
+            // A run continues while every datagram but the last is exactly one segment long.
+            Some(run)
+                if (run.end - run.start) % run.segment == 0
+                    && len <= run.segment
+                    && (run.end - run.start) / run.segment < MAX_SEGMENTS
+                    && run.end + len - run.start <= MAX_GSO_BYTES =>
+            {
+                run.end += len;
+            }
+            _ => self.runs.push(Run {
+                start: at,
+                end: at + len,
+                segment: len,
+            }),
+        }
+    }
+}
+
+/// Encrypts the segments of one TUN read for their peer and sends them.
+fn encrypt_batch(shared: &Shared, segments: &[u8], stride: usize, lens: &[usize], wire: &mut Wire) {
+    let Some(dst) = lens
+        .first()
+        .and_then(|&n| Tunn::dst_address(&segments[..n]))
+    else {
         shared.drops.count(DropReason::Malformed);
         return;
     };
@@ -279,26 +363,49 @@ fn encrypt_one(shared: &Shared, packet: &[u8], out: &mut [u8]) {
         shared.drops.count(DropReason::NoPeer);
         return;
     };
+    wire.clear();
+    let (mut bytes, mut packets) = (0, 0);
     let mut state = peer.state.lock();
     let Some(to) = state.endpoint else {
         shared.drops.count(DropReason::NoEndpoint);
         return;
     };
-    match state.tunn.encapsulate(packet, out) {
-        TunnResult::WriteToNetwork(datagram) => {
-            drop(state);
-            if is_data(datagram) {
-                PeerCounters::add(&peer.counters.tx_bytes, packet.len());
-                PeerCounters::add(&peer.counters.tx_packets, 1);
+    for (i, &len) in lens.iter().enumerate() {
+        let segment = &segments[i * stride..i * stride + len];
+        let at = wire.tail();
+        match state.tunn.encapsulate(segment, &mut wire.buf[at..]) {
+            TunnResult::WriteToNetwork(datagram) if is_data(datagram) => {
+                let n = datagram.len();
+                wire.push(n);
+                bytes += len;
+                packets += 1;
             }
-            send_udp(shared, datagram, to);
+            // No session yet: the segment is queued in the Tunn and this is the initiation.
+            TunnResult::WriteToNetwork(handshake) => {
+                wire.handshake.clear();
+                wire.handshake.extend_from_slice(handshake);
+            }
+            TunnResult::Err(e) => {
+                tracing::debug!(peer = %peer.cluster_id, error = ?e, "encapsulate failed");
+                shared.drops.count(DropReason::Invalid);
+            }
+            _ => {}
         }
-        TunnResult::Err(e) => {
-            tracing::debug!(peer = %peer.cluster_id, error = ?e, "encapsulate failed");
-            shared.drops.count(DropReason::Invalid);
+    }
+    // Send without holding the peer's lock, so its receive path is never kept waiting.
+    drop(state);
+    PeerCounters::add(&peer.counters.tx_bytes, bytes);
+    PeerCounters::add(&peer.counters.tx_packets, packets);
+    if !wire.handshake.is_empty() {
+        send_udp(shared, &wire.handshake, to);
+    }
+    for run in &wire.runs {
+        if let Err(e) = shared
+            .udp
+            .send_segments(&wire.buf[run.start..run.end], run.segment, to)
+        {
+            tracing::debug!(%to, error = %e, "udp send failed");
         }
-        // Queued inside the Tunn until the handshake completes.
-        _ => {}
     }
 }
 
@@ -314,26 +421,66 @@ fn is_data(datagram: &[u8]) -> bool {
 }
 
 fn udp_loop(shared: &Shared) -> std::io::Result<()> {
-    let mut datagram = vec![0u8; BUF_SIZE];
+    let mut run = vec![0u8; BUF_SIZE];
+    let mut cmsg = Underlay::cmsg_buffer();
     let mut out = vec![0u8; BUF_SIZE];
+    let mut coalescer = Coalescer::new();
+    let mut emit = |packet: &[u8]| {
+        if let Err(e) = shared.tun.send(packet) {
+            tracing::debug!(error = %e, "tun write failed");
+            shared.drops.count(DropReason::QueueFull);
+        }
+    };
     while !shared.stop.load(Ordering::Relaxed) {
-        if !wait_readable(shared.udp.as_fd(), POLL)? {
+        if !wait_readable(shared.udp.fd(), POLL)? {
             continue;
         }
-        loop {
-            match shared.udp.recv_from(&mut datagram) {
-                Ok((n, from)) => {
-                    let from = SocketAddr::new(from.ip().to_canonical(), from.port());
-                    decrypt_one(shared, &datagram[..n], from, &mut out);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // ICMP errors from earlier sends surface here; they are not fatal.
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
-                Err(e) => return Err(e),
+        while let Some(received) = shared.udp.recv(&mut run, &mut cmsg)? {
+            let mut tally = Tally::default();
+            for datagram in run[..received.len].chunks(received.segment) {
+                decrypt_one(
+                    shared,
+                    datagram,
+                    received.from,
+                    &mut out,
+                    &mut coalescer,
+                    &mut emit,
+                    &mut tally,
+                );
             }
+            coalescer.flush(&mut emit);
+            tally.settle();
         }
     }
     Ok(())
+}
+
+/// Receive counters gathered over a run and added once, to keep atomics off the per-packet path.
+#[derive(Default)]
+struct Tally {
+    peer: Option<Arc<Peer>>,
+    bytes: usize,
+    packets: usize,
+}
+
+impl Tally {
+    fn count(&mut self, peer: &Arc<Peer>, bytes: usize) {
+        if !self.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, peer)) {
+            self.settle();
+            self.peer = Some(Arc::clone(peer));
+        }
+        self.bytes += bytes;
+        self.packets += 1;
+    }
+
+    fn settle(&mut self) {
+        if let Some(peer) = self.peer.take() {
+            PeerCounters::add(&peer.counters.rx_bytes, self.bytes);
+            PeerCounters::add(&peer.counters.rx_packets, self.packets);
+        }
+        self.bytes = 0;
+        self.packets = 0;
+    }
 }
 
 fn find_peer(shared: &Shared, table: &PeerTable, datagram: &[u8]) -> Option<Arc<Peer>> {
@@ -349,16 +496,26 @@ fn find_peer(shared: &Shared, table: &PeerTable, datagram: &[u8]) -> Option<Arc<
     table.by_index.get(&(index >> 8)).cloned()
 }
 
-fn decrypt_one(shared: &Shared, datagram: &[u8], from: SocketAddr, out: &mut [u8]) {
+fn decrypt_one(
+    shared: &Shared,
+    datagram: &[u8],
+    from: SocketAddr,
+    out: &mut [u8],
+    coalescer: &mut Coalescer,
+    emit: &mut impl FnMut(&[u8]),
+    tally: &mut Tally,
+) {
     let table = shared.table.load();
     let Some(peer) = find_peer(shared, &table, datagram) else {
         shared.drops.count(DropReason::UnknownPeer);
         return;
     };
     let mut state = peer.state.lock();
-    let mut flush = false;
-    match state.tunn.decapsulate(Some(from.ip()), datagram, out) {
-        TunnResult::Done => {}
+    let (inner, src) = match state.tunn.decapsulate(Some(from.ip()), datagram, out) {
+        TunnResult::Done => {
+            state.endpoint = Some(from);
+            return;
+        }
         TunnResult::Err(e) => {
             let reason = match e {
                 WireGuardError::WrongKey | WireGuardError::WrongIndex => DropReason::UnknownPeer,
@@ -369,35 +526,24 @@ fn decrypt_one(shared: &Shared, datagram: &[u8], from: SocketAddr, out: &mut [u8
             return;
         }
         TunnResult::WriteToNetwork(reply) => {
+            // The packet authenticated: follow the peer if it roamed.
+            state.endpoint = Some(from);
             send_udp(shared, reply, from);
-            flush = true;
-        }
-        TunnResult::WriteToTunnelV4(inner, src) => {
-            deliver(shared, &table, &peer, inner, IpAddr::V4(src))
-        }
-        TunnResult::WriteToTunnelV6(inner, src) => {
-            deliver(shared, &table, &peer, inner, IpAddr::V6(src))
-        }
-    }
-    // The packet authenticated: follow the peer if it roamed.
-    state.endpoint = Some(from);
-    if flush {
-        while let TunnResult::WriteToNetwork(queued) = state.tunn.decapsulate(None, &[], out) {
-            send_udp(shared, queued, from);
-        }
-    }
-}
-
-/// Cryptokey routing on the way in: only sources inside the sender's own CIDRs pass.
-fn deliver(shared: &Shared, table: &PeerTable, peer: &Arc<Peer>, inner: &[u8], src: IpAddr) {
-    match table.cidrs.lookup(src) {
-        Some(owner) if Arc::ptr_eq(owner, peer) => {
-            PeerCounters::add(&peer.counters.rx_bytes, inner.len());
-            PeerCounters::add(&peer.counters.rx_packets, 1);
-            if let Err(e) = shared.tun.send(inner) {
-                tracing::debug!(error = %e, "tun write failed");
-                shared.drops.count(DropReason::QueueFull);
+            while let TunnResult::WriteToNetwork(queued) = state.tunn.decapsulate(None, &[], out) {
+                send_udp(shared, queued, from);
             }
+            return;
+        }
+        TunnResult::WriteToTunnelV4(inner, src) => (inner, IpAddr::V4(src)),
+        TunnResult::WriteToTunnelV6(inner, src) => (inner, IpAddr::V6(src)),
+    };
+    state.endpoint = Some(from);
+    drop(state);
+    // Cryptokey routing on the way in: only sources inside the sender's own CIDRs pass.
+    match table.cidrs.lookup(src) {
+        Some(owner) if Arc::ptr_eq(owner, &peer) => {
+            tally.count(&peer, inner.len());
+            coalescer.push(inner, emit);
         }
         _ => {
             tracing::debug!(peer = %peer.cluster_id, %src, "dropping packet with a source outside the peer's CIDRs");

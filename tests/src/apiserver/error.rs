@@ -31,7 +31,13 @@ pub struct ErrorDetails {
 }
 
 impl ApiError {
-    fn about(code: u16, reason: &'static str, message: String, rt: &ResourceType, name: &str) -> Self {
+    fn about(
+        code: u16,
+        reason: &'static str,
+        message: String,
+        rt: &ResourceType,
+        name: &str,
+    ) -> Self {
         ApiError {
             code,
             reason,

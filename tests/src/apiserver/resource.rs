@@ -135,8 +135,13 @@ pub fn builtin() -> Vec<ResourceType> {
             "customresourcedefinitions",
         )
         .with_status(),
-        ResourceType::namespaced("causeway.dev", "v1alpha1", "ClusterEndpoint", "clusterendpoints")
-            .with_status(),
+        ResourceType::namespaced(
+            "causeway.dev",
+            "v1alpha1",
+            "ClusterEndpoint",
+            "clusterendpoints",
+        )
+        .with_status(),
         ResourceType::namespaced("causeway.dev", "v1alpha1", "Gateway", "gateways").with_status(),
         ResourceType::namespaced(
             "multicluster.x-k8s.io",

@@ -232,7 +232,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = clause.split_once('=') {
                 (f, true, v)
             } else {
-                return Err(format!("invalid field selector clause {clause:?}: expected field=value"));
+                return Err(format!(
+                    "invalid field selector clause {clause:?}: expected field=value"
+                ));
             };
             let field = field.trim();
             if !SUPPORTED_FIELDS.contains(&field) {
@@ -314,8 +316,19 @@ mod tests {
 
     #[test]
     fn bad_label_selectors_are_refused() {
-        for bad in ["a=b,", "=b", "a in x", "a in (x", "a within (x)", "a>x", "a!b"] {
-            assert!(LabelSelector::parse(bad).is_err(), "{bad:?} should not parse");
+        for bad in [
+            "a=b,",
+            "=b",
+            "a in x",
+            "a in (x",
+            "a within (x)",
+            "a>x",
+            "a!b",
+        ] {
+            assert!(
+                LabelSelector::parse(bad).is_err(),
+                "{bad:?} should not parse"
+            );
         }
     }
 
@@ -331,7 +344,11 @@ mod tests {
             ("", true),
         ];
         for (selector, want) in cases {
-            assert_eq!(FieldSelector::parse(selector).unwrap().matches(&obj), want, "{selector}");
+            assert_eq!(
+                FieldSelector::parse(selector).unwrap().matches(&obj),
+                want,
+                "{selector}"
+            );
         }
         let err = FieldSelector::parse("spec.nodeName=a").unwrap_err();
         assert!(err.contains("not supported"), "{err}");

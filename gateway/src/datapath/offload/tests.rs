@@ -1,0 +1,348 @@
+use super::*;
+
+/// RFC 1071 checksum, the slow obvious way, to check the fast one against.
+fn reference_sum(data: &[u8]) -> u32 {
+    let mut sum = 0u32;
+    for pair in data.chunks(2) {
+        let word = u32::from(pair[0]) << 8 | u32::from(*pair.get(1).unwrap_or(&0));
+        sum += word;
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum
+}
+
+fn reference_tcp_ok(pkt: &[u8]) -> bool {
+    let v6 = pkt[0] >> 4 == 6;
+    let l4 = if v6 {
+        40
+    } else {
+        usize::from(pkt[0] & 0x0f) * 4
+    };
+    let len = pkt.len() - l4;
+    let mut pseudo = Vec::new();
+    if v6 {
+        pseudo.extend_from_slice(&pkt[8..40]);
+        pseudo.extend_from_slice(&(len as u32).to_be_bytes());
+        pseudo.extend_from_slice(&[0, 0, 0, 6]);
+    } else {
+        pseudo.extend_from_slice(&pkt[12..20]);
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+    }
+    pseudo.extend_from_slice(&pkt[l4..]);
+    reference_sum(&pseudo) == 0xffff
+}
+
+fn reference_ipv4_ok(pkt: &[u8]) -> bool {
+    reference_sum(&pkt[..20]) == 0xffff
+}
+
+const OPTS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]; // NOP NOP timestamps
+
+/// A TCP packet with timestamps, valid checksums, and `payload`.
+fn tcp(v6: bool, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let l4 = if v6 { 40 } else { 20 };
+    let headers = l4 + 20 + OPTS.len();
+    let mut p = vec![0u8; headers + payload.len()];
+    let total = p.len();
+    if v6 {
+        p[0] = 0x60;
+        p[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
+        p[6] = 6;
+        p[7] = 64;
+        p[8..24].copy_from_slice(&"fd00:1::10".parse::<std::net::Ipv6Addr>().unwrap().octets());
+        p[24..40].copy_from_slice(&"fd00:2::10".parse::<std::net::Ipv6Addr>().unwrap().octets());
+    } else {
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&[10, 1, 1, 10]);
+        p[16..20].copy_from_slice(&[10, 2, 1, 10]);
+        let sum = ipv4_header_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+    p[l4..l4 + 2].copy_from_slice(&40000u16.to_be_bytes());
+    p[l4 + 2..l4 + 4].copy_from_slice(&5432u16.to_be_bytes());
+    p[l4 + 4..l4 + 8].copy_from_slice(&seq.to_be_bytes());
+    p[l4 + 8..l4 + 12].copy_from_slice(&777u32.to_be_bytes());
+    p[l4 + 12] = ((20 + OPTS.len()) as u8 / 4) << 4;
+    p[l4 + 13] = flags;
+    p[l4 + 14..l4 + 16].copy_from_slice(&512u16.to_be_bytes());
+    p[l4 + 20..headers].copy_from_slice(&OPTS);
+    p[headers..].copy_from_slice(payload);
+    let sum = checksum_add(&p[l4..], pseudo_header(&p, v6, 6, p.len() - l4));
+    p[l4 + 16..l4 + 18].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    assert!(reference_tcp_ok(&p), "test packet builder is wrong");
+    p
+}
+
+fn payload(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+fn seq_of(p: &[u8]) -> u32 {
+    let l4 = if p[0] >> 4 == 6 { 40 } else { 20 };
+    u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]])
+}
+
+fn flags_of(p: &[u8]) -> u8 {
+    let l4 = if p[0] >> 4 == 6 { 40 } else { 20 };
+    p[l4 + 13]
+}
+
+const HEADERS_V4: usize = 20 + 32;
+const HEADERS_V6: usize = 40 + 32;
+
+/// A TSO super-packet as the kernel hands it over: pseudo-header sum in the checksum field.
+fn super_packet(v6: bool, flags: u8, data: &[u8], mss: u16) -> (VnetHdr, Vec<u8>) {
+    let mut p = tcp(v6, 1000, flags, data);
+    let l4 = if v6 { 40 } else { 20 };
+    let partial = fold(pseudo_header(&p, v6, 6, p.len() - l4));
+    p[l4 + 16..l4 + 18].copy_from_slice(&partial.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
+        hdr_len: (l4 + 32) as u16,
+        gso_size: mss,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    };
+    (hdr, p)
+}
+
+#[test]
+fn checksum_matches_the_reference_on_odd_and_even_lengths() {
+    for len in [0usize, 1, 2, 3, 7, 8, 9, 1499, 1500, 65_535] {
+        let data = payload(len);
+        let fast = fold(checksum_add(&data, 0));
+        let slow = reference_sum(&data) as u16;
+        assert_eq!(fast, slow, "length {len}");
+    }
+}
+
+#[test]
+fn vnet_header_round_trips() {
+    let hdr = VnetHdr {
+        flags: 1,
+        gso_type: 4,
+        hdr_len: 72,
+        gso_size: 1368,
+        csum_start: 40,
+        csum_offset: 16,
+    };
+    let mut buf = [0u8; VNET_HDR_LEN];
+    hdr.encode(&mut buf);
+    assert_eq!(VnetHdr::decode(&buf), Some(hdr));
+    assert_eq!(VnetHdr::decode(&buf[..9]), None);
+}
+
+#[test]
+fn tso_super_packets_split_into_valid_segments_v4_and_v6() {
+    for v6 in [false, true] {
+        let headers = if v6 { HEADERS_V6 } else { HEADERS_V4 };
+        let data = payload(10_000);
+        let mss = 1368u16;
+        let (hdr, mut sp) = super_packet(v6, TCP_ACK | TCP_PSH | TCP_CWR, &data, mss);
+        let mut out = vec![0u8; 64 * 1500];
+        let mut lens = Vec::new();
+        let stride = split(&hdr, &mut sp, &mut out, &mut lens).unwrap();
+        assert_eq!(stride, headers + 1368);
+        assert_eq!(lens.len(), 10_000usize.div_ceil(1368), "v6={v6}");
+        let mut joined = Vec::new();
+        for (i, len) in lens.iter().enumerate() {
+            let seg = &out[i * stride..i * stride + len];
+            assert!(
+                reference_tcp_ok(seg),
+                "v6={v6} segment {i}: bad TCP checksum"
+            );
+            if !v6 {
+                assert!(reference_ipv4_ok(seg), "segment {i}: bad IPv4 checksum");
+                assert_eq!(usize::from(u16::from_be_bytes([seg[2], seg[3]])), *len);
+                assert_eq!(u16::from_be_bytes([seg[4], seg[5]]), 0x1234 + i as u16);
+            } else {
+                assert_eq!(usize::from(u16::from_be_bytes([seg[4], seg[5]])), len - 40);
+            }
+            assert_eq!(seq_of(seg), 1000 + (i * 1368) as u32);
+            let last = i + 1 == lens.len();
+            assert_eq!(flags_of(seg) & TCP_PSH != 0, last, "PSH only on the last");
+            assert_eq!(
+                flags_of(seg) & TCP_CWR != 0,
+                i == 0,
+                "CWR only on the first"
+            );
+            assert!(!last || *len == headers + 10_000 % 1368);
+            joined.extend_from_slice(&seg[headers..]);
+        }
+        assert_eq!(joined, data, "v6={v6}: payload reassembles");
+    }
+}
+
+#[test]
+fn a_partial_checksum_without_gso_is_completed() {
+    let (mut hdr, mut p) = super_packet(false, TCP_ACK, &payload(300), 1400);
+    hdr.gso_type = GSO_NONE;
+    let mut out = vec![0u8; 2000];
+    let mut lens = Vec::new();
+    split(&hdr, &mut p, &mut out, &mut lens).unwrap();
+    assert_eq!(lens, [p.len()]);
+    assert!(reference_tcp_ok(&out[..lens[0]]));
+}
+
+#[test]
+fn malformed_offload_headers_are_refused_not_panicked_on() {
+    let (hdr, p) = super_packet(false, TCP_ACK, &payload(3000), 1400);
+    let mut out = vec![0u8; 64 * 1500];
+    let mut lens = Vec::new();
+    let cases = [
+        VnetHdr {
+            csum_start: 60_000,
+            ..hdr
+        },
+        VnetHdr { gso_size: 0, ..hdr },
+        VnetHdr { gso_type: 3, ..hdr },
+    ];
+    for bad in cases {
+        let mut pkt = p.clone();
+        assert!(
+            split(&bad, &mut pkt, &mut out, &mut lens).is_err(),
+            "{bad:?}"
+        );
+    }
+    let mut short = p[..30].to_vec();
+    assert!(split(&hdr, &mut short, &mut out, &mut lens).is_err());
+    // More segments than the output holds: refused, not overflowed.
+    let mut pkt = p.clone();
+    let mut small = vec![0u8; 2000];
+    assert!(split(&hdr, &mut pkt, &mut small, &mut lens).is_err());
+}
+
+fn coalesce(packets: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    let mut c = Coalescer::new();
+    let mut out = Vec::new();
+    for p in packets {
+        c.push(p, &mut |b: &[u8]| out.push(b.to_vec()));
+    }
+    c.flush(&mut |b: &[u8]| out.push(b.to_vec()));
+    out
+}
+
+fn segments(v6: bool, count: usize, mss: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let flags = if i + 1 == count {
+                TCP_ACK | TCP_PSH
+            } else {
+                TCP_ACK
+            };
+            let data = payload(mss)
+                .iter()
+                .map(|b| b.wrapping_add(i as u8))
+                .collect::<Vec<_>>();
+            tcp(v6, 1000 + (i * mss) as u32, flags, &data)
+        })
+        .collect()
+}
+
+#[test]
+fn consecutive_segments_coalesce_and_split_back_to_the_same_segments() {
+    for v6 in [false, true] {
+        let segs = segments(v6, 20, 1368);
+        let out = coalesce(&segs);
+        assert_eq!(out.len(), 1, "v6={v6}: one super-packet");
+        let hdr = VnetHdr::decode(&out[0]).unwrap();
+        assert_eq!(hdr.gso_type, if v6 { GSO_TCPV6 } else { GSO_TCPV4 });
+        assert_eq!(hdr.gso_size, 1368);
+        assert_eq!(hdr.flags, F_NEEDS_CSUM);
+        // What the kernel would do with it: split it again; the segments must match.
+        let mut sp = out[0][VNET_HDR_LEN..].to_vec();
+        let mut back = vec![0u8; 64 * 1500];
+        let mut lens = Vec::new();
+        let stride = split(&hdr, &mut sp, &mut back, &mut lens).unwrap();
+        assert_eq!(lens.len(), 20);
+        for (i, seg) in segs.iter().enumerate() {
+            let got = &back[i * stride..i * stride + lens[i]];
+            // IPv4 IDs are rewritten on split; everything else must be identical.
+            let (mut a, mut b) = (seg.clone(), got.to_vec());
+            if !v6 {
+                for p in [&mut a, &mut b] {
+                    p[4..6].fill(0);
+                    p[10..12].fill(0);
+                }
+            }
+            assert_eq!(a, b, "v6={v6} segment {i}");
+        }
+    }
+}
+
+#[test]
+fn a_short_last_segment_joins_but_nothing_follows_it() {
+    let mut segs = segments(false, 3, 1000);
+    segs[2] = tcp(false, 3000, TCP_ACK, &payload(10));
+    segs.push(tcp(false, 3010, TCP_ACK, &payload(1000)));
+    let out = coalesce(&segs);
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].len(), VNET_HDR_LEN + HEADERS_V4 + 2010);
+}
+
+#[test]
+fn coalescing_stops_where_the_kernel_would() {
+    let base = segments(false, 4, 1000);
+    let mut gap = base.clone();
+    gap[2] = tcp(false, 1000 + 2 * 1000 + 1, TCP_ACK, &payload(1000));
+    let mut psh_mid = base.clone();
+    psh_mid[1] = tcp(false, 2000, TCP_ACK | TCP_PSH, &payload(1000));
+    let mut syn = base.clone();
+    syn[2] = tcp(false, 3000, TCP_ACK | 0x02, &payload(1000));
+    let mut corrupt = base.clone();
+    let last = corrupt[2].len() - 1;
+    corrupt[2][last] ^= 0xff;
+    let mut other_flow = base.clone();
+    other_flow[2][20] ^= 1; // source port
+    let mut window = base.clone();
+    window[2][34] ^= 1;
+    let mut udp = base.clone();
+    udp[2] = vec![
+        0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 10, 1, 1, 10, 10, 2, 1, 10, 0, 1, 0, 2, 0, 8, 0,
+        0,
+    ];
+    let cases: [(&str, &Vec<Vec<u8>>, usize); 8] = [
+        ("in order", &base, 1),
+        ("sequence gap", &gap, 3),
+        ("PSH in the middle", &psh_mid, 2),
+        ("SYN", &syn, 3),
+        ("bad checksum", &corrupt, 3),
+        ("other flow", &other_flow, 3),
+        ("window change", &window, 3),
+        ("not TCP", &udp, 3),
+    ];
+    for (what, segs, want) in cases {
+        let out = coalesce(segs);
+        assert_eq!(out.len(), want, "{what}");
+        // Every byte of every packet comes out, once, in order.
+        let total_in: usize = segs.iter().map(|s| s.len()).sum();
+        let headers = out
+            .iter()
+            .filter(|o| VnetHdr::decode(o).unwrap().gso_type != 0)
+            .count();
+        let total_out: usize = out.iter().map(|o| o.len() - VNET_HDR_LEN).sum();
+        let merged = segs.len() - out.len();
+        assert_eq!(
+            total_out + merged * HEADERS_V4,
+            total_in,
+            "{what}: bytes conserved ({headers} merged outputs)"
+        );
+    }
+}
+
+#[test]
+fn a_super_packet_never_exceeds_the_ip_length_limit() {
+    let segs = segments(false, 60, 1400);
+    let out = coalesce(&segs);
+    assert!(out.len() >= 2);
+    for o in &out {
+        assert!(o.len() - VNET_HDR_LEN <= MAX_PACKET);
+    }
+}
