@@ -117,8 +117,8 @@ pub enum ValidationError {
         /// The CIDR the user probably meant.
         network: IpNet,
     },
-    /// A zero-length prefix would capture every destination of every node.
-    #[error("ClusterEndpoint {object:?}: {field} {value:?} covers every address and would send all of a node's traffic into the tunnel; list the cluster's actual CIDRs")]
+    /// A prefix so short it would capture much of every node's traffic.
+    #[error("ClusterEndpoint {object:?}: {field} {value:?} is broader than /8 (IPv4) or /16 (IPv6) and would pull a large share of every node's traffic into the tunnel; list the cluster's actual CIDRs")]
     CidrTooBroad {
         /// The object.
         object: String,
@@ -126,6 +126,34 @@ pub enum ValidationError {
         field: String,
         /// The offending value.
         value: String,
+    },
+    /// A CIDR overlaps loopback, link-local or multicast space, which is never a cluster's.
+    #[error("ClusterEndpoint {object:?}: {field} {value} overlaps reserved {range} ({what}); routing it into the tunnel would break the nodes themselves — list the cluster's actual CIDRs")]
+    CidrReserved {
+        /// The object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending CIDR.
+        value: IpNet,
+        /// The reserved range.
+        range: IpNet,
+        /// What the range is for.
+        what: &'static str,
+    },
+    /// A CIDR holds a gateway's public endpoint: the tunnel's own packets would be routed into it.
+    #[error("ClusterEndpoint {object:?}: {field} {value} contains {endpoint}, the public endpoint of a gateway of ClusterEndpoint {other_object:?}; the tunnel's own UDP packets would be routed into the tunnel — gateways' underlay addresses must lie outside every pod and service CIDR")]
+    CidrCapturesEndpoint {
+        /// The refused object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending CIDR.
+        value: IpNet,
+        /// The object whose gateway it captures (may be the same object).
+        other_object: String,
+        /// The captured endpoint.
+        endpoint: SocketAddr,
     },
     /// Two CIDRs overlap, in one cluster or across two.
     #[error("ClusterEndpoint {object:?}: {field} {value} overlaps {other_field} {other_value} of ClusterEndpoint {other_object:?}; give every cluster distinct pod and service CIDRs that do not overlap")]
@@ -212,6 +240,8 @@ impl ValidationError {
             | Self::CidrHostBits { object, .. }
             | Self::CidrTooBroad { object, .. }
             | Self::CidrOverlap { object, .. }
+            | Self::CidrReserved { object, .. }
+            | Self::CidrCapturesEndpoint { object, .. }
             | Self::Key { object, .. }
             | Self::DuplicateKey { object, .. }
             | Self::Endpoint { object, .. }
@@ -226,9 +256,11 @@ impl ValidationError {
             Self::ClusterId { .. } => "InvalidClusterID",
             Self::DuplicateClusterId { .. } => "DuplicateClusterID",
             Self::NoPodCidrs { .. } => "NoPodCIDRs",
-            Self::CidrSyntax { .. } | Self::CidrHostBits { .. } | Self::CidrTooBroad { .. } => {
-                "InvalidCIDR"
-            }
+            Self::CidrSyntax { .. }
+            | Self::CidrHostBits { .. }
+            | Self::CidrTooBroad { .. }
+            | Self::CidrReserved { .. } => "InvalidCIDR",
+            Self::CidrCapturesEndpoint { .. } => "CIDRCapturesGateway",
             Self::CidrOverlap { .. } => "OverlappingCIDR",
             Self::Key { .. } => "InvalidPublicKey",
             Self::DuplicateKey { .. } => "DuplicatePublicKey",
@@ -396,6 +428,35 @@ fn conflicts_between(site: &Site, accepted: &Site) -> Vec<ValidationError> {
             }
         }
     }
+    // Either side's CIDRs may swallow the other side's gateway endpoints.
+    for (field, net) in &mine {
+        for gw in &accepted.gateways {
+            if net.contains(&gw.public_endpoint.ip()) {
+                errors.push(ValidationError::CidrCapturesEndpoint {
+                    object: site.object.clone(),
+                    field: field.clone(),
+                    value: *net,
+                    other_object: accepted.object.clone(),
+                    endpoint: gw.public_endpoint,
+                });
+            }
+        }
+    }
+    if !same {
+        for gw in &site.gateways {
+            for (_, net) in &theirs {
+                if net.contains(&gw.public_endpoint.ip()) {
+                    errors.push(ValidationError::CidrCapturesEndpoint {
+                        object: site.object.clone(),
+                        field: "spec.gateways[].publicEndpoint".to_owned(),
+                        value: *net,
+                        other_object: accepted.object.clone(),
+                        endpoint: gw.public_endpoint,
+                    });
+                }
+            }
+        }
+    }
     for (i, gw) in site.gateways.iter().enumerate() {
         let start = if same { i + 1 } else { 0 };
         for (j, other) in accepted.gateways.iter().enumerate().skip(start) {
@@ -448,15 +509,50 @@ fn parse_cidrs(
                 value: value.clone(),
                 network: net.trunc(),
             }),
-            Ok(net) if net.prefix_len() == 0 => errors.push(ValidationError::CidrTooBroad {
-                object: object.to_owned(),
-                field,
-                value: value.clone(),
-            }),
-            Ok(net) => nets.push(net),
+            Ok(net) if net.prefix_len() < min_prefix(&net) => {
+                errors.push(ValidationError::CidrTooBroad {
+                    object: object.to_owned(),
+                    field,
+                    value: value.clone(),
+                })
+            }
+            Ok(net) => match RESERVED
+                .iter()
+                .find(|(range, _)| overlaps(&net, &range.parse().unwrap_or(net)))
+            {
+                Some((range, what)) => errors.push(ValidationError::CidrReserved {
+                    object: object.to_owned(),
+                    field,
+                    value: net,
+                    range: range.parse().unwrap_or(net),
+                    what,
+                }),
+                None => nets.push(net),
+            },
         }
     }
     nets
+}
+
+/// Address space that is never a cluster's pod or service network.
+const RESERVED: [(&str, &str); 7] = [
+    ("127.0.0.0/8", "loopback"),
+    (
+        "169.254.0.0/16",
+        "link-local, including cloud metadata services",
+    ),
+    ("224.0.0.0/4", "multicast"),
+    ("::1/128", "loopback"),
+    ("fe80::/10", "link-local"),
+    ("ff00::/8", "multicast"),
+    ("::/128", "the unspecified address"),
+];
+
+fn min_prefix(net: &IpNet) -> u8 {
+    match net {
+        IpNet::V4(_) => 8,
+        IpNet::V6(_) => 16,
+    }
 }
 
 fn parse_gateway(

@@ -19,8 +19,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
 
-/// How often the endpoints file is checked for changes.
-const FILE_POLL: Duration = Duration::from_secs(1);
 /// How often kernel routes are re-checked against the applied state.
 const RESYNC: Duration = Duration::from_secs(10);
 
@@ -63,6 +61,9 @@ enum Command {
         /// Address of the /metrics and /healthz HTTP server.
         #[arg(long, default_value = "0.0.0.0:9469")]
         metrics_addr: SocketAddr,
+        /// Milliseconds between checks of the endpoints file for changes; 0 reloads on SIGHUP only.
+        #[arg(long, env = "CAUSEWAY_FILE_POLL_MS", default_value_t = 1000)]
+        file_poll_ms: u64,
     },
     /// Route remote clusters' CIDRs from this node via the local gateway node.
     RouteAgent {
@@ -78,6 +79,9 @@ enum Command {
         /// Address of the /metrics and /healthz HTTP server.
         #[arg(long, default_value = "0.0.0.0:9470")]
         metrics_addr: SocketAddr,
+        /// Milliseconds between checks of the endpoints file for changes; 0 reloads on SIGHUP only.
+        #[arg(long, env = "CAUSEWAY_FILE_POLL_MS", default_value_t = 1000)]
+        file_poll_ms: u64,
     },
     /// Print a new private key (base64), like `wg genkey`.
     Genkey,
@@ -118,7 +122,7 @@ fn main() -> Result<()> {
 
 async fn run(command: Command) -> Result<()> {
     let netlink = Arc::new(Netlink::new().await?);
-    let (node, metrics_addr) = match command {
+    let (node, metrics_addr, file_poll_ms) = match command {
         Command::Standalone {
             cluster,
             private_key_file,
@@ -128,6 +132,7 @@ async fn run(command: Command) -> Result<()> {
             mtu,
             persistent_keepalive,
             metrics_addr,
+            file_poll_ms,
         } => {
             let key = load_private_key(&private_key_file)?;
             let public = public_key(&key);
@@ -170,6 +175,7 @@ async fn run(command: Command) -> Result<()> {
             (
                 Node::new(me, endpoints, role, Arc::clone(&netlink)),
                 metrics_addr,
+                file_poll_ms,
             )
         }
         Command::RouteAgent {
@@ -177,6 +183,7 @@ async fn run(command: Command) -> Result<()> {
             endpoints,
             mtu,
             metrics_addr,
+            file_poll_ms,
         } => {
             let me = Identity {
                 cluster,
@@ -198,11 +205,13 @@ async fn run(command: Command) -> Result<()> {
             (
                 Node::new(me, endpoints, role, Arc::clone(&netlink)),
                 metrics_addr,
+                file_poll_ms,
             )
         }
         Command::Genkey | Command::Pubkey => unreachable!("handled before the runtime starts"),
     };
-    serve(node, metrics_addr).await
+    let poll = (file_poll_ms > 0).then(|| Duration::from_millis(file_poll_ms));
+    serve(node, metrics_addr, poll).await
 }
 
 /// Refuses to start on an invalid file, with the same message a reload would log.
@@ -212,7 +221,11 @@ fn check_file(path: &PathBuf, me: &Identity) -> Result<causeway_gateway::config:
     Ok(desired_from_text(&text, &path.display().to_string(), me)?)
 }
 
-async fn serve(mut node: Node, metrics_addr: SocketAddr) -> Result<()> {
+async fn serve(
+    mut node: Node,
+    metrics_addr: SocketAddr,
+    file_poll: Option<Duration>,
+) -> Result<()> {
     node.reload().await?;
     let listener = tokio::net::TcpListener::bind(metrics_addr)
         .await
@@ -226,7 +239,9 @@ async fn serve(mut node: Node, metrics_addr: SocketAddr) -> Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let mut poll = tokio::time::interval(FILE_POLL);
+    // With polling off the interval is a year: in practice it never fires.
+    let mut poll = tokio::time::interval(file_poll.unwrap_or(Duration::from_secs(365 * 24 * 3600)));
+    poll.tick().await;
     let mut resync = tokio::time::interval(RESYNC);
     loop {
         tokio::select! {
@@ -257,6 +272,9 @@ fn report(result: Result<Reloaded, causeway_gateway::node::ReloadError>) {
     match result {
         Ok(Reloaded::Applied) => tracing::info!("endpoints file applied"),
         Ok(Reloaded::Unchanged) => {}
-        Err(e) => tracing::error!(error = %e, "endpoints file refused"),
+        Err(e @ causeway_gateway::node::ReloadError::Config(_)) => {
+            tracing::error!(error = %e, "endpoints file refused")
+        }
+        Err(e) => tracing::error!(error = %e, "route changes failed"),
     }
 }

@@ -86,8 +86,10 @@ pub enum ReloadError {
     /// The file is invalid; the last good state stays in force.
     #[error("{0}; keeping the last good configuration")]
     Config(#[from] ConfigError),
-    /// The kernel refused a change.
-    #[error(transparent)]
+    /// The file was applied but the kernel refused some route changes; the resync retries them.
+    #[error(
+        "endpoints file applied, but the kernel refused a change ({0}); retrying every resync"
+    )]
     Netlink(#[from] NetlinkError),
 }
 
@@ -164,12 +166,24 @@ impl Node {
                 return Err(self.refuse(e));
             }
         };
-        self.apply(&desired).await?;
+        // The datapath already holds the new peers, so the new state is committed even if
+        // a route write failed: reverting to the old file would flap routes, and the
+        // periodic resync retries the failed writes.
+        let result = self.apply(&desired).await;
         self.last_text = Some(text);
         self.applied = Some(desired);
         self.status.reloads.fetch_add(1, Ordering::Relaxed);
-        *self.status.last_error.lock() = None;
-        Ok(Reloaded::Applied)
+        match result {
+            Ok(()) => {
+                *self.status.last_error.lock() = None;
+                Ok(Reloaded::Applied)
+            }
+            Err(e) => {
+                self.status.errors.fetch_add(1, Ordering::Relaxed);
+                *self.status.last_error.lock() = Some(e.to_string());
+                Err(e)
+            }
+        }
     }
 
     fn refuse(&self, error: ConfigError) -> ReloadError {

@@ -292,20 +292,32 @@ fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
         }
     })
     .unwrap();
-    let chunks = stream
-        .finish()
-        .unwrap_or_else(|e| panic!("A->B stream broke while C joined: {e}"));
-    eprintln!("A->B stream: {chunks} verified 16 KiB chunks, unbroken across the join");
-    // The handshake with B happened once: joining C did not restart A's session with B.
-    assert_eq!(
+    let handshakes_b = |mesh: &Mesh| {
         gateway_metric(
-            &mesh,
+            mesh,
             A,
             "causeway_peer_handshakes_total",
-            &[("remote_cluster", "site-b")]
-        ),
-        1.0
+            &[("remote_cluster", "site-b")],
+        )
+    };
+    let sessions_with_b = handshakes_b(&mesh);
+
+    // Site C's key changes in A's file: A starts C's session over, and only C's.
+    let rekeyed = mesh.endpoints_text(&[A, B, C]).replace(
+        mesh.public_key(C),
+        "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw=",
     );
+    mesh.write_endpoints_text(A, &rekeyed).unwrap();
+    let rekeyed_at = stream.chunks();
+    wait_until_ok(
+        "stream to carry on after C's key changed",
+        WAIT,
+        || match stream.chunks() {
+            n if n > rekeyed_at + 10 => Ok(n),
+            n => Err(format!("{n} chunks")),
+        },
+    )
+    .unwrap();
 
     // Site C leaves A's file: A's gateway and worker withdraw its routes, and only those.
     mesh.write_endpoints(A, &[A, B]).unwrap();
@@ -331,7 +343,26 @@ fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
         metric(&text, "causeway_peer_info", &[("remote_cluster", "site-c")]).is_none(),
         "{text}"
     );
-    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+    let removed_at = stream.chunks();
+    wait_until_ok("stream to carry on after C left", WAIT, || {
+        match stream.chunks() {
+            n if n > removed_at + 10 => Ok(n),
+            n => Err(format!("{n} chunks")),
+        }
+    })
+    .unwrap();
+    let chunks = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("A->B stream broke while C joined, changed key or left: {e}"));
+    eprintln!(
+        "A->B stream: {chunks} verified 16 KiB chunks, unbroken across C's join, rekey and removal"
+    );
+    // Adding, changing and removing C never restarted A's session with B.
+    assert_eq!(
+        handshakes_b(&mesh),
+        sessions_with_b,
+        "A's session with B was disturbed"
+    );
 }
 
 /// An IPv4/UDP packet with a chosen source, for spoofing tests.
@@ -525,6 +556,30 @@ fn an_invalid_endpoints_file_changes_nothing_and_a_no_op_reload_writes_nothing()
 }
 
 #[test]
+fn sighup_reloads_the_endpoints_file() {
+    // Polling off: only SIGHUP can make the gateway read the file again.
+    let mut mesh =
+        Mesh::start_with_env(2, &[("CAUSEWAY_FILE_POLL_MS", "0")]).expect("two-site mesh");
+    let reloads = gateway_metric(&mesh, A, "causeway_config_reloads_total", &[]);
+    mesh.write_endpoints_text(A, &format!("# edited\n{}", mesh.endpoints_text(&[A, B])))
+        .unwrap();
+    assert_eq!(
+        gateway_metric(&mesh, A, "causeway_config_reloads_total", &[]),
+        reloads
+    );
+    let pid = mesh.gateway(A).unwrap().pid();
+    // SAFETY: signalling a child this test started and still holds.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGHUP) }, 0);
+    wait_metric_at_least(
+        &mesh,
+        A,
+        "causeway_config_reloads_total",
+        &[],
+        reloads + 1.0,
+    );
+}
+
+#[test]
 fn clean_shutdown_removes_everything_and_a_crashed_agent_is_adopted_on_restart() {
     let mut mesh = Mesh::start(2).expect("two-site mesh");
     let gw = &mesh.site(A).gateway;
@@ -573,7 +628,43 @@ fn clean_shutdown_removes_everything_and_a_crashed_agent_is_adopted_on_restart()
         worker_routes
     );
 
+    // Killed again while site B leaves the file: the restarted agent cleans B's routes up.
+    mesh.take_agent(A).unwrap().kill9().unwrap();
+    mesh.write_endpoints(A, &[A]).unwrap();
+    mesh.start_agent(A).unwrap();
+    wait_until_ok(
+        "the restarted agent to remove the departed site's routes",
+        WAIT,
+        || match causeway_routes(&mesh.site(A).worker).map_err(|e| e.to_string())? {
+            routes if routes.is_empty() => Ok(()),
+            routes => Err(format!("{routes:?}")),
+        },
+    )
+    .unwrap();
+
+    // A clean stop of the agent withdraws its routes (they do not vanish with an interface).
+    mesh.write_endpoints(A, &[A, B]).unwrap();
+    mesh.start_agent(A).unwrap();
+    wait_until_ok("agent routes back", WAIT, || {
+        match causeway_routes(&mesh.site(A).worker).map_err(|e| e.to_string())? {
+            routes if routes.len() == worker_routes.len() => Ok(()),
+            routes => Err(format!("{routes:?}")),
+        }
+    })
+    .unwrap();
+    let status = mesh
+        .take_agent(A)
+        .unwrap()
+        .terminate_and_wait(WAIT)
+        .unwrap();
+    assert!(status.success(), "agent exit: {status}");
+    assert_eq!(
+        causeway_routes(&mesh.site(A).worker).unwrap(),
+        Vec::<String>::new()
+    );
+
     // A restarted gateway restores the tunnel.
+    mesh.start_agent(A).unwrap();
     mesh.start_gateway(A).unwrap();
     let _echo = echo(&mesh, B, pod_addr(&mesh, B));
     wait_reachable(&mesh, A, pod_addr(&mesh, B));

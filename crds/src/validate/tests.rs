@@ -82,7 +82,71 @@ fn every_bad_input_class_is_refused_with_an_actionable_message() {
             "cidr default route",
             ep("b", &["0.0.0.0/0"], &[], ok_gw()),
             |e| matches!(e, ValidationError::CidrTooBroad { .. }),
-            &["every address"],
+            &["/8"],
+        ),
+        (
+            "cidr half the internet",
+            ep("b", &["10.2.0.0/16"], &["128.0.0.0/1"], ok_gw()),
+            |e| matches!(e, ValidationError::CidrTooBroad { field, .. } if field == "spec.serviceCIDRs[0]"),
+            &["128.0.0.0/1"],
+        ),
+        (
+            "cidr v6 too broad",
+            ep("b", &["fd00::/8"], &[], ok_gw()),
+            |e| matches!(e, ValidationError::CidrTooBroad { .. }),
+            &["/16"],
+        ),
+        (
+            "cidr loopback",
+            ep("b", &["127.0.0.0/16"], &[], ok_gw()),
+            |e| matches!(e, ValidationError::CidrReserved { what, .. } if *what == "loopback"),
+            &["127.0.0.0/8"],
+        ),
+        (
+            "cidr metadata",
+            ep("b", &["10.2.0.0/16", "169.254.169.0/24"], &[], ok_gw()),
+            |e| matches!(e, ValidationError::CidrReserved { .. }),
+            &["cloud metadata"],
+        ),
+        (
+            "cidr multicast v6",
+            ep("b", &["ff02::/16"], &[], ok_gw()),
+            |e| matches!(e, ValidationError::CidrReserved { .. }),
+            &["multicast"],
+        ),
+        (
+            "cidr holds own gateway",
+            ep("b", &["198.18.0.0/16"], &[], ok_gw()),
+            |e| matches!(e, ValidationError::CidrCapturesEndpoint { other_object, .. } if other_object == "b"),
+            &["198.18.0.2:51820", "underlay"],
+        ),
+        (
+            "health check outside",
+            ep(
+                "b",
+                &["10.2.0.0/16"],
+                &[],
+                vec![GatewayEndpoint {
+                    health_check_ip: Some("10.9.0.1".into()),
+                    ..gw("198.18.0.2:51820", KEY_B)
+                }],
+            ),
+            |e| matches!(e, ValidationError::HealthCheckOutside { field, .. } if field == "spec.gateways[0].healthCheckIP"),
+            &["10.9.0.1", "podCIDRs"],
+        ),
+        (
+            "private ips",
+            ep(
+                "b",
+                &["10.2.0.0/16"],
+                &[],
+                vec![GatewayEndpoint {
+                    private_ips: vec!["fd00::1".into(), "nope".into()],
+                    ..gw("198.18.0.2:51820", KEY_B)
+                }],
+            ),
+            |e| matches!(e, ValidationError::Ip { field, .. } if field == "spec.gateways[0].privateIPs[1]"),
+            &["nope"],
         ),
         (
             "overlap within cluster",
@@ -268,6 +332,28 @@ fn every_bad_input_class_is_refused_with_an_actionable_message() {
             ep("b", &["10.2.0.0/16"], &["10.1.0.0/16"], ok_gw()),
             |e| matches!(e, ValidationError::CidrOverlap { .. }),
             &["spec.serviceCIDRs[0]"],
+        ),
+        (
+            "cidr holds another's gateway",
+            ep(
+                "b",
+                &["198.18.0.0/24"],
+                &[],
+                vec![gw("198.18.1.2:51820", KEY_B)],
+            ),
+            |e| matches!(e, ValidationError::CidrCapturesEndpoint { other_object, .. } if other_object == "site-a"),
+            &["198.18.0.1:51820"],
+        ),
+        (
+            "gateway inside another's cidr",
+            ep(
+                "b",
+                &["10.2.0.0/16"],
+                &[],
+                vec![gw("10.101.0.9:51820", KEY_B)],
+            ),
+            |e| matches!(e, ValidationError::CidrCapturesEndpoint { endpoint, .. } if endpoint.port() == 51820),
+            &["10.101.0.0/16"],
         ),
         (
             "duplicate cluster id",

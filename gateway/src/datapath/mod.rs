@@ -41,8 +41,15 @@ const SEGMENT_ARENA: usize = MAX_PACKET + (MAX_PACKET / 48 + 1) * 120;
 const POLL: Duration = Duration::from_millis(200);
 /// How often handshake, rekey and keepalive timers run (boringtun's own device uses 250 ms).
 const TIMER_TICK: Duration = Duration::from_millis(100);
-/// Handshakes per second accepted before cookies are demanded (boringtun's default).
-const HANDSHAKE_RATE_LIMIT: u64 = 100;
+/// Handshakes per second accepted before cookies are demanded. Each handshake passes the
+/// shared limiter twice (our check before attributing it, then `Tunn::decapsulate`'s own),
+/// so this is twice boringtun's default of 100.
+const HANDSHAKE_RATE_LIMIT: u64 = 200;
+/// WireGuard message types (first byte).
+const MSG_COOKIE_REPLY: u8 = 3;
+const MSG_DATA: u8 = 4;
+/// Size of a cookie reply message.
+const COOKIE_REPLY_LEN: usize = 64;
 
 /// Packet drops by reason, without a shared lock.
 #[derive(Debug, Default)]
@@ -106,9 +113,24 @@ impl Datapath {
             std::thread::Builder::new()
                 .name(name.to_owned())
                 .spawn(move || {
-                    if let Err(e) = body(&shared) {
-                        tracing::error!(thread = %std::thread::current().name().unwrap_or("?"), error = %e, "datapath thread failed");
-                        *shared.failed.lock() = Some(e.to_string());
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&shared)));
+                    let failure = match outcome {
+                        Ok(Ok(())) if shared.stop.load(Ordering::Relaxed) => None,
+                        Ok(Ok(())) => Some("exited unexpectedly".to_owned()),
+                        Ok(Err(e)) => Some(e.to_string()),
+                        Err(panic) => Some(format!(
+                            "panicked: {}",
+                            panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default()
+                        )),
+                    };
+                    if let Some(reason) = failure {
+                        let thread = std::thread::current().name().unwrap_or("?").to_owned();
+                        tracing::error!(%thread, %reason, "datapath thread stopped; /healthz now fails");
+                        *shared.failed.lock() = Some(format!("{thread} {reason}"));
                     }
                 })
         };
@@ -417,7 +439,7 @@ fn is_link_local(dst: IpAddr) -> bool {
 }
 
 fn is_data(datagram: &[u8]) -> bool {
-    datagram.first() == Some(&4)
+    datagram.first() == Some(&MSG_DATA)
 }
 
 fn udp_loop(shared: &Shared) -> std::io::Result<()> {
@@ -435,7 +457,18 @@ fn udp_loop(shared: &Shared) -> std::io::Result<()> {
         if !wait_readable(shared.udp.fd(), POLL)? {
             continue;
         }
-        while let Some(received) = shared.udp.recv(&mut run, &mut cmsg)? {
+        loop {
+            let received = match shared.udp.recv(&mut run, &mut cmsg) {
+                Ok(Some(received)) => received,
+                Ok(None) => break,
+                // One bad receive (an odd ICMP error, a datagram without an address) is no
+                // reason to stop receiving from every peer.
+                Err(e) => {
+                    tracing::warn!(error = %e, "udp receive failed");
+                    shared.drops.count(DropReason::Invalid);
+                    break;
+                }
+            };
             let mut tally = Tally::default();
             for datagram in run[..received.len].chunks(received.segment) {
                 decrypt_one(
@@ -483,10 +516,11 @@ impl Tally {
     }
 }
 
-fn find_peer(shared: &Shared, table: &PeerTable, datagram: &[u8]) -> Option<Arc<Peer>> {
-    let index = match Tunn::parse_incoming_packet(datagram).ok()? {
+/// The peer a verified packet belongs to: by key for initiations, by our session index otherwise.
+fn find_peer(shared: &Shared, table: &PeerTable, packet: &Packet<'_>) -> Option<Arc<Peer>> {
+    let index = match packet {
         Packet::HandshakeInit(init) => {
-            let half = parse_handshake_anon(&shared.private, &shared.public, &init).ok()?;
+            let half = parse_handshake_anon(&shared.private, &shared.public, init).ok()?;
             return table.by_key.get(&half.peer_static_public).cloned();
         }
         Packet::HandshakeResponse(p) => p.receiver_idx,
@@ -506,14 +540,36 @@ fn decrypt_one(
     tally: &mut Tally,
 ) {
     let table = shared.table.load();
-    let Some(peer) = find_peer(shared, &table, datagram) else {
+    // mac1 and the load check come before anything costly: an initiation costs an X25519
+    // exchange to attribute, and unauthenticated floods must not buy that for free.
+    let mut cookie = [0u8; COOKIE_REPLY_LEN];
+    let packet = match shared
+        .rate_limiter
+        .verify_packet(Some(from.ip()), datagram, &mut cookie)
+    {
+        Ok(packet) => packet,
+        Err(TunnResult::WriteToNetwork(reply)) => {
+            // Under load: ask for a cookie. Nothing is authenticated yet, so nothing moves.
+            send_udp(shared, reply, from);
+            return;
+        }
+        Err(_) => {
+            shared.drops.count(DropReason::Invalid);
+            return;
+        }
+    };
+    let kind = datagram[0];
+    let Some(peer) = find_peer(shared, &table, &packet) else {
         shared.drops.count(DropReason::UnknownPeer);
         return;
     };
     let mut state = peer.state.lock();
     let (inner, src) = match state.tunn.decapsulate(Some(from.ip()), datagram, out) {
         TunnResult::Done => {
-            state.endpoint = Some(from);
+            // A keepalive authenticates its sender; a cookie reply does not.
+            if kind == MSG_DATA {
+                state.endpoint = Some(from);
+            }
             return;
         }
         TunnResult::Err(e) => {
@@ -525,8 +581,13 @@ fn decrypt_one(
             shared.drops.count(reason);
             return;
         }
+        TunnResult::WriteToNetwork(reply) if reply.first() == Some(&MSG_COOKIE_REPLY) => {
+            // The Tunn's own limiter wants a cookie: answer, but neither roam nor flush.
+            send_udp(shared, reply, from);
+            return;
+        }
         TunnResult::WriteToNetwork(reply) => {
-            // The packet authenticated: follow the peer if it roamed.
+            // A handshake completed: the sender proved its key, so follow it if it roamed.
             state.endpoint = Some(from);
             send_udp(shared, reply, from);
             while let TunnResult::WriteToNetwork(queued) = state.tunn.decapsulate(None, &[], out) {
@@ -593,3 +654,6 @@ fn note_handshake(counters: &PeerCounters, since: Duration) {
         counters.handshakes.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,6 +12,8 @@ use std::time::Duration;
 /// A running clusterset. Fields drop in order: processes stop before namespaces go.
 pub struct Mesh {
     underlay_v6: bool,
+    /// Extra environment for every gateway started from now on.
+    pub gateway_env: Vec<(String, String)>,
     gateways: Vec<Option<ChildGuard>>,
     agents: Vec<Option<ChildGuard>>,
     keys: Vec<(PathBuf, String)>,
@@ -30,6 +32,7 @@ impl Mesh {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Mesh {
             underlay_v6: false,
+            gateway_env: Vec::new(),
             gateways: (0..n_sites).map(|_| None).collect(),
             agents: (0..n_sites).map(|_| None).collect(),
             keys,
@@ -47,6 +50,16 @@ impl Mesh {
     pub fn start_v6_underlay(n_sites: usize) -> Result<Mesh, HarnessError> {
         let mut mesh = Mesh::new(n_sites)?;
         mesh.underlay_v6 = true;
+        Self::start_with(mesh)
+    }
+
+    /// Like [`Mesh::start`], with extra environment for the gateways.
+    pub fn start_with_env(n_sites: usize, env: &[(&str, &str)]) -> Result<Mesh, HarnessError> {
+        let mut mesh = Mesh::new(n_sites)?;
+        mesh.gateway_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Self::start_with(mesh)
     }
 
@@ -129,6 +142,7 @@ impl Mesh {
             &self.endpoints_path(i),
             &self.keys[i].0,
             self.gateway_endpoint(i),
+            &self.gateway_env,
         )?;
         self.gateways[i] = Some(gateway);
         self.wait_metrics(i)?;

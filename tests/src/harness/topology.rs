@@ -340,17 +340,24 @@ impl Site {
 
     /// Starts `causeway-gateway standalone` in the gateway namespace, logging to `gateway.log` in [`Site::dir`].
     pub fn start_gateway(&self, endpoints: &Path, key_file: &Path) -> io::Result<ChildGuard> {
-        self.start_gateway_at(endpoints, key_file, self.spec.public_endpoint(GATEWAY_PORT))
+        self.start_gateway_at(
+            endpoints,
+            key_file,
+            self.spec.public_endpoint(GATEWAY_PORT),
+            &[],
+        )
     }
 
-    /// Like [`Site::start_gateway`], listening on `listen` (e.g. the IPv6 underlay).
+    /// Like [`Site::start_gateway`], listening on `listen` (e.g. the IPv6 underlay), with extra environment.
     pub fn start_gateway_at(
         &self,
         endpoints: &Path,
         key_file: &Path,
         listen: SocketAddr,
+        env: &[(String, String)],
     ) -> io::Result<ChildGuard> {
         let mut cmd = gateway_command()?;
+        cmd.envs(env.iter().map(|(k, v)| (k, v)));
         cmd.arg("standalone")
             .arg("--cluster")
             .arg(self.spec.cluster_id())

@@ -1,0 +1,240 @@
+//! The datapath against a real boringtun peer, in a throw-away network namespace.
+
+use super::*;
+use std::time::Instant;
+
+/// Runs `test` on a thread inside a fresh network namespace (gone when the thread ends).
+fn in_fresh_netns(test: impl FnOnce() + Send + 'static) {
+    // SAFETY: geteuid has no preconditions.
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "datapath tests need root (TUN, namespaces)"
+    );
+    let thread = std::thread::spawn(move || {
+        // SAFETY: unshare(CLONE_NEWNET) only moves this thread into a new namespace.
+        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
+        let up = std::process::Command::new("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .expect("ip");
+        assert!(up.success());
+        test();
+    });
+    if let Err(panic) = thread.join() {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Feeds the peer every datagram the gateway sent it until `done` holds, answering as it goes.
+fn pump(w: &mut World, mut done: impl FnMut(&mut Tunn) -> bool) {
+    let mut buf = [0u8; 2048];
+    let mut out = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    w.peer_socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    while !done(&mut w.peer) {
+        assert!(
+            Instant::now() < deadline,
+            "the peer never got what it waited for"
+        );
+        let Ok((n, from)) = w.peer_socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let mut result = w.peer.decapsulate(Some(from.ip()), &buf[..n], &mut out);
+        while let TunnResult::WriteToNetwork(reply) = result {
+            w.peer_socket.send_to(reply, w.gateway).unwrap();
+            result = w.peer.decapsulate(None, &[], &mut out);
+        }
+    }
+}
+
+/// Encrypts `packet` on the peer side; the peer must hold a session it may send on.
+fn seal(w: &mut World, packet: &[u8]) -> Vec<u8> {
+    let mut out = [0u8; 2048];
+    match w.peer.encapsulate(packet, &mut out) {
+        TunnResult::WriteToNetwork(d) if d[0] == MSG_DATA => d.to_vec(),
+        other => panic!("the peer has no session to send on: {other:?}"),
+    }
+}
+
+/// Makes the peer the initiator of a fresh handshake, so it may send data at once.
+fn peer_initiates(w: &mut World) {
+    let mut buf = [0u8; 2048];
+    let TunnResult::WriteToNetwork(init) = w.peer.format_handshake_initiation(&mut buf, true)
+    else {
+        panic!("no initiation");
+    };
+    w.peer_socket.send_to(init, w.gateway).unwrap();
+    // The response completes the peer's session; a keepalive then confirms it to the gateway.
+    pump(w, |peer| {
+        let mut out = [0u8; 2048];
+        matches!(peer.encapsulate(&[], &mut out), TunnResult::WriteToNetwork(d) if d[0] == MSG_DATA)
+    });
+}
+
+struct World {
+    datapath: Datapath,
+    gateway: SocketAddr,
+    peer: Tunn,
+    peer_socket: UdpSocket,
+}
+
+/// A datapath with one peer, "b", whose handshake has completed.
+fn world() -> World {
+    let tun = Tun::open("cwdp0").expect("TUN");
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let gateway = udp.local_addr().unwrap();
+    let datapath = Datapath::start(tun, udp, crate::config::generate_private_key()).unwrap();
+    let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+    let public = PublicKey::from(&secret).to_bytes();
+    let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    peer_socket
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    datapath.set_peers(&[PeerSpec {
+        cluster_id: "b".into(),
+        public_key: public,
+        endpoint: Some(peer_socket.local_addr().unwrap()),
+        cidrs: vec!["10.2.0.0/16".parse().unwrap()],
+        persistent_keepalive: None,
+    }]);
+    let mut peer = Tunn::new(
+        secret,
+        PublicKey::from(datapath.public_key()),
+        None,
+        None,
+        1,
+        None,
+    );
+    // The gateway initiates as soon as the peer is configured: answer it.
+    let mut buf = [0u8; 2048];
+    let mut out = [0u8; 2048];
+    let (n, from) = peer_socket
+        .recv_from(&mut buf)
+        .expect("handshake initiation from the gateway");
+    match peer.decapsulate(Some(from.ip()), &buf[..n], &mut out) {
+        TunnResult::WriteToNetwork(response) => {
+            peer_socket.send_to(response, gateway).unwrap();
+        }
+        other => panic!("peer could not answer: {other:?}"),
+    }
+    wait_for("the handshake to complete", || {
+        datapath.peer_snapshots()[0].last_handshake.map(|_| ())
+    });
+    World {
+        datapath,
+        gateway,
+        peer,
+        peer_socket,
+    }
+}
+
+#[test]
+fn replayed_handshakes_from_elsewhere_do_not_move_the_endpoint_but_real_roaming_does() {
+    in_fresh_netns(|| {
+        let mut w = world();
+        let home = w.peer_socket.local_addr().unwrap();
+        let mut buf = [0u8; 2048];
+        let TunnResult::WriteToNetwork(init) = w.peer.format_handshake_initiation(&mut buf, true)
+        else {
+            panic!("no initiation");
+        };
+        let init = init.to_vec();
+        w.peer_socket.send_to(&init, w.gateway).unwrap();
+        pump(&mut w, |peer| {
+            let mut out = [0u8; 2048];
+            matches!(peer.encapsulate(&[], &mut out), TunnResult::WriteToNetwork(d) if d[0] == MSG_DATA)
+        });
+
+        // An attacker who captured that initiation replays it, enough to trip the rate limiter.
+        let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+        attacker
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        const REPLAYS: u64 = 400;
+        for _ in 0..REPLAYS {
+            attacker.send_to(&init, w.gateway).unwrap();
+        }
+        let invalid = |d: &Datapath| {
+            d.drops()
+                .iter()
+                .find(|(r, _)| *r == DropReason::Invalid)
+                .map_or(0, |(_, n)| *n)
+        };
+        let mut cookies = 0u64;
+        wait_for(
+            "every replay to be refused or answered with a cookie",
+            || {
+                while let Ok((n, _)) = attacker.recv_from(&mut buf) {
+                    assert_eq!(
+                        buf[0], MSG_COOKIE_REPLY,
+                        "the attacker got something other than a cookie ({n} bytes)"
+                    );
+                    cookies += 1;
+                }
+                (invalid(&w.datapath) + cookies >= REPLAYS).then_some(())
+            },
+        );
+        assert!(cookies > 0, "the rate limiter never engaged");
+        assert_eq!(
+            w.datapath.peer_snapshots()[0].endpoint,
+            Some(home),
+            "a replay moved the endpoint"
+        );
+
+        // The real peer moves to a new address and sends an authenticated packet: followed.
+        let moved = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut packet = [0u8; 28];
+        packet[0] = 0x45;
+        packet[2..4].copy_from_slice(&28u16.to_be_bytes());
+        packet[8] = 64;
+        packet[9] = 17;
+        packet[12..16].copy_from_slice(&[10, 2, 0, 5]);
+        packet[16..20].copy_from_slice(&[10, 1, 0, 5]);
+        let datagram = seal(&mut w, &packet);
+        moved.send_to(&datagram, w.gateway).unwrap();
+        let new_home = moved.local_addr().unwrap();
+        wait_for("the endpoint to follow the roaming peer", || {
+            (w.datapath.peer_snapshots()[0].endpoint == Some(new_home)).then_some(())
+        });
+    });
+}
+
+#[test]
+fn a_source_outside_the_peers_cidrs_is_dropped() {
+    in_fresh_netns(|| {
+        let mut w = world();
+        peer_initiates(&mut w);
+        let mut packet = [0u8; 28];
+        packet[0] = 0x45;
+        packet[2..4].copy_from_slice(&28u16.to_be_bytes());
+        packet[8] = 64;
+        packet[9] = 17;
+        packet[12..16].copy_from_slice(&[10, 3, 0, 5]); // not b's 10.2.0.0/16
+        packet[16..20].copy_from_slice(&[10, 1, 0, 5]);
+        let datagram = seal(&mut w, &packet);
+        w.peer_socket.send_to(&datagram, w.gateway).unwrap();
+        wait_for("the spoofed packet to be counted", || {
+            w.datapath
+                .drops()
+                .iter()
+                .any(|(r, n)| *r == DropReason::SourceNotAllowed && *n == 1)
+                .then_some(())
+        });
+        assert_eq!(w.datapath.peer_snapshots()[0].rx_packets, 0);
+    });
+}
