@@ -88,6 +88,11 @@ impl Tun {
         })
     }
 
+    /// The descriptor, for polling.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
     /// Whether the kernel hands over TCP super-packets (TSO) and accepts them back.
     pub fn offload(&self) -> bool {
         self.offload
@@ -100,9 +105,18 @@ impl Tun {
 
     /// Reads one packet, vnet header first; `Ok(None)` when none arrived within `timeout`.
     pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
+        // Under load a packet is usually waiting: try first, and poll only when there is none.
+        if let Some(n) = self.try_recv(buf)? {
+            return Ok(Some(n));
+        }
         if !wait_readable(self.file.as_fd(), timeout)? {
             return Ok(None);
         }
+        self.try_recv(buf)
+    }
+
+    /// Reads one packet if one is waiting, vnet header first.
+    pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: reading into a buffer we own, with its length.
         let n = unsafe { libc::read(self.file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
         match n {

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "e2e/sizes.rs"]
+mod sizes;
+
 const A: usize = 0;
 const B: usize = 1;
 const C: usize = 2;

@@ -1,7 +1,7 @@
 //! Segmentation and coalescing offloads between the TUN interface and WireGuard.
 //!
 //! With `IFF_VNET_HDR` and TSO enabled, the kernel hands the gateway TCP "super-packets"
-//! of up to 64 KiB with a `virtio_net_hdr` in front; [`split`] cuts them into MTU-sized
+//! of up to 64 KiB with a `virtio_net_hdr` in front; [`segment`] cuts them into MTU-sized
 //! segments with correct headers and checksums before encryption. On the way back,
 //! [`Coalescer`] merges consecutive decrypted segments of one TCP flow into one
 //! super-packet, so the kernel receives 64 KiB per write instead of 1.4 KiB. Together
@@ -118,30 +118,29 @@ pub enum OffloadError {
     Unsupported,
 }
 
-/// Cuts one packet read from the TUN interface into wire-ready IP packets.
+/// Most header bytes in front of a TCP payload: a 60-byte IPv4 header plus 60 bytes of TCP.
+const MAX_HEADERS: usize = 120;
+
+/// Cuts one packet read from the TUN interface into wire-ready IP packets, in place.
 ///
-/// `packet` is the IP packet after the vnet header. Segment `i` is written into `out`
-/// at `i * stride`, where `stride` (returned) is the size of a full segment; the length
-/// of each segment goes into `lens`. A packet without GSO yields one segment, with its
-/// transport checksum completed if the kernel left it partial.
-pub fn split(
+/// `packet` is the IP packet after the vnet header; `each` is called with every
+/// segment in order and must be done with it before returning, because segment
+/// `i + 1`'s headers are written over the tail of segment `i`'s payload — that is
+/// what saves copying every payload before encryption. A packet without GSO yields
+/// one segment, with its transport checksum completed if the kernel left it partial.
+/// Returns the number of segments.
+pub fn segment(
     hdr: &VnetHdr,
     packet: &mut [u8],
-    out: &mut [u8],
-    lens: &mut Vec<usize>,
+    mut each: impl FnMut(&[u8]),
 ) -> Result<usize, OffloadError> {
-    lens.clear();
     let gso_type = hdr.gso_type & !GSO_ECN;
     if gso_type == GSO_NONE {
         if hdr.flags & F_NEEDS_CSUM != 0 {
             complete_checksum(packet, hdr)?;
         }
-        let n = packet.len();
-        out.get_mut(..n)
-            .ok_or(OffloadError::Malformed)?
-            .copy_from_slice(packet);
-        lens.push(n);
-        return Ok(n);
+        each(packet);
+        return Ok(1);
     }
     let v6 = match gso_type {
         GSO_TCPV4 => false,
@@ -149,37 +148,35 @@ pub fn split(
         _ => return Err(OffloadError::Unsupported),
     };
     let l4 = usize::from(hdr.csum_start);
-    if packet.len() < l4 + 20 || (!v6 && packet.len() < 20) || (v6 && packet.len() < 40) {
+    if packet.len() < l4 + 20 || (!v6 && (packet.len() < 20 || l4 < 20)) || (v6 && l4 < 40) {
         return Err(OffloadError::Malformed);
     }
     // The kernel's hdr_len has been wrong before; derive it from the TCP header itself.
-    let tcph = usize::from(packet[l4 + 12] >> 4) * 4;
-    let headers = l4 + tcph;
+    let headers = l4 + usize::from(packet[l4 + 12] >> 4) * 4;
     let gso = usize::from(hdr.gso_size);
-    if tcph < 20 || headers > packet.len() || gso == 0 {
+    if headers < l4 + 20 || headers > MAX_HEADERS || headers > packet.len() || gso == 0 {
         return Err(OffloadError::Malformed);
     }
-    let stride = headers + gso;
+    let mut template = [0u8; MAX_HEADERS];
+    template[..headers].copy_from_slice(&packet[..headers]);
+    let template = &template[..headers];
     let payload = packet.len() - headers;
     let count = payload.div_ceil(gso).max(1);
-    if count * stride > out.len() {
-        return Err(OffloadError::Malformed);
-    }
     let first_seq = u32::from_be_bytes([
-        packet[l4 + 4],
-        packet[l4 + 5],
-        packet[l4 + 6],
-        packet[l4 + 7],
+        template[l4 + 4],
+        template[l4 + 5],
+        template[l4 + 6],
+        template[l4 + 7],
     ]);
-    let first_id = u16::from_be_bytes([packet[4], packet[5]]);
-    let flags = packet[l4 + 13];
+    let first_id = u16::from_be_bytes([template[4], template[5]]);
+    let flags = template[l4 + 13];
     for i in 0..count {
-        let start = headers + i * gso;
-        let end = (start + gso).min(packet.len());
-        let total = headers + (end - start);
-        let seg = &mut out[i * stride..i * stride + total];
-        seg[..headers].copy_from_slice(&packet[..headers]);
-        seg[headers..].copy_from_slice(&packet[start..end]);
+        // Segment i's payload starts at headers + i*gso; its headers go just before it.
+        let start = i * gso;
+        let end = (headers + (i + 1) * gso).min(packet.len());
+        let seg = &mut packet[start..end];
+        let total = seg.len();
+        seg[..headers].copy_from_slice(template);
         if v6 {
             seg[4..6].copy_from_slice(&((total - 40) as u16).to_be_bytes());
         } else {
@@ -187,7 +184,7 @@ pub fn split(
             seg[4..6].copy_from_slice(&first_id.wrapping_add(i as u16).to_be_bytes());
             seg[10..12].copy_from_slice(&[0, 0]);
             let ihl = usize::from(seg[0] & 0x0f) * 4;
-            let sum = ipv4_header_checksum(&seg[..ihl]);
+            let sum = ipv4_header_checksum(&seg[..ihl.min(l4)]);
             seg[10..12].copy_from_slice(&sum.to_be_bytes());
         }
         let seq = first_seq.wrapping_add((i * gso) as u32);
@@ -203,9 +200,9 @@ pub fn split(
         seg[l4 + 16..l4 + 18].copy_from_slice(&[0, 0]);
         let sum = checksum_add(&seg[l4..], pseudo_header(seg, v6, PROTO_TCP, total - l4));
         seg[l4 + 16..l4 + 18].copy_from_slice(&(!fold(sum)).to_be_bytes());
-        lens.push(total);
+        each(seg);
     }
-    Ok(stride)
+    Ok(count)
 }
 
 /// Completes a transport checksum the kernel left partial (it holds the pseudo-header sum).
