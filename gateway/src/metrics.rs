@@ -50,11 +50,13 @@ pub enum DropReason {
     Malformed,
     /// An internal queue was full and the packet was shed.
     QueueFull,
+    /// The kernel refused to send the encrypted datagram (full socket buffer, no route).
+    SendFailed,
 }
 
 impl DropReason {
     /// Every reason, so `/metrics` can show a zero for each one never seen.
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::NoPeer,
         DropReason::SourceNotAllowed,
         DropReason::UnknownPeer,
@@ -62,6 +64,7 @@ impl DropReason {
         DropReason::NoEndpoint,
         DropReason::Malformed,
         DropReason::QueueFull,
+        DropReason::SendFailed,
     ];
 
     /// The `reason` label value, in snake_case.
@@ -74,6 +77,7 @@ impl DropReason {
             DropReason::NoEndpoint => "no_endpoint",
             DropReason::Malformed => "malformed",
             DropReason::QueueFull => "queue_full",
+            DropReason::SendFailed => "send_failed",
         }
     }
 }

@@ -225,6 +225,7 @@ impl Datapath {
             state: Mutex::new(PeerState {
                 tunn,
                 endpoint: spec.endpoint,
+                retried_at: None,
             }),
             counters: PeerCounters::default(),
         }
@@ -296,6 +297,7 @@ fn send_udp(shared: &Shared, datagram: &[u8], to: SocketAddr) {
     // retransmits handshakes and the inner protocol retransmits data.
     if let Err(e) = shared.udp.send_one(datagram, to) {
         tracing::debug!(%to, error = %e, "udp send failed");
+        shared.drops.count(DropReason::SendFailed);
     }
 }
 
@@ -493,6 +495,7 @@ fn encrypt_batch(shared: &Shared, hdr: &VnetHdr, packet: &mut [u8], wire: &mut W
             .send_segments(&wire.buf[run.start..run.end], run.segment, to)
         {
             tracing::debug!(%to, error = %e, "udp send failed");
+            shared.drops.count(DropReason::SendFailed);
         }
     }
 }
@@ -691,10 +694,33 @@ fn timer_loop(shared: &Shared) -> std::io::Result<()> {
         let table = shared.table.load();
         for peer in &table.peers {
             let mut state = peer.state.lock();
-            if let TunnResult::WriteToNetwork(datagram) = state.tunn.update_timers(&mut out) {
-                if let Some(to) = state.endpoint {
-                    send_udp(shared, datagram, to);
+            match state.tunn.update_timers(&mut out) {
+                TunnResult::WriteToNetwork(datagram) => {
+                    if let Some(to) = state.endpoint {
+                        send_udp(shared, datagram, to);
+                    }
                 }
+                // boringtun stops all timers once a session expires (no handshake for
+                // 90 s) and waits for outgoing traffic. A peer configured with a
+                // keepalive sits behind NAT and may never send any, so keep knocking.
+                TunnResult::Err(WireGuardError::ConnectionExpired) => {
+                    let interval = state
+                        .tunn
+                        .persistent_keepalive()
+                        .map(|s| Duration::from_secs(s.into()));
+                    let due = interval.is_some_and(|every| {
+                        state.retried_at.is_none_or(|at| at.elapsed() >= every)
+                    });
+                    if let (true, Some(to)) = (due, state.endpoint) {
+                        state.retried_at = Some(std::time::Instant::now());
+                        if let TunnResult::WriteToNetwork(init) =
+                            state.tunn.format_handshake_initiation(&mut out, false)
+                        {
+                            send_udp(shared, init, to);
+                        }
+                    }
+                }
+                _ => {}
             }
             let since = state.tunn.stats().0;
             drop(state);

@@ -104,6 +104,8 @@ pub struct PeerState {
     pub tunn: Tunn,
     /// Where the peer is reached now: configured, or learned from its authenticated packets.
     pub endpoint: Option<SocketAddr>,
+    /// When a handshake was last re-initiated after the session expired.
+    pub retried_at: Option<std::time::Instant>,
 }
 
 /// A remote cluster's live session.
