@@ -6,6 +6,7 @@
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use causeway_crds::keys::parse_key;
+use causeway_gateway::datapath::offload::{checksum_add, fold};
 use causeway_tests::harness::mesh::{causeway_routes, metric, Mesh};
 use causeway_tests::harness::postgres::Postgres;
 use causeway_tests::harness::traffic::{pattern, tcp_connect, tcp_roundtrip, udp_roundtrip, Echo};
@@ -378,14 +379,8 @@ fn raw_udp_packet(src: Ipv4Addr, dst: Ipv4Addr, port: u16, payload: &[u8]) -> Ve
     p[9] = 17;
     p[12..16].copy_from_slice(&src.octets());
     p[16..20].copy_from_slice(&dst.octets());
-    let mut sum: u32 = p[..20]
-        .chunks(2)
-        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    let sum = !fold(checksum_add(&p[..20], 0));
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
     p[20..22].copy_from_slice(&4321u16.to_be_bytes());
     p[22..24].copy_from_slice(&port.to_be_bytes());
     p[24..26].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());

@@ -497,14 +497,8 @@ fn sockaddr_ip(addr: &SockaddrStorage) -> Option<IpAddr> {
 }
 
 fn inet_checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
+    use causeway_gateway::datapath::offload::{checksum_add, fold};
+    !fold(checksum_add(data, 0))
 }
 
 #[cfg(test)]
