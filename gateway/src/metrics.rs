@@ -52,11 +52,13 @@ pub enum DropReason {
     QueueFull,
     /// The kernel refused to send the encrypted datagram (full socket buffer, no route).
     SendFailed,
+    /// A peer sent a packet to an address outside this cluster's own CIDRs.
+    DestinationNotAllowed,
 }
 
 impl DropReason {
     /// Every reason, so `/metrics` can show a zero for each one never seen.
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::NoPeer,
         DropReason::SourceNotAllowed,
         DropReason::UnknownPeer,
@@ -65,6 +67,7 @@ impl DropReason {
         DropReason::Malformed,
         DropReason::QueueFull,
         DropReason::SendFailed,
+        DropReason::DestinationNotAllowed,
     ];
 
     /// The `reason` label value, in snake_case.
@@ -78,6 +81,7 @@ impl DropReason {
             DropReason::Malformed => "malformed",
             DropReason::QueueFull => "queue_full",
             DropReason::SendFailed => "send_failed",
+            DropReason::DestinationNotAllowed => "destination_not_allowed",
         }
     }
 }

@@ -202,6 +202,8 @@ impl Node {
 
     async fn apply(&self, desired: &Desired) -> Result<(), ReloadError> {
         if let Role::Gateway { datapath, .. } = &self.role {
+            let local: Vec<ipnet::IpNet> = desired.local.cidrs().copied().collect();
+            datapath.set_local_cidrs(&local);
             let plan = datapath.set_peers(&desired.peers);
             for p in &plan.add {
                 tracing::info!(peer = %p.cluster_id, endpoint = ?p.endpoint, "peer added");

@@ -136,6 +136,8 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
             "unknown_peer",
             "invalid",
             "malformed",
+            "destination_not_allowed",
+            "send_failed",
         ] {
             let n = gateway_metric(
                 &mesh,

@@ -19,6 +19,7 @@ use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use cidr::CidrMap;
 use offload::{Coalescer, VnetHdr, MAX_PACKET, VNET_HDR_LEN};
 use parking_lot::Mutex;
 use peers::{plan_peers, Peer, PeerCounters, PeerPlan, PeerSpec, PeerState, PeerTable};
@@ -73,6 +74,8 @@ impl DropCounters {
 
 struct Shared {
     table: ArcSwap<PeerTable>,
+    /// This cluster's own CIDRs: the only destinations a peer may send to.
+    local: ArcSwap<CidrMap<()>>,
     tun: Tun,
     udp: Underlay,
     private: StaticSecret,
@@ -113,6 +116,7 @@ impl Datapath {
         let public = PublicKey::from(&private);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(PeerTable::default()),
+            local: ArcSwap::from_pointee(CidrMap::default()),
             tun,
             udp,
             rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
@@ -229,6 +233,16 @@ impl Datapath {
             }),
             counters: PeerCounters::default(),
         }
+    }
+
+    /// Sets this cluster's own CIDRs; packets from peers to anywhere else are dropped.
+    ///
+    /// Without this a peer's packets could reach whatever the gateway node can route to
+    /// — its node network, its host services — not just the pods and services it joins.
+    pub fn set_local_cidrs(&self, cidrs: &[ipnet::IpNet]) {
+        self.shared
+            .local
+            .store(Arc::new(CidrMap::new(cidrs.iter().map(|c| (*c, ())))));
     }
 
     /// Our public key.
@@ -669,9 +683,17 @@ fn decrypt_one(
     };
     state.endpoint = Some(from);
     drop(state);
-    // Cryptokey routing on the way in: only sources inside the sender's own CIDRs pass.
+    // Cryptokey routing on the way in: only sources inside the sender's own CIDRs pass,
+    // and only towards this cluster's own CIDRs.
     match table.cidrs.lookup(src) {
         Some(owner) if Arc::ptr_eq(owner, &peer) => {
+            let local = Tunn::dst_address(inner)
+                .is_some_and(|dst| shared.local.load().lookup(dst).is_some());
+            if !local {
+                tracing::debug!(peer = %peer.cluster_id, "dropping packet to a destination outside this cluster's CIDRs");
+                shared.drops.count(DropReason::DestinationNotAllowed);
+                return;
+            }
             tally.count(&peer, inner.len());
             coalescer.push(inner, emit);
         }

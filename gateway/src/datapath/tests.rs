@@ -105,6 +105,7 @@ fn world() -> World {
     peer_socket
         .set_read_timeout(Some(Duration::from_secs(2)))
         .unwrap();
+    datapath.set_local_cidrs(&["10.1.0.0/16".parse().unwrap()]);
     datapath.set_peers(&[PeerSpec {
         cluster_id: "b".into(),
         public_key: public,
@@ -236,5 +237,42 @@ fn a_source_outside_the_peers_cidrs_is_dropped() {
                 .then_some(())
         });
         assert_eq!(w.datapath.peer_snapshots()[0].rx_packets, 0);
+    });
+}
+
+#[test]
+fn a_peer_cannot_reach_addresses_outside_this_clusters_cidrs() {
+    in_fresh_netns(|| {
+        let mut w = world();
+        peer_initiates(&mut w);
+        let packet = |dst: [u8; 4]| {
+            let mut p = [0u8; 28];
+            p[0] = 0x45;
+            p[2..4].copy_from_slice(&28u16.to_be_bytes());
+            p[8] = 64;
+            p[9] = 17;
+            p[12..16].copy_from_slice(&[10, 2, 0, 5]);
+            p[16..20].copy_from_slice(&dst);
+            p
+        };
+        // The gateway node's own network, not part of the clusterset.
+        let datagram = seal(&mut w, &packet([198, 19, 1, 1]));
+        w.peer_socket.send_to(&datagram, w.gateway).unwrap();
+        let count = |d: &Datapath, reason| {
+            d.drops()
+                .iter()
+                .find(|(r, _)| *r == reason)
+                .map_or(0, |(_, n)| *n)
+        };
+        wait_for("the packet to the node network to be dropped", || {
+            (count(&w.datapath, DropReason::DestinationNotAllowed) == 1).then_some(())
+        });
+        // A pod of this cluster is fine.
+        let datagram = seal(&mut w, &packet([10, 1, 0, 5]));
+        w.peer_socket.send_to(&datagram, w.gateway).unwrap();
+        wait_for("the packet to a local pod to be delivered", || {
+            (w.datapath.peer_snapshots()[0].rx_packets == 1).then_some(())
+        });
+        assert_eq!(count(&w.datapath, DropReason::DestinationNotAllowed), 1);
     });
 }
