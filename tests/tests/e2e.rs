@@ -128,6 +128,21 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
             "site {i}: rx {rx} tx {tx}"
         );
     }
+    // No private key in any log line or metric, at the verbosity operators run with.
+    for i in [A, B] {
+        let key = mesh.private_key_text(i).unwrap();
+        assert_eq!(key.len(), 44, "not a key: {key:?}");
+        for j in [A, B] {
+            assert!(
+                !mesh.full_logs(j).contains(&key),
+                "site {i}'s private key in site {j}'s logs"
+            );
+            assert!(
+                !mesh.gateway_metrics(j).unwrap().contains(&key),
+                "private key in /metrics"
+            );
+        }
+    }
     // A healthy clusterset drops nothing (the kernel's link-local chatter on the TUN is not traffic).
     for i in [A, B] {
         for reason in [

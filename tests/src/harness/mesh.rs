@@ -86,6 +86,20 @@ impl Mesh {
         &self.keys[i].1
     }
 
+    /// Site `i`'s private key as written in its key file (for leak checks).
+    pub fn private_key_text(&self, i: usize) -> std::io::Result<String> {
+        Ok(std::fs::read_to_string(&self.keys[i].0)?.trim().to_owned())
+    }
+
+    /// The full logs of site `i`'s gateway and route agent, as far as they were written.
+    pub fn full_logs(&self, i: usize) -> String {
+        [&self.gateways[i], &self.agents[i]]
+            .into_iter()
+            .flatten()
+            .map(|p| std::fs::read_to_string(p.log_path()).unwrap_or_default())
+            .collect()
+    }
+
     /// Site `i`'s endpoints file.
     pub fn endpoints_path(&self, i: usize) -> PathBuf {
         self.site(i).dir().join("endpoints.yaml")
