@@ -146,11 +146,13 @@ impl Node {
     /// An invalid file changes nothing: tunnels and routes stay on the last good state.
     pub async fn reload(&mut self) -> Result<Reloaded, ReloadError> {
         let shown = self.path.display().to_string();
-        let text = std::fs::read_to_string(&self.path).map_err(|source| ConfigError::Read {
-            what: "endpoints file",
-            path: shown.clone(),
-            source,
-        });
+        let text = tokio::fs::read_to_string(&self.path)
+            .await
+            .map_err(|source| ConfigError::Read {
+                what: "endpoints file",
+                path: shown.clone(),
+                source,
+            });
         let text = match text {
             Ok(text) if self.last_text.as_deref() == Some(text.as_str()) => {
                 return Ok(Reloaded::Unchanged)

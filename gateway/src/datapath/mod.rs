@@ -154,7 +154,17 @@ impl Datapath {
                     }
                 })
         };
-        let threads = vec![spawn("cw-io", io_loop)?, spawn("cw-timers", timer_loop)?];
+        let io = spawn("cw-io", io_loop)?;
+        let timers = match spawn("cw-timers", timer_loop) {
+            Ok(timers) => timers,
+            Err(e) => {
+                // Do not leave the packet thread running without its timers.
+                shared.stop.store(true, Ordering::Relaxed);
+                let _ = io.join();
+                return Err(e);
+            }
+        };
+        let threads = vec![io, timers];
         Ok(Datapath {
             shared,
             specs: Mutex::new(Vec::new()),
