@@ -96,6 +96,8 @@ pub struct Desired {
     pub local: Site,
     /// Every other cluster that has a gateway, as a datapath peer.
     pub peers: Vec<PeerSpec>,
+    /// Where to probe each peer's health: its gateway's `healthCheckIP`, where it has one.
+    pub health_targets: Vec<(String, IpAddr)>,
 }
 
 impl Desired {
@@ -186,6 +188,7 @@ pub fn desired_from_clusterset(
         }
     }
     let mut peers = Vec::new();
+    let mut health_targets = Vec::new();
     for site in check.sites.iter().filter(|s| s.cluster_id != me.cluster) {
         let Some(gateway) = site.gateways.first() else {
             tracing::debug!(cluster = %site.cluster_id, "cluster has no gateway yet; not a peer");
@@ -198,6 +201,9 @@ pub fn desired_from_clusterset(
                 endpoint: gateway.public_endpoint,
             });
         }
+        if let Some(ip) = gateway.health_check_ip {
+            health_targets.push((site.cluster_id.clone(), ip));
+        }
         peers.push(PeerSpec {
             cluster_id: site.cluster_id.clone(),
             public_key: gateway.public_key,
@@ -206,7 +212,11 @@ pub fn desired_from_clusterset(
             persistent_keepalive: me.persistent_keepalive,
         });
     }
-    Ok(Desired { local, peers })
+    Ok(Desired {
+        local,
+        peers,
+        health_targets,
+    })
 }
 
 /// The X25519 public key of a WireGuard private key (what `wg pubkey` prints).

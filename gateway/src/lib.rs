@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod datapath;
+pub mod health;
 pub mod metrics;
 pub mod netlink;
 pub mod node;

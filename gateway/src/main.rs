@@ -6,11 +6,11 @@ use causeway_gateway::config::{
     desired_from_text, generate_private_key, load_private_key, public_key, Identity,
 };
 use causeway_gateway::datapath::Datapath;
-use causeway_gateway::metrics;
 use causeway_gateway::netlink::Netlink;
 use causeway_gateway::node::{Node, NodeStatus, Reloaded, Role};
 use causeway_gateway::route::tunnel_mtu;
 use causeway_gateway::tun::Tun;
+use causeway_gateway::{health, metrics};
 use clap::{Parser, Subcommand};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -122,7 +122,7 @@ fn main() -> Result<()> {
 
 async fn run(command: Command) -> Result<()> {
     let netlink = Arc::new(Netlink::new().await?);
-    let (node, metrics_addr, file_poll_ms) = match command {
+    let (node, metrics_addr, file_poll_ms, health_ip) = match command {
         Command::Standalone {
             cluster,
             private_key_file,
@@ -154,13 +154,13 @@ async fn run(command: Command) -> Result<()> {
             netlink.set_link_up_with_mtu(ifindex, mtu).await?;
             // The gateway's own address inside the tunnel: health probes (and tools) reach it
             // there, and traffic it originates carries a source the remote side accepts.
-            if let Some(ip) = initial
+            let health_ip = initial
                 .local
                 .gateways
                 .iter()
                 .find(|g| Some(g.public_key) == me.public_key)
-                .and_then(|g| g.health_check_ip)
-            {
+                .and_then(|g| g.health_check_ip);
+            if let Some(ip) = health_ip {
                 netlink.add_address(ifindex, ipnet::IpNet::from(ip)).await?;
             }
             let udp = std::net::UdpSocket::bind(listen)
@@ -176,6 +176,7 @@ async fn run(command: Command) -> Result<()> {
                 Node::new(me, endpoints, role, Arc::clone(&netlink)),
                 metrics_addr,
                 file_poll_ms,
+                health_ip,
             )
         }
         Command::RouteAgent {
@@ -206,12 +207,13 @@ async fn run(command: Command) -> Result<()> {
                 Node::new(me, endpoints, role, Arc::clone(&netlink)),
                 metrics_addr,
                 file_poll_ms,
+                None,
             )
         }
         Command::Genkey | Command::Pubkey => unreachable!("handled before the runtime starts"),
     };
     let poll = (file_poll_ms > 0).then(|| Duration::from_millis(file_poll_ms));
-    serve(node, metrics_addr, poll).await
+    serve(node, metrics_addr, poll, health_ip).await
 }
 
 /// Refuses to start on an invalid file, with the same message a reload would log.
@@ -225,6 +227,7 @@ async fn serve(
     mut node: Node,
     metrics_addr: SocketAddr,
     file_poll: Option<Duration>,
+    health_ip: Option<std::net::IpAddr>,
 ) -> Result<()> {
     node.reload().await?;
     let listener = tokio::net::TcpListener::bind(metrics_addr)
@@ -235,6 +238,24 @@ async fn serve(
     let server = tokio::spawn(metrics::serve(listener, status, async {
         let _ = stopped.await;
     }));
+
+    // Health probes ride the tunnel from this gateway's own tunnel address.
+    let (stop_probes, probes_stopped) = tokio::sync::watch::channel(false);
+    let prober = match health_ip {
+        Some(ip) => {
+            let addr = SocketAddr::new(ip, health::PROBE_PORT);
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding the health probe socket {addr}"))?;
+            Some(tokio::spawn(health::run(
+                socket,
+                node.health_targets(),
+                node.health(),
+                probes_stopped,
+            )))
+        }
+        None => None,
+    };
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -262,6 +283,10 @@ async fn serve(
     tracing::info!("shutting down: withdrawing routes and the tunnel interface");
     let _ = stop_metrics.send(());
     let _ = server.await;
+    let _ = stop_probes.send(true);
+    if let Some(prober) = prober {
+        let _ = prober.await;
+    }
     let result = node.shutdown().await;
     drop(node);
     result?;

@@ -111,6 +111,8 @@ pub struct PeerSnapshot {
     pub handshakes: u64,
     /// When the last handshake completed; `None` if none ever did.
     pub last_handshake: Option<SystemTime>,
+    /// Round trips of health probes through the tunnel; `None` until one is answered.
+    pub rtt: Option<crate::health::RttStats>,
 }
 
 /// Everything /metrics shows.
@@ -231,6 +233,27 @@ impl Collector for SnapshotCollector {
             let age = self.now.duration_since(at).map_or(0.0, |d| d.as_secs_f64());
             let labels = [("remote_cluster", peer.cluster_id.as_str())];
             ConstGauge::new(age).encode(family.encode_family(&labels)?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "causeway_peer_rtt",
+            "Round-trip time of health probes through the tunnel to the remote cluster's gateway over the last minute (stat: min, avg, max, last); absent until a probe is answered.",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        for peer in peers {
+            let Some(rtt) = peer.rtt else {
+                continue;
+            };
+            for (stat, value) in [
+                ("min", rtt.min),
+                ("avg", rtt.avg),
+                ("max", rtt.max),
+                ("last", rtt.last),
+            ] {
+                let labels = [("remote_cluster", peer.cluster_id.as_str()), ("stat", stat)];
+                ConstGauge::new(value.as_secs_f64()).encode(family.encode_family(&labels)?)?;
+            }
         }
 
         // A gauge fixed at 1 rather than an OpenMetrics `info`, so the name
@@ -456,6 +479,13 @@ mod tests {
                     tx_packets: 402,
                     handshakes: 7,
                     last_handshake: Some(now() - Duration::from_millis(42_500)),
+                    rtt: Some(crate::health::RttStats {
+                        min: Duration::from_micros(250),
+                        avg: Duration::from_micros(400),
+                        max: Duration::from_micros(1_500),
+                        last: Duration::from_micros(300),
+                        samples: 60,
+                    }),
                 },
                 PeerSnapshot {
                     cluster_id: "site-c".into(),
@@ -466,6 +496,7 @@ mod tests {
                     tx_packets: 1,
                     handshakes: 0,
                     last_handshake: None,
+                    rtt: None,
                 },
             ],
             drops: vec![
@@ -480,7 +511,8 @@ mod tests {
         }
     }
 
-    const EXPOSED_NAMES: [&str; 12] = [
+    const EXPOSED_NAMES: [&str; 13] = [
+        "causeway_peer_rtt_seconds",
         "causeway_peer_rx_bytes_total",
         "causeway_peer_tx_bytes_total",
         "causeway_peer_rx_packets_total",
@@ -515,6 +547,25 @@ mod tests {
         for (name, vb, vc) in per_peer {
             assert_eq!(sample(&s, name, &b), Some(vb), "{name} site-b");
             assert_eq!(sample(&s, name, &c), Some(vc), "{name} site-c");
+        }
+        for (stat, seconds) in [
+            ("min", 0.00025),
+            ("avg", 0.0004),
+            ("max", 0.0015),
+            ("last", 0.0003),
+        ] {
+            let labels = [("remote_cluster", "site-b"), ("stat", stat)];
+            assert_eq!(
+                sample(&s, "causeway_peer_rtt_seconds", &labels),
+                Some(seconds),
+                "rtt {stat}"
+            );
+            let labels = [("remote_cluster", "site-c"), ("stat", stat)];
+            assert_eq!(
+                sample(&s, "causeway_peer_rtt_seconds", &labels),
+                None,
+                "site-c never answered"
+            );
         }
 
         assert_eq!(

@@ -3,6 +3,7 @@
 
 use crate::config::{desired_from_text, ConfigError, Desired, Identity};
 use crate::datapath::Datapath;
+use crate::health::{Health, Targets, PROBE_PORT};
 use crate::metrics::{MetricsSource, Snapshot};
 use crate::netlink::{Netlink, NetlinkError};
 use crate::route::{NextHop, MAIN_TABLE};
@@ -33,6 +34,7 @@ pub enum Role {
 #[derive(Default)]
 pub struct NodeStatus {
     datapath: Option<Arc<Datapath>>,
+    health: Arc<Health>,
     netlink: Option<Arc<Netlink>>,
     routes: AtomicU64,
     reloads: AtomicU64,
@@ -47,7 +49,13 @@ impl MetricsSource for NodeStatus {
                 .datapath
                 .as_ref()
                 .map(|d| d.peer_snapshots())
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| crate::metrics::PeerSnapshot {
+                    rtt: self.health.stats(&p.cluster_id),
+                    ..p
+                })
+                .collect(),
             drops: self
                 .datapath
                 .as_ref()
@@ -111,6 +119,7 @@ pub struct Node {
     status: Arc<NodeStatus>,
     last_text: Option<String>,
     applied: Option<Desired>,
+    targets: tokio::sync::watch::Sender<Targets>,
 }
 
 impl Node {
@@ -133,7 +142,18 @@ impl Node {
             status,
             last_text: None,
             applied: None,
+            targets: tokio::sync::watch::channel(Vec::new()).0,
         }
+    }
+
+    /// The peers the health prober should probe, kept current by every reload.
+    pub fn health_targets(&self) -> tokio::sync::watch::Receiver<Targets> {
+        self.targets.subscribe()
+    }
+
+    /// Where health probe results go.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.status.health)
     }
 
     /// The figures the metrics server shows.
@@ -219,6 +239,19 @@ impl Node {
             for id in &plan.remove {
                 tracing::info!(peer = %id, "peer removed");
             }
+            let targets: Targets = desired
+                .health_targets
+                .iter()
+                .map(|(cluster, ip)| (cluster.clone(), std::net::SocketAddr::new(*ip, PROBE_PORT)))
+                .collect();
+            let clusters: Vec<String> =
+                desired.peers.iter().map(|p| p.cluster_id.clone()).collect();
+            self.status.health.retain(&clusters);
+            self.targets.send_if_modified(|current| {
+                let changed = *current != targets;
+                *current = targets;
+                changed
+            });
         }
         self.apply_routes(desired).await?;
         Ok(())

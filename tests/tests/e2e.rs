@@ -128,6 +128,23 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
             "site {i}: rx {rx} tx {tx}"
         );
     }
+    // Health probes cross the tunnel between the gateways' own tunnel addresses.
+    for (i, peer) in [(A, "site-b"), (B, "site-a")] {
+        wait_metric_at_least(
+            &mesh,
+            i,
+            "causeway_peer_rtt_seconds",
+            &[("remote_cluster", peer), ("stat", "avg")],
+            1e-7,
+        );
+        let max = gateway_metric(
+            &mesh,
+            i,
+            "causeway_peer_rtt_seconds",
+            &[("remote_cluster", peer), ("stat", "max")],
+        );
+        assert!(max < 1.0, "probe RTT max {max} s");
+    }
     // No private key in any log line or metric, at the verbosity operators run with.
     for i in [A, B] {
         let key = mesh.private_key_text(i).unwrap();

@@ -288,6 +288,7 @@ impl Datapath {
                     tx_packets: c.tx_packets.load(Ordering::Relaxed),
                     handshakes: c.handshakes.load(Ordering::Relaxed),
                     last_handshake: (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms)),
+                    rtt: None,
                 }
             })
             .collect()

@@ -164,8 +164,14 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
             &[("remote_cluster", "site-a")],
         )
         .unwrap_or(0.0);
+        let rtt = metric(
+            &text,
+            "causeway_peer_rtt_seconds",
+            &[("remote_cluster", "site-a"), ("stat", "avg")],
+        );
+        let rtt = rtt.map_or("-".to_string(), |r| format!("{:.3} ms", r * 1000.0));
         println!(
-            "      t={second:>3}s  primary {written:>7} rows  standby {on_replica:>7} rows  replay lag {:>6.1} ms  tunnel a→b {:>7.2} MB  handshakes {hs}",
+            "      t={second:>3}s  primary {written:>7} rows  standby {on_replica:>7} rows  replay lag {:>6.1} ms  tunnel a→b {:>7.2} MB  probe RTT {rtt}  handshakes {hs}",
             lag * 1000.0,
             rx / 1e6
         );
