@@ -1,17 +1,140 @@
 //! causeway-controller: publishes this cluster's ClusterEndpoint to the broker and mirrors the others.
 //!
-//! The control plane through the Kubernetes API is not built yet; until it is, this
-//! binary says so and exits non-zero instead of pretending to run.
+//! For now the local ClusterEndpoint comes from a file (`--endpoint-file`);
+//! building it from the nodes and Gateway objects comes later, as does leader
+//! election: run one replica.
 
-fn main() -> std::process::ExitCode {
-    let version = env!("CARGO_PKG_VERSION");
-    if std::env::args().any(|a| a == "--version" || a == "-V") {
-        println!("causeway-controller {version}");
-        return std::process::ExitCode::SUCCESS;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use causeway_controller::sync::{self, SyncConfig};
+use causeway_crds::manifest::parse_endpoints;
+use causeway_crds::validate::validate_endpoint;
+use causeway_crds::ClusterEndpointSpec;
+use clap::Parser;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Publish this cluster's ClusterEndpoint to the broker and mirror the other clusters'.
+#[derive(Debug, Parser)]
+#[command(name = "causeway-controller", version)]
+struct Args {
+    /// This cluster's ID in the clusterset (its object's name at the broker).
+    #[arg(long, env = "CAUSEWAY_CLUSTER_ID")]
+    cluster: String,
+    /// Kubeconfig of the broker.
+    #[arg(long, env = "CAUSEWAY_BROKER_KUBECONFIG")]
+    broker_kubeconfig: PathBuf,
+    /// Namespace of the ClusterEndpoints at the broker.
+    #[arg(long, env = "CAUSEWAY_BROKER_NAMESPACE")]
+    broker_namespace: String,
+    /// Local namespace that remote ClusterEndpoints are mirrored into.
+    #[arg(long, env = "CAUSEWAY_NAMESPACE")]
+    namespace: String,
+    /// A ClusterEndpoint manifest (YAML) describing this cluster; its spec is published.
+    #[arg(long, env = "CAUSEWAY_ENDPOINT_FILE")]
+    endpoint_file: PathBuf,
+    /// Kubeconfig of this cluster (default: in-cluster config or the usual kubeconfig).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Seconds between full passes when no change is seen.
+    #[arg(long, default_value_t = 60)]
+    resync_seconds: u64,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    let spec = load_spec(&args.endpoint_file, &args.cluster)?;
+    let broker = client_from(&args.broker_kubeconfig)
+        .await
+        .context("cannot build a client for the broker")?;
+    let local = match &args.kubeconfig {
+        Some(path) => client_from(path).await,
+        None => Ok(Client::try_from(Config::infer().await?)?),
     }
-    eprintln!(
-        "causeway-controller {version}: the Kubernetes control plane is not implemented yet; \
-         run `causeway-gateway standalone` with an endpoints file instead"
-    );
-    std::process::ExitCode::from(2)
+    .context("cannot build a client for the local cluster")?;
+    let config = SyncConfig {
+        broker,
+        broker_namespace: args.broker_namespace,
+        local,
+        local_namespace: args.namespace,
+        cluster_id: args.cluster,
+        spec: Some(spec),
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+        debounce: Duration::from_millis(200),
+    };
+    sync::run(config, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Reads the one ClusterEndpoint in `path`, which must describe `cluster` and be valid on its own.
+fn load_spec(path: &Path, cluster: &str) -> anyhow::Result<ClusterEndpointSpec> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the endpoint file {}", path.display()))?;
+    let endpoints = parse_endpoints(&text).map_err(|errors| {
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("endpoint file {}: {}", path.display(), messages.join("; "))
+    })?;
+    let [endpoint] = endpoints.as_slice() else {
+        bail!(
+            "endpoint file {} holds {} ClusterEndpoints; it must hold exactly this cluster's one",
+            path.display(),
+            endpoints.len()
+        );
+    };
+    if endpoint.spec.cluster_id != cluster {
+        bail!(
+            "endpoint file {} describes cluster {:?}, but --cluster is {cluster:?}; make them agree",
+            path.display(),
+            endpoint.spec.cluster_id
+        );
+    }
+    if let Err(errors) = validate_endpoint(endpoint) {
+        let messages: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        bail!("endpoint file {}: {}", path.display(), messages.join("; "));
+    }
+    Ok(endpoint.spec.clone())
+}
+
+async fn client_from(path: &Path) -> anyhow::Result<Client> {
+    let kubeconfig = Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("kubeconfig {} is not usable", path.display()))?;
+    Ok(Client::try_from(config)?)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
 }

@@ -1,0 +1,205 @@
+//! Applies a [`SyncPlan`] through the Kubernetes API: the broker for our own
+//! object, the local cluster for mirrors. No decisions here beyond how to write.
+//!
+//! Where refusals go: the broker object of *this* cluster gets a `Valid`
+//! condition (True, or False with the reason and every message), written to its
+//! status subresource. Another cluster's refused object is not ours to write —
+//! its own controller writes its condition when it sees the same conflict — and a
+//! refused object is not mirrored, so there is no local object to carry one
+//! either: refusals of other clusters' objects are logged (`warn`) and counted
+//! in the [`SyncReport`].
+
+use causeway_crds::ClusterEndpoint;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use serde_json::json;
+use tracing::{info, warn};
+
+use super::plan::{SyncPlan, Upsert};
+use super::{Side, SyncError};
+
+/// Field manager for the controller's writes.
+pub const FIELD_MANAGER: &str = "causeway-controller";
+
+/// What one sync pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Our object was created or replaced at the broker.
+    pub published: bool,
+    /// Our object's `Valid` condition was written.
+    pub condition_written: bool,
+    /// Mirrors created locally.
+    pub mirrors_created: usize,
+    /// Mirrors updated locally.
+    pub mirrors_updated: usize,
+    /// Mirrors deleted locally.
+    pub mirrors_deleted: usize,
+    /// Remote broker objects refused (not mirrored).
+    pub refused: usize,
+    /// Remote broker objects not mirrored because a local non-mirror holds their name.
+    pub name_taken: usize,
+}
+
+impl SyncReport {
+    /// Whether the pass wrote anything.
+    pub fn wrote(&self) -> bool {
+        self.published
+            || self.condition_written
+            || self.mirrors_created + self.mirrors_updated + self.mirrors_deleted > 0
+    }
+}
+
+/// Applies `plan`: `broker` is the API of the broker namespace, `local` the API
+/// of the local namespace. Every write is attempted; if any failed, the first
+/// failure is returned (with how many failed) after the others ran, and the next
+/// pass retries from fresh state.
+pub async fn apply_plan(
+    plan: &SyncPlan,
+    broker: &Api<ClusterEndpoint>,
+    local: &Api<ClusterEndpoint>,
+) -> Result<SyncReport, SyncError> {
+    let mut report = SyncReport {
+        refused: plan.refused.len(),
+        name_taken: plan.name_taken.len(),
+        ..SyncReport::default()
+    };
+    let mut failures: Vec<SyncError> = Vec::new();
+
+    for refusal in &plan.refused {
+        for error in &refusal.errors {
+            warn!(
+                object = %refusal.object,
+                remote_cluster = %refusal.cluster_id,
+                reason = error.reason(),
+                message = %error,
+                "ClusterEndpoint at the broker refused; not mirrored"
+            );
+        }
+    }
+    for name in &plan.name_taken {
+        warn!(
+            object = %name,
+            "a local ClusterEndpoint not managed by Causeway has this name; the broker object is not mirrored — rename or remove the local object"
+        );
+    }
+
+    if let Some(publish) = &plan.publish {
+        match upsert(broker, publish, Side::Broker).await {
+            Ok(()) => {
+                report.published = true;
+                info!(object = %publish.name(), "published our ClusterEndpoint to the broker");
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+    // A condition for an object we failed to create has nowhere to go.
+    let own_exists = plan.publish.is_none() || report.published;
+    if let (Some(write), true) = (&plan.own_condition, own_exists) {
+        let condition = &write.condition;
+        let conditions = condition.merge_into(&write.current, Time(Timestamp::now()));
+        let patch = json!({ "status": { "conditions": conditions } });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        match broker
+            .patch_status(&write.object, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                report.condition_written = true;
+                info!(
+                    object = %write.object,
+                    valid = condition.valid,
+                    reason = %condition.reason,
+                    "wrote the Valid condition of our ClusterEndpoint"
+                );
+            }
+            Err(source) => failures.push(SyncError::Write {
+                side: Side::Broker,
+                verb: "patch status of",
+                object: write.object.clone(),
+                source,
+            }),
+        }
+    }
+
+    for mirror in &plan.mirror_upsert {
+        match upsert(local, mirror, Side::Local).await {
+            Ok(()) => {
+                let created = matches!(mirror, Upsert::Create(_));
+                if created {
+                    report.mirrors_created += 1;
+                } else {
+                    report.mirrors_updated += 1;
+                }
+                info!(
+                    object = %mirror.name(),
+                    remote_cluster = %mirror.object().spec.cluster_id,
+                    created,
+                    "mirrored a remote ClusterEndpoint"
+                );
+            }
+            Err(e) => failures.push(e),
+        }
+    }
+
+    for delete in &plan.mirror_delete {
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: delete.resource_version.clone(),
+                uid: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match local.delete(&delete.name, &params).await {
+            Ok(_) => {
+                report.mirrors_deleted += 1;
+                info!(object = %delete.name, "deleted a mirror whose broker object is gone");
+            }
+            // Already gone: the goal is reached.
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => failures.push(SyncError::Write {
+                side: Side::Local,
+                verb: "delete",
+                object: delete.name.clone(),
+                source,
+            }),
+        }
+    }
+
+    let failed = failures.len();
+    match failures.into_iter().next() {
+        None => Ok(report),
+        Some(first) => Err(SyncError::Apply {
+            failed,
+            first: Box::new(first),
+        }),
+    }
+}
+
+async fn upsert(api: &Api<ClusterEndpoint>, upsert: &Upsert, side: Side) -> Result<(), SyncError> {
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+    };
+    let name = upsert.name();
+    let result = match upsert {
+        Upsert::Create(obj) => {
+            let mut obj = obj.clone();
+            obj.metadata.namespace = None;
+            api.create(&params, &obj).await.map(|_| ())
+        }
+        Upsert::Replace(obj) => api.replace(&name, &params, obj).await.map(|_| ()),
+    };
+    result.map_err(|source| SyncError::Write {
+        side,
+        verb: match upsert {
+            Upsert::Create(_) => "create",
+            Upsert::Replace(_) => "replace",
+        },
+        object: name,
+        source,
+    })
+}

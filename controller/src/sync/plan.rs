@@ -1,0 +1,376 @@
+//! The broker-sync planner: what to publish to the broker and what to mirror locally.
+//!
+//! Pure: objects in, [`SyncPlan`] out. [`super::apply`] turns the plan into API calls.
+//!
+//! Rules:
+//! - The only object this cluster ever writes at the broker is the one named after
+//!   its own cluster ID; it is created or replaced only when its spec differs.
+//! - Every other broker object is validated as a clusterset, first come first
+//!   served (oldest `metadata.creationTimestamp` first, then name), together with
+//!   the spec this cluster is about to publish. Accepted remote objects are mirrored
+//!   into the local namespace under the same name, labelled
+//!   [`SOURCE_CLUSTER_LABEL`] and [`MIRRORED_LABEL`]; refused ones are not mirrored.
+//! - A broker object claiming this cluster's ID under another name is refused
+//!   (whatever its age): the object named after the ID is the cluster's own.
+//! - Local objects without `causeway.dev/mirrored=true` are never touched; a remote
+//!   object whose name is taken locally by such an object is reported, not mirrored.
+//! - A mirror whose broker object is gone is deleted. A mirror whose broker object
+//!   is now refused is left as it was (last known good): bad input changes nothing
+//!   that already works.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use causeway_crds::validate::{object_name, validate_clusterset};
+use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, ValidationError};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
+
+/// Label on mirrored objects: the cluster ID of the object's source.
+pub const SOURCE_CLUSTER_LABEL: &str = "causeway.dev/source-cluster";
+/// Label on mirrored objects, value `true`; only objects carrying it are the controller's to change.
+pub const MIRRORED_LABEL: &str = "causeway.dev/mirrored";
+/// The condition type written on this cluster's own broker object.
+pub const VALID_CONDITION: &str = "Valid";
+
+/// A write of one whole object.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Upsert {
+    /// The object does not exist yet: create it.
+    Create(ClusterEndpoint),
+    /// The object exists: replace it; `metadata.resourceVersion` is the observed one,
+    /// so a concurrent change makes the write fail (409) instead of being lost.
+    Replace(ClusterEndpoint),
+}
+
+impl Upsert {
+    /// The object to write.
+    pub fn object(&self) -> &ClusterEndpoint {
+        match self {
+            Upsert::Create(o) | Upsert::Replace(o) => o,
+        }
+    }
+
+    /// The object's name.
+    pub fn name(&self) -> String {
+        object_name(self.object())
+    }
+}
+
+/// A mirror to delete, with the resourceVersion it was observed at (a delete precondition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delete {
+    /// Name of the local mirror.
+    pub name: String,
+    /// The resourceVersion observed, if any.
+    pub resource_version: Option<String>,
+}
+
+/// The `Valid` condition this cluster's own broker object should carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidCondition {
+    /// Whether the clusterset accepted the object.
+    pub valid: bool,
+    /// CamelCase reason (`Accepted`, or the first refusal's [`ValidationError::reason`]).
+    pub reason: String,
+    /// Every refusal's message, or a short acceptance note.
+    pub message: String,
+}
+
+/// Reason of a `Valid=True` condition.
+pub const ACCEPTED_REASON: &str = "Accepted";
+/// Message of a `Valid=True` condition.
+pub const ACCEPTED_MESSAGE: &str =
+    "accepted by the clusterset: no conflict with older ClusterEndpoints";
+
+impl ValidCondition {
+    fn from_errors(errors: &[ValidationError]) -> Self {
+        match errors.first() {
+            None => ValidCondition {
+                valid: true,
+                reason: ACCEPTED_REASON.to_owned(),
+                message: ACCEPTED_MESSAGE.to_owned(),
+            },
+            Some(first) => ValidCondition {
+                valid: false,
+                reason: first.reason().to_owned(),
+                message: errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            },
+        }
+    }
+
+    /// `current` conditions with this one set: other types kept, the transition
+    /// time kept when the status did not flip, `now` otherwise.
+    pub fn merge_into(&self, current: &[Condition], now: Time) -> Vec<Condition> {
+        let status = if self.valid { "True" } else { "False" };
+        let previous = current.iter().find(|c| c.type_ == VALID_CONDITION);
+        let last_transition_time = match previous {
+            Some(p) if p.status == status => p.last_transition_time.clone(),
+            _ => now,
+        };
+        let mut merged: Vec<Condition> = current
+            .iter()
+            .filter(|c| c.type_ != VALID_CONDITION)
+            .cloned()
+            .collect();
+        merged.push(Condition {
+            type_: VALID_CONDITION.to_owned(),
+            status: status.to_owned(),
+            reason: self.reason.clone(),
+            message: self.message.clone(),
+            last_transition_time,
+            observed_generation: None,
+        });
+        merged
+    }
+
+    /// Whether `obj`'s status already carries this condition (transition time aside).
+    fn is_on(&self, obj: &ClusterEndpoint) -> bool {
+        let status = if self.valid { "True" } else { "False" };
+        obj.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == VALID_CONDITION
+                    && c.status == status
+                    && c.reason == self.reason
+                    && c.message == self.message
+            })
+        })
+    }
+}
+
+/// A `Valid` condition to write on this cluster's own broker object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusWrite {
+    /// The object (named after our cluster ID).
+    pub object: String,
+    /// The condition it should carry.
+    pub condition: ValidCondition,
+    /// The conditions it carries now, for [`ValidCondition::merge_into`].
+    pub current: Vec<Condition>,
+}
+
+/// A broker object that is not mirrored, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The broker object's name.
+    pub object: String,
+    /// The cluster ID it claims.
+    pub cluster_id: String,
+    /// Every reason, first one first.
+    pub errors: Vec<ValidationError>,
+}
+
+/// What one sync pass should change.
+///
+/// [`SyncPlan::is_noop`] is true when nothing is to be written; `refused` and
+/// `name_taken` are reports that persist as long as their cause does and cause no write.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SyncPlan {
+    /// This cluster's own object at the broker, when it is missing or its spec differs.
+    pub publish: Option<Upsert>,
+    /// The `Valid` condition for this cluster's own broker object, when it differs
+    /// from what the object carries (written after `publish`).
+    pub own_condition: Option<StatusWrite>,
+    /// Local mirrors to create or update.
+    pub mirror_upsert: Vec<Upsert>,
+    /// Local mirrors whose broker object is gone.
+    pub mirror_delete: Vec<Delete>,
+    /// Remote broker objects refused by validation; not mirrored.
+    pub refused: Vec<Refusal>,
+    /// Remote broker objects whose name is held locally by an object that is not a mirror.
+    pub name_taken: Vec<String>,
+}
+
+impl SyncPlan {
+    /// Whether applying the plan writes nothing.
+    pub fn is_noop(&self) -> bool {
+        self.publish.is_none()
+            && self.own_condition.is_none()
+            && self.mirror_upsert.is_empty()
+            && self.mirror_delete.is_empty()
+    }
+}
+
+/// Whether a local object is a mirror this controller owns.
+pub fn is_mirror(obj: &ClusterEndpoint) -> bool {
+    obj.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(MIRRORED_LABEL))
+        .is_some_and(|v| v == "true")
+}
+
+/// Plans one sync pass.
+///
+/// - `local_cluster`: this cluster's ID, also the name of its object at the broker;
+/// - `local`: the spec this cluster should publish (`None`: publish nothing, and
+///   leave whatever is at the broker as it is);
+/// - `broker`: every ClusterEndpoint in the broker namespace;
+/// - `mirrored`: the ClusterEndpoints in the local namespace (objects without the
+///   [`MIRRORED_LABEL`] are only used to avoid name clashes).
+pub fn plan_sync(
+    local_cluster: &str,
+    local: Option<&ClusterEndpointSpec>,
+    broker: &[ClusterEndpoint],
+    mirrored: &[ClusterEndpoint],
+) -> SyncPlan {
+    let mut plan = SyncPlan::default();
+    let own = broker
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some(local_cluster));
+
+    // 1. Our object at the broker.
+    plan.publish = local.and_then(|spec| match own {
+        None => Some(Upsert::Create(ClusterEndpoint {
+            metadata: ObjectMeta {
+                name: Some(local_cluster.to_owned()),
+                ..ObjectMeta::default()
+            },
+            spec: spec.clone(),
+            status: None,
+        })),
+        Some(existing) if existing.spec != *spec => Some(Upsert::Replace(ClusterEndpoint {
+            metadata: existing.metadata.clone(),
+            spec: spec.clone(),
+            status: None,
+        })),
+        Some(_) => None,
+    });
+    // What our object will look like once published (for validation).
+    let own_after: Option<ClusterEndpoint> = match (&plan.publish, own) {
+        (Some(upsert), _) => Some(upsert.object().clone()),
+        (None, Some(existing)) => Some(existing.clone()),
+        (None, None) => None,
+    };
+
+    // 2. Objects claiming our ID under another name: refused outright.
+    let mut candidates: Vec<&ClusterEndpoint> = Vec::new();
+    for obj in broker {
+        let name = object_name(obj);
+        if name == local_cluster {
+            continue;
+        }
+        if obj.spec.cluster_id == local_cluster {
+            plan.refused.push(Refusal {
+                object: name.clone(),
+                cluster_id: obj.spec.cluster_id.clone(),
+                errors: vec![ValidationError::DuplicateClusterId {
+                    object: name,
+                    value: obj.spec.cluster_id.clone(),
+                    other_object: local_cluster.to_owned(),
+                }],
+            });
+        } else {
+            candidates.push(obj);
+        }
+    }
+    if let Some(own) = &own_after {
+        candidates.push(own);
+    }
+
+    // 3. First come, first served: oldest first, not-yet-created last, then by name.
+    candidates.sort_by(|a, b| {
+        let key = |o: &ClusterEndpoint| {
+            let ts = o.metadata.creation_timestamp.clone();
+            (ts.is_none(), ts, object_name(o))
+        };
+        key(a).cmp(&key(b))
+    });
+    let ordered: Vec<ClusterEndpoint> = candidates.into_iter().cloned().collect();
+    let check = validate_clusterset(&ordered);
+    let refused: BTreeMap<&str, &Vec<ValidationError>> = check
+        .refused
+        .iter()
+        .map(|(name, errors)| (name.as_str(), errors))
+        .collect();
+
+    // 4. The condition on our own object.
+    if own_after.is_some() {
+        let errors = refused
+            .get(local_cluster)
+            .map(|e| e.as_slice())
+            .unwrap_or_default();
+        let condition = ValidCondition::from_errors(errors);
+        // A replace keeps the status the object has; a create starts without one.
+        if !own.is_some_and(|o| condition.is_on(o)) {
+            plan.own_condition = Some(StatusWrite {
+                object: local_cluster.to_owned(),
+                condition,
+                current: own
+                    .and_then(|o| o.status.as_ref())
+                    .map(|s| s.conditions.clone())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+
+    // 5. Mirrors.
+    let locals: BTreeMap<String, &ClusterEndpoint> =
+        mirrored.iter().map(|o| (object_name(o), o)).collect();
+    let mut at_broker: BTreeSet<String> = BTreeSet::new();
+    for obj in ordered.iter().filter(|o| object_name(o) != local_cluster) {
+        let name = object_name(obj);
+        at_broker.insert(name.clone());
+        if let Some(errors) = refused.get(name.as_str()) {
+            plan.refused.push(Refusal {
+                object: name,
+                cluster_id: obj.spec.cluster_id.clone(),
+                errors: (*errors).clone(),
+            });
+            continue;
+        }
+        match locals.get(&name) {
+            None => plan.mirror_upsert.push(Upsert::Create(ClusterEndpoint {
+                metadata: ObjectMeta {
+                    name: Some(name),
+                    labels: Some(mirror_labels(&obj.spec.cluster_id, None)),
+                    ..ObjectMeta::default()
+                },
+                spec: obj.spec.clone(),
+                status: None,
+            })),
+            Some(existing) if !is_mirror(existing) => plan.name_taken.push(name),
+            Some(existing) => {
+                let labels = mirror_labels(&obj.spec.cluster_id, existing.metadata.labels.as_ref());
+                if existing.spec != obj.spec || existing.metadata.labels.as_ref() != Some(&labels) {
+                    let mut metadata = existing.metadata.clone();
+                    metadata.labels = Some(labels);
+                    plan.mirror_upsert.push(Upsert::Replace(ClusterEndpoint {
+                        metadata,
+                        spec: obj.spec.clone(),
+                        status: existing.status.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    // Objects claiming our ID are at the broker too: their old mirrors (if any) stay.
+    at_broker.extend(plan.refused.iter().map(|r| r.object.clone()));
+    plan.mirror_delete = mirrored
+        .iter()
+        .filter(|o| is_mirror(o))
+        .filter(|o| !at_broker.contains(&object_name(o)))
+        .map(|o| Delete {
+            name: object_name(o),
+            resource_version: o.metadata.resource_version.clone(),
+        })
+        .collect();
+    plan.refused.sort_by(|a, b| a.object.cmp(&b.object));
+    plan
+}
+
+/// The labels of a mirror of `cluster_id`: `existing` ones kept, ours set.
+fn mirror_labels(
+    cluster_id: &str,
+    existing: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
+    let mut labels = existing.cloned().unwrap_or_default();
+    labels.insert(SOURCE_CLUSTER_LABEL.to_owned(), cluster_id.to_owned());
+    labels.insert(MIRRORED_LABEL.to_owned(), "true".to_owned());
+    labels
+}
+
+#[cfg(test)]
+mod tests;

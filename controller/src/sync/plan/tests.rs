@@ -1,0 +1,532 @@
+//! Table-driven tests of [`plan_sync`]: objects in, plan out.
+
+use super::*;
+use causeway_crds::{ClusterEndpointStatus, GatewayEndpoint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+
+const KEY_A: &str = "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=";
+const KEY_B: &str = "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=";
+const KEY_C: &str = "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU=";
+
+fn spec(cluster: &str, pod: &str, key: &str) -> ClusterEndpointSpec {
+    ClusterEndpointSpec {
+        cluster_id: cluster.to_owned(),
+        pod_cidrs: vec![pod.to_owned()],
+        service_cidrs: vec![],
+        gateways: vec![GatewayEndpoint {
+            node_name: format!("{cluster}-gw"),
+            public_endpoint: "198.18.0.1:51820".to_owned(),
+            public_key: key.to_owned(),
+            private_ip: None,
+            private_ips: vec![],
+            health_check_ip: None,
+        }],
+    }
+}
+
+fn a() -> ClusterEndpointSpec {
+    spec("site-a", "10.1.0.0/16", KEY_A)
+}
+fn b() -> ClusterEndpointSpec {
+    spec("site-b", "10.2.0.0/16", KEY_B)
+}
+fn c() -> ClusterEndpointSpec {
+    spec("site-c", "10.3.0.0/16", KEY_C)
+}
+
+/// A broker object named `name`, created at second `created`.
+fn at_broker(name: &str, created: i64, spec: ClusterEndpointSpec) -> ClusterEndpoint {
+    ClusterEndpoint {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some("broker".to_owned()),
+            resource_version: Some(format!("{created}")),
+            creation_timestamp: Some(Time(
+                Timestamp::from_second(1_700_000_000 + created).expect("valid second"),
+            )),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// A broker object of ours carrying a `Valid` condition.
+fn with_condition(mut obj: ClusterEndpoint, c: &ValidCondition) -> ClusterEndpoint {
+    obj.status = Some(ClusterEndpointStatus {
+        conditions: vec![Condition {
+            type_: VALID_CONDITION.to_owned(),
+            status: if c.valid { "True" } else { "False" }.to_owned(),
+            reason: c.reason.clone(),
+            message: c.message.clone(),
+            last_transition_time: Time(Timestamp::UNIX_EPOCH),
+            observed_generation: None,
+        }],
+    });
+    obj
+}
+
+fn accepted() -> ValidCondition {
+    ValidCondition {
+        valid: true,
+        reason: ACCEPTED_REASON.to_owned(),
+        message: ACCEPTED_MESSAGE.to_owned(),
+    }
+}
+
+/// A local mirror as the controller writes it.
+fn mirror(name: &str, spec: ClusterEndpointSpec) -> ClusterEndpoint {
+    ClusterEndpoint {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some("local".to_owned()),
+            resource_version: Some("7".to_owned()),
+            labels: Some(mirror_labels(&spec.cluster_id, None)),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    }
+}
+
+/// A local object the controller did not create.
+fn unmanaged(name: &str, spec: ClusterEndpointSpec) -> ClusterEndpoint {
+    let mut obj = mirror(name, spec);
+    obj.metadata.labels = None;
+    obj
+}
+
+/// A compact summary of a plan, for table comparison.
+#[derive(Debug, PartialEq, Eq, Default)]
+struct Summary {
+    publish: Option<String>,
+    condition: Option<(bool, String)>,
+    upsert: Vec<String>,
+    delete: Vec<String>,
+    refused: Vec<(String, String)>,
+    name_taken: Vec<String>,
+}
+
+fn summarise(plan: &SyncPlan) -> Summary {
+    let upsert_kind = |u: &Upsert| match u {
+        Upsert::Create(_) => format!("create {}", u.name()),
+        Upsert::Replace(_) => format!("replace {}", u.name()),
+    };
+    Summary {
+        publish: plan.publish.as_ref().map(upsert_kind),
+        condition: plan
+            .own_condition
+            .as_ref()
+            .map(|w| (w.condition.valid, w.condition.reason.clone())),
+        upsert: plan.mirror_upsert.iter().map(upsert_kind).collect(),
+        delete: plan.mirror_delete.iter().map(|d| d.name.clone()).collect(),
+        refused: plan
+            .refused
+            .iter()
+            .map(|r| (r.object.clone(), r.errors[0].reason().to_owned()))
+            .collect(),
+        name_taken: plan.name_taken.clone(),
+    }
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn refused(v: &[(&str, &str)]) -> Vec<(String, String)> {
+    v.iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+/// Name, local spec, broker objects, local objects, expected plan.
+type Case = (
+    &'static str,
+    Option<ClusterEndpointSpec>,
+    Vec<ClusterEndpoint>,
+    Vec<ClusterEndpoint>,
+    Summary,
+);
+
+#[test]
+fn plans() {
+    let own_ok = || with_condition(at_broker("site-a", 1, a()), &accepted());
+    let cases: Vec<Case> = vec![
+        (
+            "empty broker: publish ours, then mark it valid",
+            Some(a()),
+            vec![],
+            vec![],
+            Summary {
+                publish: Some("create site-a".into()),
+                condition: Some((true, "Accepted".into())),
+                ..Summary::default()
+            },
+        ),
+        (
+            "steady state: nothing to do",
+            Some(a()),
+            vec![own_ok(), at_broker("site-b", 2, b())],
+            vec![mirror("site-b", b())],
+            Summary::default(),
+        ),
+        (
+            "nothing to publish and nothing at the broker",
+            None,
+            vec![],
+            vec![],
+            Summary::default(),
+        ),
+        (
+            "no local spec: our broker object is left alone, others still mirrored",
+            None,
+            vec![own_ok(), at_broker("site-b", 2, b())],
+            vec![],
+            Summary {
+                upsert: s(&["create site-b"]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "our spec changed: replace, condition already right",
+            Some(spec("site-a", "10.11.0.0/16", KEY_A)),
+            vec![own_ok()],
+            vec![],
+            Summary {
+                publish: Some("replace site-a".into()),
+                ..Summary::default()
+            },
+        ),
+        (
+            "our object lacks the condition: write only the condition",
+            Some(a()),
+            vec![at_broker("site-a", 1, a())],
+            vec![],
+            Summary {
+                condition: Some((true, "Accepted".into())),
+                ..Summary::default()
+            },
+        ),
+        (
+            "remote objects are mirrored, in creation order",
+            Some(a()),
+            vec![
+                own_ok(),
+                at_broker("site-c", 3, c()),
+                at_broker("site-b", 2, b()),
+            ],
+            vec![],
+            Summary {
+                upsert: s(&["create site-b", "create site-c"]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "a changed remote spec updates its mirror",
+            Some(a()),
+            vec![
+                own_ok(),
+                at_broker("site-b", 2, spec("site-b", "10.22.0.0/16", KEY_B)),
+            ],
+            vec![mirror("site-b", b())],
+            Summary {
+                upsert: s(&["replace site-b"]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "a mirror whose broker object is gone is deleted",
+            Some(a()),
+            vec![own_ok()],
+            vec![mirror("site-b", b())],
+            Summary {
+                delete: s(&["site-b"]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "objects that are not mirrors are never deleted",
+            Some(a()),
+            vec![own_ok()],
+            vec![unmanaged("site-a", a()), unmanaged("site-z", c())],
+            Summary::default(),
+        ),
+        (
+            "a remote name held by a local non-mirror is reported, not overwritten",
+            Some(a()),
+            vec![own_ok(), at_broker("site-b", 2, b())],
+            vec![unmanaged("site-b", c())],
+            Summary {
+                name_taken: s(&["site-b"]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "a newer object overlapping our CIDRs is refused",
+            Some(a()),
+            vec![
+                own_ok(),
+                at_broker("site-x", 2, spec("site-x", "10.1.128.0/17", KEY_B)),
+            ],
+            vec![],
+            Summary {
+                refused: refused(&[("site-x", "OverlappingCIDR")]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "an older remote overlapping our CIDRs wins: ours is refused, it is mirrored",
+            Some(a()),
+            vec![
+                with_condition(at_broker("site-a", 5, a()), &accepted()),
+                at_broker("site-x", 2, spec("site-x", "10.1.128.0/17", KEY_B)),
+            ],
+            vec![],
+            Summary {
+                condition: Some((false, "OverlappingCIDR".into())),
+                upsert: s(&["create site-x"]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "our not-yet-published object is the newest",
+            Some(a()),
+            vec![at_broker("site-x", 2, spec("site-x", "10.1.0.0/16", KEY_B))],
+            vec![],
+            Summary {
+                publish: Some("create site-a".into()),
+                condition: Some((false, "OverlappingCIDR".into())),
+                upsert: s(&["create site-x"]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "same creation time: the name decides",
+            None,
+            vec![
+                at_broker("site-y", 2, spec("site-y", "10.5.0.0/16", KEY_C)),
+                at_broker("site-b", 2, spec("site-b", "10.5.0.0/16", KEY_B)),
+            ],
+            vec![],
+            Summary {
+                upsert: s(&["create site-b"]),
+                refused: refused(&[("site-y", "OverlappingCIDR")]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "an object claiming our cluster ID under another name is refused, even if older",
+            Some(a()),
+            vec![
+                own_ok(),
+                at_broker("impostor", 0, spec("site-a", "10.9.0.0/16", KEY_C)),
+            ],
+            vec![],
+            Summary {
+                refused: refused(&[("impostor", "DuplicateClusterID")]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "an invalid remote object is refused and not mirrored",
+            Some(a()),
+            vec![
+                own_ok(),
+                at_broker("site-b", 2, spec("site-b", "10.2.0.1/16", KEY_B)),
+            ],
+            vec![],
+            Summary {
+                refused: refused(&[("site-b", "InvalidCIDR")]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "a mirror whose source turned invalid is kept as it was",
+            Some(a()),
+            vec![
+                own_ok(),
+                at_broker("site-b", 2, spec("site-b", "10.1.0.0/16", KEY_B)),
+            ],
+            vec![mirror("site-b", b())],
+            Summary {
+                refused: refused(&[("site-b", "OverlappingCIDR")]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "a stale mirror of our own object is removed",
+            Some(a()),
+            vec![own_ok()],
+            vec![mirror("site-a", a())],
+            Summary {
+                delete: s(&["site-a"]),
+                ..Summary::default()
+            },
+        ),
+    ];
+    for (name, local, broker, locals, want) in cases {
+        let plan = plan_sync("site-a", local.as_ref(), &broker, &locals);
+        assert_eq!(summarise(&plan), want, "case: {name}");
+        let writes_nothing = want.publish.is_none()
+            && want.condition.is_none()
+            && want.upsert.is_empty()
+            && want.delete.is_empty();
+        assert_eq!(plan.is_noop(), writes_nothing, "case: {name}");
+    }
+}
+
+#[test]
+fn a_plan_with_nothing_to_do_is_empty() {
+    let broker = [
+        with_condition(at_broker("site-a", 1, a()), &accepted()),
+        at_broker("site-b", 2, b()),
+    ];
+    let plan = plan_sync("site-a", Some(&a()), &broker, &[mirror("site-b", b())]);
+    assert_eq!(plan, SyncPlan::default());
+}
+
+#[test]
+fn mirrors_copy_the_spec_and_carry_the_labels() {
+    let broker = [at_broker("site-b", 2, b())];
+    let plan = plan_sync("site-a", None, &broker, &[]);
+    let [Upsert::Create(obj)] = plan.mirror_upsert.as_slice() else {
+        panic!("expected one create, got {:?}", plan.mirror_upsert);
+    };
+    assert_eq!(obj.spec, b());
+    assert_eq!(obj.metadata.name.as_deref(), Some("site-b"));
+    assert_eq!(obj.metadata.namespace, None, "apply decides the namespace");
+    assert_eq!(obj.metadata.resource_version, None);
+    let labels = obj.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.get(SOURCE_CLUSTER_LABEL).map(String::as_str),
+        Some("site-b")
+    );
+    assert_eq!(labels.get(MIRRORED_LABEL).map(String::as_str), Some("true"));
+}
+
+#[test]
+fn updates_keep_the_observed_resource_version_and_foreign_labels() {
+    let mut existing = mirror("site-b", b());
+    existing
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("team".into(), "db".into());
+    let changed = spec("site-b", "10.22.0.0/16", KEY_B);
+    let plan = plan_sync(
+        "site-a",
+        None,
+        &[at_broker("site-b", 2, changed.clone())],
+        &[existing],
+    );
+    let [Upsert::Replace(obj)] = plan.mirror_upsert.as_slice() else {
+        panic!("expected one replace, got {:?}", plan.mirror_upsert);
+    };
+    assert_eq!(obj.spec, changed);
+    assert_eq!(obj.metadata.resource_version.as_deref(), Some("7"));
+    let labels = obj.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("db"));
+    assert_eq!(labels.get(MIRRORED_LABEL).map(String::as_str), Some("true"));
+
+    // Publishing over our own object keeps its resourceVersion too.
+    let own = at_broker("site-a", 1, a());
+    let new = spec("site-a", "10.11.0.0/16", KEY_A);
+    let plan = plan_sync("site-a", Some(&new), &[own], &[]);
+    let Some(Upsert::Replace(obj)) = &plan.publish else {
+        panic!("expected a replace, got {:?}", plan.publish);
+    };
+    assert_eq!(obj.metadata.resource_version.as_deref(), Some("1"));
+    assert_eq!(obj.spec, new);
+
+    // Deletes carry the observed resourceVersion as a precondition.
+    let plan = plan_sync("site-a", None, &[], &[mirror("site-b", b())]);
+    assert_eq!(
+        plan.mirror_delete,
+        vec![Delete {
+            name: "site-b".into(),
+            resource_version: Some("7".into())
+        }]
+    );
+}
+
+#[test]
+fn refusals_carry_messages_a_person_can_act_on() {
+    let broker = [
+        with_condition(at_broker("site-a", 1, a()), &accepted()),
+        at_broker("site-x", 2, spec("site-x", "10.1.0.0/24", KEY_B)),
+    ];
+    let plan = plan_sync("site-a", Some(&a()), &broker, &[]);
+    let [refusal] = plan.refused.as_slice() else {
+        panic!("expected one refusal, got {:?}", plan.refused);
+    };
+    assert_eq!(refusal.cluster_id, "site-x");
+    let message = refusal.errors[0].to_string();
+    assert!(
+        message.contains("site-x") && message.contains("site-a"),
+        "{message}"
+    );
+    assert!(message.contains("do not overlap"), "{message}");
+
+    // Our own refused object gets every reason in its condition message.
+    let broker = [
+        at_broker("site-x", 0, spec("site-x", "10.1.0.0/24", KEY_B)),
+        at_broker("site-a", 1, a()),
+    ];
+    let plan = plan_sync("site-a", Some(&a()), &broker, &[]);
+    let write = plan.own_condition.expect("a condition for our object");
+    assert_eq!(write.object, "site-a");
+    let condition = write.condition;
+    assert!(!condition.valid);
+    assert_eq!(condition.reason, "OverlappingCIDR");
+    assert!(
+        condition.message.contains("site-x"),
+        "{}",
+        condition.message
+    );
+}
+
+#[test]
+fn merging_a_condition_keeps_others_and_the_transition_time_unless_it_flips() {
+    let then = Time(Timestamp::UNIX_EPOCH);
+    let now = Time(Timestamp::from_second(1_800_000_000).expect("valid second"));
+    let other = Condition {
+        type_: "Mirrored".into(),
+        status: "True".into(),
+        reason: "Synced".into(),
+        message: "ok".into(),
+        last_transition_time: then.clone(),
+        observed_generation: None,
+    };
+    let current = with_condition(at_broker("site-a", 1, a()), &accepted())
+        .status
+        .map(|s| s.conditions)
+        .unwrap_or_default();
+    let current: Vec<Condition> = current.into_iter().chain([other.clone()]).collect();
+
+    // Same status, new message: the transition time stays.
+    let reworded = ValidCondition {
+        message: "still fine".into(),
+        ..accepted()
+    };
+    let merged = reworded.merge_into(&current, now.clone());
+    assert_eq!(merged.len(), 2);
+    assert_eq!(merged[0], other);
+    assert_eq!(merged[1].message, "still fine");
+    assert_eq!(merged[1].last_transition_time, then);
+
+    // A flip to False takes the new time.
+    let refused = ValidCondition {
+        valid: false,
+        reason: "OverlappingCIDR".into(),
+        message: "overlaps".into(),
+    };
+    let merged = refused.merge_into(&current, now.clone());
+    assert_eq!(merged[1].status, "False");
+    assert_eq!(merged[1].last_transition_time, now);
+
+    // From nothing: just the one condition.
+    let merged = accepted().merge_into(&[], now.clone());
+    assert_eq!(merged.len(), 1);
+    assert_eq!(merged[0].type_, VALID_CONDITION);
+}
