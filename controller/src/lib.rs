@@ -2,8 +2,9 @@
 //! mirrors every other cluster's into the local cluster.
 //!
 //! A library with a thin binary (`main.rs`), so tests drive the same code against
-//! in-memory API servers. Today it holds the broker sync ([`sync`]); building the
-//! local ClusterEndpoint from nodes and Gateway objects, leader election,
-//! ServiceExport/ServiceImport and DNS come later.
+//! in-memory API servers. Today it holds the broker sync ([`sync`]) and leader
+//! election ([`leader`]); building the local ClusterEndpoint from nodes and Gateway
+//! objects, ServiceExport/ServiceImport and DNS come later.
 
+pub mod leader;
 pub mod sync;

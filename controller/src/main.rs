@@ -4,6 +4,7 @@
 //! building it from the nodes and Gateway objects comes later, as does leader
 //! election: run one replica.
 
+use causeway_controller::leader::{campaign, Campaign};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -41,6 +42,12 @@ struct Args {
     /// Seconds between full passes when no change is seen.
     #[arg(long, default_value_t = 60)]
     resync_seconds: u64,
+    /// This replica's identity in the leader election (default: the host name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a leader's Lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_seconds: u64,
 }
 
 #[tokio::main]
@@ -61,18 +68,64 @@ async fn main() -> anyhow::Result<()> {
         None => Ok(Client::try_from(Config::infer().await?)?),
     }
     .context("cannot build a client for the local cluster")?;
+    let how = Campaign {
+        namespace: args.namespace.clone(),
+        name: format!("causeway-controller-{}", args.cluster),
+        identity: args.identity.clone().unwrap_or_else(host_name),
+        duration: Duration::from_secs(args.lease_seconds.max(2)),
+        grace: Duration::from_secs((args.lease_seconds / 3).max(1)),
+    };
     let config = SyncConfig {
         broker,
         broker_namespace: args.broker_namespace,
-        local,
+        local: local.clone(),
         local_namespace: args.namespace,
         cluster_id: args.cluster,
         spec: Some(spec),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         debounce: Duration::from_millis(200),
     };
-    sync::run(config, shutdown_signal()).await;
+    let mut leadership = campaign(local, &how).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let shutting_down = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    loop {
+        tracing::info!(identity = %how.identity, lease = %how.name, "waiting to lead");
+        tokio::select! {
+            () = leadership.until_leader() => {}
+            () = shutting_down(stopped.clone()) => break,
+        }
+        tracing::info!(identity = %how.identity, "leading: syncing with the broker");
+        let mut lost = false;
+        {
+            let until_lost = leadership.until_lost();
+            let stop = shutting_down(stopped.clone());
+            sync::run(config.clone(), async {
+                tokio::select! {
+                    () = until_lost => lost = true,
+                    () = stop => {}
+                }
+            })
+            .await;
+        }
+        if !lost {
+            break;
+        }
+        tracing::warn!("lost the lease; another replica leads now");
+    }
+    leadership.resign().await;
     Ok(())
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| format!("causeway-controller-{}", std::process::id()))
 }
 
 /// Reads the one ClusterEndpoint in `path`, which must describe `cluster` and be valid on its own.

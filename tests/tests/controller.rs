@@ -596,3 +596,66 @@ async fn the_binary_refuses_an_endpoint_file_for_another_cluster() {
     );
     assert_eq!(broker.writes(), 0, "nothing was published");
 }
+
+/// Waits until `f` holds, polling; panics naming `what` after `WAIT`.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replica_leads_and_a_resignation_releases_the_lease_for_the_other() {
+    use causeway_controller::leader::{campaign, Campaign};
+    use k8s_openapi::api::coordination::v1::Lease;
+    let cluster = Cluster::start(LOCAL_NS).await;
+    const LEASE: &str = "causeway-controller-site-a";
+    let (duration, grace) = (Duration::from_secs(4), Duration::from_secs(1));
+    let how = |identity: &str| Campaign {
+        namespace: LOCAL_NS.to_owned(),
+        name: LEASE.to_owned(),
+        identity: identity.to_owned(),
+        duration,
+        grace,
+    };
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), LOCAL_NS);
+    let holder = || async {
+        leases
+            .get(LEASE)
+            .await
+            .ok()
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+    };
+
+    let first = campaign(cluster.client.clone(), &how("replica-1"))
+        .await
+        .expect("join");
+    eventually("replica-1 to lead", || first.is_leader()).await;
+    let second = campaign(cluster.client.clone(), &how("replica-2"))
+        .await
+        .expect("join");
+    // While the first renews, the second must never lead: watch it over two lease periods.
+    let watch_until = Instant::now() + 2 * duration;
+    while Instant::now() < watch_until {
+        assert!(
+            first.is_leader() && !second.is_leader(),
+            "two leaders or none"
+        );
+        assert_eq!(holder().await.as_deref(), Some("replica-1"));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Resigning clears the holder at once; the other replica takes over within a lease period.
+    first.resign().await;
+    assert_eq!(holder().await, None, "resign did not release the Lease");
+    let released = Instant::now();
+    eventually("replica-2 to take over", || second.is_leader()).await;
+    let took = released.elapsed();
+    eprintln!("leadership handed over {took:?} after the release");
+    assert!(took <= duration + 2 * grace, "takeover took {took:?}");
+    assert_eq!(holder().await.as_deref(), Some("replica-2"));
+    second.resign().await;
+}

@@ -124,6 +124,9 @@ pub fn field_set(config: &Value) -> FieldSet {
 
 fn leaves(value: &Value, path: &mut FieldPath, set: &mut FieldSet) {
     match value {
+        // Applying null removes the field and gives up owning it, as the real server does:
+        // that is how a Lease holder releases `holderIdentity` for the next one to take.
+        Value::Null => {}
         Value::Object(map) if !map.is_empty() => {
             for (key, child) in map {
                 path.push(key.clone());
@@ -346,6 +349,31 @@ pub fn apply(
     Ok(merged)
 }
 
+/// After an ordinary write (PUT, merge or JSON patch) from `before` to `after`: appliers
+/// no longer own the fields that write changed, as on the real server, where the
+/// updater takes them over. (This stand-in does not record the updater's own entry.)
+pub fn disown_changed(managed: &Value, before: &Value, after: &Value) -> Value {
+    let Some(entries) = managed.as_array() else {
+        return managed.clone();
+    };
+    let kept = entries
+        .iter()
+        .filter_map(|raw| {
+            if raw["operation"] != "Apply" {
+                return Some(raw.clone());
+            }
+            let fields: FieldSet = from_fields_v1(&raw["fieldsV1"])
+                .into_iter()
+                .filter(|path| value_at(before, path) == value_at(after, path))
+                .collect();
+            let mut raw = raw.clone();
+            raw["fieldsV1"] = to_fields_v1(&fields);
+            (!fields.is_empty()).then_some(raw)
+        })
+        .collect();
+    Value::Array(kept)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -450,6 +478,49 @@ mod tests {
         let none = json!({"metadata": {"name": "x"}, "data": {}});
         let obj = apply(&obj, &none, &req("one", false)).unwrap();
         assert_eq!(obj["data"]["a"], "1");
+    }
+
+    #[test]
+    fn applying_null_removes_the_field_and_its_ownership() {
+        let live = apply(
+            &json!({}),
+            &json!({"spec": {"holder": "a", "n": 1}}),
+            &req("a", false),
+        )
+        .unwrap();
+        let released = apply(
+            &live,
+            &json!({"spec": {"holder": null, "n": 1}}),
+            &req("a", false),
+        )
+        .unwrap();
+        assert_eq!(released["spec"], json!({"n": 1}));
+        // Another manager may now take the field without a conflict.
+        let taken = apply(
+            &released,
+            &json!({"spec": {"holder": "b"}}),
+            &req("b", false),
+        )
+        .unwrap();
+        assert_eq!(taken["spec"]["holder"], json!("b"));
+    }
+
+    #[test]
+    fn an_ordinary_write_takes_the_fields_it_changes_from_appliers() {
+        let live = apply(
+            &json!({}),
+            &json!({"spec": {"holder": "a", "n": 1}}),
+            &req("a", false),
+        )
+        .unwrap();
+        let mut after = live.clone();
+        after["spec"]["holder"] = Value::Null;
+        let managed = disown_changed(&live["metadata"]["managedFields"], &live, &after);
+        let owned = from_fields_v1(&managed[0]["fieldsV1"]);
+        assert!(
+            owned.contains(&path("spec.n")) && !owned.contains(&path("spec.holder")),
+            "{owned:?}"
+        );
     }
 
     #[test]

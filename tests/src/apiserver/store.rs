@@ -753,11 +753,17 @@ impl Store {
             }
         };
         let managed = if managed_fields_from_candidate {
-            candidate["metadata"].get("managedFields")
+            candidate["metadata"].get("managedFields").cloned()
         } else {
-            current["metadata"].get("managedFields")
+            current["metadata"]
+                .get("managedFields")
+                .map(|m| patch::disown_changed(m, &current, &new))
         };
-        set_or_remove(metadata_value_mut(&mut new), "managedFields", managed);
+        set_or_remove(
+            metadata_value_mut(&mut new),
+            "managedFields",
+            managed.as_ref(),
+        );
 
         if same_ignoring_managed_times(&new, &current) {
             // A write that changes nothing is not a write: same
