@@ -56,19 +56,7 @@ pub fn value_at<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
 
 /// Removes the field at `path` and any maps below the top level that this leaves empty.
 pub fn remove_path(value: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    let mut node = &mut *value;
-    for key in parents {
-        match node.get_mut(key) {
-            Some(next) => node = next,
-            None => return,
-        }
-    }
-    if let Some(map) = node.as_object_mut() {
-        map.remove(last);
-    }
+    remove_path_exact(value, path);
     // Prune maps emptied by the removal, but keep top-level ones such as
     // `spec`, which typed clients expect to find.
     for depth in (2..path.len()).rev() {
