@@ -7,6 +7,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+/// Longest a write waits for room in the kernel's queue before the packet is dropped.
+const SEND_WAIT: Duration = Duration::from_millis(100);
 const TUNSETOFFLOAD: libc::c_ulong = 0x4004_54d0;
 const IFF_VNET_HDR: libc::c_int = 0x4000;
 const TUN_F_CSUM: libc::c_uint = 0x01;
@@ -103,18 +105,6 @@ impl Tun {
         &self.name
     }
 
-    /// Reads one packet, vnet header first; `Ok(None)` when none arrived within `timeout`.
-    pub fn recv(&self, buf: &mut [u8], timeout: Duration) -> io::Result<Option<usize>> {
-        // Under load a packet is usually waiting: try first, and poll only when there is none.
-        if let Some(n) = self.try_recv(buf)? {
-            return Ok(Some(n));
-        }
-        if !wait_readable(self.file.as_fd(), timeout)? {
-            return Ok(None);
-        }
-        self.try_recv(buf)
-    }
-
     /// Reads one packet if one is waiting, vnet header first.
     pub fn try_recv(&self, buf: &mut [u8]) -> io::Result<Option<usize>> {
         // SAFETY: reading into a buffer we own, with its length.
@@ -129,7 +119,12 @@ impl Tun {
     }
 
     /// Writes one packet to the kernel, vnet header first.
+    ///
+    /// A full kernel queue is waited out briefly rather than dropping at once; past
+    /// [`SEND_WAIT`] the packet is given up (the caller counts it), so a stuck consumer
+    /// can never stall the packet thread for good.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
+        let deadline = std::time::Instant::now() + SEND_WAIT;
         loop {
             // SAFETY: writing from a buffer we own, with its length.
             let n =
@@ -139,18 +134,16 @@ impl Tun {
             }
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::WouldBlock {
-                // The kernel's queue is full: wait for room rather than drop.
-                wait_writable(self.file.as_fd(), Duration::from_millis(100))?;
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(e);
+                }
+                wait_writable(self.file.as_fd(), left)?;
                 continue;
             }
             return Err(e);
         }
     }
-}
-
-/// Waits until `fd` is readable or the timeout passes.
-pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
-    poll_one(fd, libc::POLLIN, timeout)
 }
 
 fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
