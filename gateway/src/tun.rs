@@ -151,20 +151,28 @@ fn wait_writable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
 }
 
 fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, timeout: Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
+    Ok(wait_ready([(fd, events)], timeout)?[0])
+}
+
+/// Waits until any of `fds` has one of its events or the timeout passes; says which are ready.
+/// An interrupted wait reports nothing ready.
+pub fn wait_ready<const N: usize>(
+    fds: [(BorrowedFd<'_>, libc::c_short); N],
+    timeout: Duration,
+) -> io::Result<[bool; N]> {
+    let mut pfds = fds.map(|(fd, events)| libc::pollfd {
         fd: fd.as_raw_fd(),
         events,
         revents: 0,
-    };
+    });
     let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one valid pollfd.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    match rc {
-        rc if rc > 0 => Ok(true),
-        0 => Ok(false),
-        _ => match io::Error::last_os_error() {
-            e if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+    // SAFETY: N valid pollfds we own.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
+    if rc < 0 {
+        return match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::Interrupted => Ok([false; N]),
             e => Err(e),
-        },
+        };
     }
+    Ok(pfds.map(|p| p.revents != 0))
 }

@@ -12,7 +12,7 @@ pub mod peers;
 pub mod udp;
 
 use crate::metrics::{DropReason, PeerSnapshot};
-use crate::tun::Tun;
+use crate::tun::{wait_ready, Tun};
 use arc_swap::ArcSwap;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
@@ -24,7 +24,6 @@ use offload::{Coalescer, VnetHdr, MAX_PACKET, VNET_HDR_LEN};
 use parking_lot::Mutex;
 use peers::{plan_peers, Peer, PeerCounters, PeerPlan, PeerSpec, PeerState, PeerTable};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -344,7 +343,13 @@ fn io_loop(shared: &Shared) -> std::io::Result<()> {
         coalescer: Coalescer::new(),
     };
     while !shared.stop.load(Ordering::Relaxed) {
-        let (tun_ready, udp_ready) = wait_either(shared.tun.fd(), shared.udp.fd(), POLL)?;
+        let [tun_ready, udp_ready] = wait_ready(
+            [
+                (shared.tun.fd(), libc::POLLIN),
+                (shared.udp.fd(), libc::POLLIN),
+            ],
+            POLL,
+        )?;
         if tun_ready {
             drain_tun(shared, &mut tx)?;
         }
@@ -353,35 +358,6 @@ fn io_loop(shared: &Shared) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-fn wait_either(
-    a: BorrowedFd<'_>,
-    b: BorrowedFd<'_>,
-    timeout: Duration,
-) -> std::io::Result<(bool, bool)> {
-    let mut fds = [
-        libc::pollfd {
-            fd: a.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: b.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // SAFETY: two valid pollfds we own.
-    let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as libc::c_int) };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.kind() {
-            std::io::ErrorKind::Interrupted => Ok((false, false)),
-            _ => Err(e),
-        };
-    }
-    Ok((fds[0].revents != 0, fds[1].revents != 0))
 }
 
 /// Most TUN reads or UDP runs handled per turn, so one direction cannot starve the other.
