@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod keys;
 pub mod manifest;
 pub mod mcs;
+pub mod names;
 pub mod validate;
 
 pub use cluster_endpoint::{
