@@ -1,23 +1,26 @@
-//! causeway-controller: publishes this cluster's ClusterEndpoint to the broker and mirrors the others.
-//!
-//! For now the local ClusterEndpoint comes from a file (`--endpoint-file`);
-//! building it from the nodes and Gateway objects comes later, as does leader
-//! election: run one replica.
+//! causeway-controller: builds this cluster's ClusterEndpoint from its Nodes,
+//! Gateways and gateway Lease (or reads it from `--endpoint-file`), writes it
+//! locally, publishes it to the broker and mirrors the others (docs/kubernetes.md,
+//! "Controller"). Replicas elect a leader on Lease `causeway-controller-<cluster>`;
+//! only the leader syncs.
 
 use causeway_controller::leader::{campaign, Campaign};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use causeway_controller::sync::{self, SyncConfig};
+use causeway_controller::local::{parse_cidr_list, LocalConfig};
+use causeway_controller::sync::{self, SpecSource, SyncConfig};
 use causeway_crds::manifest::parse_endpoints;
+use causeway_crds::names::controller_lease;
 use causeway_crds::validate::validate_endpoint;
-use causeway_crds::ClusterEndpointSpec;
+use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, ValidationError};
 use clap::Parser;
+use ipnet::IpNet;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-/// Publish this cluster's ClusterEndpoint to the broker and mirror the other clusters'.
+/// Build this cluster's ClusterEndpoint, publish it to the broker and mirror the other clusters'.
 #[derive(Debug, Parser)]
 #[command(name = "causeway-controller", version)]
 struct Args {
@@ -33,9 +36,18 @@ struct Args {
     /// Local namespace that remote ClusterEndpoints are mirrored into.
     #[arg(long, env = "CAUSEWAY_NAMESPACE")]
     namespace: String,
-    /// A ClusterEndpoint manifest (YAML) describing this cluster; its spec is published.
-    #[arg(long, env = "CAUSEWAY_ENDPOINT_FILE")]
-    endpoint_file: PathBuf,
+    /// A ClusterEndpoint manifest (YAML) describing this cluster; its spec is published
+    /// as it is, instead of one built from the cluster.
+    #[arg(long, env = "CAUSEWAY_ENDPOINT_FILE", conflicts_with_all = ["pod_cidrs", "service_cidrs"])]
+    endpoint_file: Option<PathBuf>,
+    /// This cluster's pod CIDRs, comma separated (default: the aggregate of every
+    /// Node's spec.podCIDRs).
+    #[arg(long, env = "CAUSEWAY_POD_CIDRS", value_name = "CIDR,...")]
+    pod_cidrs: Option<String>,
+    /// This cluster's service CIDRs, comma separated (required without
+    /// --endpoint-file: the kube-apiserver's --service-cluster-ip-range).
+    #[arg(long, env = "CAUSEWAY_SERVICE_CIDRS", value_name = "CIDR,...")]
+    service_cidrs: Option<String>,
     /// Kubeconfig of this cluster (default: in-cluster config or the usual kubeconfig).
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -59,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    let spec = load_spec(&args.endpoint_file, &args.cluster)?;
+    let source = spec_source(&args)?;
     let broker = client_from(&args.broker_kubeconfig)
         .await
         .context("cannot build a client for the broker")?;
@@ -70,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
     .context("cannot build a client for the local cluster")?;
     let how = Campaign {
         namespace: args.namespace.clone(),
-        name: format!("causeway-controller-{}", args.cluster),
+        name: controller_lease(&args.cluster),
         identity: args.identity.clone().unwrap_or_else(host_name),
         duration: Duration::from_secs(args.lease_seconds.max(2)),
         grace: Duration::from_secs((args.lease_seconds / 3).max(1)),
@@ -81,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
         local: local.clone(),
         local_namespace: args.namespace,
         cluster_id: args.cluster,
-        spec: Some(spec),
+        source: Some(source),
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         debounce: Duration::from_millis(200),
     };
@@ -126,6 +138,73 @@ fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| format!("causeway-controller-{}", std::process::id()))
+}
+
+/// Where the spec comes from: the endpoint file, or the cluster with the CIDR flags,
+/// checked now so that a bad value stops the start with the fix rather than
+/// refusing every pass.
+fn spec_source(args: &Args) -> anyhow::Result<SpecSource> {
+    if let Some(path) = &args.endpoint_file {
+        return Ok(SpecSource::File(load_spec(path, &args.cluster)?));
+    }
+    let cidrs = |flag: &str, env: &str, text: Option<&str>| -> anyhow::Result<Vec<IpNet>> {
+        parse_cidr_list(text.unwrap_or_default())
+            .with_context(|| format!("{flag} ({env}) holds a bad value"))
+    };
+    let pod_cidrs = cidrs(
+        "--pod-cidrs",
+        "CAUSEWAY_POD_CIDRS",
+        args.pod_cidrs.as_deref(),
+    )?;
+    let service_cidrs = cidrs(
+        "--service-cidrs",
+        "CAUSEWAY_SERVICE_CIDRS",
+        args.service_cidrs.as_deref(),
+    )?;
+    if service_cidrs.is_empty() {
+        bail!(
+            "--service-cidrs (CAUSEWAY_SERVICE_CIDRS) is required: Kubernetes does not publish its service CIDRs; \
+             set it to the kube-apiserver's --service-cluster-ip-range, e.g. --service-cidrs 10.96.0.0/12 \
+             (or give --endpoint-file with the whole ClusterEndpoint)"
+        );
+    }
+    let config = LocalConfig {
+        pod_cidrs: (!pod_cidrs.is_empty()).then_some(pod_cidrs),
+        service_cidrs,
+    };
+    check_config(&args.cluster, &config)?;
+    Ok(SpecSource::Cluster(config))
+}
+
+/// Refuses a cluster ID or CIDRs the published spec would be refused for (overlaps,
+/// reserved ranges, too broad), whatever the Nodes and Gateways turn out to hold.
+fn check_config(cluster: &str, config: &LocalConfig) -> anyhow::Result<()> {
+    let to_strings = |nets: &[IpNet]| nets.iter().map(ToString::to_string).collect();
+    let probe = ClusterEndpoint::new(
+        cluster,
+        ClusterEndpointSpec {
+            cluster_id: cluster.to_owned(),
+            pod_cidrs: to_strings(config.pod_cidrs.as_deref().unwrap_or_default()),
+            service_cidrs: to_strings(&config.service_cidrs),
+            gateways: Vec::new(),
+        },
+    );
+    let Err(errors) = validate_endpoint(&probe) else {
+        return Ok(());
+    };
+    // Pod CIDRs may still come from the Nodes; everything else is a bad flag.
+    let messages: Vec<String> = errors
+        .iter()
+        .filter(|e| !matches!(e, ValidationError::NoPodCidrs { .. }))
+        .map(ToString::to_string)
+        .collect();
+    if messages.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "--cluster, --pod-cidrs and --service-cidrs would be refused: {}",
+        messages.join("; ")
+    )
 }
 
 /// Reads the one ClusterEndpoint in `path`, which must describe `cluster` and be valid on its own.

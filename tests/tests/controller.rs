@@ -1,20 +1,32 @@
 //! The controller's broker sync against in-memory API servers (a broker and one
 //! or two clusters), through the real `kube` client: publish, mirror, delete,
 //! refusals with conditions, no-op passes that write nothing, the watch loop,
-//! and a broker outage. Every server listens on 127.0.0.1 port 0.
+//! and a broker outage; the spec built from Nodes, Gateways and the gateway
+//! Lease, with its local copy, a gateway failover and an expired Lease; and the
+//! binary. Every server listens on 127.0.0.1 port 0.
 
+use std::ffi::OsString;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use causeway_controller::sync::plan::{MIRRORED_LABEL, SOURCE_CLUSTER_LABEL, VALID_CONDITION};
-use causeway_controller::sync::{self, Side, SyncConfig, SyncError};
-use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, GatewayEndpoint};
+use causeway_controller::local::LocalConfig;
+use causeway_controller::sync::plan::{
+    LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL, VALID_CONDITION,
+};
+use causeway_controller::sync::{self, Side, SpecSource, SyncConfig, SyncError};
+use causeway_crds::names::gateway_lease;
+use causeway_crds::{
+    ClusterEndpoint, ClusterEndpointSpec, Gateway, GatewayEndpoint, GatewayRole, GatewaySpec,
+};
 use causeway_tests::apiserver::ApiServer;
 use causeway_tests::harness::{workspace_binary, ChildGuard};
-use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, DeleteParams, PostParams};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
+use serde_json::json;
 
 const BROKER_NS: &str = "causeway-broker";
 const LOCAL_NS: &str = "causeway";
@@ -56,16 +68,18 @@ impl Cluster {
 }
 
 fn key(byte: u8) -> String {
-    // base64 of 32 equal bytes, without pulling in a base64 crate: 32 bytes of
-    // value b encode as a fixed 4-char group repeated, then a 3-char tail.
-    let group = match byte {
-        3 => "AwMD",
-        4 => "BAQE",
-        5 => "BQUF",
-        6 => "BgYG",
-        _ => unreachable!("only the bytes the tests use"),
+    // base64 of 32 equal bytes, without pulling in a base64 crate: ten 4-char
+    // groups of 3 bytes each, then the 2-byte tail as 3 chars and a pad.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = u32::from(byte);
+    let sextets = |bits: u32, n: usize| -> String {
+        [18, 12, 6, 0][..n]
+            .iter()
+            .map(|shift| ALPHABET[((bits >> shift) & 63) as usize] as char)
+            .collect()
     };
-    format!("{}{}=", group.repeat(10), &group[..3])
+    let group = sextets((b << 16) | (b << 8) | b, 4);
+    format!("{}{}=", group.repeat(10), sextets((b << 16) | (b << 8), 3))
 }
 
 fn spec(cluster: &str, pod: &str, service: &str, key_byte: u8) -> ClusterEndpointSpec {
@@ -97,13 +111,22 @@ async fn sync_a(
     a: &Cluster,
     spec: &ClusterEndpointSpec,
 ) -> Result<sync::SyncReport, SyncError> {
+    sync_source(broker, a, "site-a", &SpecSource::File(spec.clone())).await
+}
+
+async fn sync_source(
+    broker: &Cluster,
+    local: &Cluster,
+    cluster: &str,
+    source: &SpecSource,
+) -> Result<sync::SyncReport, SyncError> {
     sync::sync_once(
         &broker.client,
         BROKER_NS,
-        &a.client,
+        &local.client,
         LOCAL_NS,
-        "site-a",
-        Some(spec),
+        cluster,
+        Some(source),
     )
     .await
 }
@@ -114,16 +137,9 @@ async fn sync_as(
     cluster: &str,
     spec: &ClusterEndpointSpec,
 ) -> sync::SyncReport {
-    sync::sync_once(
-        &broker.client,
-        BROKER_NS,
-        &local.client,
-        LOCAL_NS,
-        cluster,
-        Some(spec),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("sync of {cluster}: {e}"))
+    sync_source(broker, local, cluster, &SpecSource::File(spec.clone()))
+        .await
+        .unwrap_or_else(|e| panic!("sync of {cluster}: {e}"))
 }
 
 fn valid_condition(obj: &ClusterEndpoint) -> Option<(String, String, String)> {
@@ -154,6 +170,30 @@ async fn names(api: &Api<ClusterEndpoint>) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Names of the mirrors in a cluster's namespace (the local copy and others' objects aside).
+async fn mirror_names(cluster: &Cluster) -> Vec<String> {
+    let mut names: Vec<String> = cluster
+        .endpoints(LOCAL_NS)
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter(|o| label(o, MIRRORED_LABEL) == Some("true"))
+        .filter_map(|o| o.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+fn label<'a>(obj: &'a ClusterEndpoint, key: &str) -> Option<&'a str> {
+    obj.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
 }
 
 #[tokio::test]
@@ -194,15 +234,26 @@ async fn a_publishes_b_is_mirrored_and_removed_with_its_broker_object() {
     );
     assert_eq!(labels.get(MIRRORED_LABEL).map(String::as_str), Some("true"));
     assert_eq!(
-        names(&a.endpoints(LOCAL_NS)).await,
+        mirror_names(&a).await,
         ["site-b"],
         "A does not mirror itself"
     );
+    let copy = a
+        .endpoints(LOCAL_NS)
+        .get("site-a")
+        .await
+        .expect("A's local copy");
+    assert_eq!(copy.spec, spec_a());
+    assert_eq!(label(&copy, LOCAL_LABEL), Some("true"));
+    assert_eq!(label(&copy, MIRRORED_LABEL), None);
+    let (status, reason, _) = valid_condition(&copy).expect("the local copy's Valid condition");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Accepted"));
 
     // B syncs again and now mirrors A.
     let report_b = sync_as(&broker, &b, "site-b", &spec_b()).await;
     assert_eq!(report_b.mirrors_created, 1, "{report_b:?}");
-    assert_eq!(names(&b.endpoints(LOCAL_NS)).await, ["site-a"]);
+    assert_eq!(mirror_names(&b).await, ["site-a"]);
+    assert_eq!(names(&b.endpoints(LOCAL_NS)).await, ["site-a", "site-b"]);
 
     // B changes its spec: A's mirror follows.
     let b2 = spec("site-b", "10.20.0.0/16", "10.120.0.0/16", 4);
@@ -220,7 +271,7 @@ async fn a_publishes_b_is_mirrored_and_removed_with_its_broker_object() {
     let report_a = sync_a(&broker, &a, &spec_a()).await.expect("sync A");
     assert_eq!(report_a.mirrors_deleted, 1, "{report_a:?}");
     assert!(!report_a.published, "{report_a:?}");
-    assert!(names(&a.endpoints(LOCAL_NS)).await.is_empty());
+    assert_eq!(names(&a.endpoints(LOCAL_NS)).await, ["site-a"]);
     assert_eq!(names(&at_broker).await, ["site-a"]);
 }
 
@@ -288,10 +339,7 @@ async fn an_overlapping_cluster_is_refused_with_a_condition_and_others_are_unaff
     assert_eq!(report_a.refused, 1, "{report_a:?}");
     assert!(!report_a.wrote(), "{report_a:?}");
     assert_eq!(broker.writes(), before);
-    assert!(
-        names(&a.endpoints(LOCAL_NS)).await.is_empty(),
-        "B is not mirrored"
-    );
+    assert!(mirror_names(&a).await.is_empty(), "B is not mirrored");
     let a_after = broker
         .endpoints(BROKER_NS)
         .get("site-a")
@@ -310,7 +358,7 @@ async fn an_overlapping_cluster_is_refused_with_a_condition_and_others_are_unaff
     assert_eq!((status.as_str(), reason.as_str()), ("True", "Accepted"));
     let report_a = sync_a(&broker, &a, &spec_a()).await.expect("sync A");
     assert_eq!(report_a.mirrors_created, 1, "{report_a:?}");
-    assert_eq!(names(&a.endpoints(LOCAL_NS)).await, ["site-b"]);
+    assert_eq!(mirror_names(&a).await, ["site-b"]);
 }
 
 #[tokio::test]
@@ -328,7 +376,7 @@ async fn an_object_claiming_our_cluster_id_is_not_mirrored_and_ours_is_untouched
     assert!(report.published, "{report:?}");
     assert_eq!(report.refused, 1, "{report:?}");
     assert_eq!(report.mirrors_created, 0, "{report:?}");
-    assert!(names(&a.endpoints(LOCAL_NS)).await.is_empty());
+    assert!(mirror_names(&a).await.is_empty());
 
     let own = broker
         .endpoints(BROKER_NS)
@@ -384,7 +432,7 @@ async fn local_objects_that_are_not_mirrors_are_left_alone() {
         .await
         .expect("delete at the broker");
     sync_a(&broker, &a, &spec_a()).await.expect("sync A");
-    assert_eq!(names(&a.endpoints(LOCAL_NS)).await, ["site-b"]);
+    assert_eq!(names(&a.endpoints(LOCAL_NS)).await, ["site-a", "site-b"]);
 }
 
 #[tokio::test]
@@ -401,7 +449,7 @@ async fn a_broker_outage_fails_the_pass_and_keeps_the_mirrors() {
         other => panic!("expected a broker list error, got {other:?}"),
     }
     assert_eq!(a.writes(), before, "nothing local changes");
-    assert_eq!(names(&a.endpoints(LOCAL_NS)).await, ["site-b"]);
+    assert_eq!(mirror_names(&a).await, ["site-b"]);
 
     broker.server.restart().expect("restart the broker");
     let report = sync_a(&broker, &a, &spec_a())
@@ -428,7 +476,7 @@ async fn run_follows_broker_changes_and_settles_without_writing() {
         local: a.client.clone(),
         local_namespace: LOCAL_NS.to_owned(),
         cluster_id: "site-a".to_owned(),
-        spec: Some(spec_a()),
+        source: Some(SpecSource::File(spec_a())),
         resync: Duration::from_secs(3600),
         debounce: Duration::from_millis(50),
     };
@@ -496,6 +544,18 @@ fn start_controller(
     endpoint_file: &std::path::Path,
     label: &str,
 ) -> ChildGuard {
+    let spec_args = [OsString::from("--endpoint-file"), endpoint_file.into()];
+    start_controller_with(dir, broker, a, &spec_args, label)
+}
+
+/// Starts the binary for site-a with `spec_args` saying where its spec comes from.
+fn start_controller_with(
+    dir: &std::path::Path,
+    broker: &Cluster,
+    a: &Cluster,
+    spec_args: &[OsString],
+    label: &str,
+) -> ChildGuard {
     let broker_kubeconfig = dir.join("broker.kubeconfig");
     let local_kubeconfig = dir.join("a.kubeconfig");
     broker
@@ -514,8 +574,11 @@ fn start_controller(
         .arg(&broker_kubeconfig)
         .arg("--kubeconfig")
         .arg(&local_kubeconfig)
-        .arg("--endpoint-file")
-        .arg(endpoint_file)
+        .args(spec_args)
+        // Only the flags of each test say where the spec comes from.
+        .env_remove("CAUSEWAY_ENDPOINT_FILE")
+        .env_remove("CAUSEWAY_POD_CIDRS")
+        .env_remove("CAUSEWAY_SERVICE_CIDRS")
         .env("RUST_LOG", "causeway_controller=debug")
         // anyhow would otherwise print a backtrace after the error message.
         .env("RUST_LIB_BACKTRACE", "0")
@@ -658,4 +721,601 @@ async fn one_replica_leads_and_a_resignation_releases_the_lease_for_the_other() 
     assert!(took <= duration + 2 * grace, "takeover took {took:?}");
     assert_eq!(holder().await.as_deref(), Some("replica-2"));
     second.resign().await;
+}
+
+// ---- The spec built from the cluster: Nodes, Gateways, the gateway Lease. ----
+
+const SERVICE_A: &str = "10.101.0.0/16";
+
+/// Cluster A built from its own objects, pod CIDRs from the Nodes.
+fn from_cluster() -> SpecSource {
+    SpecSource::Cluster(LocalConfig {
+        pod_cidrs: None,
+        service_cidrs: vec![SERVICE_A.parse().expect("a CIDR")],
+    })
+}
+
+async fn create_node(cluster: &Cluster, name: &str, pod_cidr: &str) {
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidrs: Some(vec![pod_cidr.to_owned()]),
+            pod_cidr: Some(pod_cidr.to_owned()),
+            ..NodeSpec::default()
+        }),
+        status: None,
+    };
+    Api::<Node>::all(cluster.client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap_or_else(|e| panic!("create Node {name}: {e}"));
+}
+
+/// What Gateway `name` of `cluster` publishes; `n` makes its key and endpoint unique.
+fn gateway_endpoint(name: &str, n: u8) -> GatewayEndpoint {
+    GatewayEndpoint {
+        node_name: name.to_owned(),
+        public_endpoint: format!("198.18.1.{n}:51820"),
+        public_key: key(n),
+        private_ip: Some(format!("192.168.1.{n}")),
+        private_ips: vec![format!("192.168.1.{n}")],
+        health_check_ip: None,
+    }
+}
+
+/// Creates Gateway `name` as its gateway would: spec on start, then `status.role`.
+async fn create_gateway(
+    cluster: &Cluster,
+    name: &str,
+    cluster_id: &str,
+    n: u8,
+    role: Option<GatewayRole>,
+) {
+    let api: Api<Gateway> = Api::namespaced(cluster.client.clone(), LOCAL_NS);
+    let gateway = Gateway::new(
+        name,
+        GatewaySpec {
+            cluster_id: cluster_id.to_owned(),
+            endpoint: gateway_endpoint(name, n),
+        },
+    );
+    api.create(&PostParams::default(), &gateway)
+        .await
+        .unwrap_or_else(|e| panic!("create Gateway {name}: {e}"));
+    if let Some(role) = role {
+        set_role(cluster, name, role).await;
+    }
+}
+
+async fn set_role(cluster: &Cluster, name: &str, role: GatewayRole) {
+    let api: Api<Gateway> = Api::namespaced(cluster.client.clone(), LOCAL_NS);
+    let patch = json!({ "status": { "role": role } });
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("set the role of Gateway {name}: {e}"));
+}
+
+/// Sets the gateway Lease of site-a: held by `holder`, last renewed `ago`, lasting `seconds`.
+async fn set_gateway_lease(cluster: &Cluster, holder: &str, ago: Duration, seconds: i32) {
+    let api: Api<Lease> = Api::namespaced(cluster.client.clone(), LOCAL_NS);
+    let name = gateway_lease("site-a");
+    let renewed = Timestamp::now()
+        .checked_sub(SignedDuration::try_from(ago).expect("a short duration"))
+        .expect("a time after the epoch");
+    let spec = LeaseSpec {
+        holder_identity: Some(holder.to_owned()),
+        acquire_time: Some(MicroTime(renewed)),
+        renew_time: Some(MicroTime(renewed)),
+        lease_duration_seconds: Some(seconds),
+        ..LeaseSpec::default()
+    };
+    match api.get_opt(&name).await.expect("get the gateway Lease") {
+        None => {
+            let lease = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec),
+            };
+            api.create(&PostParams::default(), &lease)
+                .await
+                .expect("create the gateway Lease");
+        }
+        Some(mut lease) => {
+            lease.spec = Some(spec);
+            api.replace(&name, &PostParams::default(), &lease)
+                .await
+                .expect("replace the gateway Lease");
+        }
+    }
+}
+
+/// Cluster A's world: three Nodes, three of its Gateways (gw-b claims the active
+/// role), one Gateway of another cluster, and the gateway Lease held by `holder`.
+async fn seed_a(a: &Cluster, holder: &str) {
+    create_node(a, "node-1", "10.1.0.0/24").await;
+    create_node(a, "node-2", "10.1.1.0/24").await;
+    create_node(a, "node-3", "10.1.3.0/24").await;
+    create_gateway(a, "gw-c", "site-a", 13, Some(GatewayRole::Passive)).await;
+    create_gateway(a, "gw-a", "site-a", 11, Some(GatewayRole::Passive)).await;
+    create_gateway(a, "gw-b", "site-a", 12, Some(GatewayRole::Active)).await;
+    create_gateway(a, "gw-x", "site-x", 19, Some(GatewayRole::Active)).await;
+    set_gateway_lease(a, holder, Duration::ZERO, 30).await;
+}
+
+/// A's spec as built from [`seed_a`], with its gateways in `order`.
+fn built_a(order: &[&str]) -> ClusterEndpointSpec {
+    let n = |name: &str| match name {
+        "gw-a" => 11,
+        "gw-b" => 12,
+        "gw-c" => 13,
+        other => panic!("no gateway {other}"),
+    };
+    ClusterEndpointSpec {
+        cluster_id: "site-a".to_owned(),
+        pod_cidrs: vec!["10.1.0.0/23".to_owned(), "10.1.3.0/24".to_owned()],
+        service_cidrs: vec![SERVICE_A.to_owned()],
+        gateways: order.iter().map(|g| gateway_endpoint(g, n(g))).collect(),
+    }
+}
+
+fn gateway_order(spec: &ClusterEndpointSpec) -> Vec<String> {
+    spec.gateways.iter().map(|g| g.node_name.clone()).collect()
+}
+
+async fn published_and_local(broker: &Cluster, a: &Cluster) -> (ClusterEndpoint, ClusterEndpoint) {
+    let published = broker
+        .endpoints(BROKER_NS)
+        .get("site-a")
+        .await
+        .expect("A's object at the broker");
+    let copy = a
+        .endpoints(LOCAL_NS)
+        .get("site-a")
+        .await
+        .expect("A's local copy");
+    (published, copy)
+}
+
+#[tokio::test]
+async fn the_spec_is_built_from_the_cluster_and_follows_the_lease_holder() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    create_at_broker(&broker, "site-b", spec_b()).await;
+    seed_a(&a, "gw-c").await;
+
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    assert!(
+        report.published && report.local_written && report.mirrors_created == 1,
+        "{report:?}"
+    );
+    let (published, copy) = published_and_local(&broker, &a).await;
+    assert_eq!(
+        published.spec,
+        built_a(&["gw-c", "gw-a", "gw-b"]),
+        "the Lease holder first, then by name; gw-x is another cluster's"
+    );
+    assert_eq!(
+        copy.spec, published.spec,
+        "the local copy has the same spec"
+    );
+    assert_eq!(label(&copy, LOCAL_LABEL), Some("true"));
+    for obj in [&published, &copy] {
+        let (status, reason, _) = valid_condition(obj).expect("a Valid condition");
+        assert_eq!((status.as_str(), reason.as_str()), ("True", "Accepted"));
+    }
+    assert_eq!(mirror_names(&a).await, ["site-b"]);
+
+    // The Lease changes hands: one write at the broker, one locally, gateways reordered.
+    broker.server.reset_counters();
+    a.server.reset_counters();
+    set_gateway_lease(&a, "gw-a", Duration::ZERO, 30).await;
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    assert!(report.published && report.local_written, "{report:?}");
+    assert_eq!(broker.writes(), 1, "one write at the broker");
+    assert_eq!(a.writes(), 1, "one write in A");
+    let (published, copy) = published_and_local(&broker, &a).await;
+    assert_eq!(gateway_order(&published.spec), ["gw-a", "gw-b", "gw-c"]);
+    assert_eq!(copy.spec, published.spec);
+    assert!(
+        valid_condition(&copy).is_some_and(|(s, _, _)| s == "True"),
+        "the copy keeps its condition across a replace"
+    );
+
+    // Nothing changed since: a pass writes nothing on either side.
+    broker.server.reset_counters();
+    a.server.reset_counters();
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    assert!(!report.wrote(), "{report:?}");
+    assert_eq!(broker.writes(), 0, "no write at the broker");
+    assert_eq!(a.writes(), 0, "no write in A");
+}
+
+#[tokio::test]
+async fn an_expired_gateway_lease_falls_back_to_the_active_role() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    seed_a(&a, "gw-c").await;
+    // gw-c stopped renewing a minute ago; gw-b says it is active.
+    set_gateway_lease(&a, "gw-c", Duration::from_secs(60), 15).await;
+    sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    let (published, copy) = published_and_local(&broker, &a).await;
+    assert_eq!(gateway_order(&published.spec), ["gw-b", "gw-a", "gw-c"]);
+    assert_eq!(copy.spec, published.spec);
+
+    // A holder without a Gateway object is no better: still by role.
+    set_gateway_lease(&a, "gw-gone", Duration::ZERO, 15).await;
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    assert!(!report.wrote(), "{report:?}");
+
+    // Nobody active: by name.
+    set_role(&a, "gw-b", GatewayRole::Passive).await;
+    sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    let (published, copy) = published_and_local(&broker, &a).await;
+    assert_eq!(gateway_order(&published.spec), ["gw-a", "gw-b", "gw-c"]);
+    assert_eq!(copy.spec, published.spec);
+}
+
+#[tokio::test]
+async fn a_spec_that_fails_validation_is_not_published_and_the_local_copy_says_why() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    seed_a(&a, "gw-c").await;
+    sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    let (published_before, _) = published_and_local(&broker, &a).await;
+
+    // A new gateway writes a key that is not a WireGuard key.
+    let api: Api<Gateway> = Api::namespaced(a.client.clone(), LOCAL_NS);
+    let mut endpoint = gateway_endpoint("gw-d", 14);
+    endpoint.public_key = "not-a-key".to_owned();
+    let bad = Gateway::new(
+        "gw-d",
+        GatewaySpec {
+            cluster_id: "site-a".to_owned(),
+            endpoint,
+        },
+    );
+    api.create(&PostParams::default(), &bad)
+        .await
+        .expect("create gw-d");
+    broker.server.reset_counters();
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("the pass itself succeeds");
+    assert!(report.unpublished && !report.published, "{report:?}");
+    assert!(report.local_condition_written, "{report:?}");
+    assert_eq!(broker.writes(), 0, "nothing new at the broker");
+    let (published, copy) = published_and_local(&broker, &a).await;
+    assert_eq!(
+        published, published_before,
+        "the broker object is untouched"
+    );
+    assert_eq!(
+        copy.spec, published.spec,
+        "the local copy keeps the last valid spec"
+    );
+    let (status, reason, message) = valid_condition(&copy).expect("the copy's condition");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "InvalidPublicKey")
+    );
+    assert!(message.contains("not-a-key"), "{message}");
+
+    // Said once: the next pass writes nothing anywhere.
+    a.server.reset_counters();
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    assert!(!report.wrote(), "{report:?}");
+    assert_eq!((broker.writes(), a.writes()), (0, 0));
+
+    // The gateway fixes its key: published, and the copy is valid again.
+    let mut fixed = api.get("gw-d").await.expect("gw-d");
+    fixed.spec.endpoint.public_key = key(14);
+    api.replace("gw-d", &PostParams::default(), &fixed)
+        .await
+        .expect("fix gw-d");
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+    assert!(report.published && report.local_written, "{report:?}");
+    let (published, copy) = published_and_local(&broker, &a).await;
+    assert_eq!(
+        gateway_order(&published.spec),
+        ["gw-c", "gw-a", "gw-b", "gw-d"]
+    );
+    let (status, _, _) = valid_condition(&copy).expect("the copy's condition");
+    assert_eq!(status, "True");
+}
+
+#[tokio::test]
+async fn without_node_pod_cidrs_nothing_is_published_until_they_are_configured() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    create_gateway(&a, "gw-a", "site-a", 11, None).await;
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("the pass succeeds; the spec is reported");
+    assert!(report.unpublished && !report.wrote(), "{report:?}");
+    assert_eq!(broker.writes(), 0);
+
+    let configured = SpecSource::Cluster(LocalConfig {
+        pod_cidrs: Some(vec!["10.1.0.0/16".parse().expect("a CIDR")]),
+        service_cidrs: vec![SERVICE_A.parse().expect("a CIDR")],
+    });
+    sync_source(&broker, &a, "site-a", &configured)
+        .await
+        .expect("sync A");
+    let (published, copy) = published_and_local(&broker, &a).await;
+    assert_eq!(published.spec.pod_cidrs, ["10.1.0.0/16"]);
+    assert_eq!(gateway_order(&published.spec), ["gw-a"]);
+    assert_eq!(copy.spec, published.spec);
+}
+
+#[tokio::test]
+async fn the_local_copy_follows_a_failover_while_the_broker_is_down() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    seed_a(&a, "gw-c").await;
+    sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A");
+
+    broker.server.stop();
+    set_gateway_lease(&a, "gw-a", Duration::ZERO, 30).await;
+    match sync_source(&broker, &a, "site-a", &from_cluster()).await {
+        Err(SyncError::List { side, .. }) => assert_eq!(side, Side::Broker),
+        other => panic!("expected a broker list error, got {other:?}"),
+    }
+    let copy = a
+        .endpoints(LOCAL_NS)
+        .get("site-a")
+        .await
+        .expect("the local copy");
+    assert_eq!(gateway_order(&copy.spec), ["gw-a", "gw-b", "gw-c"]);
+
+    broker.server.restart().expect("restart the broker");
+    a.server.reset_counters();
+    let report = sync_source(&broker, &a, "site-a", &from_cluster())
+        .await
+        .expect("sync A after the restart");
+    assert!(report.published && !report.local_written, "{report:?}");
+    assert_eq!(a.writes(), 0, "the local copy was already right");
+    let (published, _) = published_and_local(&broker, &a).await;
+    assert_eq!(published.spec, copy.spec);
+}
+
+#[tokio::test]
+async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    seed_a(&a, "gw-c").await;
+    let config = SyncConfig {
+        broker: broker.client.clone(),
+        broker_namespace: BROKER_NS.to_owned(),
+        local: a.client.clone(),
+        local_namespace: LOCAL_NS.to_owned(),
+        cluster_id: "site-a".to_owned(),
+        source: Some(from_cluster()),
+        resync: Duration::from_secs(3600),
+        debounce: Duration::from_millis(50),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(sync::run(config, async {
+        let _ = stopped.await;
+    }));
+    let at_broker = broker.endpoints(BROKER_NS);
+    let local = a.endpoints(LOCAL_NS);
+    let both_have = |want: ClusterEndpointSpec| {
+        let (at_broker, local) = (at_broker.clone(), local.clone());
+        async move {
+            let published = at_broker.get_opt("site-a").await.ok().flatten();
+            let copy = local.get_opt("site-a").await.ok().flatten();
+            published.is_some_and(|o| o.spec == want) && copy.is_some_and(|o| o.spec == want)
+        }
+    };
+    wait_for("A published with gw-c first", async || {
+        both_have(built_a(&["gw-c", "gw-a", "gw-b"])).await
+    })
+    .await;
+
+    set_gateway_lease(&a, "gw-b", Duration::ZERO, 30).await;
+    wait_for("the failover to gw-b", async || {
+        both_have(built_a(&["gw-b", "gw-a", "gw-c"])).await
+    })
+    .await;
+
+    create_node(&a, "node-4", "10.1.2.0/24").await;
+    let mut wider = built_a(&["gw-b", "gw-a", "gw-c"]);
+    wider.pod_cidrs = vec!["10.1.0.0/22".to_owned()];
+    wait_for("the new Node's pod CIDR", async || {
+        both_have(wider.clone()).await
+    })
+    .await;
+
+    Api::<Gateway>::namespaced(a.client.clone(), LOCAL_NS)
+        .delete("gw-a", &DeleteParams::default())
+        .await
+        .expect("delete gw-a");
+    let mut fewer = wider.clone();
+    fewer.gateways.retain(|g| g.node_name != "gw-a");
+    wait_for("gw-a gone", async || both_have(fewer.clone()).await).await;
+
+    // Lease renewals and connection-status chatter change nothing a pass reads:
+    // they start no pass at all (no list at the broker), so nothing is written.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let a_before = a.writes();
+    broker.server.reset_counters();
+    let leases: Api<Lease> = Api::namespaced(a.client.clone(), LOCAL_NS);
+    let gateways: Api<Gateway> = Api::namespaced(a.client.clone(), LOCAL_NS);
+    for i in 0..5u64 {
+        let renew = json!({ "spec": { "renewTime": MicroTime(Timestamp::now()) } });
+        leases
+            .patch(
+                &gateway_lease("site-a"),
+                &PatchParams::default(),
+                &Patch::Merge(&renew),
+            )
+            .await
+            .expect("renew the gateway Lease");
+        let chatter = json!({ "status": { "connections": [
+            { "clusterID": "site-b", "state": "connected", "rxBytes": i, "txBytes": i }
+        ] } });
+        gateways
+            .patch_status("gw-b", &PatchParams::default(), &Patch::Merge(&chatter))
+            .await
+            .expect("write gw-b's connection status");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let broker_lists = broker
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.ends_with("/clusterendpoints"))
+        .filter(|r| !r.query.contains("watch=true"))
+        .count();
+    assert_eq!(broker_lists, 0, "no pass was started by renewals or status");
+    assert_eq!(broker.writes(), 0, "no write at the broker");
+    assert_eq!(a.writes(), a_before, "no ClusterEndpoint write in A");
+
+    stop.send(()).expect("the loop is running");
+    let passes = tokio::time::timeout(WAIT, task)
+        .await
+        .expect("the loop stops on shutdown")
+        .expect("the loop does not panic");
+    assert!(passes >= 4, "one pass per change at least, got {passes}");
+}
+
+#[tokio::test]
+async fn the_binary_builds_the_spec_from_the_cluster_publishes_and_mirrors() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    create_at_broker(&broker, "site-b", spec_b()).await;
+    seed_a(&a, "gw-c").await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let args: Vec<OsString> = ["--pod-cidrs", "10.1.0.0/16", "--service-cidrs", SERVICE_A]
+        .iter()
+        .map(OsString::from)
+        .collect();
+    let mut controller = start_controller_with(dir.path(), &broker, &a, &args, "from-cluster");
+    let mut want = built_a(&["gw-c", "gw-a", "gw-b"]);
+    want.pod_cidrs = vec!["10.1.0.0/16".to_owned()];
+    let at_broker = broker.endpoints(BROKER_NS);
+    let local = a.endpoints(LOCAL_NS);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let published = at_broker.get_opt("site-a").await.ok().flatten();
+        let copy = local.get_opt("site-a").await.ok().flatten();
+        let mirrored = local.get_opt("site-b").await.ok().flatten();
+        if published.is_some_and(|o| o.spec == want && valid_condition(&o).is_some())
+            && copy.is_some_and(|o| o.spec == want && label(&o, LOCAL_LABEL) == Some("true"))
+            && mirrored.is_some_and(|o| o.spec == spec_b())
+        {
+            break;
+        }
+        assert!(
+            controller.is_running(),
+            "the controller exited early:\n{}",
+            controller.log_tail(30)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the controller did not sync in time:\n{}",
+            controller.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // It leads on its own Lease, named after the cluster.
+    let leases: Api<Lease> = Api::namespaced(a.client.clone(), LOCAL_NS);
+    assert!(
+        leases
+            .get_opt("causeway-controller-site-a")
+            .await
+            .expect("get the controller Lease")
+            .is_some(),
+        "the controller's Lease exists"
+    );
+    let status = controller
+        .terminate_and_wait(Duration::from_secs(10))
+        .expect("stop the controller");
+    assert!(
+        status.success(),
+        "exit on SIGTERM: {status}\n{}",
+        controller.log_tail(30)
+    );
+}
+
+#[tokio::test]
+async fn the_binary_refuses_bad_cidr_flags_with_the_fix() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--pod-cidrs", "10.1.0.1/16", "--service-cidrs", SERVICE_A],
+            "\"10.1.0.1/16\" has host bits set; write the network address 10.1.0.0/16 instead",
+        ),
+        (
+            &["--service-cidrs", "10.101.0.0/16,nonsense"],
+            "\"nonsense\" is not a CIDR",
+        ),
+        (
+            &["--pod-cidrs", "10.1.0.0/16"],
+            "--service-cidrs (CAUSEWAY_SERVICE_CIDRS) is required",
+        ),
+        (
+            &[
+                "--pod-cidrs",
+                "10.1.0.0/16",
+                "--service-cidrs",
+                "10.1.128.0/17",
+            ],
+            "overlaps",
+        ),
+    ];
+    for (i, (flags, want)) in cases.iter().enumerate() {
+        let args: Vec<OsString> = flags.iter().map(OsString::from).collect();
+        let label = format!("bad-flags-{i}");
+        let mut controller = start_controller_with(dir.path(), &broker, &a, &args, &label);
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = controller.try_status().expect("poll the controller") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the controller should have refused {flags:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let log = controller.log_tail(200);
+        assert!(
+            !status.success(),
+            "{flags:?}: exit status {status}; log:\n{log}"
+        );
+        assert!(
+            log.contains(want),
+            "{flags:?}: wanted {want:?}; log:\n{log}"
+        );
+    }
+    assert_eq!(broker.writes(), 0, "nothing was published");
 }

@@ -1,9 +1,10 @@
 //! Applies a [`SyncPlan`] through the Kubernetes API: the broker for our own
-//! object, the local cluster for mirrors. No decisions here beyond how to write.
+//! object, the local cluster for its local copy and the mirrors. No decisions here
+//! beyond how to write.
 //!
-//! Where refusals go: the broker object of *this* cluster gets a `Valid`
-//! condition (True, or False with the reason and every message), written to its
-//! status subresource. Another cluster's refused object is not ours to write —
+//! Where refusals go: the broker object of *this* cluster and its local copy get a
+//! `Valid` condition (True, or False with the reason and every message), written
+//! to their status subresource. Another cluster's refused object is not ours to write —
 //! its own controller writes its condition when it sees the same conflict — and a
 //! refused object is not mirrored, so there is no local object to carry one
 //! either: refusals of other clusters' objects are logged (`warn`) and counted
@@ -16,7 +17,7 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::plan::{SyncPlan, Upsert};
+use super::plan::{StatusWrite, SyncPlan, Upsert};
 use super::{Side, SyncError};
 
 /// Field manager for the controller's writes.
@@ -29,6 +30,14 @@ pub struct SyncReport {
     pub published: bool,
     /// Our object's `Valid` condition was written.
     pub condition_written: bool,
+    /// The local copy of our object was created or replaced.
+    pub local_written: bool,
+    /// The local copy's `Valid` condition was written.
+    pub local_condition_written: bool,
+    /// A local object not managed by Causeway holds our own name (the local copy is not written).
+    pub local_taken: bool,
+    /// This pass's spec was not published (refused on its own, or not buildable).
+    pub unpublished: bool,
     /// Mirrors created locally.
     pub mirrors_created: usize,
     /// Mirrors updated locally.
@@ -46,6 +55,8 @@ impl SyncReport {
     pub fn wrote(&self) -> bool {
         self.published
             || self.condition_written
+            || self.local_written
+            || self.local_condition_written
             || self.mirrors_created + self.mirrors_updated + self.mirrors_deleted > 0
     }
 }
@@ -62,9 +73,25 @@ pub async fn apply_plan(
     let mut report = SyncReport {
         refused: plan.refused.len(),
         name_taken: plan.name_taken.len(),
+        local_taken: plan.local_taken.is_some(),
+        unpublished: plan.unpublished.is_some(),
         ..SyncReport::default()
     };
     let mut failures: Vec<SyncError> = Vec::new();
+
+    if let Some(why) = &plan.unpublished {
+        warn!(
+            reason = %why.reason,
+            message = %why.message,
+            "this cluster's spec is refused and not published; the broker object and the local copy keep their last valid spec"
+        );
+    }
+    if let Some(name) = &plan.local_taken {
+        warn!(
+            object = %name,
+            "a local ClusterEndpoint named after this cluster is not managed by Causeway (no causeway.dev/local=true label); the local copy is not written — rename or remove that object"
+        );
+    }
 
     for refusal in &plan.refused {
         for error in &refusal.errors {
@@ -96,32 +123,31 @@ pub async fn apply_plan(
     // A condition for an object we failed to create has nowhere to go.
     let own_exists = plan.publish.is_none() || report.published;
     if let (Some(write), true) = (&plan.own_condition, own_exists) {
-        let condition = &write.condition;
-        let conditions = condition.merge_into(&write.current, Time(Timestamp::now()));
-        let patch = json!({ "status": { "conditions": conditions } });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
-        match broker
-            .patch_status(&write.object, &params, &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
-                report.condition_written = true;
+        match write_condition(broker, write, Side::Broker).await {
+            Ok(()) => report.condition_written = true,
+            Err(e) => failures.push(e),
+        }
+    }
+
+    if let Some(copy) = &plan.local_upsert {
+        match upsert(local, copy, Side::Local).await {
+            Ok(()) => {
+                report.local_written = true;
                 info!(
-                    object = %write.object,
-                    valid = condition.valid,
-                    reason = %condition.reason,
-                    "wrote the Valid condition of our ClusterEndpoint"
+                    object = %copy.name(),
+                    created = matches!(copy, Upsert::Create(_)),
+                    gateways = ?copy.object().spec.gateways.iter().map(|g| g.node_name.as_str()).collect::<Vec<_>>(),
+                    "wrote the local copy of our ClusterEndpoint"
                 );
             }
-            Err(source) => failures.push(SyncError::Write {
-                side: Side::Broker,
-                verb: "patch status of",
-                object: write.object.clone(),
-                source,
-            }),
+            Err(e) => failures.push(e),
+        }
+    }
+    let copy_exists = plan.local_upsert.is_none() || report.local_written;
+    if let (Some(write), true) = (&plan.local_condition, copy_exists) {
+        match write_condition(local, write, Side::Local).await {
+            Ok(()) => report.local_condition_written = true,
+            Err(e) => failures.push(e),
         }
     }
 
@@ -175,6 +201,42 @@ pub async fn apply_plan(
         Some(first) => Err(SyncError::Apply {
             failed,
             first: Box::new(first),
+        }),
+    }
+}
+
+/// Merges `write`'s condition into the object's status conditions.
+async fn write_condition(
+    api: &Api<ClusterEndpoint>,
+    write: &StatusWrite,
+    side: Side,
+) -> Result<(), SyncError> {
+    let condition = &write.condition;
+    let conditions = condition.merge_into(&write.current, Time(Timestamp::now()));
+    let patch = json!({ "status": { "conditions": conditions } });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch_status(&write.object, &params, &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            info!(
+                object = %write.object,
+                %side,
+                valid = condition.valid,
+                reason = %condition.reason,
+                "wrote the Valid condition of our ClusterEndpoint"
+            );
+            Ok(())
+        }
+        Err(source) => Err(SyncError::Write {
+            side,
+            verb: "patch status of",
+            object: write.object.clone(),
+            source,
         }),
     }
 }

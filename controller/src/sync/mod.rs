@@ -1,31 +1,43 @@
-//! Broker sync: publish this cluster's ClusterEndpoint to the broker and mirror
-//! every other cluster's into the local namespace.
+//! Broker sync: build this cluster's ClusterEndpoint, write it locally and publish
+//! it to the broker, and mirror every other cluster's into the local namespace.
 //!
-//! [`plan`] decides (pure), [`apply`] writes; [`sync_once`] lists both sides and
-//! runs one pass; [`run`] runs a pass whenever either side changes (watchers on
-//! both namespaces) and at least every [`SyncConfig::resync`], until shutdown.
+//! [`plan`] decides (pure), [`apply`] writes; [`sync_once`] lists both sides (and,
+//! for [`SpecSource::Cluster`], the Nodes, Gateways and gateway Lease the spec is
+//! built from) and runs one pass; [`run`] runs a pass whenever any of them changes
+//! (watchers, as triggers only) and at least every [`SyncConfig::resync`], until
+//! shutdown.
 //!
-//! Each pass lists both namespaces afresh rather than keeping reflector stores:
-//! the object counts are one per cluster, and a fresh list never acts on a stale
-//! cache. When the broker or the local API is unreachable the pass fails, is
-//! logged, and nothing local changes: mirrors keep their last known state.
+//! Each pass lists afresh rather than keeping reflector stores: the object counts
+//! are small, and a fresh list never acts on a stale cache. When the local API is
+//! unreachable the pass fails and nothing changes. When only the broker is, the
+//! pass still writes the local copy (so route agents follow a gateway failover),
+//! then fails; mirrors keep their last known state.
 
 pub mod apply;
 pub mod plan;
+pub mod trigger;
 
 use std::future::Future;
 use std::time::Duration;
 
-use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec};
-use futures::{stream, StreamExt};
+use causeway_crds::names::gateway_lease;
+use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, Gateway};
+use futures::stream::{self, BoxStream};
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
+use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::local::{build_local_spec, LocalConfig, LocalSpecError};
 pub use apply::{apply_plan, SyncReport};
-pub use plan::{plan_sync, SyncPlan};
+pub use plan::{plan_sync, plan_without_broker, Publish, SyncPlan};
+use trigger::Changes;
 
 /// Which API server a request went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +57,15 @@ impl std::fmt::Display for Side {
     }
 }
 
+/// Where this cluster's spec comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpecSource {
+    /// A fixed spec (`--endpoint-file`), published as it is.
+    File(ClusterEndpointSpec),
+    /// Built each pass from the cluster's Nodes, Gateways and gateway Lease.
+    Cluster(LocalConfig),
+}
+
 /// Why a sync pass failed. Every failure is retried by the next pass.
 #[derive(Debug, Error)]
 pub enum SyncError {
@@ -55,6 +76,30 @@ pub enum SyncError {
         side: Side,
         /// The namespace listed.
         namespace: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// Listing Nodes failed (they are read when no pod CIDRs are configured).
+    #[error("cannot list Nodes of the local cluster: {source}; the controller reads every Node's spec.podCIDRs and needs get, list and watch on nodes cluster-wide (a ClusterRole bound to its ServiceAccount) — or set --pod-cidrs so it needs no Nodes")]
+    Nodes {
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// Listing Gateway objects failed.
+    #[error("cannot list Gateways in namespace {namespace:?} of the local cluster: {source}; the controller needs get, list and watch on gateways.causeway.dev in namespace {namespace:?}")]
+    Gateways {
+        /// The namespace listed.
+        namespace: String,
+        /// The client's error.
+        source: kube::Error,
+    },
+    /// Reading the gateway Lease failed.
+    #[error("cannot read Lease {namespace}/{name} of the local cluster: {source}; the controller needs get, list and watch on coordination.k8s.io leases in namespace {namespace:?}")]
+    Lease {
+        /// Namespace of the Lease.
+        namespace: String,
+        /// Name of the Lease.
+        name: String,
         /// The client's error.
         source: kube::Error,
     },
@@ -80,32 +125,118 @@ pub enum SyncError {
     },
 }
 
-/// Lists both sides, plans, applies: one sync pass.
+/// Lists both sides (and what the spec is built from), plans, applies: one sync pass.
 ///
-/// `local_spec` is what this cluster publishes (`None`: publish nothing, only mirror).
+/// `source` is where this cluster's spec comes from (`None`: publish nothing, only
+/// mirror). When the broker cannot be listed, the local copy is still brought up
+/// to date before the broker's error is returned.
 pub async fn sync_once(
     broker: &Client,
     broker_ns: &str,
     local: &Client,
     local_ns: &str,
     local_cluster: &str,
-    local_spec: Option<&ClusterEndpointSpec>,
+    source: Option<&SpecSource>,
 ) -> Result<SyncReport, SyncError> {
     let broker_api: Api<ClusterEndpoint> = Api::namespaced(broker.clone(), broker_ns);
     let local_api: Api<ClusterEndpoint> = Api::namespaced(local.clone(), local_ns);
-    let at_broker = list(&broker_api, Side::Broker, broker_ns).await?;
     let here = list(&local_api, Side::Local, local_ns).await?;
-    let plan = plan_sync(local_cluster, local_spec, &at_broker, &here);
+    let built = match source {
+        Some(SpecSource::Cluster(config)) => {
+            Some(build_from_cluster(local, local_ns, local_cluster, config).await?)
+        }
+        _ => None,
+    };
+    let publish = match (source, &built) {
+        (Some(SpecSource::File(spec)), _) => Publish::Spec(spec),
+        (_, Some(Ok(spec))) => Publish::Spec(spec),
+        (_, Some(Err(error))) => Publish::Unbuildable(error),
+        (_, None) => Publish::Nothing,
+    };
+    let at_broker = match list(&broker_api, Side::Broker, broker_ns).await {
+        Ok(objects) => objects,
+        Err(error) => {
+            let plan = plan_without_broker(local_cluster, publish, &here);
+            debug!(
+                noop = plan.is_noop(),
+                "planned the local copy without the broker"
+            );
+            if let Err(local_error) = apply_plan(&plan, &broker_api, &local_api).await {
+                warn!(error = %local_error, "writing the local copy failed too");
+            }
+            return Err(error);
+        }
+    };
+    let plan = plan_sync(local_cluster, publish, &at_broker, &here);
     debug!(
         noop = plan.is_noop(),
         publish = plan.publish.is_some(),
         condition = plan.own_condition.is_some(),
+        local_copy = plan.local_upsert.is_some(),
+        local_condition = plan.local_condition.is_some(),
+        unpublished = plan.unpublished.is_some(),
         upserts = plan.mirror_upsert.len(),
         deletes = plan.mirror_delete.len(),
         refused = plan.refused.len(),
         "planned sync"
     );
     apply_plan(&plan, &broker_api, &local_api).await
+}
+
+/// Lists what the spec is built from and builds it. A listing failure fails the
+/// pass; a spec that cannot be built is the inner error, for the planner to report.
+async fn build_from_cluster(
+    client: &Client,
+    namespace: &str,
+    cluster: &str,
+    config: &LocalConfig,
+) -> Result<Result<ClusterEndpointSpec, LocalSpecError>, SyncError> {
+    let nodes: Vec<Node> = if config.needs_nodes() {
+        Api::<Node>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+            .map_err(|source| SyncError::Nodes { source })?
+            .items
+    } else {
+        Vec::new()
+    };
+    let gateways: Vec<Gateway> = Api::<Gateway>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| SyncError::Gateways {
+            namespace: namespace.to_owned(),
+            source,
+        })?
+        .items;
+    let lease_name = gateway_lease(cluster);
+    let lease = Api::<Lease>::namespaced(client.clone(), namespace)
+        .get_opt(&lease_name)
+        .await
+        .map_err(|source| SyncError::Lease {
+            namespace: namespace.to_owned(),
+            name: lease_name.clone(),
+            source,
+        })?;
+    let built = build_local_spec(
+        cluster,
+        config,
+        &nodes,
+        &gateways,
+        lease.as_ref(),
+        Timestamp::now(),
+    );
+    if let Ok(spec) = &built {
+        debug!(
+            nodes = nodes.len(),
+            gateways = ?spec.gateways.iter().map(|g| g.node_name.as_str()).collect::<Vec<_>>(),
+            lease_holder = lease
+                .as_ref()
+                .and_then(|l| l.spec.as_ref())
+                .and_then(|s| s.holder_identity.as_deref()),
+            "built this cluster's spec"
+        );
+    }
+    Ok(built)
 }
 
 async fn list(
@@ -136,8 +267,8 @@ pub struct SyncConfig {
     pub local_namespace: String,
     /// This cluster's ID (also its object's name at the broker).
     pub cluster_id: String,
-    /// What this cluster publishes (`None`: only mirror).
-    pub spec: Option<ClusterEndpointSpec>,
+    /// Where this cluster's spec comes from (`None`: publish nothing, only mirror).
+    pub source: Option<SpecSource>,
     /// Longest time between two passes when nothing is seen to change.
     pub resync: Duration,
     /// Quiet time after a change before a pass, so a burst of events makes one pass.
@@ -150,6 +281,7 @@ impl std::fmt::Debug for SyncConfig {
             .field("broker_namespace", &self.broker_namespace)
             .field("local_namespace", &self.local_namespace)
             .field("cluster_id", &self.cluster_id)
+            .field("source", &self.source)
             .field("resync", &self.resync)
             .field("debounce", &self.debounce)
             .finish_non_exhaustive()
@@ -165,34 +297,131 @@ impl SyncConfig {
             &self.local,
             &self.local_namespace,
             &self.cluster_id,
-            self.spec.as_ref(),
+            self.source.as_ref(),
         )
         .await
     }
 }
 
-/// Syncs once at start, then whenever a ClusterEndpoint changes on either side
-/// (after `debounce` of quiet) and every `resync`, until `shutdown` resolves.
+/// One watched kind of object, for logs: what it is and what access it needs.
+#[derive(Debug, Clone, Copy)]
+struct Watched {
+    what: &'static str,
+    needs: &'static str,
+}
+
+/// A watch stream as triggers: `None` for a change worth a pass, `Some` for an error.
+type Triggers = BoxStream<'static, (Watched, Option<watcher::Error>)>;
+
+/// Every event of `api` is a trigger (ClusterEndpoints: few, and rarely changed).
+fn every_event<K>(api: Api<K>, config: watcher::Config, watched: Watched) -> Triggers
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, config)
+        .default_backoff()
+        .map(move |e| (watched, e.err()))
+        .boxed()
+}
+
+/// Only events that change `fingerprint` of an object are triggers.
+fn changes_of<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    watched: Watched,
+    fingerprint: fn(&K) -> serde_json::Value,
+) -> Triggers
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut changes = Changes::new(fingerprint);
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(move |event| {
+            let trigger = match event {
+                Ok(event) => changes.relevant(&event).then_some((watched, None)),
+                Err(error) => Some((watched, Some(error))),
+            };
+            std::future::ready(trigger)
+        })
+        .boxed()
+}
+
+/// The watchers whose changes start a pass under `config`.
+fn triggers(config: &SyncConfig) -> Vec<Triggers> {
+    let mut all = vec![
+        every_event(
+            Api::<ClusterEndpoint>::namespaced(config.broker.clone(), &config.broker_namespace),
+            watcher::Config::default(),
+            Watched {
+                what: "ClusterEndpoints at the broker",
+                needs: "list and watch on clusterendpoints.causeway.dev in the broker namespace",
+            },
+        ),
+        every_event(
+            Api::<ClusterEndpoint>::namespaced(config.local.clone(), &config.local_namespace),
+            watcher::Config::default(),
+            Watched {
+                what: "local ClusterEndpoints",
+                needs:
+                    "list and watch on clusterendpoints.causeway.dev in the controller's namespace",
+            },
+        ),
+    ];
+    // A file's spec depends on nothing in the cluster: no more watchers (nor RBAC).
+    let Some(SpecSource::Cluster(local)) = &config.source else {
+        return all;
+    };
+    all.push(changes_of(
+        Api::<Gateway>::namespaced(config.local.clone(), &config.local_namespace),
+        watcher::Config::default(),
+        Watched {
+            what: "Gateways",
+            needs: "get, list and watch on gateways.causeway.dev in the controller's namespace",
+        },
+        trigger::gateway_fingerprint,
+    ));
+    all.push(changes_of(
+        Api::<Lease>::namespaced(config.local.clone(), &config.local_namespace),
+        // Only the gateway Lease: the controllers' own is renewed every few seconds.
+        watcher::Config::default().fields(&format!(
+            "metadata.name={}",
+            gateway_lease(&config.cluster_id)
+        )),
+        Watched {
+            what: "the gateway Lease",
+            needs:
+                "get, list and watch on coordination.k8s.io leases in the controller's namespace",
+        },
+        trigger::lease_fingerprint,
+    ));
+    if local.needs_nodes() {
+        all.push(changes_of(
+            Api::<Node>::all(config.local.clone()),
+            watcher::Config::default(),
+            Watched {
+                what: "Nodes",
+                needs:
+                    "get, list and watch on nodes cluster-wide (a ClusterRole), or set --pod-cidrs",
+            },
+            trigger::node_fingerprint,
+        ));
+    }
+    all
+}
+
+/// Syncs once at start, then whenever a watched object changes (ClusterEndpoints
+/// on either side; for [`SpecSource::Cluster`] also Gateways and the gateway Lease
+/// in the local namespace, and Nodes when no pod CIDRs are configured) after
+/// `debounce` of quiet, and every `resync`, until `shutdown` resolves.
 ///
 /// A failed pass is logged and retried at the next change or resync; it never
 /// ends the loop. Returns the number of passes run.
 pub async fn run(config: SyncConfig, shutdown: impl Future<Output = ()>) -> u64 {
     let span = info_span!("broker_sync", cluster = %config.cluster_id);
     async move {
-        let broker_api: Api<ClusterEndpoint> =
-            Api::namespaced(config.broker.clone(), &config.broker_namespace);
-        let local_api: Api<ClusterEndpoint> =
-            Api::namespaced(config.local.clone(), &config.local_namespace);
         // The watchers are only triggers; every pass lists afresh.
-        let broker_events = watcher(broker_api, watcher::Config::default())
-            .default_backoff()
-            .map(|e| (Side::Broker, e.err()))
-            .boxed();
-        let local_events = watcher(local_api, watcher::Config::default())
-            .default_backoff()
-            .map(|e| (Side::Local, e.err()))
-            .boxed();
-        let mut events = stream::select(broker_events, local_events);
+        let mut events = stream::select_all(triggers(&config));
         let mut tick = tokio::time::interval(config.resync);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -200,6 +429,11 @@ pub async fn run(config: SyncConfig, shutdown: impl Future<Output = ()>) -> u64 
         info!(
             broker_namespace = %config.broker_namespace,
             namespace = %config.local_namespace,
+            source = match &config.source {
+                Some(SpecSource::File(_)) => "file",
+                Some(SpecSource::Cluster(_)) => "cluster",
+                None => "none",
+            },
             "broker sync started"
         );
         loop {
@@ -207,8 +441,13 @@ pub async fn run(config: SyncConfig, shutdown: impl Future<Output = ()>) -> u64 
                 () = &mut shutdown => break,
                 _ = tick.tick() => {}
                 event = events.next() => {
-                    if let Some((side, Some(error))) = event {
-                        warn!(%side, %error, "watching ClusterEndpoints failed; retrying with backoff");
+                    if let Some((watched, Some(error))) = event {
+                        warn!(
+                            watched = watched.what,
+                            needs = watched.needs,
+                            %error,
+                            "watching failed; retrying with backoff"
+                        );
                         continue;
                     }
                     // Let a burst of events settle into one pass, but never wait

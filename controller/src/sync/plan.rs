@@ -12,23 +12,38 @@
 //!   [`SOURCE_CLUSTER_LABEL`] and [`MIRRORED_LABEL`]; refused ones are not mirrored.
 //! - A broker object claiming this cluster's ID under another name is refused
 //!   (whatever its age): the object named after the ID is the cluster's own.
-//! - Local objects without `causeway.dev/mirrored=true` are never touched; a remote
-//!   object whose name is taken locally by such an object is reported, not mirrored.
+//! - The same spec is written locally as the *local copy*: ClusterEndpoint
+//!   `<cluster-id>` in the local namespace, labelled [`LOCAL_LABEL`]`=true`, created
+//!   or replaced only when its spec or labels differ. A local object of that name
+//!   that is neither labelled so nor a mirror is someone else's: reported, untouched.
+//!   (A stale mirror of that name is taken over as the local copy.)
+//! - The `Valid` condition about our own object goes on the broker object and on
+//!   the local copy, each only when it differs.
+//! - A spec that is not valid on its own (or could not be built at all) is not
+//!   published: what is at the broker and the local copy stay as they are, and the
+//!   local copy (if any) gets `Valid=False` saying why.
+//! - Local objects without `causeway.dev/mirrored=true` are never touched (the local
+//!   copy aside); a remote object whose name is taken locally by such an object is
+//!   reported, not mirrored.
 //! - A mirror whose broker object is gone is deleted. A mirror whose broker object
 //!   is now refused is left as it was (last known good): bad input changes nothing
 //!   that already works.
+//! - Without the broker ([`plan_without_broker`]) only the local copy is planned,
+//!   so a gateway failover still reaches this cluster's route agents.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use causeway_crds::validate::{object_name, validate_clusterset};
+use causeway_crds::validate::{object_name, validate_clusterset, validate_endpoint};
 use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, ValidationError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
-/// Label on mirrored objects: the cluster ID of the object's source.
-pub const SOURCE_CLUSTER_LABEL: &str = "causeway.dev/source-cluster";
-/// Label on mirrored objects, value `true`; only objects carrying it are the controller's to change.
-pub const MIRRORED_LABEL: &str = "causeway.dev/mirrored";
-/// The condition type written on this cluster's own broker object.
+use crate::local::LocalSpecError;
+
+// Re-exported so that callers importing them from here keep compiling; the one
+// definition is in `causeway_crds::names`.
+pub use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL};
+
+/// The condition type written on this cluster's own broker object and local copy.
 pub const VALID_CONDITION: &str = "Valid";
 
 /// A write of one whole object.
@@ -81,7 +96,27 @@ pub const ACCEPTED_REASON: &str = "Accepted";
 pub const ACCEPTED_MESSAGE: &str =
     "accepted by the clusterset: no conflict with older ClusterEndpoints";
 
+/// Prefix of the message of a `Valid=False` condition about a spec that was not published.
+pub const UNPUBLISHED_PREFIX: &str =
+    "this cluster's spec is not published, the last valid one stays in place: ";
+
 impl ValidCondition {
+    /// Why a spec that is not valid on its own was not published.
+    fn unpublished(errors: &[ValidationError]) -> Self {
+        let mut condition = Self::from_errors(errors);
+        condition.message = format!("{UNPUBLISHED_PREFIX}{}", condition.message);
+        condition
+    }
+
+    /// Why a spec that could not be built was not published.
+    fn unbuildable(error: &LocalSpecError) -> Self {
+        ValidCondition {
+            valid: false,
+            reason: error.reason().to_owned(),
+            message: format!("{UNPUBLISHED_PREFIX}{error}"),
+        }
+    }
+
     fn from_errors(errors: &[ValidationError]) -> Self {
         match errors.first() {
             None => ValidCondition {
@@ -140,7 +175,7 @@ impl ValidCondition {
     }
 }
 
-/// A `Valid` condition to write on this cluster's own broker object.
+/// A `Valid` condition to write on this cluster's own broker object or local copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusWrite {
     /// The object (named after our cluster ID).
@@ -162,10 +197,30 @@ pub struct Refusal {
     pub errors: Vec<ValidationError>,
 }
 
+/// What this cluster publishes in one pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Publish<'a> {
+    /// Nothing: our broker object and local copy are left as they are; only mirror.
+    Nothing,
+    /// This spec, when it is valid on its own; otherwise nothing new is published
+    /// and the local copy says why.
+    Spec(&'a ClusterEndpointSpec),
+    /// The spec could not be built this pass: nothing new is published and the
+    /// local copy says why.
+    Unbuildable(&'a LocalSpecError),
+}
+
+impl<'a> From<Option<&'a ClusterEndpointSpec>> for Publish<'a> {
+    fn from(spec: Option<&'a ClusterEndpointSpec>) -> Self {
+        spec.map_or(Publish::Nothing, Publish::Spec)
+    }
+}
+
 /// What one sync pass should change.
 ///
-/// [`SyncPlan::is_noop`] is true when nothing is to be written; `refused` and
-/// `name_taken` are reports that persist as long as their cause does and cause no write.
+/// [`SyncPlan::is_noop`] is true when nothing is to be written; `refused`,
+/// `name_taken`, `local_taken` and `unpublished` are reports that persist as long
+/// as their cause does and cause no write.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SyncPlan {
     /// This cluster's own object at the broker, when it is missing or its spec differs.
@@ -173,6 +228,15 @@ pub struct SyncPlan {
     /// The `Valid` condition for this cluster's own broker object, when it differs
     /// from what the object carries (written after `publish`).
     pub own_condition: Option<StatusWrite>,
+    /// The local copy of our own object, when it is missing or differs.
+    pub local_upsert: Option<Upsert>,
+    /// The `Valid` condition for the local copy, when it differs from what the
+    /// copy carries (written after `local_upsert`).
+    pub local_condition: Option<StatusWrite>,
+    /// A local object holds our own name but is not Causeway's: its name.
+    pub local_taken: Option<String>,
+    /// Why this pass's spec is not published (not valid on its own, or not buildable).
+    pub unpublished: Option<ValidCondition>,
     /// Local mirrors to create or update.
     pub mirror_upsert: Vec<Upsert>,
     /// Local mirrors whose broker object is gone.
@@ -188,6 +252,8 @@ impl SyncPlan {
     pub fn is_noop(&self) -> bool {
         self.publish.is_none()
             && self.own_condition.is_none()
+            && self.local_upsert.is_none()
+            && self.local_condition.is_none()
             && self.mirror_upsert.is_empty()
             && self.mirror_delete.is_empty()
     }
@@ -195,28 +261,57 @@ impl SyncPlan {
 
 /// Whether a local object is a mirror this controller owns.
 pub fn is_mirror(obj: &ClusterEndpoint) -> bool {
+    has_true_label(obj, MIRRORED_LABEL)
+}
+
+/// Whether a local object is this controller's local copy of its own cluster's object.
+pub fn is_local_copy(obj: &ClusterEndpoint) -> bool {
+    has_true_label(obj, LOCAL_LABEL)
+}
+
+fn has_true_label(obj: &ClusterEndpoint, label: &str) -> bool {
     obj.metadata
         .labels
         .as_ref()
-        .and_then(|l| l.get(MIRRORED_LABEL))
+        .and_then(|l| l.get(label))
         .is_some_and(|v| v == "true")
+}
+
+/// The spec to publish (`Ok(None)`: nothing), or why nothing new is published.
+fn desired<'a>(
+    local_cluster: &str,
+    publish: Publish<'a>,
+) -> Result<Option<&'a ClusterEndpointSpec>, ValidCondition> {
+    match publish {
+        Publish::Nothing => Ok(None),
+        Publish::Spec(spec) => {
+            match validate_endpoint(&ClusterEndpoint::new(local_cluster, spec.clone())) {
+                Ok(_) => Ok(Some(spec)),
+                Err(errors) => Err(ValidCondition::unpublished(&errors)),
+            }
+        }
+        Publish::Unbuildable(error) => Err(ValidCondition::unbuildable(error)),
+    }
 }
 
 /// Plans one sync pass.
 ///
-/// - `local_cluster`: this cluster's ID, also the name of its object at the broker;
-/// - `local`: the spec this cluster should publish (`None`: publish nothing, and
-///   leave whatever is at the broker as it is);
+/// - `local_cluster`: this cluster's ID, also the name of its object at the broker
+///   and of its local copy;
+/// - `publish`: what this cluster should publish;
 /// - `broker`: every ClusterEndpoint in the broker namespace;
-/// - `mirrored`: the ClusterEndpoints in the local namespace (objects without the
-///   [`MIRRORED_LABEL`] are only used to avoid name clashes).
+/// - `mirrored`: the ClusterEndpoints in the local namespace (objects that are
+///   neither mirrors nor the local copy are only used to avoid name clashes).
 pub fn plan_sync(
     local_cluster: &str,
-    local: Option<&ClusterEndpointSpec>,
+    publish: Publish<'_>,
     broker: &[ClusterEndpoint],
     mirrored: &[ClusterEndpoint],
 ) -> SyncPlan {
     let mut plan = SyncPlan::default();
+    let desired = desired(local_cluster, publish);
+    plan.unpublished = desired.clone().err();
+    let local = desired.clone().ok().flatten();
     let own = broker
         .iter()
         .find(|o| o.metadata.name.as_deref() == Some(local_cluster));
@@ -287,6 +382,7 @@ pub fn plan_sync(
         .collect();
 
     // 4. The condition on our own object.
+    let mut own_verdict: Option<ValidCondition> = None;
     if own_after.is_some() {
         let errors = refused
             .get(local_cluster)
@@ -294,19 +390,20 @@ pub fn plan_sync(
             .unwrap_or_default();
         let condition = ValidCondition::from_errors(errors);
         // A replace keeps the status the object has; a create starts without one.
-        if !own.is_some_and(|o| condition.is_on(o)) {
-            plan.own_condition = Some(StatusWrite {
-                object: local_cluster.to_owned(),
-                condition,
-                current: own
-                    .and_then(|o| o.status.as_ref())
-                    .map(|s| s.conditions.clone())
-                    .unwrap_or_default(),
-            });
-        }
+        plan.own_condition = condition_write(local_cluster, &condition, own);
+        own_verdict = Some(condition);
     }
 
-    // 5. Mirrors.
+    // 5. The local copy, with the same verdict.
+    plan_local_copy(
+        &mut plan,
+        local_cluster,
+        &desired,
+        own_verdict.as_ref(),
+        mirrored,
+    );
+
+    // 6. Mirrors.
     let locals: BTreeMap<String, &ClusterEndpoint> =
         mirrored.iter().map(|o| (object_name(o), o)).collect();
     let mut at_broker: BTreeSet<String> = BTreeSet::new();
@@ -348,6 +445,11 @@ pub fn plan_sync(
     }
     // Objects claiming our ID are at the broker too: their old mirrors (if any) stay.
     at_broker.extend(plan.refused.iter().map(|r| r.object.clone()));
+    // A stale mirror of our own name is taken over as the local copy when one is
+    // written; otherwise it goes like any other mirror without a broker object.
+    if local.is_some() {
+        at_broker.insert(local_cluster.to_owned());
+    }
     plan.mirror_delete = mirrored
         .iter()
         .filter(|o| is_mirror(o))
@@ -359,6 +461,110 @@ pub fn plan_sync(
         .collect();
     plan.refused.sort_by(|a, b| a.object.cmp(&b.object));
     plan
+}
+
+/// Plans the local copy alone, for a pass that cannot reach the broker: the copy
+/// follows the spec (a gateway failover reaches this cluster's route agents even
+/// then), its `Valid` condition is only changed when the spec is refused on its
+/// own, and mirrors are left as they are.
+pub fn plan_without_broker(
+    local_cluster: &str,
+    publish: Publish<'_>,
+    mirrored: &[ClusterEndpoint],
+) -> SyncPlan {
+    let mut plan = SyncPlan::default();
+    let desired = desired(local_cluster, publish);
+    plan.unpublished = desired.clone().err();
+    plan_local_copy(&mut plan, local_cluster, &desired, None, mirrored);
+    plan
+}
+
+/// Fills in `plan.local_upsert`, `plan.local_condition` and `plan.local_taken`.
+///
+/// `verdict` is the clusterset's verdict on our broker object (`None`: unknown,
+/// leave the copy's condition unless the spec itself is refused).
+fn plan_local_copy(
+    plan: &mut SyncPlan,
+    local_cluster: &str,
+    desired: &Result<Option<&ClusterEndpointSpec>, ValidCondition>,
+    verdict: Option<&ValidCondition>,
+    mirrored: &[ClusterEndpoint],
+) {
+    if matches!(desired, Ok(None)) {
+        return;
+    }
+    let existing = mirrored
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some(local_cluster));
+    if let Some(other) = existing.filter(|o| !is_local_copy(o) && !is_mirror(o)) {
+        plan.local_taken = Some(object_name(other));
+        return;
+    }
+    match desired {
+        Ok(Some(spec)) => {
+            let labels = local_labels(existing.and_then(|o| o.metadata.labels.as_ref()));
+            plan.local_upsert = match existing {
+                None => Some(Upsert::Create(ClusterEndpoint {
+                    metadata: ObjectMeta {
+                        name: Some(local_cluster.to_owned()),
+                        labels: Some(labels),
+                        ..ObjectMeta::default()
+                    },
+                    spec: (*spec).clone(),
+                    status: None,
+                })),
+                Some(o) if o.spec != **spec || o.metadata.labels.as_ref() != Some(&labels) => {
+                    let mut metadata = o.metadata.clone();
+                    metadata.labels = Some(labels);
+                    Some(Upsert::Replace(ClusterEndpoint {
+                        metadata,
+                        spec: (*spec).clone(),
+                        status: o.status.clone(),
+                    }))
+                }
+                Some(_) => None,
+            };
+            if let Some(condition) = verdict {
+                plan.local_condition = condition_write(local_cluster, condition, existing);
+            }
+        }
+        // Only a copy we already wrote carries the refusal; a mirror of our name
+        // is not converted for it.
+        Err(condition) => {
+            if let Some(copy) = existing.filter(|o| is_local_copy(o)) {
+                plan.local_condition = condition_write(local_cluster, condition, Some(copy));
+            }
+        }
+        Ok(None) => {}
+    }
+}
+
+/// A write of `condition` on `object` (`None`: about to be created), unless it is there.
+fn condition_write(
+    name: &str,
+    condition: &ValidCondition,
+    object: Option<&ClusterEndpoint>,
+) -> Option<StatusWrite> {
+    if object.is_some_and(|o| condition.is_on(o)) {
+        return None;
+    }
+    Some(StatusWrite {
+        object: name.to_owned(),
+        condition: condition.clone(),
+        current: object
+            .and_then(|o| o.status.as_ref())
+            .map(|s| s.conditions.clone())
+            .unwrap_or_default(),
+    })
+}
+
+/// The labels of the local copy: `existing` ones kept, a mirror's dropped, ours set.
+fn local_labels(existing: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    let mut labels = existing.cloned().unwrap_or_default();
+    labels.remove(MIRRORED_LABEL);
+    labels.remove(SOURCE_CLUSTER_LABEL);
+    labels.insert(LOCAL_LABEL.to_owned(), "true".to_owned());
+    labels
 }
 
 /// The labels of a mirror of `cluster_id`: `existing` ones kept, ours set.

@@ -1,6 +1,7 @@
 //! Table-driven tests of [`plan_sync`]: objects in, plan out.
 
 use super::*;
+use crate::local::LocalSpecError;
 use causeway_crds::{ClusterEndpointStatus, GatewayEndpoint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -90,6 +91,28 @@ fn mirror(name: &str, spec: ClusterEndpointSpec) -> ClusterEndpoint {
     }
 }
 
+/// The local copy of our own object as the controller writes it, carrying `condition`.
+fn copy_with(spec: ClusterEndpointSpec, condition: &ValidCondition) -> ClusterEndpoint {
+    let mut obj = ClusterEndpoint {
+        metadata: ObjectMeta {
+            name: Some(spec.cluster_id.clone()),
+            namespace: Some("local".to_owned()),
+            resource_version: Some("9".to_owned()),
+            labels: Some(local_labels(None)),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    };
+    obj = with_condition(obj, condition);
+    obj
+}
+
+/// The local copy in steady state: our spec, accepted.
+fn copy(spec: ClusterEndpointSpec) -> ClusterEndpoint {
+    copy_with(spec, &accepted())
+}
+
 /// A local object the controller did not create.
 fn unmanaged(name: &str, spec: ClusterEndpointSpec) -> ClusterEndpoint {
     let mut obj = mirror(name, spec);
@@ -102,6 +125,10 @@ fn unmanaged(name: &str, spec: ClusterEndpointSpec) -> ClusterEndpoint {
 struct Summary {
     publish: Option<String>,
     condition: Option<(bool, String)>,
+    local: Option<String>,
+    local_condition: Option<(bool, String)>,
+    local_taken: Option<String>,
+    unpublished: Option<String>,
     upsert: Vec<String>,
     delete: Vec<String>,
     refused: Vec<(String, String)>,
@@ -113,12 +140,14 @@ fn summarise(plan: &SyncPlan) -> Summary {
         Upsert::Create(_) => format!("create {}", u.name()),
         Upsert::Replace(_) => format!("replace {}", u.name()),
     };
+    let condition = |w: &StatusWrite| (w.condition.valid, w.condition.reason.clone());
     Summary {
         publish: plan.publish.as_ref().map(upsert_kind),
-        condition: plan
-            .own_condition
-            .as_ref()
-            .map(|w| (w.condition.valid, w.condition.reason.clone())),
+        condition: plan.own_condition.as_ref().map(condition),
+        local: plan.local_upsert.as_ref().map(upsert_kind),
+        local_condition: plan.local_condition.as_ref().map(condition),
+        local_taken: plan.local_taken.clone(),
+        unpublished: plan.unpublished.as_ref().map(|c| c.reason.clone()),
         upsert: plan.mirror_upsert.iter().map(upsert_kind).collect(),
         delete: plan.mirror_delete.iter().map(|d| d.name.clone()).collect(),
         refused: plan
@@ -152,15 +181,20 @@ type Case = (
 #[test]
 fn plans() {
     let own_ok = || with_condition(at_broker("site-a", 1, a()), &accepted());
+    let created = || Some("create site-a".to_owned());
+    let valid = || Some((true, "Accepted".to_owned()));
+    let overlapping = || Some((false, "OverlappingCIDR".to_owned()));
     let cases: Vec<Case> = vec![
         (
-            "empty broker: publish ours, then mark it valid",
+            "empty broker: publish ours and write the local copy, then mark both valid",
             Some(a()),
             vec![],
             vec![],
             Summary {
-                publish: Some("create site-a".into()),
-                condition: Some((true, "Accepted".into())),
+                publish: created(),
+                condition: valid(),
+                local: created(),
+                local_condition: valid(),
                 ..Summary::default()
             },
         ),
@@ -168,7 +202,7 @@ fn plans() {
             "steady state: nothing to do",
             Some(a()),
             vec![own_ok(), at_broker("site-b", 2, b())],
-            vec![mirror("site-b", b())],
+            vec![copy(a()), mirror("site-b", b())],
             Summary::default(),
         ),
         (
@@ -179,32 +213,79 @@ fn plans() {
             Summary::default(),
         ),
         (
-            "no local spec: our broker object is left alone, others still mirrored",
+            "no local spec: our broker object and local copy are left alone, others still mirrored",
             None,
             vec![own_ok(), at_broker("site-b", 2, b())],
-            vec![],
+            vec![copy_with(spec("site-a", "10.11.0.0/16", KEY_A), &accepted())],
             Summary {
                 upsert: s(&["create site-b"]),
                 ..Summary::default()
             },
         ),
         (
-            "our spec changed: replace, condition already right",
+            "our spec changed: replace at the broker and locally, conditions already right",
             Some(spec("site-a", "10.11.0.0/16", KEY_A)),
             vec![own_ok()],
-            vec![],
+            vec![copy(a())],
             Summary {
                 publish: Some("replace site-a".into()),
+                local: Some("replace site-a".into()),
                 ..Summary::default()
             },
         ),
         (
-            "our object lacks the condition: write only the condition",
+            "the local copy was deleted: only it is written again, with its condition",
             Some(a()),
-            vec![at_broker("site-a", 1, a())],
+            vec![own_ok()],
             vec![],
             Summary {
-                condition: Some((true, "Accepted".into())),
+                local: created(),
+                local_condition: valid(),
+                ..Summary::default()
+            },
+        ),
+        (
+            "the local copy differs (say, another gateway first): only it is replaced",
+            Some(a()),
+            vec![own_ok()],
+            vec![copy(spec("site-a", "10.1.0.0/16", KEY_B))],
+            Summary {
+                local: Some("replace site-a".into()),
+                ..Summary::default()
+            },
+        ),
+        (
+            "a local copy also labelled a mirror is relabelled",
+            Some(a()),
+            vec![own_ok()],
+            vec![{
+                let mut c = copy(a());
+                c.metadata.labels = Some(
+                    [
+                        (LOCAL_LABEL.to_owned(), "true".to_owned()),
+                        (MIRRORED_LABEL.to_owned(), "true".to_owned()),
+                    ]
+                    .into(),
+                );
+                c
+            }],
+            Summary {
+                local: Some("replace site-a".into()),
+                ..Summary::default()
+            },
+        ),
+        (
+            "our object lacks the condition: write only the condition, at the broker and locally",
+            Some(a()),
+            vec![at_broker("site-a", 1, a())],
+            vec![copy_with(a(), &ValidCondition {
+                valid: false,
+                reason: "OverlappingCIDR".into(),
+                message: "old".into(),
+            })],
+            Summary {
+                condition: valid(),
+                local_condition: valid(),
                 ..Summary::default()
             },
         ),
@@ -216,7 +297,7 @@ fn plans() {
                 at_broker("site-c", 3, c()),
                 at_broker("site-b", 2, b()),
             ],
-            vec![],
+            vec![copy(a())],
             Summary {
                 upsert: s(&["create site-b", "create site-c"]),
                 ..Summary::default()
@@ -229,7 +310,7 @@ fn plans() {
                 own_ok(),
                 at_broker("site-b", 2, spec("site-b", "10.22.0.0/16", KEY_B)),
             ],
-            vec![mirror("site-b", b())],
+            vec![copy(a()), mirror("site-b", b())],
             Summary {
                 upsert: s(&["replace site-b"]),
                 ..Summary::default()
@@ -239,24 +320,27 @@ fn plans() {
             "a mirror whose broker object is gone is deleted",
             Some(a()),
             vec![own_ok()],
-            vec![mirror("site-b", b())],
+            vec![copy(a()), mirror("site-b", b())],
             Summary {
                 delete: s(&["site-b"]),
                 ..Summary::default()
             },
         ),
         (
-            "objects that are not mirrors are never deleted",
+            "objects that are not ours are never touched; one holding our name is reported",
             Some(a()),
             vec![own_ok()],
             vec![unmanaged("site-a", a()), unmanaged("site-z", c())],
-            Summary::default(),
+            Summary {
+                local_taken: Some("site-a".into()),
+                ..Summary::default()
+            },
         ),
         (
             "a remote name held by a local non-mirror is reported, not overwritten",
             Some(a()),
             vec![own_ok(), at_broker("site-b", 2, b())],
-            vec![unmanaged("site-b", c())],
+            vec![copy(a()), unmanaged("site-b", c())],
             Summary {
                 name_taken: s(&["site-b"]),
                 ..Summary::default()
@@ -269,22 +353,23 @@ fn plans() {
                 own_ok(),
                 at_broker("site-x", 2, spec("site-x", "10.1.128.0/17", KEY_B)),
             ],
-            vec![],
+            vec![copy(a())],
             Summary {
                 refused: refused(&[("site-x", "OverlappingCIDR")]),
                 ..Summary::default()
             },
         ),
         (
-            "an older remote overlapping our CIDRs wins: ours is refused, it is mirrored",
+            "an older remote overlapping our CIDRs wins: ours is refused (both conditions), it is mirrored",
             Some(a()),
             vec![
                 with_condition(at_broker("site-a", 5, a()), &accepted()),
                 at_broker("site-x", 2, spec("site-x", "10.1.128.0/17", KEY_B)),
             ],
-            vec![],
+            vec![copy(a())],
             Summary {
-                condition: Some((false, "OverlappingCIDR".into())),
+                condition: overlapping(),
+                local_condition: overlapping(),
                 upsert: s(&["create site-x"]),
                 ..Summary::default()
             },
@@ -295,8 +380,10 @@ fn plans() {
             vec![at_broker("site-x", 2, spec("site-x", "10.1.0.0/16", KEY_B))],
             vec![],
             Summary {
-                publish: Some("create site-a".into()),
-                condition: Some((false, "OverlappingCIDR".into())),
+                publish: created(),
+                condition: overlapping(),
+                local: created(),
+                local_condition: overlapping(),
                 upsert: s(&["create site-x"]),
                 ..Summary::default()
             },
@@ -322,7 +409,7 @@ fn plans() {
                 own_ok(),
                 at_broker("impostor", 0, spec("site-a", "10.9.0.0/16", KEY_C)),
             ],
-            vec![],
+            vec![copy(a())],
             Summary {
                 refused: refused(&[("impostor", "DuplicateClusterID")]),
                 ..Summary::default()
@@ -335,7 +422,7 @@ fn plans() {
                 own_ok(),
                 at_broker("site-b", 2, spec("site-b", "10.2.0.1/16", KEY_B)),
             ],
-            vec![],
+            vec![copy(a())],
             Summary {
                 refused: refused(&[("site-b", "InvalidCIDR")]),
                 ..Summary::default()
@@ -348,15 +435,26 @@ fn plans() {
                 own_ok(),
                 at_broker("site-b", 2, spec("site-b", "10.1.0.0/16", KEY_B)),
             ],
-            vec![mirror("site-b", b())],
+            vec![copy(a()), mirror("site-b", b())],
             Summary {
                 refused: refused(&[("site-b", "OverlappingCIDR")]),
                 ..Summary::default()
             },
         ),
         (
-            "a stale mirror of our own object is removed",
+            "a stale mirror of our own object is taken over as the local copy",
             Some(a()),
+            vec![own_ok()],
+            vec![mirror("site-a", a())],
+            Summary {
+                local: Some("replace site-a".into()),
+                local_condition: valid(),
+                ..Summary::default()
+            },
+        ),
+        (
+            "without a spec, a stale mirror of our own object is removed",
+            None,
             vec![own_ok()],
             vec![mirror("site-a", a())],
             Summary {
@@ -364,16 +462,200 @@ fn plans() {
                 ..Summary::default()
             },
         ),
+        (
+            "our spec is invalid on its own: nothing new is published, the local copy says why",
+            Some(spec("site-a", "10.1.0.1/16", KEY_A)),
+            vec![own_ok(), at_broker("site-b", 2, b())],
+            vec![copy(a()), mirror("site-b", b())],
+            Summary {
+                local_condition: Some((false, "InvalidCIDR".into())),
+                unpublished: Some("InvalidCIDR".into()),
+                ..Summary::default()
+            },
+        ),
+        (
+            "our spec is invalid and nothing was ever published: only the report",
+            Some(spec("site-a", "10.1.0.0/16", "not-a-key")),
+            vec![at_broker("site-b", 2, b())],
+            vec![],
+            Summary {
+                unpublished: Some("InvalidPublicKey".into()),
+                upsert: s(&["create site-b"]),
+                ..Summary::default()
+            },
+        ),
+        (
+            "our spec is invalid and a stale mirror holds our name: it is not converted",
+            Some(spec("site-a", "10.1.0.1/16", KEY_A)),
+            vec![own_ok()],
+            vec![mirror("site-a", a())],
+            Summary {
+                unpublished: Some("InvalidCIDR".into()),
+                delete: s(&["site-a"]),
+                ..Summary::default()
+            },
+        ),
     ];
     for (name, local, broker, locals, want) in cases {
-        let plan = plan_sync("site-a", local.as_ref(), &broker, &locals);
+        let plan = plan_sync("site-a", local.as_ref().into(), &broker, &locals);
         assert_eq!(summarise(&plan), want, "case: {name}");
         let writes_nothing = want.publish.is_none()
             && want.condition.is_none()
+            && want.local.is_none()
+            && want.local_condition.is_none()
             && want.upsert.is_empty()
             && want.delete.is_empty();
         assert_eq!(plan.is_noop(), writes_nothing, "case: {name}");
     }
+}
+
+#[test]
+fn an_invalid_spec_once_reported_on_the_local_copy_writes_nothing_more() {
+    let bad = spec("site-a", "10.1.0.1/16", KEY_A);
+    let broker = [with_condition(at_broker("site-a", 1, a()), &accepted())];
+    let plan = plan_sync("site-a", Publish::Spec(&bad), &broker, &[copy(a())]);
+    let write = plan
+        .local_condition
+        .clone()
+        .expect("a condition on the copy");
+    assert!(!write.condition.valid);
+    assert!(
+        write.condition.message.starts_with(UNPUBLISHED_PREFIX)
+            && write.condition.message.contains("10.1.0.1/16"),
+        "{}",
+        write.condition.message
+    );
+    // Once the copy carries it, the next pass is a no-op (the report stays).
+    let marked = copy_with(a(), &write.condition);
+    let plan = plan_sync("site-a", Publish::Spec(&bad), &broker, &[marked]);
+    assert!(plan.is_noop(), "{plan:?}");
+    assert!(plan.unpublished.is_some());
+}
+
+#[test]
+fn a_spec_that_cannot_be_built_is_reported_on_the_local_copy() {
+    let error = LocalSpecError::NoPodCidrs {
+        cluster: "site-a".into(),
+        nodes: 2,
+    };
+    let broker = [with_condition(at_broker("site-a", 1, a()), &accepted())];
+    let plan = plan_sync(
+        "site-a",
+        Publish::Unbuildable(&error),
+        &broker,
+        &[copy(a())],
+    );
+    assert_eq!(
+        summarise(&plan),
+        Summary {
+            local_condition: Some((false, "NoPodCIDRs".into())),
+            unpublished: Some("NoPodCIDRs".into()),
+            ..Summary::default()
+        }
+    );
+    let message = plan.local_condition.map(|w| w.condition.message);
+    assert!(
+        message
+            .as_deref()
+            .is_some_and(|m| m.contains("--pod-cidrs")),
+        "{message:?}"
+    );
+
+    // Someone else's object holding our name is still not ours to mark.
+    let plan = plan_sync(
+        "site-a",
+        Publish::Unbuildable(&error),
+        &broker,
+        &[unmanaged("site-a", a())],
+    );
+    assert!(plan.is_noop(), "{plan:?}");
+    assert_eq!(plan.local_taken.as_deref(), Some("site-a"));
+}
+
+#[test]
+fn without_the_broker_only_the_local_copy_follows() {
+    let moved = spec("site-a", "10.1.0.0/16", KEY_B);
+    let (same, bad) = (a(), spec("site-a", "10.1.0.1/16", KEY_A));
+    let cases: Vec<(&str, Publish<'_>, Vec<ClusterEndpoint>, Summary)> = vec![
+        (
+            "a changed spec replaces the copy; its condition is left as it is",
+            Publish::Spec(&moved),
+            vec![copy(a()), mirror("site-b", b())],
+            Summary {
+                local: Some("replace site-a".into()),
+                ..Summary::default()
+            },
+        ),
+        (
+            "a missing copy is created without a condition",
+            Publish::Spec(&moved),
+            vec![],
+            Summary {
+                local: Some("create site-a".into()),
+                ..Summary::default()
+            },
+        ),
+        (
+            "an unchanged copy: nothing, and mirrors are never deleted",
+            Publish::Spec(&same),
+            vec![copy(a()), mirror("site-z", c())],
+            Summary::default(),
+        ),
+        (
+            "nothing to publish: nothing",
+            Publish::Nothing,
+            vec![copy(a()), mirror("site-a", a())],
+            Summary::default(),
+        ),
+        (
+            "an invalid spec is still reported on the copy",
+            Publish::Spec(&bad),
+            vec![copy(a())],
+            Summary {
+                local_condition: Some((false, "InvalidCIDR".into())),
+                unpublished: Some("InvalidCIDR".into()),
+                ..Summary::default()
+            },
+        ),
+    ];
+    for (name, publish, locals, want) in cases {
+        let plan = plan_without_broker("site-a", publish, &locals);
+        assert_eq!(summarise(&plan), want, "case: {name}");
+        assert!(plan.publish.is_none() && plan.own_condition.is_none());
+    }
+}
+
+#[test]
+fn the_local_copy_carries_our_spec_and_label() {
+    let plan = plan_sync("site-a", Publish::Spec(&a()), &[], &[]);
+    let Some(Upsert::Create(obj)) = &plan.local_upsert else {
+        panic!("expected a create, got {:?}", plan.local_upsert);
+    };
+    assert_eq!(obj.spec, a());
+    assert_eq!(obj.metadata.name.as_deref(), Some("site-a"));
+    assert_eq!(obj.metadata.namespace, None, "apply decides the namespace");
+    let labels = obj.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get(LOCAL_LABEL).map(String::as_str), Some("true"));
+    assert_eq!(labels.get(MIRRORED_LABEL), None);
+
+    // Taking over a mirror drops its mirror labels, keeps foreign ones and the resourceVersion.
+    let mut stale = mirror("site-a", a());
+    stale
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("team".into(), "db".into());
+    let plan = plan_sync("site-a", Publish::Spec(&a()), &[], &[stale]);
+    let Some(Upsert::Replace(obj)) = &plan.local_upsert else {
+        panic!("expected a replace, got {:?}", plan.local_upsert);
+    };
+    assert_eq!(obj.metadata.resource_version.as_deref(), Some("7"));
+    let labels = obj.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        labels.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["causeway.dev/local", "team"]
+    );
+    assert!(plan.mirror_delete.is_empty(), "{:?}", plan.mirror_delete);
 }
 
 #[test]
@@ -382,14 +664,19 @@ fn a_plan_with_nothing_to_do_is_empty() {
         with_condition(at_broker("site-a", 1, a()), &accepted()),
         at_broker("site-b", 2, b()),
     ];
-    let plan = plan_sync("site-a", Some(&a()), &broker, &[mirror("site-b", b())]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&a()),
+        &broker,
+        &[copy(a()), mirror("site-b", b())],
+    );
     assert_eq!(plan, SyncPlan::default());
 }
 
 #[test]
 fn mirrors_copy_the_spec_and_carry_the_labels() {
     let broker = [at_broker("site-b", 2, b())];
-    let plan = plan_sync("site-a", None, &broker, &[]);
+    let plan = plan_sync("site-a", Publish::Nothing, &broker, &[]);
     let [Upsert::Create(obj)] = plan.mirror_upsert.as_slice() else {
         panic!("expected one create, got {:?}", plan.mirror_upsert);
     };
@@ -416,7 +703,7 @@ fn updates_keep_the_observed_resource_version_and_foreign_labels() {
     let changed = spec("site-b", "10.22.0.0/16", KEY_B);
     let plan = plan_sync(
         "site-a",
-        None,
+        Publish::Nothing,
         &[at_broker("site-b", 2, changed.clone())],
         &[existing],
     );
@@ -432,7 +719,7 @@ fn updates_keep_the_observed_resource_version_and_foreign_labels() {
     // Publishing over our own object keeps its resourceVersion too.
     let own = at_broker("site-a", 1, a());
     let new = spec("site-a", "10.11.0.0/16", KEY_A);
-    let plan = plan_sync("site-a", Some(&new), &[own], &[]);
+    let plan = plan_sync("site-a", Publish::Spec(&new), &[own], &[]);
     let Some(Upsert::Replace(obj)) = &plan.publish else {
         panic!("expected a replace, got {:?}", plan.publish);
     };
@@ -440,7 +727,7 @@ fn updates_keep_the_observed_resource_version_and_foreign_labels() {
     assert_eq!(obj.spec, new);
 
     // Deletes carry the observed resourceVersion as a precondition.
-    let plan = plan_sync("site-a", None, &[], &[mirror("site-b", b())]);
+    let plan = plan_sync("site-a", Publish::Nothing, &[], &[mirror("site-b", b())]);
     assert_eq!(
         plan.mirror_delete,
         vec![Delete {
@@ -456,7 +743,7 @@ fn refusals_carry_messages_a_person_can_act_on() {
         with_condition(at_broker("site-a", 1, a()), &accepted()),
         at_broker("site-x", 2, spec("site-x", "10.1.0.0/24", KEY_B)),
     ];
-    let plan = plan_sync("site-a", Some(&a()), &broker, &[]);
+    let plan = plan_sync("site-a", Publish::Spec(&a()), &broker, &[]);
     let [refusal] = plan.refused.as_slice() else {
         panic!("expected one refusal, got {:?}", plan.refused);
     };
@@ -473,7 +760,7 @@ fn refusals_carry_messages_a_person_can_act_on() {
         at_broker("site-x", 0, spec("site-x", "10.1.0.0/24", KEY_B)),
         at_broker("site-a", 1, a()),
     ];
-    let plan = plan_sync("site-a", Some(&a()), &broker, &[]);
+    let plan = plan_sync("site-a", Publish::Spec(&a()), &broker, &[]);
     let write = plan.own_condition.expect("a condition for our object");
     assert_eq!(write.object, "site-a");
     let condition = write.condition;
