@@ -1,7 +1,8 @@
 //! The in-memory API server against the real `kube` client: REST verbs,
 //! selectors, optimistic concurrency, status subresources, watches (order,
 //! bookmarks, 410 and relist), namespace cascade, stop/restart, kubeconfig,
-//! discovery. Everything listens on 127.0.0.1 (or inside a test namespace).
+//! discovery, several listeners in several network namespaces. Everything
+//! listens on 127.0.0.1 (or inside a test namespace).
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -1088,4 +1089,162 @@ fn restart_rebinds_inside_the_listeners_network_namespace() {
     // This thread is in the root namespace; the server must come back in the listener's.
     server.restart().unwrap();
     probe(true);
+}
+
+/// Runs `f` with a client for `url` on a runtime of its own inside `ns`, so the
+/// client's connections are opened in that namespace.
+fn in_namespace<F, Fut, T>(ns: &causeway_tests::harness::Netns, url: &str, f: F) -> T
+where
+    F: FnOnce(Client) -> Fut + Send,
+    Fut: std::future::Future<Output = T>,
+    T: Send,
+{
+    let url = url.to_string();
+    ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut config = kube::Config::new(url.parse().expect("a valid URL"));
+            config.default_namespace = "default".into();
+            f(Client::try_from(config).expect("a client")).await
+        })
+    })
+}
+
+/// Runs `f` with a client for the server's first listener in the test's own namespace.
+fn in_root<Fut: std::future::Future>(
+    server: &ApiServer,
+    f: impl FnOnce(Client) -> Fut,
+) -> Fut::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async { f(client(server)).await })
+}
+
+async fn configmap_names(client: Client) -> Result<Vec<String>, kube::Error> {
+    let api: Api<ConfigMap> = Api::default_namespaced(client);
+    Ok(names(api.list(&ListParams::default()).await?.items))
+}
+
+#[test]
+fn a_second_listener_in_another_namespace_serves_the_same_objects() {
+    let ns = causeway_tests::harness::Netns::new("apisrv2").expect("create a test namespace");
+    let server = start();
+    // A fixed port is fine inside a namespace nobody else uses.
+    let inner = ns.run(|| TcpListener::bind("127.0.0.1:6443").expect("bind in the namespace"));
+    server.add_listener(inner).expect("add the listener");
+    assert_eq!(server.addrs().len(), 2);
+    assert_eq!(
+        server.addrs()[0],
+        server.addr(),
+        "addr() stays the first listener"
+    );
+    assert_eq!(server.addrs()[1].port(), 6443);
+    let inner_url = format!("http://{}", server.addrs()[1]);
+    let kubeconfig = server.kubeconfig_at(server.addrs()[1], "default");
+    assert!(
+        kubeconfig.contains("server: http://127.0.0.1:6443"),
+        "{kubeconfig}"
+    );
+
+    in_root(&server, |client| async move {
+        let api: Api<ConfigMap> = Api::default_namespaced(client);
+        api.create(&PostParams::default(), &configmap("from-root", &[], &[]))
+            .await
+            .unwrap();
+    });
+    let seen = in_namespace(&ns, &inner_url, |client| async move {
+        let seen = configmap_names(client.clone()).await.unwrap();
+        let api: Api<ConfigMap> = Api::default_namespaced(client);
+        api.create(&PostParams::default(), &configmap("from-ns", &[], &[]))
+            .await
+            .unwrap();
+        seen
+    });
+    assert_eq!(seen, vec!["from-root"]);
+    let seen = in_root(&server, |client| async move {
+        configmap_names(client).await.unwrap()
+    });
+    assert_eq!(
+        seen,
+        vec!["from-ns", "from-root"],
+        "one store behind both listeners"
+    );
+}
+
+#[test]
+fn stop_ends_watches_on_every_listener_and_restart_rebinds_each_in_its_namespace() {
+    let ns = causeway_tests::harness::Netns::new("apisrv3").expect("create a test namespace");
+    let server = start();
+    let inner = ns.run(|| TcpListener::bind("127.0.0.1:6443").expect("bind in the namespace"));
+    server.add_listener(inner).expect("add the listener");
+    let inner_url = format!("http://{}", server.addrs()[1]);
+
+    // A watch through the namespace's listener ends when the server stops.
+    let server_ref = &server;
+    in_namespace(&ns, &inner_url, |client| async move {
+        let api: Api<ConfigMap> = Api::default_namespaced(client);
+        let mut events = api
+            .watch(&WatchParams::default(), "0")
+            .await
+            .unwrap()
+            .boxed();
+        server_ref.stop();
+        let ended = tokio::time::timeout(WAIT, async {
+            // An error or the end of the stream: either way the watch is gone.
+            while let Some(Ok(_)) = events.next().await {}
+        })
+        .await;
+        assert!(ended.is_ok(), "a watch outlived stop() for {WAIT:?}");
+    });
+    assert!(!server.is_running());
+    let down = in_namespace(&ns, &inner_url, |c| async move { configmap_names(c).await });
+    assert!(
+        down.is_err(),
+        "the stopped server answered in the namespace"
+    );
+    assert!(
+        in_root(&server, |c| async move { configmap_names(c).await }).is_err(),
+        "the stopped server answered in the root namespace"
+    );
+
+    // A listener added while stopped is served from the restart on.
+    let ns2 = causeway_tests::harness::Netns::new("apisrv4").expect("create a test namespace");
+    let late = ns2.run(|| TcpListener::bind("127.0.0.1:6444").expect("bind in the namespace"));
+    server
+        .add_listener(late)
+        .expect("add a listener while stopped");
+    assert!(
+        !server.is_running(),
+        "adding a listener does not start a stopped server"
+    );
+
+    // This thread is in the root namespace; each listener must come back in its own.
+    server.restart().unwrap();
+    assert!(server.is_running());
+    in_root(
+        &server,
+        |c| async move { configmap_names(c).await.unwrap() },
+    );
+    in_namespace(&ns, &inner_url, |c| async move {
+        configmap_names(c).await.unwrap()
+    });
+    in_namespace(&ns2, "http://127.0.0.1:6444", |c| async move {
+        configmap_names(c).await.unwrap()
+    });
+
+    // Stop and restart again: both cycles work with three listeners.
+    server.stop();
+    assert!(in_namespace(&ns2, "http://127.0.0.1:6444", |c| async move {
+        configmap_names(c).await
+    })
+    .is_err());
+    server.restart().unwrap();
+    in_namespace(&ns2, "http://127.0.0.1:6444", |c| async move {
+        configmap_names(c).await.unwrap()
+    });
 }

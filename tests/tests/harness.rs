@@ -79,6 +79,53 @@ fn two_site_world_is_wired_like_two_clusters_without_causeway() {
 }
 
 #[test]
+fn a_second_gateway_candidate_shares_the_node_network_and_the_wan() {
+    let before = root_state();
+    let set = Clusterset::with_candidates(2, 2).expect("build two sites with two candidates");
+    let [a, b] = set.sites() else {
+        panic!("expected two sites, got {}", set.sites().len());
+    };
+    let names = set.namespace_names();
+    assert_eq!(names.len(), 9, "wan + 4 per site: {names:?}");
+    assert_eq!(a.candidates().len(), 2);
+    assert_eq!(a.candidate(0).map(Netns::name), Some(a.gateway.name()));
+    assert!(a.candidate(2).is_none());
+    let a2 = a.candidate(1).expect("site-a has candidate 1");
+    let b2 = b.candidate(1).expect("site-b has candidate 1");
+    let (ca1, cb1) = (a.spec.candidate(1), b.spec.candidate(1));
+
+    // On the node bridge: candidate 1 ↔ worker ↔ candidate 0, v4 and v6.
+    ping(a2, a.spec.worker_node_ip());
+    ping(a2, a.spec.worker_node_ip6());
+    ping(a2, a.spec.gateway_node_ip());
+    ping(&a.gateway, ca1.node_ip());
+    ping(&a.gateway, ca1.node_ip6());
+    ping(&a.worker, ca1.node_ip());
+    // Like candidate 0, candidate 1 knows where the worker's pods are.
+    ping(a2, a.spec.pod_ip());
+    ping(a2, a.spec.pod_ip6());
+
+    // Across the WAN, every candidate reaches every other one, v4 and v6.
+    ping(a2, b.spec.underlay_ip());
+    ping(a2, b.spec.underlay_ip6());
+    ping(&b.gateway, ca1.underlay_ip());
+    ping(b2, ca1.underlay_ip());
+    ping(b2, ca1.underlay_ip6());
+    ping(a2, cb1.underlay_ip());
+
+    // Still nothing between the sites' pods.
+    assert!(a2.ping(b.spec.pod_ip().into(), 1, PING_TIMEOUT).is_err());
+
+    drop(set);
+    let left: Vec<_> = netns_list()
+        .into_iter()
+        .filter(|n| names.contains(n))
+        .collect();
+    assert!(left.is_empty(), "namespaces left behind: {left:?}");
+    assert_eq!(before, root_state(), "root namespace changed");
+}
+
+#[test]
 fn run_opens_sockets_inside_the_namespace() {
     let set = Clusterset::new(1).expect("build one site");
     let site = &set.sites()[0];
@@ -147,6 +194,8 @@ fn dropping_the_world_removes_its_namespaces_and_leaves_root_alone() {
 fn invalid_worlds_are_refused() {
     assert!(Clusterset::new(0).is_err());
     assert!(Clusterset::new(27).is_err());
+    assert!(Clusterset::with_candidates(1, 0).is_err());
+    assert!(Clusterset::with_candidates(1, 3).is_err());
     let ns = Netns::new("ifname").expect("namespace");
     let err = veth(&ns, "much-too-long-name", None, &ns, "b", None).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");

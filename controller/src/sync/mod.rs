@@ -470,6 +470,9 @@ pub async fn run(config: SyncConfig, shutdown: impl Future<Output = ()>) -> u64 
             passes += 1;
             match config.sync_once().await {
                 Ok(report) if report.wrote() => info!(?report, "sync pass changed objects"),
+                // The first pass is the one an operator (or a test) waits for after a
+                // restart: it proves the controller is in sync without having written.
+                Ok(report) if passes == 1 => info!(?report, "first sync pass: nothing to change"),
                 Ok(report) => debug!(?report, "sync pass: nothing to change"),
                 Err(error) => warn!(%error, "sync pass failed; will retry"),
             }

@@ -38,6 +38,10 @@
 //!   (always background);
 //! - no protobuf, no HTTP/2, no TLS, no field validation of object bodies.
 //!
+//! One store can be served on several listeners at once, each possibly in
+//! another network namespace ([`ApiServer::add_listener`]); `stop` and
+//! `restart` act on all of them.
+//!
 //! ```no_run
 //! use causeway_tests::apiserver::ApiServer;
 //! let server = ApiServer::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap());
@@ -96,18 +100,40 @@ impl Default for ApiServerOptions {
 ///
 /// Serves on its own thread with its own tokio runtime, so it works from
 /// plain threads and from inside any async test alike. Dropping it stops it.
+///
+/// One store can be served on several listeners, e.g. one in the test's own
+/// network namespace and one inside each namespace where a process under
+/// test runs ([`ApiServer::add_listener`]); they all stop and restart together.
 pub struct ApiServer {
+    /// The first listener's address, what [`ApiServer::addr`] reports.
     addr: SocketAddr,
     state: Arc<ServerState>,
-    /// The network namespace of the original listener, so that `restart`
+    listeners: Mutex<Vec<Listener>>,
+}
+
+/// One address the server is reachable on.
+struct Listener {
+    addr: SocketAddr,
+    /// The network namespace the listener was bound in, so that `restart`
     /// binds the same address in the same namespace.
     netns: Option<OwnedFd>,
-    running: Mutex<Option<Running>>,
+    /// `None` while the server is stopped.
+    running: Option<Running>,
 }
 
 struct Running {
     shutdown: oneshot::Sender<()>,
     thread: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops serving; returns once every connection of this listener is gone.
+    fn stop(self) {
+        let _ = self.shutdown.send(());
+        // The thread drops its runtime, and with it every connection,
+        // before it ends: after this, nothing is served.
+        let _ = self.thread.join();
+    }
 }
 
 impl ApiServer {
@@ -146,47 +172,108 @@ impl ApiServer {
         Ok(ApiServer {
             addr,
             state,
-            netns,
-            running: Mutex::new(Some(running)),
+            listeners: Mutex::new(vec![Listener {
+                addr,
+                netns,
+                running: Some(running),
+            }]),
         })
     }
 
-    /// The address served (also while stopped: `restart` reuses it).
+    /// Serves the same objects on `listener` too (bound in whatever network
+    /// namespace it was created in); it stops and restarts with the others.
+    ///
+    /// While the server is stopped the listener is only remembered: its socket
+    /// is closed, so that connections are refused rather than left queued, and
+    /// [`ApiServer::restart`] binds its address again.
+    pub fn add_listener(&self, listener: TcpListener) -> io::Result<()> {
+        let addr = listener.local_addr()?;
+        let netns = socket_netns(&listener);
+        let mut listeners = self.listeners_slot();
+        // All listeners share one state: running or not is the first one's.
+        let running = match listeners.first().is_some_and(|l| l.running.is_some()) {
+            true => Some(spawn(listener, self.state.clone())?),
+            false => None,
+        };
+        listeners.push(Listener {
+            addr,
+            netns,
+            running,
+        });
+        Ok(())
+    }
+
+    /// The address of the first listener (also while stopped: `restart` reuses it).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// `http://ADDR`, the cluster URL clients use.
+    /// The address of every listener, the first one first (each in its own namespace).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.listeners_slot().iter().map(|l| l.addr).collect()
+    }
+
+    /// `http://ADDR` of the first listener, the cluster URL clients use.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
 
     /// Whether the server is accepting connections.
     pub fn is_running(&self) -> bool {
-        self.running_slot().is_some()
+        self.listeners_slot().iter().any(|l| l.running.is_some())
     }
 
-    /// Stops accepting and drops every connection (watches included); the
-    /// objects are kept. Clients see connection errors until [`ApiServer::restart`].
+    /// Stops accepting on every listener and drops every connection (watches
+    /// included); the objects are kept. Clients see connection errors until
+    /// [`ApiServer::restart`].
     pub fn stop(&self) {
-        let running = self.running_slot().take();
-        if let Some(running) = running {
-            let _ = running.shutdown.send(());
-            // The thread drops its runtime, and with it every connection,
-            // before it ends: after this, nothing is served.
-            let _ = running.thread.join();
+        let running: Vec<Running> = self
+            .listeners_slot()
+            .iter_mut()
+            .filter_map(|l| l.running.take())
+            .collect();
+        // Signal every listener first so they wind down in parallel.
+        let mut threads = Vec::with_capacity(running.len());
+        for r in running {
+            let _ = r.shutdown.send(());
+            threads.push(r.thread);
+        }
+        for thread in threads {
+            let _ = thread.join();
         }
     }
 
-    /// Serves again on the same address (in the same network namespace) with
-    /// the same objects. Does nothing if already running.
+    /// Serves again on every listener's address, each in its own network
+    /// namespace, with the same objects. Listeners already running are left
+    /// alone. If one address cannot be bound, none is started.
     pub fn restart(&self) -> io::Result<()> {
-        let mut slot = self.running_slot();
-        if slot.is_some() {
-            return Ok(());
+        let mut listeners = self.listeners_slot();
+        // Bind everything before serving anything, so a failure leaves the
+        // server as stopped as it was.
+        let mut bound = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            if l.running.is_none() {
+                let socket = bind_in(l.netns.as_ref(), l.addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("rebind listener {}: {e}", l.addr))
+                })?;
+                bound.push((i, socket));
+            }
         }
-        let listener = bind_in(self.netns.as_ref(), self.addr)?;
-        *slot = Some(spawn(listener, self.state.clone())?);
+        let mut started = Vec::with_capacity(bound.len());
+        for (i, socket) in bound {
+            match spawn(socket, self.state.clone()) {
+                Ok(running) => started.push((i, running)),
+                Err(e) => {
+                    for (_, running) in started {
+                        running.stop();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        for (i, running) in started {
+            listeners[i].running = Some(running);
+        }
         Ok(())
     }
 
@@ -221,15 +308,21 @@ impl ApiServer {
     }
 
     /// A kubeconfig for this server (no TLS, no credentials) whose context
-    /// uses `namespace` by default.
+    /// uses `namespace` by default; it points at the first listener.
     pub fn kubeconfig(&self, namespace: &str) -> String {
+        self.kubeconfig_at(self.addr, namespace)
+    }
+
+    /// Like [`ApiServer::kubeconfig`], pointing at `addr`: another listener's
+    /// address as seen from inside its network namespace.
+    pub fn kubeconfig_at(&self, addr: SocketAddr, namespace: &str) -> String {
         format!(
             "apiVersion: v1
 kind: Config
 clusters:
 - name: causeway-test
   cluster:
-    server: {url}
+    server: http://{addr}
 contexts:
 - name: causeway-test
   context:
@@ -240,8 +333,7 @@ current-context: causeway-test
 users:
 - name: causeway-test
   user: {{}}
-",
-            url = self.url()
+"
         )
     }
 
@@ -261,8 +353,8 @@ users:
         config
     }
 
-    fn running_slot(&self) -> std::sync::MutexGuard<'_, Option<Running>> {
-        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    fn listeners_slot(&self) -> std::sync::MutexGuard<'_, Vec<Listener>> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn traffic(&self) -> std::sync::MutexGuard<'_, Traffic> {
@@ -279,7 +371,7 @@ impl Drop for ApiServer {
 impl std::fmt::Debug for ApiServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiServer")
-            .field("addr", &self.addr)
+            .field("addrs", &self.addrs())
             .field("running", &self.is_running())
             .finish()
     }

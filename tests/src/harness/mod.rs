@@ -4,6 +4,7 @@
 //! Everything here runs as root and touches only namespaces it created: the
 //! root network namespace is never modified.
 
+pub mod kube;
 pub mod mesh;
 pub mod netns;
 pub mod postgres;
@@ -18,7 +19,8 @@ use std::time::Duration;
 pub use netns::{veth, Netns};
 pub use process::ChildGuard;
 pub use topology::{
-    fetch_metrics, find_workspace_binary, workspace_binary, Clusterset, Site, SiteSpec,
+    fetch_metrics, find_workspace_binary, http_get, workspace_binary, CandidateSpec, Clusterset,
+    Site, SiteSpec,
 };
 pub use wait::{wait_until, wait_until_ok, WaitError};
 
@@ -48,6 +50,13 @@ pub enum HarnessError {
     /// The requested world cannot be built as asked.
     #[error("invalid topology: {0}")]
     Topology(String),
+    /// A process under test exited while it was expected to keep running.
+    #[error("{process} exited ({status}); last lines of its log:\n{log_tail}")]
+    Exited {
+        process: String,
+        status: String,
+        log_tail: String,
+    },
     /// An HTTP exchange with a process under test went wrong.
     #[error("HTTP GET {url}: {reason}")]
     Http { url: String, reason: String },

@@ -65,6 +65,15 @@ impl ChildGuard {
         Ok(self.exited)
     }
 
+    /// Sends SIGTERM without waiting (nothing if it has exited), so several
+    /// processes can be asked to stop at once and then waited for.
+    pub fn terminate(&mut self) -> io::Result<()> {
+        if self.try_status()?.is_some() {
+            return Ok(());
+        }
+        self.signal(Signal::SIGTERM)
+    }
+
     /// Sends SIGTERM, waits up to `timeout` for exit, then SIGKILLs and reaps.
     pub fn terminate_and_wait(&mut self, timeout: Duration) -> io::Result<ExitStatus> {
         if let Some(status) = self.try_status()? {

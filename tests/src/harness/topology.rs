@@ -1,17 +1,23 @@
-//! The multi-site world: per site a gateway node, a worker node and a pod,
-//! the gateways joined by a WAN bridge.
+//! The multi-site world: per site one or two gateway candidate nodes, a worker
+//! node and a pod, the candidates joined by a WAN bridge.
 //!
 //! ```text
-//!   wan ns: br-wan ── wan-a ══ wan0 (198.18.0.1/24)  site-a gateway node
-//!                 │                node0 (198.19.1.1/24, fd00:ffff:1::1/64)
-//!                 │                  ║
-//!                 │                node0 (198.19.1.2/24, fd00:ffff:1::2/64)  worker node
-//!                 │                pod0 (10.1.1.1/24, fd00:1:0:1::1/64)
-//!                 │                  ║
-//!                 │                eth0 (10.1.1.10/24, fd00:1:0:1::10/64)     pod
-//!                 └─ wan-b ══ wan0 (198.18.0.2/24)  site-b gateway node ...
+//!   wan ns: br-wan ─┬─ wan-a  ══ wan0  (198.18.0.1/24, fd18::1/64)     site-a-gw (candidate 0)
+//!                   │             node0 (198.19.1.1/24, fd00:ffff:1::1/64)
+//!                   │               ║
+//!                   │   worker:   cand0 ─┐
+//!                   │                    br-node (198.19.1.2/24, fd00:ffff:1::2/64)
+//!                   │             cand1 ─┘
+//!                   │               ║     pod0 (10.1.1.1/24, fd00:1:0:1::1/64)
+//!                   │               ║       ║
+//!                   │               ║     eth0 (10.1.1.10/24, fd00:1:0:1::10/64)   pod
+//!                   │             node0 (198.19.1.3/24, fd00:ffff:1::3/64)
+//!                   ├─ wan-a2 ══ wan0  (198.18.0.101/24, fd18::65/64)  site-a-gw2 (candidate 1, if asked for)
+//!                   └─ wan-b  ══ wan0  (198.18.0.2/24, fd18::2/64)     site-b-gw ...
 //! ```
 //!
+//! The node network is a bridge in the worker's namespace, as a node subnet is
+//! one L2 segment: every candidate reaches the worker and every other candidate.
 //! Only the links, addresses and routes a Kubernetes node would already have
 //! are set up; every route that Causeway is responsible for is left to it.
 
@@ -39,8 +45,12 @@ pub const METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALH
 pub const WAN_BRIDGE: &str = "br-wan";
 /// The gateway node's underlay (WAN) interface.
 pub const GATEWAY_WAN_IF: &str = "wan0";
-/// The node-network interface on both the gateway node and the worker node.
+/// The node-network interface of each gateway candidate node.
 pub const NODE_IF: &str = "node0";
+/// The node network: a bridge in the worker namespace, holding the worker's node address.
+pub const NODE_BRIDGE: &str = "br-node";
+/// The most gateway candidates a site can have.
+pub const MAX_CANDIDATES: usize = 2;
 /// The worker's side of the pod's veth.
 pub const WORKER_POD_IF: &str = "pod0";
 /// The pod's interface.
@@ -80,9 +90,19 @@ impl SiteSpec {
         format!("site-{}", self.letter())
     }
 
-    /// The Kubernetes node name of the gateway node.
+    /// The names and addresses of gateway candidate `k` (0 is the gateway node).
+    ///
+    /// Panics unless `k < MAX_CANDIDATES`: candidates are few and fixed.
+    pub fn candidate(&self, k: usize) -> CandidateSpec {
+        match u8::try_from(k) {
+            Ok(k8) if k < MAX_CANDIDATES => CandidateSpec { site: *self, k: k8 },
+            _ => panic!("gateway candidate {k} is out of range 0..{MAX_CANDIDATES}"),
+        }
+    }
+
+    /// The Kubernetes node name of the gateway node (candidate 0).
     pub fn gateway_node_name(&self) -> String {
-        format!("{}-gw", self.cluster_id())
+        self.candidate(0).node_name()
     }
 
     /// The Kubernetes node name of the worker node.
@@ -108,7 +128,7 @@ impl SiteSpec {
 
     /// The gateway's public (underlay) address: `198.18.0.i`.
     pub fn underlay_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(198, 18, 0, self.index)
+        self.candidate(0).underlay_ip()
     }
 
     /// The gateway's underlay interface address, `198.18.0.i/24`.
@@ -123,12 +143,12 @@ impl SiteSpec {
 
     /// The gateway's own address inside the tunnel (its `healthCheckIP`): `10.i.0.1`.
     pub fn gateway_tunnel_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.index, 0, 1)
+        self.candidate(0).health_check_ip()
     }
 
     /// The gateway's IPv6 underlay address: `fd18::i`, a ULA that exists only on the test's WAN.
     pub fn underlay_ip6(&self) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, self.index.into())
+        self.candidate(0).underlay_ip6()
     }
 
     /// The gateway's IPv6 underlay interface address, `fd18::i/64`.
@@ -138,17 +158,17 @@ impl SiteSpec {
 
     /// The gateway node's address on the node network: `198.19.i.1`.
     pub fn gateway_node_ip(&self) -> Ipv4Addr {
-        Ipv4Addr::new(198, 19, self.index, 1)
+        self.candidate(0).node_ip()
     }
 
-    /// The worker node's address on the node network: `198.19.i.2`.
+    /// The worker node's address on the node network (on [`NODE_BRIDGE`]): `198.19.i.2`.
     pub fn worker_node_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(198, 19, self.index, 2)
     }
 
     /// The gateway node's IPv6 address on the node network: `fd00:ffff:i::1`.
     pub fn gateway_node_ip6(&self) -> Ipv6Addr {
-        Ipv6Addr::new(0xfd00, 0xffff, self.index.into(), 0, 0, 0, 0, 1)
+        self.candidate(0).node_ip6()
     }
 
     /// The worker node's IPv6 address on the node network: `fd00:ffff:i::2`.
@@ -230,6 +250,135 @@ pub fn cluster_endpoints_yaml(sites: &[(&SiteSpec, &str)], listen_port: u16) -> 
         .collect()
 }
 
+/// The names and addresses of one gateway candidate node of a site; see [`SiteSpec::candidate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CandidateSpec {
+    site: SiteSpec,
+    k: u8,
+}
+
+impl CandidateSpec {
+    /// The site this candidate belongs to.
+    pub fn site(&self) -> SiteSpec {
+        self.site
+    }
+
+    /// The candidate's number within its site, from 0.
+    pub fn k(&self) -> usize {
+        usize::from(self.k)
+    }
+
+    /// The Kubernetes node name: `site-X-gw` for candidate 0, `site-X-gw2` for candidate 1.
+    pub fn node_name(&self) -> String {
+        match self.k {
+            0 => format!("{}-gw", self.site.cluster_id()),
+            k => format!("{}-gw{}", self.site.cluster_id(), k + 1),
+        }
+    }
+
+    /// The public (underlay) address: `198.18.0.i` for candidate 0, `198.18.0.(100+i)` for 1.
+    pub fn underlay_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 18, 0, self.underlay_host())
+    }
+
+    /// The underlay interface address, [`CandidateSpec::underlay_ip`]`/24`.
+    pub fn underlay_net(&self) -> IpNet {
+        net4(self.underlay_ip(), 24)
+    }
+
+    /// The IPv6 underlay address: `fd18::i`, or `fd18::(100+i)` (written in hex, `fd18::65` for site a) for candidate 1.
+    pub fn underlay_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(0xfd18, 0, 0, 0, 0, 0, 0, self.underlay_host().into())
+    }
+
+    /// The IPv6 underlay interface address, [`CandidateSpec::underlay_ip6`]`/64`.
+    pub fn underlay_net6(&self) -> IpNet {
+        net6(self.underlay_ip6(), 64)
+    }
+
+    /// The `ip:port` peers dial to reach this candidate over the IPv4 underlay.
+    pub fn public_endpoint(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.underlay_ip().into(), port)
+    }
+
+    /// The address on the node network: `198.19.i.1` for candidate 0, `198.19.i.3` for 1
+    /// (`.2` is the worker's).
+    pub fn node_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(198, 19, self.site.index, self.node_host())
+    }
+
+    /// The IPv6 address on the node network: `fd00:ffff:i::1`, or `fd00:ffff:i::3` for candidate 1.
+    pub fn node_ip6(&self) -> Ipv6Addr {
+        Ipv6Addr::new(
+            0xfd00,
+            0xffff,
+            self.site.index.into(),
+            0,
+            0,
+            0,
+            0,
+            self.node_host().into(),
+        )
+    }
+
+    /// The node-network interface addresses, v4 then v6.
+    pub fn node_nets(&self) -> [IpNet; 2] {
+        [net4(self.node_ip(), 24), net6(self.node_ip6(), 64)]
+    }
+
+    /// The candidate's own address inside the tunnel (its `healthCheckIP`): `10.i.0.(1+k)`.
+    pub fn health_check_ip(&self) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.site.index, 0, 1 + self.k)
+    }
+
+    /// The node's `spec.podCIDRs`: `10.i.0.0/24` + `fd00:i::/64` for candidate 0,
+    /// `10.i.2.0/24` + `fd00:i:0:2::/64` for candidate 1 (the worker has `10.i.1.0/24`).
+    pub fn node_pod_cidrs(&self) -> Vec<IpNet> {
+        let third = if self.k == 0 { 0 } else { self.k + 1 };
+        vec![
+            net4(Ipv4Addr::new(10, self.site.index, third, 0), 24),
+            net6(
+                Ipv6Addr::new(0xfd00, self.site.index.into(), 0, third.into(), 0, 0, 0, 0),
+                64,
+            ),
+        ]
+    }
+
+    /// The role part of the candidate's namespace name: `X-gw`, `X-gw2`.
+    fn namespace_role(&self) -> String {
+        match self.k {
+            0 => format!("{}-gw", self.site.letter()),
+            k => format!("{}-gw{}", self.site.letter(), k + 1),
+        }
+    }
+
+    /// The candidate's port on the WAN bridge: `wan-X`, `wan-X2`.
+    fn wan_port(&self) -> String {
+        match self.k {
+            0 => format!("wan-{}", self.site.letter()),
+            k => format!("wan-{}{}", self.site.letter(), k + 1),
+        }
+    }
+
+    /// The candidate's port on the worker's node bridge: `cand0`, `cand1`.
+    fn bridge_port(&self) -> String {
+        format!("cand{}", self.k)
+    }
+
+    fn underlay_host(&self) -> u8 {
+        // Candidate 1 sits 100 above, so no two sites' candidates collide (i <= 26).
+        self.site.index + 100 * self.k
+    }
+
+    fn node_host(&self) -> u8 {
+        // .2 is the worker's, so candidate 1 takes .3.
+        match self.k {
+            0 => 1,
+            k => k + 2,
+        }
+    }
+}
+
 fn net4(addr: Ipv4Addr, prefix: u8) -> IpNet {
     // Prefixes here are literals no greater than 32.
     IpNet::V4(Ipv4Net::new(addr, prefix).expect("IPv4 prefix length <= 32"))
@@ -239,62 +388,62 @@ fn net6(addr: Ipv6Addr, prefix: u8) -> IpNet {
     IpNet::V6(Ipv6Net::new(addr, prefix).expect("IPv6 prefix length <= 128"))
 }
 
-/// One site: its three namespaces and a scratch directory for keys, endpoint files and logs.
+/// One site: its namespaces and a scratch directory for keys, endpoint files and logs.
 #[derive(Debug)]
 pub struct Site {
     /// Names and addresses of this site.
     pub spec: SiteSpec,
     /// The pod behind the worker.
     pub pod: Netns,
-    /// The worker node, where the route agent runs.
+    /// The worker node, where the route agent runs; it holds the node bridge.
     pub worker: Netns,
-    /// The gateway node, where the gateway runs.
+    /// The gateway node (candidate 0), where the gateway runs.
     pub gateway: Netns,
+    /// Gateway candidates after the first, if the world was built with them.
+    more_candidates: Vec<Netns>,
     dir: ScratchDir,
 }
 
 impl Site {
-    fn build(spec: SiteSpec, wan: &Netns) -> Result<Site, HarnessError> {
+    fn build(spec: SiteSpec, wan: &Netns, n_candidates: usize) -> Result<Site, HarnessError> {
         let l = spec.letter();
         let context = |what: &str| format!("{}: {what}", spec.cluster_id());
-        let site = Site {
+        let namespace = |k: usize| {
+            Netns::new(&spec.candidate(k).namespace_role()).map_err(io_context(context(&format!(
+                "gateway candidate {k} namespace"
+            ))))
+        };
+        let mut site = Site {
             spec,
-            gateway: Netns::new(&format!("{l}-gw"))
-                .map_err(io_context(context("gateway namespace")))?,
+            gateway: namespace(0)?,
+            more_candidates: Vec::new(),
             worker: Netns::new(&format!("{l}-wk"))
                 .map_err(io_context(context("worker namespace")))?,
             pod: Netns::new(&format!("{l}-pod")).map_err(io_context(context("pod namespace")))?,
             dir: ScratchDir::new(&format!("cw-{}-", spec.cluster_id()))
                 .map_err(io_context(context("scratch directory")))?,
         };
+        for k in 1..n_candidates {
+            // Pushed one by one so a failure half-way still drops what exists.
+            let ns = namespace(k)?;
+            site.more_candidates.push(ns);
+        }
 
-        let wan_port = format!("wan-{l}");
-        veth(
-            wan,
-            &wan_port,
-            None,
-            &site.gateway,
-            GATEWAY_WAN_IF,
-            [spec.underlay_net(), spec.underlay_net6()],
-        )
-        .and_then(|()| wan.attach_to_bridge(&wan_port, WAN_BRIDGE))
-        .map_err(io_context(context("WAN link")))?;
-
-        veth(
-            &site.gateway,
-            NODE_IF,
-            [
-                net4(spec.gateway_node_ip(), 24),
-                net6(spec.gateway_node_ip6(), 64),
-            ],
-            &site.worker,
-            NODE_IF,
-            [
-                net4(spec.worker_node_ip(), 24),
-                net6(spec.worker_node_ip6(), 64),
-            ],
-        )
-        .map_err(io_context(context("node network")))?;
+        site.worker
+            .bridge(NODE_BRIDGE)
+            .map_err(io_context(context("node bridge")))?;
+        for k in 0..n_candidates {
+            site.wire_candidate(spec.candidate(k), wan)?;
+        }
+        // Addressed once every port is attached: the bridge takes its MAC from
+        // its ports, and nobody should have cached an earlier one.
+        site.worker
+            .add_addr(NODE_BRIDGE, net4(spec.worker_node_ip(), 24))
+            .and_then(|()| {
+                site.worker
+                    .add_addr(NODE_BRIDGE, net6(spec.worker_node_ip6(), 64))
+            })
+            .map_err(io_context(context("worker node address")))?;
 
         veth(
             &site.worker,
@@ -320,17 +469,57 @@ impl Site {
             )
         })
         .map_err(io_context(context("pod network")))?;
+        Ok(site)
+    }
+
+    /// Links candidate `c` to the WAN and the node bridge, with the routes the CNI would give it.
+    fn wire_candidate(&self, c: CandidateSpec, wan: &Netns) -> Result<(), HarnessError> {
+        let spec = self.spec;
+        let context = |what: &str| format!("{} candidate {}: {what}", spec.cluster_id(), c.k());
+        let ns = self.candidate(c.k()).ok_or_else(|| {
+            HarnessError::Topology(format!("{} has no candidate {}", spec.cluster_id(), c.k()))
+        })?;
+        let wan_port = c.wan_port();
+        veth(
+            wan,
+            &wan_port,
+            None,
+            ns,
+            GATEWAY_WAN_IF,
+            [c.underlay_net(), c.underlay_net6()],
+        )
+        .and_then(|()| wan.attach_to_bridge(&wan_port, WAN_BRIDGE))
+        .map_err(io_context(context("WAN link")))?;
+
+        let port = c.bridge_port();
+        veth(ns, NODE_IF, c.node_nets(), &self.worker, &port, None)
+            .and_then(|()| self.worker.attach_to_bridge(&port, NODE_BRIDGE))
+            .map_err(io_context(context("node network")))?;
 
         // What the CNI would have done: the gateway node knows where the
         // worker's pods are.
         let [pods4, pods6] = <[IpNet; 2]>::try_from(spec.worker_pod_subnets()).map_err(|_| {
             HarnessError::Topology("worker has one v4 and one v6 pod subnet".into())
         })?;
-        site.gateway
-            .add_route(pods4, spec.worker_node_ip().into())
-            .and_then(|()| site.gateway.add_route(pods6, spec.worker_node_ip6().into()))
-            .map_err(io_context(context("gateway routes to worker pods")))?;
-        Ok(site)
+        ns.add_route(pods4, spec.worker_node_ip().into())
+            .and_then(|()| ns.add_route(pods6, spec.worker_node_ip6().into()))
+            .map_err(io_context(context("routes to worker pods")))?;
+        Ok(())
+    }
+
+    /// Every gateway candidate's namespace, candidate 0 ([`Site::gateway`]) first.
+    pub fn candidates(&self) -> Vec<&Netns> {
+        std::iter::once(&self.gateway)
+            .chain(&self.more_candidates)
+            .collect()
+    }
+
+    /// Gateway candidate `k`'s namespace, if the site has it.
+    pub fn candidate(&self, k: usize) -> Option<&Netns> {
+        match k {
+            0 => Some(&self.gateway),
+            k => self.more_candidates.get(k - 1),
+        }
     }
 
     /// The site's scratch directory (kept when a test fails).
@@ -408,7 +597,8 @@ impl Site {
     }
 }
 
-fn gateway_command() -> io::Result<Command> {
+/// A command for the gateway binary of this build, logging at `info`.
+pub(crate) fn gateway_command() -> io::Result<Command> {
     let binary = find_workspace_binary(GATEWAY_BINARY).map_err(io::Error::other)?;
     let mut cmd = Command::new(binary);
     cmd.env("RUST_LOG", "info");
@@ -449,11 +639,24 @@ pub struct Clusterset {
 }
 
 impl Clusterset {
-    /// Builds the WAN bridge and `n_sites` sites (`site-a`, `site-b`, ...).
+    /// Builds the WAN bridge and `n_sites` sites (`site-a`, `site-b`, ...), one gateway node each.
     pub fn new(n_sites: usize) -> Result<Clusterset, HarnessError> {
+        Self::with_candidates(n_sites, 1)
+    }
+
+    /// Like [`Clusterset::new`], with `n_candidates` (1..=[`MAX_CANDIDATES`]) gateway candidate nodes per site.
+    pub fn with_candidates(
+        n_sites: usize,
+        n_candidates: usize,
+    ) -> Result<Clusterset, HarnessError> {
         if !(1..=MAX_SITES).contains(&n_sites) {
             return Err(HarnessError::Topology(format!(
                 "a clusterset has 1..={MAX_SITES} sites, not {n_sites}"
+            )));
+        }
+        if !(1..=MAX_CANDIDATES).contains(&n_candidates) {
+            return Err(HarnessError::Topology(format!(
+                "a site has 1..={MAX_CANDIDATES} gateway candidates, not {n_candidates}"
             )));
         }
         let wan = Netns::new("wan").map_err(io_context("WAN namespace"))?;
@@ -465,7 +668,7 @@ impl Clusterset {
             wan,
         };
         for index in 1..=n_sites {
-            let site = Site::build(SiteSpec::new(index)?, &set.wan)?;
+            let site = Site::build(SiteSpec::new(index)?, &set.wan, n_candidates)?;
             set.sites.push(site);
         }
         Ok(set)
@@ -504,7 +707,11 @@ impl Clusterset {
     pub fn namespace_names(&self) -> Vec<String> {
         let mut names = vec![self.wan.name().to_string()];
         for site in &self.sites {
-            for ns in [&site.gateway, &site.worker, &site.pod] {
+            for ns in site
+                .candidates()
+                .into_iter()
+                .chain([&site.worker, &site.pod])
+            {
                 names.push(ns.name().to_string());
             }
         }
@@ -526,12 +733,14 @@ impl Drop for Clusterset {
                 pod,
                 worker,
                 gateway,
+                more_candidates,
                 dir,
                 spec: _,
             } = site;
             pods.push(pod);
             workers.push(worker);
             gateways.push(gateway);
+            gateways.extend(more_candidates);
             dirs.push(dir);
         }
         drop(pods);
@@ -543,7 +752,19 @@ impl Drop for Clusterset {
 
 /// Fetches `/metrics` from `addr` over a TCP connection opened inside `ns`.
 pub fn fetch_metrics(ns: &Netns, addr: SocketAddr) -> Result<String, HarnessError> {
-    let url = format!("http://{addr}/metrics (in {})", ns.name());
+    match http_get(ns, addr, "/metrics")? {
+        (200, body) => Ok(body),
+        (status, body) => Err(HarnessError::Http {
+            url: format!("http://{addr}/metrics (in {})", ns.name()),
+            reason: format!("status {status}: {:?}", truncate(&body, 200)),
+        }),
+    }
+}
+
+/// A blocking HTTP/1.0 `GET path` to `addr` over a TCP connection opened inside `ns`:
+/// the status code and the body, whatever the status.
+pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String), HarnessError> {
+    let url = format!("http://{addr}{path} (in {})", ns.name());
     let http = |reason: String| HarnessError::Http {
         url: url.clone(),
         reason,
@@ -553,7 +774,12 @@ pub fn fetch_metrics(ns: &Netns, addr: SocketAddr) -> Result<String, HarnessErro
             let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
             stream.set_read_timeout(Some(Duration::from_secs(5)))?;
             stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-            write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+            // HTTP/1.0 so the server closes the connection after one answer
+            // and reading to the end is reading the whole response.
+            write!(
+                stream,
+                "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
             let mut body = Vec::new();
             stream.read_to_end(&mut body)?;
             Ok(body)
@@ -567,11 +793,13 @@ pub fn fetch_metrics(ns: &Netns, addr: SocketAddr) -> Result<String, HarnessErro
             truncate(&text, 200)
         ))
     })?;
-    let status = head.lines().next().unwrap_or_default();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(http(format!("status line {status:?}")));
-    }
-    Ok(body.to_string())
+    let status_line = head.lines().next().unwrap_or_default();
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| http(format!("status line {status_line:?}")))?;
+    Ok((status, body.to_string()))
 }
 
 fn truncate(text: &str, max: usize) -> &str {
@@ -649,6 +877,104 @@ mod tests {
                 "fd00:2:0:1::/64".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn candidate_zero_is_the_gateway_node() {
+        let c = SiteSpec::new(3).unwrap();
+        let g = c.candidate(0);
+        assert_eq!(g.k(), 0);
+        assert_eq!(g.site(), c);
+        assert_eq!(g.node_name(), c.gateway_node_name());
+        assert_eq!(g.node_name(), "site-c-gw");
+        assert_eq!(g.underlay_ip(), c.underlay_ip());
+        assert_eq!(g.underlay_net(), c.underlay_net());
+        assert_eq!(g.underlay_ip6(), c.underlay_ip6());
+        assert_eq!(g.underlay_ip6().to_string(), "fd18::3");
+        assert_eq!(g.public_endpoint(51820), c.public_endpoint(51820));
+        assert_eq!(g.node_ip(), c.gateway_node_ip());
+        assert_eq!(g.node_ip().to_string(), "198.19.3.1");
+        assert_eq!(g.node_ip6(), c.gateway_node_ip6());
+        assert_eq!(g.health_check_ip(), c.gateway_tunnel_ip());
+        assert_eq!(g.health_check_ip().to_string(), "10.3.0.1");
+        assert_eq!(g.namespace_role(), "c-gw");
+        assert_eq!(g.wan_port(), "wan-c");
+        assert_eq!(g.bridge_port(), "cand0");
+        assert_eq!(
+            g.node_pod_cidrs(),
+            vec![
+                "10.3.0.0/24".parse::<IpNet>().unwrap(),
+                "fd00:3::/64".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn candidate_one_has_addresses_of_its_own() {
+        let a = SiteSpec::new(1).unwrap();
+        let g2 = a.candidate(1);
+        assert_eq!(g2.k(), 1);
+        assert_eq!(g2.node_name(), "site-a-gw2");
+        assert_eq!(g2.underlay_ip().to_string(), "198.18.0.101");
+        assert_eq!(g2.underlay_net().to_string(), "198.18.0.101/24");
+        assert_eq!(g2.public_endpoint(51820).to_string(), "198.18.0.101:51820");
+        // The last group is the number 100+i, which IPv6 text writes in hex.
+        assert_eq!(g2.underlay_ip6(), "fd18::65".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(g2.underlay_net6().to_string(), "fd18::65/64");
+        assert_eq!(g2.node_ip().to_string(), "198.19.1.3");
+        assert_eq!(g2.node_ip6().to_string(), "fd00:ffff:1::3");
+        assert_eq!(
+            g2.node_nets(),
+            [
+                "198.19.1.3/24".parse::<IpNet>().unwrap(),
+                "fd00:ffff:1::3/64".parse().unwrap()
+            ]
+        );
+        assert_eq!(g2.health_check_ip().to_string(), "10.1.0.2");
+        assert_eq!(
+            g2.node_pod_cidrs(),
+            vec![
+                "10.1.2.0/24".parse::<IpNet>().unwrap(),
+                "fd00:1:0:2::/64".parse().unwrap()
+            ]
+        );
+        assert_eq!(g2.namespace_role(), "a-gw2");
+        assert_eq!(g2.wan_port(), "wan-a2");
+        assert_eq!(g2.bridge_port(), "cand1");
+
+        // Nothing collides with candidate 0, the worker or another site's candidates.
+        let z = SiteSpec::new(MAX_SITES).unwrap();
+        assert_eq!(z.candidate(1).underlay_ip().to_string(), "198.18.0.126");
+        for site in [a, z] {
+            let (c0, c1) = (site.candidate(0), site.candidate(1));
+            assert_ne!(c0.underlay_ip(), c1.underlay_ip());
+            assert_ne!(c1.node_ip(), site.worker_node_ip());
+            assert_ne!(c1.node_ip6(), site.worker_node_ip6());
+            assert!(!site.worker_pod_subnets().contains(&c1.node_pod_cidrs()[0]));
+            assert!(site.pod_cidrs()[0].contains(&IpAddr::from(c1.health_check_ip())));
+        }
+        let underlays: std::collections::HashSet<_> = (1..=MAX_SITES)
+            .flat_map(|i| {
+                let s = SiteSpec::new(i).unwrap();
+                [s.candidate(0).underlay_ip(), s.candidate(1).underlay_ip()]
+            })
+            .collect();
+        assert_eq!(underlays.len(), 2 * MAX_SITES);
+        assert!(underlays.iter().all(|ip| "198.18.0.0/15"
+            .parse::<IpNet>()
+            .unwrap()
+            .contains(&IpAddr::from(*ip))));
+        for k in 0..MAX_CANDIDATES {
+            for name in [a.candidate(k).wan_port(), a.candidate(k).bridge_port()] {
+                assert!(super::super::netns::check_ifname(&name).is_ok(), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "gateway candidate 2 is out of range")]
+    fn a_third_candidate_is_refused() {
+        SiteSpec::new(1).unwrap().candidate(2);
     }
 
     #[test]
