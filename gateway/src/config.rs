@@ -64,12 +64,14 @@ pub enum ConfigError {
         endpoint: SocketAddr,
     },
     /// The route agent has no next hop.
-    #[error("endpoints file {path}: ClusterEndpoint {cluster:?} spec.gateways[0] has no privateIP, so route agents do not know where to send remote traffic; set privateIP (and privateIPs on dual-stack clusters) to the gateway node's addresses on the cluster network")]
+    #[error("{path}: ClusterEndpoint {cluster:?} spec.gateways[{index}] has no privateIP, so route agents do not know where to send remote traffic; set privateIP (and privateIPs on dual-stack clusters) to the gateway node's addresses on the cluster network")]
     NoPrivateIp {
-        /// The file.
+        /// Where the clusterset came from, e.g. `endpoints file /etc/causeway/endpoints.yaml`.
         path: String,
         /// Our cluster ID.
         cluster: String,
+        /// Which gateway of our cluster lacks the address.
+        index: usize,
     },
     /// The private key file is unusable.
     #[error("private key file {path}: {reason}")]
@@ -127,8 +129,33 @@ impl Desired {
 
     /// Where route agents send remote traffic: our first gateway's cluster-network
     /// addresses, at most one per family.
+    ///
+    /// `path` says where the clusterset came from, for the error message.
     pub fn gateway_next_hops(&self, path: &str) -> Result<Vec<IpAddr>, ConfigError> {
-        let gateway = self.local.gateways.first();
+        self.hops_of(0, path)
+    }
+
+    /// Like [`Desired::gateway_next_hops`], but through our cluster's first gateway that is
+    /// not on node `skip_node`: a passive gateway candidate must not route to itself.
+    /// `Ok(None)` when the cluster lists no such gateway (yet).
+    pub fn gateway_next_hops_skipping(
+        &self,
+        path: &str,
+        skip_node: &str,
+    ) -> Result<Option<Vec<IpAddr>>, ConfigError> {
+        match self
+            .local
+            .gateways
+            .iter()
+            .position(|g| g.node_name != skip_node)
+        {
+            Some(index) => self.hops_of(index, path).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn hops_of(&self, index: usize, path: &str) -> Result<Vec<IpAddr>, ConfigError> {
+        let gateway = self.local.gateways.get(index);
         let hops: Vec<IpAddr> = [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
             .into_iter()
             .filter_map(|family| gateway.and_then(|g| g.private_ip_for(family)))
@@ -137,6 +164,7 @@ impl Desired {
             return Err(ConfigError::NoPrivateIp {
                 path: path.to_owned(),
                 cluster: self.local.cluster_id.clone(),
+                index,
             });
         }
         Ok(hops)

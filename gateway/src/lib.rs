@@ -1,14 +1,20 @@
 //! The Causeway gateway: the WireGuard datapath between sites, its routes, and the route agent.
 //!
 //! `main.rs` is a thin shell over these modules: `config` decides what this node
-//! should hold, `route` plans kernel routes, `netlink` applies them, `datapath`
-//! moves packets, and `metrics` reports.
+//! should hold (from an endpoints file, or through `clusterset` from ClusterEndpoint
+//! objects), `route` plans kernel routes, `netlink` applies them, `datapath` moves
+//! packets, `node` switches between gateway and route agent, `metrics` reports, and
+//! `kubernetes` runs it all from the Kubernetes API, with `status` deciding what the
+//! Gateway object says.
 
+pub mod clusterset;
 pub mod config;
 pub mod datapath;
 pub mod health;
+pub mod kubernetes;
 pub mod metrics;
 pub mod netlink;
 pub mod node;
 pub mod route;
+pub mod status;
 pub mod tun;

@@ -1,20 +1,19 @@
 //! `causeway-gateway`: the WireGuard gateway, the route agent, and key tools.
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use causeway_crds::keys::{format_key, parse_key};
 use causeway_gateway::config::{
     desired_from_text, generate_private_key, load_private_key, public_key, Identity,
 };
-use causeway_gateway::datapath::Datapath;
+use causeway_gateway::kubernetes::{self, api::node_is_candidate, CandidateConfig, KubeConfig};
+use causeway_gateway::metrics;
 use causeway_gateway::netlink::Netlink;
-use causeway_gateway::node::{Node, NodeStatus, Reloaded, Role};
+use causeway_gateway::node::{Node, NodeStatus, Probes, Reloaded, Role, Tunnel, TunnelSetup};
 use causeway_gateway::route::tunnel_mtu;
-use causeway_gateway::tun::Tun;
-use causeway_gateway::{health, metrics};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::Read;
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::signal::unix::{signal, SignalKind};
@@ -29,8 +28,70 @@ const RESYNC: Duration = Duration::from_secs(10);
     about = "Causeway's WireGuard gateway between Kubernetes clusters"
 )]
 struct Cli {
+    /// Without one: `kubernetes` inside a pod (KUBERNETES_SERVICE_HOST set), else this help.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
+}
+
+/// What a node does in Kubernetes mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RoleArg {
+    /// `gateway` when the Node carries causeway.dev/gateway=true, else `route-agent`.
+    Auto,
+    /// A gateway candidate: campaigns for the cluster's gateway Lease.
+    Gateway,
+    /// Routes remote CIDRs via the active gateway.
+    RouteAgent,
+}
+
+/// Flags of `causeway-gateway kubernetes`.
+#[derive(clap::Args, Debug)]
+struct KubeArgs {
+    /// This cluster's ID, as in its ClusterEndpoint's spec.clusterID.
+    #[arg(long, env = "CAUSEWAY_CLUSTER_ID")]
+    cluster: String,
+    /// This node's name: the Gateway object's name and the Lease holder identity.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: String,
+    /// Namespace of the ClusterEndpoints, Gateways, key Secrets and Leases.
+    #[arg(long, env = "POD_NAMESPACE")]
+    namespace: String,
+    /// Kubeconfig of this cluster (default: in-cluster config or the usual kubeconfig).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// gateway candidate, route agent, or auto (from the Node's causeway.dev/gateway label).
+    #[arg(long, env = "CAUSEWAY_ROLE", value_enum, default_value_t = RoleArg::Auto)]
+    role: RoleArg,
+    /// UDP address a candidate listens on, e.g. 198.18.0.1:51820 or [::]:51820.
+    #[arg(long, env = "CAUSEWAY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where other clusters send WireGuard UDP to (default: --listen); set it behind NAT.
+    #[arg(long, env = "CAUSEWAY_PUBLIC_ENDPOINT")]
+    public_endpoint: Option<SocketAddr>,
+    /// The node's cluster-network address; repeat (or comma-separate) for one per family.
+    #[arg(long, env = "CAUSEWAY_PRIVATE_IPS", value_delimiter = ',')]
+    private_ip: Vec<IpAddr>,
+    /// The gateway's address inside the tunnel (inside this cluster's CIDRs), for health probes.
+    #[arg(long, env = "CAUSEWAY_HEALTH_CHECK_IP")]
+    health_check_ip: Option<IpAddr>,
+    /// Name of the TUN interface.
+    #[arg(long, env = "CAUSEWAY_INTERFACE", default_value = "causeway0")]
+    interface: String,
+    /// Tunnel MTU (gateway) or route MTU (route agent); by default derived from the interface.
+    #[arg(long, env = "CAUSEWAY_MTU")]
+    mtu: Option<u32>,
+    /// Seconds between keepalives to every peer (set when this gateway is behind NAT).
+    #[arg(long, env = "CAUSEWAY_PERSISTENT_KEEPALIVE")]
+    persistent_keepalive: Option<u16>,
+    /// Seconds the gateway Lease holds without renewal; the holder renews a third before expiry.
+    #[arg(long, env = "CAUSEWAY_LEASE_SECONDS", default_value_t = 15)]
+    lease_seconds: u64,
+    /// Address of the /metrics and /healthz HTTP server.
+    #[arg(long, env = "CAUSEWAY_METRICS_ADDR", default_value = "0.0.0.0:9469")]
+    metrics_addr: SocketAddr,
+    /// Milliseconds between checks whether the Gateway status is worth writing.
+    #[arg(long, env = "CAUSEWAY_STATUS_INTERVAL_MS", default_value_t = 1000)]
+    status_interval_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -83,6 +144,9 @@ enum Command {
         #[arg(long, env = "CAUSEWAY_FILE_POLL_MS", default_value_t = 1000)]
         file_poll_ms: u64,
     },
+    /// Run from the Kubernetes API: gateway candidate or route agent (the default in a pod).
+    #[command(alias = "kube")]
+    Kubernetes(Box<KubeArgs>),
     /// Print a new private key (base64), like `wg genkey`.
     Genkey,
     /// Read a private key on stdin and print its public key, like `wg pubkey`.
@@ -90,8 +154,20 @@ enum Command {
 }
 
 fn main() -> Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
+    let command = match Cli::parse().command {
+        Some(command) => command,
+        None if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() => {
+            Cli::try_parse_from(["causeway-gateway", "kubernetes"])
+                .unwrap_or_else(|e| e.exit())
+                .command
+                .context("clap lost the kubernetes subcommand")?
+        }
+        None => {
+            Cli::command().print_help()?;
+            std::process::exit(2);
+        }
+    };
+    match command {
         Command::Genkey => {
             println!("{}", format_key(&generate_private_key()));
             Ok(())
@@ -121,8 +197,11 @@ fn main() -> Result<()> {
 }
 
 async fn run(command: Command) -> Result<()> {
+    if let Command::Kubernetes(args) = command {
+        return run_kubernetes(*args).await;
+    }
     let netlink = Arc::new(Netlink::new().await?);
-    let (node, metrics_addr, file_poll_ms, health_ip) = match command {
+    let (node, metrics_addr, file_poll_ms) = match command {
         Command::Standalone {
             cluster,
             private_key_file,
@@ -135,48 +214,34 @@ async fn run(command: Command) -> Result<()> {
             file_poll_ms,
         } => {
             let key = load_private_key(&private_key_file)?;
-            let public = public_key(&key);
             let me = Identity {
                 cluster,
-                public_key: Some(public),
+                public_key: Some(public_key(&key)),
                 listen: Some(listen),
                 persistent_keepalive,
             };
             // Refuse a bad file before touching the node.
             let initial = check_file(&endpoints, &me)?;
-            let underlay = netlink.underlay_mtu_for(listen.ip()).await?;
-            let mtu = mtu.unwrap_or_else(|| tunnel_mtu(underlay, listen.is_ipv6()));
-            let tun = Tun::open(&interface)?;
-            let ifindex = netlink
-                .link_index(&interface)
-                .await?
-                .with_context(|| format!("interface {interface} vanished right after creation"))?;
-            netlink.set_link_up_with_mtu(ifindex, mtu).await?;
-            // The gateway's own address inside the tunnel: health probes (and tools) reach it
-            // there, and traffic it originates carries a source the remote side accepts.
             let health_ip = initial
                 .local
                 .gateways
                 .iter()
                 .find(|g| Some(g.public_key) == me.public_key)
                 .and_then(|g| g.health_check_ip);
-            if let Some(ip) = health_ip {
-                netlink.add_address(ifindex, ipnet::IpNet::from(ip)).await?;
-            }
-            let udp = std::net::UdpSocket::bind(listen)
-                .with_context(|| format!("binding UDP {listen}; is another gateway running?"))?;
-            let datapath = Arc::new(Datapath::start(tun, udp, key)?);
-            tracing::info!(%listen, %interface, mtu, underlay_mtu = underlay, public_key = %format_key(&public), "gateway started");
-            let role = Role::Gateway {
-                datapath,
-                ifindex,
+            let probes = Probes::default();
+            let setup = TunnelSetup {
+                interface,
+                listen,
                 mtu,
+                private_key: key,
+                health_ip,
             };
+            let tunnel = Tunnel::open(&netlink, &setup, &probes).await?;
+            let role = Role::Gateway(tunnel);
             (
-                Node::new(me, endpoints, role, Arc::clone(&netlink)),
+                Node::from_file(me, endpoints, role, Arc::clone(&netlink), probes),
                 metrics_addr,
                 file_poll_ms,
-                health_ip,
             )
         }
         Command::RouteAgent {
@@ -193,7 +258,8 @@ async fn run(command: Command) -> Result<()> {
                 persistent_keepalive: None,
             };
             let desired = check_file(&endpoints, &me)?;
-            let next_hops = desired.gateway_next_hops(&endpoints.display().to_string())?;
+            let shown = format!("endpoints file {}", endpoints.display());
+            let next_hops = desired.gateway_next_hops(&shown)?;
             let mtu = match mtu {
                 Some(mtu) => mtu,
                 None => {
@@ -202,22 +268,101 @@ async fn run(command: Command) -> Result<()> {
                 }
             };
             tracing::info!(?next_hops, mtu, "route agent started");
-            let role = Role::RouteAgent { mtu: Some(mtu) };
+            let role = Role::RouteAgent {
+                mtu: Some(mtu),
+                skip_node: None,
+            };
             (
-                Node::new(me, endpoints, role, Arc::clone(&netlink)),
+                Node::from_file(me, endpoints, role, Arc::clone(&netlink), Probes::default()),
                 metrics_addr,
                 file_poll_ms,
-                None,
             )
         }
-        Command::Genkey | Command::Pubkey => unreachable!("handled before the runtime starts"),
+        Command::Kubernetes(_) | Command::Genkey | Command::Pubkey => {
+            unreachable!("handled before the runtime starts or above")
+        }
     };
     let poll = (file_poll_ms > 0).then(|| Duration::from_millis(file_poll_ms));
-    serve(node, metrics_addr, poll, health_ip).await
+    serve(node, metrics_addr, poll).await
+}
+
+async fn run_kubernetes(args: KubeArgs) -> Result<()> {
+    let client = match &args.kubeconfig {
+        Some(path) => client_from(path).await,
+        None => kube::Config::infer()
+            .await
+            .context("no kubeconfig: not in a pod and no usable ~/.kube/config; pass --kubeconfig")
+            .and_then(|c| Ok(kube::Client::try_from(c)?)),
+    }
+    .context("cannot build a Kubernetes client")?;
+    let candidate = match args.role {
+        RoleArg::Gateway => true,
+        RoleArg::RouteAgent => false,
+        RoleArg::Auto => node_is_candidate(&client, &args.node_name).await?,
+    };
+    let candidate = if candidate {
+        let Some(listen) = args.listen else {
+            bail!(
+                "node {} is a gateway candidate (--role {}) but has no --listen; give the UDP address to listen on, e.g. --listen 198.18.0.1:51820, or run it with --role route-agent",
+                args.node_name,
+                if args.role == RoleArg::Auto { "auto, from its causeway.dev/gateway=true label" } else { "gateway" }
+            );
+        };
+        Some(CandidateConfig {
+            listen,
+            public_endpoint: args.public_endpoint.unwrap_or(listen),
+            private_ips: args.private_ip.clone(),
+            health_check_ip: args.health_check_ip,
+            interface: args.interface.clone(),
+            persistent_keepalive: args.persistent_keepalive,
+        })
+    } else {
+        None
+    };
+    tracing::info!(
+        cluster = %args.cluster,
+        node = %args.node_name,
+        namespace = %args.namespace,
+        role = if candidate.is_some() { "gateway candidate" } else { "route agent" },
+        "starting in kubernetes mode"
+    );
+    let config = KubeConfig {
+        cluster: args.cluster,
+        node_name: args.node_name,
+        namespace: args.namespace,
+        candidate,
+        mtu: args.mtu,
+        lease: Duration::from_secs(args.lease_seconds),
+        metrics_addr: args.metrics_addr,
+        status_interval: Duration::from_millis(args.status_interval_ms),
+    };
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM"),
+            _ = int.recv() => tracing::info!("SIGINT"),
+        }
+    };
+    kubernetes::run(client, config, shutdown).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn client_from(path: &Path) -> Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .with_context(|| format!("kubeconfig {} is not usable", path.display()))?;
+    Ok(kube::Client::try_from(config)?)
 }
 
 /// Refuses to start on an invalid file, with the same message a reload would log.
-fn check_file(path: &PathBuf, me: &Identity) -> Result<causeway_gateway::config::Desired> {
+fn check_file(path: &Path, me: &Identity) -> Result<causeway_gateway::config::Desired> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading endpoints file {}", path.display()))?;
     Ok(desired_from_text(&text, &path.display().to_string(), me)?)
@@ -227,7 +372,6 @@ async fn serve(
     mut node: Node,
     metrics_addr: SocketAddr,
     file_poll: Option<Duration>,
-    health_ip: Option<std::net::IpAddr>,
 ) -> Result<()> {
     node.reload().await?;
     let listener = tokio::net::TcpListener::bind(metrics_addr)
@@ -238,24 +382,6 @@ async fn serve(
     let server = tokio::spawn(metrics::serve(listener, status, async {
         let _ = stopped.await;
     }));
-
-    // Health probes ride the tunnel from this gateway's own tunnel address.
-    let (stop_probes, probes_stopped) = tokio::sync::watch::channel(false);
-    let prober = match health_ip {
-        Some(ip) => {
-            let addr = SocketAddr::new(ip, health::PROBE_PORT);
-            let socket = tokio::net::UdpSocket::bind(addr)
-                .await
-                .with_context(|| format!("binding the health probe socket {addr}"))?;
-            Some(tokio::spawn(health::run(
-                socket,
-                node.health_targets(),
-                node.health(),
-                probes_stopped,
-            )))
-        }
-        None => None,
-    };
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
@@ -283,13 +409,7 @@ async fn serve(
     tracing::info!("shutting down: withdrawing routes and the tunnel interface");
     let _ = stop_metrics.send(());
     let _ = server.await;
-    let _ = stop_probes.send(true);
-    if let Some(prober) = prober {
-        let _ = prober.await;
-    }
-    let result = node.shutdown().await;
-    drop(node);
-    result?;
+    node.shutdown().await?;
     Ok(())
 }
 

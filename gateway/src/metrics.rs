@@ -130,6 +130,8 @@ pub struct Snapshot {
     pub config_reloads: u64,
     /// Configuration reloads rejected.
     pub config_errors: u64,
+    /// Whether this gateway carries its cluster's traffic; `None` on a node that never can.
+    pub gateway_active: Option<bool>,
 }
 
 /// Where the HTTP server gets its figures and health.
@@ -299,6 +301,16 @@ impl Collector for SnapshotCollector {
             MetricType::Gauge,
         )?;
         ConstGauge::new(self.snapshot.routes).encode(family)?;
+
+        if let Some(active) = self.snapshot.gateway_active {
+            let family = encoder.encode_descriptor(
+                "causeway_gateway_active",
+                "1 while this gateway holds its cluster's gateway Lease and carries the traffic, 0 while it is a passive candidate.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(i64::from(active)).encode(family)?;
+        }
 
         let scalar_counters = [
             (
@@ -508,10 +520,12 @@ mod tests {
             netlink_writes: 9,
             config_reloads: 2,
             config_errors: 1,
+            gateway_active: Some(true),
         }
     }
 
-    const EXPOSED_NAMES: [&str; 13] = [
+    const EXPOSED_NAMES: [&str; 14] = [
+        "causeway_gateway_active",
         "causeway_peer_rtt_seconds",
         "causeway_peer_rx_bytes_total",
         "causeway_peer_tx_bytes_total",
@@ -596,6 +610,7 @@ mod tests {
         assert_eq!(sample(&s, "causeway_netlink_writes_total", &[]), Some(9.0));
         assert_eq!(sample(&s, "causeway_config_reloads_total", &[]), Some(2.0));
         assert_eq!(sample(&s, "causeway_config_errors_total", &[]), Some(1.0));
+        assert_eq!(sample(&s, "causeway_gateway_active", &[]), Some(1.0));
 
         // Every family is described, under its exposed name (minus `_total`).
         for line in [
@@ -646,6 +661,18 @@ mod tests {
             ),
             Some(0.0)
         );
+    }
+
+    #[test]
+    fn gateway_active_only_where_a_node_can_be_active() {
+        let passive = Snapshot {
+            gateway_active: Some(false),
+            ..Default::default()
+        };
+        let s = parse_samples(&encode(&passive, now()));
+        assert_eq!(sample(&s, "causeway_gateway_active", &[]), Some(0.0));
+        let agent = parse_samples(&encode(&Snapshot::default(), now()));
+        assert_eq!(sample(&agent, "causeway_gateway_active", &[]), None);
     }
 
     #[test]

@@ -9,13 +9,10 @@ use causeway_crds::keys::parse_key;
 use causeway_gateway::datapath::offload::{checksum_add, fold};
 use causeway_tests::harness::mesh::{causeway_routes, metric, Mesh};
 use causeway_tests::harness::postgres::Postgres;
-use causeway_tests::harness::traffic::{pattern, tcp_connect, tcp_roundtrip, udp_roundtrip, Echo};
+use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::{wait_until_ok, HarnessError, Netns, ScratchDir};
-use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[path = "e2e/sizes.rs"]
 mod sizes;
@@ -227,73 +224,6 @@ fn tunnels_run_over_an_ipv6_underlay() {
     );
 }
 
-/// A TCP stream exchanging verified chunks until told to stop (bounded in count and time).
-struct Stream {
-    stop: Arc<AtomicBool>,
-    chunks: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<Result<u64, String>>>,
-}
-
-impl Stream {
-    const MAX_CHUNKS: u64 = 200_000;
-    const MAX_TIME: Duration = Duration::from_secs(90);
-
-    fn start(pod: &Netns, to: SocketAddr) -> Stream {
-        let mut conn = tcp_connect(pod, to).expect("stream connect");
-        let stop = Arc::new(AtomicBool::new(false));
-        let chunks = Arc::new(AtomicU64::new(0));
-        let (s, c) = (Arc::clone(&stop), Arc::clone(&chunks));
-        let thread = std::thread::spawn(move || {
-            let started = Instant::now();
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed)
-                && n < Self::MAX_CHUNKS
-                && started.elapsed() < Self::MAX_TIME
-            {
-                let chunk = pattern(16 * 1024, n as u8);
-                conn.write_all(&chunk)
-                    .map_err(|e| format!("write chunk {n}: {e}"))?;
-                let mut back = vec![0u8; chunk.len()];
-                conn.read_exact(&mut back)
-                    .map_err(|e| format!("read chunk {n}: {e}"))?;
-                if back != chunk {
-                    return Err(format!("chunk {n} corrupted"));
-                }
-                n += 1;
-                c.store(n, Ordering::Relaxed);
-            }
-            Ok(n)
-        });
-        Stream {
-            stop,
-            chunks,
-            thread: Some(thread),
-        }
-    }
-
-    fn chunks(&self) -> u64 {
-        self.chunks.load(Ordering::Relaxed)
-    }
-
-    fn finish(mut self) -> Result<u64, String> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread
-            .take()
-            .expect("joined once")
-            .join()
-            .map_err(|_| "stream thread panicked".to_string())?
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
     let mut mesh = Mesh::new(3).expect("three sites");
@@ -305,7 +235,7 @@ fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
     }
     let _servers = [A, B, C].map(|i| echo(&mesh, i, pod_addr(&mesh, i)));
     wait_reachable(&mesh, A, pod_addr(&mesh, B));
-    let stream = Stream::start(&mesh.site(A).pod, pod_addr(&mesh, B));
+    let stream = Stream::start(&mesh.site(A).pod, pod_addr(&mesh, B)).expect("stream connect");
     wait_until_ok("stream to carry data", WAIT, || match stream.chunks() {
         0 => Err("no chunk yet".to_string()),
         n => Ok(n),

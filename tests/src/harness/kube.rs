@@ -123,6 +123,8 @@ struct ClusterApi {
 /// the API servers stop before the namespaces their listeners live in go.
 pub struct KubeWorld {
     processes: BTreeMap<Component, ChildGuard>,
+    /// Pod CIDRs a site's controller publishes instead of its own (to test refusals).
+    pod_cidrs: BTreeMap<usize, Vec<IpNet>>,
     /// Runs the clients' connection tasks, so the clients work from any
     /// thread or runtime, also while a test thread blocks in a wait.
     runtime: Option<tokio::runtime::Runtime>,
@@ -150,6 +152,7 @@ impl KubeWorld {
         // Built inside the guard so a failure half-way tears down what exists.
         let mut kube = KubeWorld {
             processes: BTreeMap::new(),
+            pod_cidrs: BTreeMap::new(),
             runtime: Some(runtime),
             clusters: Vec::with_capacity(n_sites),
             broker,
@@ -357,6 +360,11 @@ impl KubeWorld {
         self.processes.get_mut(&component)
     }
 
+    /// Makes site `i`'s controller, when next started, publish `cidrs` as its pod CIDRs.
+    pub fn set_pod_cidrs(&mut self, i: usize, cidrs: Vec<IpNet>) {
+        self.pod_cidrs.insert(i, cidrs);
+    }
+
     /// Starts site `i`'s controller in its worker's namespace.
     pub fn start_controller(&mut self, i: usize) -> Result<(), HarnessError> {
         self.start_process(Component::Controller(i))
@@ -486,7 +494,9 @@ impl KubeWorld {
                     .arg("--broker-namespace")
                     .arg(BROKER_NAMESPACE)
                     .arg("--pod-cidrs")
-                    .arg(join(&spec.pod_cidrs()))
+                    .arg(join(
+                        self.pod_cidrs.get(&i).map_or(&spec.pod_cidrs(), |c| c),
+                    ))
                     .arg("--service-cidrs")
                     .arg(join(&spec.service_cidrs()))
                     .arg("--lease-seconds")

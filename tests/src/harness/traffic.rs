@@ -4,10 +4,10 @@
 use super::netns::Netns;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Timeout of one socket operation in a round-trip.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -143,4 +143,93 @@ pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
         .collect()
+}
+
+/// A bounded TCP stream from a pod to an echo server: 16 KiB chunks sent and read
+/// back one at a time and verified, until stopped, [`Stream::MAX_CHUNKS`] or
+/// [`Stream::MAX_TIME`]. Proves a connection stays unbroken across a change.
+pub struct Stream {
+    stop: Arc<AtomicBool>,
+    chunks: Arc<AtomicU64>,
+    thread: Option<JoinHandle<Result<u64, String>>>,
+}
+
+impl Stream {
+    /// The most chunks one stream sends.
+    pub const MAX_CHUNKS: u64 = 200_000;
+    /// The longest one stream runs.
+    pub const MAX_TIME: Duration = Duration::from_secs(120);
+    /// Size of one chunk.
+    pub const CHUNK: usize = 16 * 1024;
+
+    /// Connects from `ns` to `to` and starts streaming; a read may wait up to [`IO_TIMEOUT`].
+    pub fn start(ns: &Netns, to: SocketAddr) -> io::Result<Stream> {
+        Self::start_with_timeout(ns, to, IO_TIMEOUT)
+    }
+
+    /// Like [`Stream::start`], with each read and write allowed `timeout` (to ride out a gap).
+    pub fn start_with_timeout(ns: &Netns, to: SocketAddr, timeout: Duration) -> io::Result<Stream> {
+        let mut conn = tcp_connect(ns, to)?;
+        conn.set_read_timeout(Some(timeout))?;
+        conn.set_write_timeout(Some(timeout))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let chunks = Arc::new(AtomicU64::new(0));
+        let (s, c) = (Arc::clone(&stop), Arc::clone(&chunks));
+        let thread = std::thread::Builder::new()
+            .name("test-stream".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let mut n = 0u64;
+                let mut back = vec![0u8; Self::CHUNK];
+                while !s.load(Ordering::Relaxed)
+                    && n < Self::MAX_CHUNKS
+                    && started.elapsed() < Self::MAX_TIME
+                {
+                    let chunk = pattern(Self::CHUNK, n as u8);
+                    conn.write_all(&chunk)
+                        .map_err(|e| format!("write chunk {n}: {e}"))?;
+                    conn.read_exact(&mut back)
+                        .map_err(|e| format!("read chunk {n}: {e}"))?;
+                    if back != chunk {
+                        return Err(format!("chunk {n} corrupted"));
+                    }
+                    n += 1;
+                    c.store(n, Ordering::Relaxed);
+                }
+                Ok(n)
+            })?;
+        Ok(Stream {
+            stop,
+            chunks,
+            thread: Some(thread),
+        })
+    }
+
+    /// Chunks sent and verified so far.
+    pub fn chunks(&self) -> u64 {
+        self.chunks.load(Ordering::Relaxed)
+    }
+
+    /// Whether the stream has ended (broken, or reached a bound).
+    pub fn ended(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the stream; the verified chunk count, or why the connection broke.
+    pub fn finish(mut self) -> Result<u64, String> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| "stream thread panicked".to_string())?,
+            None => Err("stream already finished".to_string()),
+        }
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }

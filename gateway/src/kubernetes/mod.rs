@@ -1,0 +1,689 @@
+//! Kubernetes mode (`causeway-gateway kubernetes`): the gateway and route agent fed by the
+//! ClusterEndpoints in their namespace, with the active gateway elected through a Lease.
+//!
+//! One process switches roles: a candidate starts passive (a route agent towards the active
+//! gateway), opens its tunnel when it wins the Lease, and closes it again when it loses
+//! it. The ClusterEndpoint watcher is only a trigger; every pass lists the objects afresh
+//! and plans from them (`clusterset`), so a reconnect that finds the same objects changes
+//! nothing. An API failure never touches the data plane: it runs on the last known state.
+
+pub mod api;
+
+use crate::clusterset::{plan_clusterset, Waiting};
+use crate::config::{public_key, Identity};
+use crate::metrics;
+use crate::netlink::{Netlink, NetlinkError};
+use crate::node::{Node, Probes, Reloaded, Role, Tunnel, TunnelError, TunnelSetup};
+use crate::status::{observe, plan_status, PeerObservation};
+use causeway_controller::leader::{campaign, Campaign, LeaderError, Leadership};
+use causeway_crds::keys::format_key;
+use causeway_crds::names::gateway_lease;
+use causeway_crds::{ClusterEndpoint, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus};
+use futures::StreamExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Client;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+use tokio::time::sleep_until;
+use tracing::Instrument;
+
+/// How often kernel routes are re-checked against the applied state.
+const RESYNC: Duration = Duration::from_secs(10);
+/// Quiet time after a ClusterEndpoint event before a pass, so a burst makes one pass…
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// …but a steady stream of events still gets a pass this often.
+const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
+/// Backoff of failed API calls: first retry, and the longest wait.
+const BACKOFF_MIN: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// How long shutdown waits for each API call (resign, last status) before leaving anyway.
+const SHUTDOWN_CALL: Duration = Duration::from_secs(5);
+
+/// Why Kubernetes mode stopped (or could not start).
+#[derive(Debug, thiserror::Error)]
+pub enum KubeError {
+    /// The Node object could not be read to decide the role.
+    #[error("cannot read Node {node:?}: {source}; with --role auto the gateway reads its Node's labels, so its ServiceAccount needs get on nodes (a ClusterRole and ClusterRoleBinding) — or pass --role gateway or --role route-agent")]
+    Node {
+        /// The node.
+        node: String,
+        /// The client's error.
+        source: Box<kube::Error>,
+    },
+    /// The key Secret could not be read or created.
+    #[error("cannot {verb} Secret {namespace}/{name}: {source}; the gateway needs get and create on secrets in namespace {namespace}")]
+    Secret {
+        /// The namespace.
+        namespace: String,
+        /// The Secret.
+        name: String,
+        /// What was attempted.
+        verb: &'static str,
+        /// The client's error.
+        source: Box<kube::Error>,
+    },
+    /// The key Secret holds no usable key.
+    #[error("Secret {namespace}/{name} field privateKey {reason}; it must hold the base64 key `causeway-gateway genkey` prints — delete the Secret to have a new key generated (`kubectl -n {namespace} delete secret {name}`, then restart the gateway) or put such a key in it")]
+    SecretKey {
+        /// The namespace.
+        namespace: String,
+        /// The Secret.
+        name: String,
+        /// What is wrong (never the key itself).
+        reason: String,
+    },
+    /// The Gateway object could not be read or written.
+    #[error("cannot {verb} Gateway {namespace}/{name}: {source}; the gateway needs get, create and update on gateways.causeway.dev and patch on gateways/status in namespace {namespace}")]
+    Gateway {
+        /// The namespace.
+        namespace: String,
+        /// The Gateway (the node's name).
+        name: String,
+        /// What was attempted.
+        verb: &'static str,
+        /// The client's error.
+        source: Box<kube::Error>,
+    },
+    /// The Lease election could not be joined.
+    #[error("gateway election: {0} (for the gateway: its ServiceAccount)")]
+    Leader(#[from] LeaderError),
+    /// The tunnel could not be opened after winning the Lease.
+    #[error("won the gateway Lease but cannot open the tunnel: {0}")]
+    Tunnel(Box<TunnelError>),
+    /// Netlink is unusable.
+    #[error(transparent)]
+    Netlink(Box<NetlinkError>),
+    /// The metrics address could not be bound.
+    #[error("binding the metrics address {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// What the kernel said.
+        source: std::io::Error,
+    },
+}
+
+impl From<TunnelError> for KubeError {
+    fn from(e: TunnelError) -> KubeError {
+        KubeError::Tunnel(Box::new(e))
+    }
+}
+
+impl From<NetlinkError> for KubeError {
+    fn from(e: NetlinkError) -> KubeError {
+        KubeError::Netlink(Box::new(e))
+    }
+}
+
+impl KubeError {
+    /// Whether retrying cannot help: authentication, permission, or a bad stored key.
+    fn is_permanent(&self) -> bool {
+        let denied =
+            |e: &kube::Error| matches!(e, kube::Error::Api(s) if s.code == 401 || s.code == 403);
+        match self {
+            KubeError::Node { source, .. }
+            | KubeError::Secret { source, .. }
+            | KubeError::Gateway { source, .. } => denied(source),
+            KubeError::Leader(_) => false,
+            _ => true,
+        }
+    }
+}
+
+/// What a gateway candidate runs with, beyond what every node has.
+#[derive(Debug, Clone)]
+pub struct CandidateConfig {
+    /// UDP address to listen on.
+    pub listen: SocketAddr,
+    /// Where other clusters send to (`--listen` when not behind NAT).
+    pub public_endpoint: SocketAddr,
+    /// The node's cluster-network addresses, one per family.
+    pub private_ips: Vec<IpAddr>,
+    /// The gateway's address inside the tunnel, for health probes.
+    pub health_check_ip: Option<IpAddr>,
+    /// Name of the TUN interface.
+    pub interface: String,
+    /// Seconds between keepalives to every peer.
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// Everything Kubernetes mode runs with.
+#[derive(Debug, Clone)]
+pub struct KubeConfig {
+    /// This cluster's ID.
+    pub cluster: String,
+    /// This node's name (the Gateway object's name, the Lease holder identity).
+    pub node_name: String,
+    /// The namespace of the ClusterEndpoints, Gateways, Secrets and Leases.
+    pub namespace: String,
+    /// `Some` for a gateway candidate, `None` for a route agent.
+    pub candidate: Option<CandidateConfig>,
+    /// Tunnel MTU (gateway) or route MTU (route agent); `None`: derived from the interface.
+    pub mtu: Option<u32>,
+    /// How long the gateway Lease holds without renewal.
+    pub lease: Duration,
+    /// Address of the /metrics and /healthz server.
+    pub metrics_addr: SocketAddr,
+    /// How often the active gateway checks whether its status is worth writing.
+    pub status_interval: Duration,
+}
+
+/// The Gateway spec a candidate publishes.
+pub fn gateway_spec(
+    config: &KubeConfig,
+    candidate: &CandidateConfig,
+    key: &[u8; 32],
+) -> GatewaySpec {
+    GatewaySpec {
+        cluster_id: config.cluster.clone(),
+        endpoint: GatewayEndpoint {
+            node_name: config.node_name.clone(),
+            public_endpoint: candidate.public_endpoint.to_string(),
+            public_key: format_key(&public_key(key)),
+            private_ip: candidate.private_ips.first().map(ToString::to_string),
+            private_ips: candidate
+                .private_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            health_check_ip: candidate.health_check_ip.map(|ip| ip.to_string()),
+        },
+    }
+}
+
+/// Exponential backoff between failed attempts.
+#[derive(Debug)]
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff(BACKOFF_MIN)
+    }
+
+    /// The wait before the next attempt; each call doubles the next one.
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.0 = BACKOFF_MIN;
+    }
+}
+
+/// A candidate's election and status-writing state.
+struct Candidate {
+    config: CandidateConfig,
+    key: [u8; 32],
+    leadership: Leadership,
+    /// What the Gateway's status says, as far as we know (read at start, then written).
+    written: Option<GatewayStatus>,
+    written_at: Instant,
+    /// When a failed status write may be retried.
+    retry_at: Option<Instant>,
+    backoff: Backoff,
+}
+
+/// The running gateway or route agent.
+struct Gateway {
+    client: Client,
+    config: KubeConfig,
+    netlink: Arc<Netlink>,
+    node: Node,
+    candidate: Option<Candidate>,
+    /// The objects of the last successful list: a role switch re-plans from them.
+    objects: Option<Vec<ClusterEndpoint>>,
+    waiting: Option<Waiting>,
+    refused: Vec<(String, Vec<String>)>,
+}
+
+/// Runs Kubernetes mode until `shutdown` resolves; then resigns the Lease, withdraws the
+/// routes and the tunnel interface, and returns.
+pub async fn run(
+    client: Client,
+    config: KubeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), KubeError> {
+    let (stop, mut stopped) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let netlink = Arc::new(Netlink::new().await?);
+    let node = Node::new(
+        format!("ClusterEndpoints in namespace {}", config.namespace),
+        agent_role(&config),
+        Arc::clone(&netlink),
+        Probes::default(),
+    );
+    node.set_candidate(config.candidate.is_some());
+
+    let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| KubeError::Metrics {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(metrics::serve(listener, node.status(), async {
+        let _ = metrics_stopped.await;
+    }));
+
+    let candidate = match &config.candidate {
+        None => None,
+        Some(candidate) => {
+            let start = join_as_candidate(&client, &config, candidate);
+            tokio::select! {
+                joined = start => Some(joined?),
+                _ = stopped.wait_for(|s| *s) => None,
+            }
+        }
+    };
+    let mut gateway = Gateway {
+        client,
+        config,
+        netlink,
+        node,
+        candidate,
+        objects: None,
+        waiting: None,
+        refused: Vec::new(),
+    };
+    let span = tracing::info_span!("kubernetes", cluster = %gateway.config.cluster, node = %gateway.config.node_name);
+    let result = if *stopped.borrow() {
+        Ok(())
+    } else {
+        gateway.serve(stopped).instrument(span.clone()).await
+    };
+    gateway.stop().instrument(span).await;
+    let _ = stop_metrics.send(());
+    let _ = server.await;
+    result
+}
+
+fn agent_role(config: &KubeConfig) -> Role {
+    Role::RouteAgent {
+        mtu: config.mtu,
+        skip_node: Some(config.node_name.clone()),
+    }
+}
+
+/// Reads (or creates) the key, publishes the Gateway object and joins the election,
+/// retrying API failures that a retry can cure.
+async fn join_as_candidate(
+    client: &Client,
+    config: &KubeConfig,
+    candidate: &CandidateConfig,
+) -> Result<Candidate, KubeError> {
+    let key = retry("reading the key Secret", || {
+        api::ensure_key(client, &config.namespace, &config.node_name)
+    })
+    .await?;
+    let spec = gateway_spec(config, candidate, &key);
+    tracing::info!(public_key = %spec.endpoint.public_key, node = %config.node_name, "gateway key ready");
+    let written = retry("publishing the Gateway object", || {
+        api::ensure_gateway(client, &config.namespace, &config.node_name, &spec)
+    })
+    .await?;
+    let how = Campaign {
+        namespace: config.namespace.clone(),
+        name: gateway_lease(&config.cluster),
+        identity: config.node_name.clone(),
+        duration: config.lease.max(Duration::from_secs(2)),
+        grace: (config.lease / 3).max(Duration::from_secs(1)),
+    };
+    let leadership = retry("joining the gateway election", || async {
+        campaign(client.clone(), &how)
+            .await
+            .map_err(KubeError::from)
+    })
+    .await?;
+    tracing::info!(lease = %how.name, identity = %how.identity, "campaigning for the gateway Lease");
+    Ok(Candidate {
+        config: candidate.clone(),
+        key,
+        leadership,
+        written,
+        written_at: Instant::now(),
+        retry_at: None,
+        backoff: Backoff::new(),
+    })
+}
+
+async fn retry<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, KubeError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, KubeError>>,
+{
+    let mut backoff = Backoff::new();
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(e) if e.is_permanent() => return Err(e),
+            Err(e) => {
+                let wait = backoff.next();
+                tracing::warn!(error = %e, retry_in = ?wait, "{what} failed; retrying");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+impl Gateway {
+    async fn serve(&mut self, mut stopped: watch::Receiver<bool>) -> Result<(), KubeError> {
+        let api: Api<ClusterEndpoint> =
+            Api::namespaced(self.client.clone(), &self.config.namespace);
+        let mut events = watcher(api.clone(), watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut resync = tokio::time::interval(RESYNC);
+        resync.tick().await;
+        let mut status_tick =
+            tokio::time::interval(self.config.status_interval.max(Duration::from_millis(100)));
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A pass is due at `due` (debounced); `burst` is when the pending burst began.
+        let mut due: Option<Instant> = Some(Instant::now());
+        let mut burst: Option<Instant> = None;
+        let mut list_backoff = Backoff::new();
+        let mut watch_failing = false;
+        tracing::info!(
+            namespace = %self.config.namespace,
+            node = %self.config.node_name,
+            candidate = self.candidate.is_some(),
+            "kubernetes mode started"
+        );
+        loop {
+            let active = self.node.is_gateway();
+            tokio::select! {
+                _ = stopped.wait_for(|s| *s) => return Ok(()),
+                event = events.next() => match event {
+                    Some(Ok(_)) => {
+                        if watch_failing {
+                            tracing::info!("watching ClusterEndpoints again");
+                            watch_failing = false;
+                        }
+                        let now = Instant::now();
+                        let start = *burst.get_or_insert(now);
+                        due = Some((now + DEBOUNCE).min(start + DEBOUNCE_MAX));
+                    }
+                    Some(Err(error)) => {
+                        if !watch_failing {
+                            tracing::warn!(%error, "watching ClusterEndpoints failed; the data plane stays as it is, retrying with backoff");
+                        }
+                        watch_failing = true;
+                    }
+                    // A watcher never ends on its own; should it, start another.
+                    None => {
+                        events = watcher(api.clone(), watcher::Config::default())
+                            .default_backoff()
+                            .boxed();
+                    }
+                },
+                () = wait_until(due) => {
+                    due = None;
+                    burst = None;
+                    match api.list(&ListParams::default()).await {
+                        Ok(list) => {
+                            list_backoff.reset();
+                            self.objects = Some(list.items);
+                            self.plan_and_apply().await;
+                        }
+                        Err(error) => {
+                            let wait = list_backoff.next();
+                            tracing::warn!(%error, namespace = %self.config.namespace, retry_in = ?wait, "cannot list ClusterEndpoints; the data plane stays as it is (the gateway needs list and watch on clusterendpoints.causeway.dev)");
+                            due = Some(Instant::now() + wait);
+                        }
+                    }
+                }
+                won = leadership_change(&mut self.candidate, active) => {
+                    if won {
+                        self.become_active().await?;
+                    } else {
+                        self.become_passive().await;
+                    }
+                    // Look again: the controller reorders the gateways as the Lease moves.
+                    due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
+                }
+                _ = status_tick.tick() => self.write_status().await,
+                _ = resync.tick() => {
+                    if let Err(e) = self.node.resync().await {
+                        tracing::warn!(error = %e, "route resync failed");
+                    }
+                }
+            }
+        }
+    }
+
+    fn identity(&self) -> Identity {
+        let candidate = self.candidate.as_ref();
+        let active = self.node.is_gateway();
+        Identity {
+            cluster: self.config.cluster.clone(),
+            public_key: candidate.filter(|_| active).map(|c| public_key(&c.key)),
+            listen: candidate.filter(|_| active).map(|c| c.config.listen),
+            persistent_keepalive: candidate.and_then(|c| c.config.persistent_keepalive),
+        }
+    }
+
+    async fn plan_and_apply(&mut self) {
+        let Some(objects) = &self.objects else {
+            return;
+        };
+        let plan = plan_clusterset(
+            objects,
+            &self.identity(),
+            &self.config.namespace,
+            &self.config.node_name,
+        );
+        if plan.refused != self.refused {
+            for (object, reasons) in &plan.refused {
+                if !self
+                    .refused
+                    .iter()
+                    .any(|(o, r)| o == object && r == reasons)
+                {
+                    tracing::warn!(object = %object, reasons = %reasons.join("; "), "ClusterEndpoint refused; left out (the data plane keeps the others)");
+                    self.node.record_refusal(reasons.join("; "));
+                }
+            }
+            self.refused = plan.refused;
+        }
+        match plan.outcome {
+            Ok(desired) => {
+                if self.waiting.take().is_some() {
+                    tracing::info!("ClusterEndpoints ready");
+                }
+                match self.node.apply_desired(desired).await {
+                    Ok(Reloaded::Applied) => {
+                        tracing::info!(active = self.node.is_gateway(), "ClusterEndpoints applied")
+                    }
+                    Ok(Reloaded::Unchanged) => tracing::debug!("ClusterEndpoints unchanged"),
+                    Err(e) => tracing::warn!(error = %e, "applying ClusterEndpoints failed"),
+                }
+            }
+            Err(waiting) => {
+                if self.waiting.as_ref() != Some(&waiting) {
+                    tracing::info!(reason = %waiting, "not applying ClusterEndpoints yet; the data plane stays as it is");
+                }
+                self.waiting = Some(waiting);
+            }
+        }
+    }
+
+    async fn become_active(&mut self) -> Result<(), KubeError> {
+        let Some(candidate) = &self.candidate else {
+            return Ok(());
+        };
+        tracing::info!(node = %self.config.node_name, "won the gateway Lease: opening the tunnel");
+        let setup = TunnelSetup {
+            interface: candidate.config.interface.clone(),
+            listen: candidate.config.listen,
+            mtu: self.config.mtu,
+            private_key: candidate.key,
+            health_ip: candidate.config.health_check_ip,
+        };
+        let tunnel = Tunnel::open(&self.netlink, &setup, self.node.probes()).await?;
+        if let Err(e) = self.node.set_role(Role::Gateway(tunnel)).await {
+            tracing::warn!(error = %e, "switching to the tunnel's routes failed; the resync retries");
+        }
+        self.plan_and_apply().await;
+        self.status_due_now();
+        Ok(())
+    }
+
+    async fn become_passive(&mut self) {
+        tracing::warn!(node = %self.config.node_name, "lost the gateway Lease: withdrawing the tunnel, routing via the active gateway");
+        if let Err(e) = self.node.set_role(agent_role(&self.config)).await {
+            tracing::warn!(error = %e, "switching to route-agent routes failed; the resync retries");
+        }
+        self.plan_and_apply().await;
+        self.status_due_now();
+    }
+
+    fn status_due_now(&mut self) {
+        if let Some(c) = &mut self.candidate {
+            c.retry_at = None;
+            c.backoff.reset();
+        }
+    }
+
+    /// What the Gateway's status should say now.
+    fn observed_status(&self) -> GatewayStatus {
+        let Some(datapath) = self.node.status().datapath() else {
+            return observe(GatewayRole::Passive, &[], SystemTime::now());
+        };
+        let health = self.node.health();
+        let targets = self.node.probes().targets();
+        let peers: Vec<PeerObservation> = datapath
+            .peer_snapshots()
+            .into_iter()
+            .map(|mut snapshot| {
+                snapshot.rtt = health.stats(&snapshot.cluster_id);
+                let id = snapshot.cluster_id.clone();
+                PeerObservation {
+                    configured_endpoint: self.node.peer_endpoint(&id),
+                    health_target: targets.iter().find(|(c, _)| *c == id).map(|(_, a)| *a),
+                    since_last_reply: health.since_last_reply(&id),
+                    snapshot,
+                }
+            })
+            .collect();
+        observe(GatewayRole::Active, &peers, SystemTime::now())
+    }
+
+    async fn write_status(&mut self) {
+        if self.candidate.is_none() {
+            return;
+        }
+        let observed = self.observed_status();
+        let Some(candidate) = &mut self.candidate else {
+            return;
+        };
+        if candidate.retry_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        let Some(status) = plan_status(
+            candidate.written.as_ref(),
+            &observed,
+            candidate.written_at.elapsed(),
+        ) else {
+            return;
+        };
+        let (client, namespace, name) =
+            (&self.client, &self.config.namespace, &self.config.node_name);
+        let mut result = api::write_status(client, namespace, name, &status).await;
+        if matches!(&result, Err(e) if api::is_not_found(e)) {
+            // Someone deleted our Gateway: publish it again, then its status.
+            let spec = gateway_spec(&self.config, &candidate.config, &candidate.key);
+            match api::ensure_gateway(client, namespace, name, &spec).await {
+                Ok(_) => result = api::write_status(client, namespace, name, &status).await,
+                Err(e) => tracing::warn!(error = %e, "cannot publish the Gateway object again"),
+            }
+        }
+        match result {
+            Ok(()) => {
+                tracing::debug!(role = ?status.role, connections = status.connections.len(), "Gateway status written");
+                candidate.written = Some(status);
+                candidate.written_at = Instant::now();
+                candidate.retry_at = None;
+                candidate.backoff.reset();
+            }
+            Err(error) => {
+                let wait = candidate.backoff.next();
+                tracing::warn!(%error, gateway = %name, retry_in = ?wait, "cannot write the Gateway status; the data plane is unaffected");
+                candidate.retry_at = Some(Instant::now() + wait);
+            }
+        }
+    }
+
+    /// Resigns the Lease at once (so another candidate takes over without waiting for it
+    /// to expire), withdraws routes and the tunnel, and says so in the Gateway's status.
+    async fn stop(self) {
+        let Gateway {
+            client,
+            config,
+            node,
+            candidate,
+            ..
+        } = self;
+        let was_active = node.is_gateway();
+        if let Some(candidate) = candidate {
+            tracing::info!("shutting down: resigning the gateway Lease");
+            if tokio::time::timeout(SHUTDOWN_CALL, candidate.leadership.resign())
+                .await
+                .is_err()
+            {
+                tracing::warn!("resigning the gateway Lease timed out; it expires on its own");
+            }
+            tracing::info!("withdrawing routes and the tunnel interface");
+            if let Err(e) = node.shutdown().await {
+                tracing::warn!(error = %e, "withdrawing routes failed");
+            }
+            if was_active {
+                let passive = observe(GatewayRole::Passive, &[], SystemTime::now());
+                let write =
+                    api::write_status(&client, &config.namespace, &config.node_name, &passive);
+                match tokio::time::timeout(SHUTDOWN_CALL, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot write the passive status on shutdown")
+                    }
+                    Err(_) => tracing::warn!("writing the passive status on shutdown timed out"),
+                }
+            }
+        } else {
+            tracing::info!("shutting down: withdrawing routes");
+            if let Err(e) = node.shutdown().await {
+                tracing::warn!(error = %e, "withdrawing routes failed");
+            }
+        }
+    }
+}
+
+/// Resolves when this candidate's standing changes: `true` when it won the Lease, `false`
+/// when it lost it. Never resolves for a route agent.
+async fn leadership_change(candidate: &mut Option<Candidate>, active: bool) -> bool {
+    match candidate {
+        None => std::future::pending().await,
+        Some(c) if active => {
+            c.leadership.until_lost().await;
+            false
+        }
+        Some(c) => {
+            c.leadership.until_leader().await;
+            true
+        }
+    }
+}
+
+async fn wait_until(at: Option<Instant>) {
+    match at {
+        Some(at) => sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,455 @@
+//! The `status` of this node's Gateway object: what it observes (pure, from the datapath's
+//! and the prober's figures) and when that is worth a write (pure, [`plan_status`]).
+//!
+//! The active gateway checks about once a second, but the API server should not see a
+//! write a second per gateway for counters nobody reads that often: a write happens when
+//! something a person or the controller acts on changed, and counters alone refresh at
+//! most every [`COUNTER_REFRESH`].
+
+use crate::health::RttStats;
+use crate::metrics::PeerSnapshot;
+use causeway_crds::{ConnectionState, ConnectionStatus, GatewayRole, GatewayStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+/// A handshake older than this means the session is gone (WireGuard rekeys every 2 minutes).
+pub const HANDSHAKE_FRESH: Duration = Duration::from_secs(180);
+/// A health probe answered within this long means the tunnel carries traffic now.
+pub const PROBE_FRESH: Duration = Duration::from_secs(5);
+/// Byte counters alone are written at most this often.
+pub const COUNTER_REFRESH: Duration = Duration::from_secs(30);
+/// An RTT figure is rewritten only when it moved by more than this fraction…
+const RTT_RELATIVE: f64 = 0.20;
+/// …and by more than this much.
+const RTT_ABSOLUTE: Duration = Duration::from_millis(1);
+
+/// What the gateway knows about one remote cluster at one moment.
+#[derive(Debug, Clone)]
+pub struct PeerObservation {
+    /// The datapath's counters, with the prober's RTT figures.
+    pub snapshot: PeerSnapshot,
+    /// The endpoint the remote cluster's ClusterEndpoint names.
+    pub configured_endpoint: Option<SocketAddr>,
+    /// Where its health probes go, if its gateway has a `healthCheckIP`.
+    pub health_target: Option<SocketAddr>,
+    /// How long ago it last answered a probe; `None` if it never did.
+    pub since_last_reply: Option<Duration>,
+}
+
+/// This gateway's status as observed now.
+pub fn observe(role: GatewayRole, peers: &[PeerObservation], now: SystemTime) -> GatewayStatus {
+    let mut connections: Vec<ConnectionStatus> = peers.iter().map(|p| connection(p, now)).collect();
+    connections.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
+    GatewayStatus {
+        role: Some(role),
+        connections,
+        conditions: Vec::new(),
+    }
+}
+
+fn connection(peer: &PeerObservation, now: SystemTime) -> ConnectionStatus {
+    let s = &peer.snapshot;
+    let endpoint = s.endpoint.or(peer.configured_endpoint);
+    let shown = endpoint.map_or_else(|| "the remote gateway".to_owned(), |e| e.to_string());
+    let port = endpoint.map_or(51820, |e| e.port());
+    // A handshake stamped in the future means the clock stepped back: count it as just now.
+    let age = s
+        .last_handshake
+        .map(|at| now.duration_since(at).unwrap_or(Duration::ZERO));
+    let probed = match (peer.health_target, peer.since_last_reply) {
+        (None, _) => Ok(()),
+        (Some(_), Some(ago)) if ago <= PROBE_FRESH => Ok(()),
+        (Some(target), ago) => Err((target, ago)),
+    };
+    let (state, reason) = match (age, probed) {
+        (None, _) => (
+            ConnectionState::Connecting,
+            Some(format!(
+                "no handshake yet with {shown}: check that UDP {port} is reachable and the public key in ClusterEndpoint {} matches the remote gateway's key",
+                s.cluster_id
+            )),
+        ),
+        (Some(age), _) if age > HANDSHAKE_FRESH => (
+            ConnectionState::Connecting,
+            Some(format!(
+                "last handshake with {shown} was {}s ago: the remote gateway stopped answering; check that it runs and that UDP {port} is reachable",
+                age.as_secs()
+            )),
+        ),
+        (Some(_), Err((target, None))) => (
+            ConnectionState::Connecting,
+            Some(format!(
+                "handshake done, but health probes to {target} get no reply: check that the remote gateway answers on the healthCheckIP in ClusterEndpoint {}",
+                s.cluster_id
+            )),
+        ),
+        (Some(_), Err((target, Some(ago)))) => (
+            ConnectionState::Connecting,
+            Some(format!(
+                "handshake done, but health probes to {target} got no reply for {}s: the tunnel carries no traffic; check the remote gateway and the path to {shown}",
+                ago.as_secs()
+            )),
+        ),
+        (Some(_), Ok(())) => (ConnectionState::Connected, None),
+    };
+    let rtt = s.rtt;
+    let figure = |pick: fn(&RttStats) -> Duration| rtt.as_ref().map(|r| format_rtt(pick(r)));
+    ConnectionStatus {
+        cluster_id: s.cluster_id.clone(),
+        endpoint: endpoint.map(|e| e.to_string()),
+        state,
+        reason,
+        last_handshake: s.last_handshake.and_then(whole_seconds),
+        rtt_min: figure(|r| r.min),
+        rtt_avg: figure(|r| r.avg),
+        rtt_max: figure(|r| r.max),
+        rx_bytes: s.rx_bytes,
+        tx_bytes: s.tx_bytes,
+    }
+}
+
+/// A time as the API stores it (whole seconds), so a read-back compares equal.
+fn whole_seconds(at: SystemTime) -> Option<Time> {
+    let secs = at.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+    k8s_openapi::jiff::Timestamp::from_second(i64::try_from(secs).ok()?)
+        .ok()
+        .map(Time)
+}
+
+/// A round trip for people: `312µs` below a millisecond, `41.2ms` below a second, else `1.25s`.
+pub fn format_rtt(rtt: Duration) -> String {
+    let micros = rtt.as_micros();
+    if micros < 1_000 {
+        format!("{micros}µs")
+    } else if micros < 1_000_000 {
+        format!("{:.1}ms", rtt.as_secs_f64() * 1e3)
+    } else {
+        format!("{:.2}s", rtt.as_secs_f64())
+    }
+}
+
+/// Reads back what [`format_rtt`] wrote (also `us`); `None` for anything else.
+pub fn parse_rtt(text: &str) -> Option<Duration> {
+    let (number, scale) = if let Some(n) = text.strip_suffix("µs").or(text.strip_suffix("us")) {
+        (n, 1e-6)
+    } else if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else {
+        return None;
+    };
+    let value: f64 = number.trim().parse().ok()?;
+    (value.is_finite() && value >= 0.0).then(|| Duration::from_secs_f64(value * scale))
+}
+
+/// What to write to the Gateway's status, if anything: `observed` when it differs
+/// meaningfully from `previous` (what was last written, or read at start), else `None`.
+///
+/// Meaningful: the role; a connection added or removed; a connection's state, reason or
+/// endpoint; a newer handshake; an RTT figure appearing, going, or moving by more than
+/// 20% and more than 1 ms; byte counters only once `since_last_write` reaches 30 s.
+pub fn plan_status(
+    previous: Option<&GatewayStatus>,
+    observed: &GatewayStatus,
+    since_last_write: Duration,
+) -> Option<GatewayStatus> {
+    let Some(previous) = previous else {
+        return Some(observed.clone());
+    };
+    if previous.role != observed.role {
+        return Some(observed.clone());
+    }
+    let before: BTreeMap<&str, &ConnectionStatus> = previous
+        .connections
+        .iter()
+        .map(|c| (c.cluster_id.as_str(), c))
+        .collect();
+    let now: BTreeMap<&str, &ConnectionStatus> = observed
+        .connections
+        .iter()
+        .map(|c| (c.cluster_id.as_str(), c))
+        .collect();
+    if before.keys().ne(now.keys()) {
+        return Some(observed.clone());
+    }
+    let mut counters_moved = false;
+    for (id, new) in &now {
+        let old = before[id];
+        let newer_handshake = match (&old.last_handshake, &new.last_handshake) {
+            (None, Some(_)) => true,
+            (Some(a), Some(b)) => b > a,
+            _ => false,
+        };
+        if old.state != new.state
+            || old.reason != new.reason
+            || old.endpoint != new.endpoint
+            || newer_handshake
+            || rtt_moved(&old.rtt_min, &new.rtt_min)
+            || rtt_moved(&old.rtt_avg, &new.rtt_avg)
+            || rtt_moved(&old.rtt_max, &new.rtt_max)
+        {
+            return Some(observed.clone());
+        }
+        counters_moved |= old.rx_bytes != new.rx_bytes || old.tx_bytes != new.tx_bytes;
+    }
+    (counters_moved && since_last_write >= COUNTER_REFRESH).then(|| observed.clone())
+}
+
+fn rtt_moved(old: &Option<String>, new: &Option<String>) -> bool {
+    match (old.as_deref().map(parse_rtt), new.as_deref().map(parse_rtt)) {
+        (None, None) => false,
+        (Some(Some(a)), Some(Some(b))) => {
+            let delta = a.abs_diff(b);
+            delta > RTT_ABSOLUTE && delta.as_secs_f64() > a.as_secs_f64() * RTT_RELATIVE
+        }
+        // Appeared, went, or unreadable (someone else wrote it): ours replaces it.
+        _ => old != new,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    fn t0() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+    }
+
+    fn rtt(min_us: u64, avg_us: u64, max_us: u64) -> RttStats {
+        RttStats {
+            min: Duration::from_micros(min_us),
+            avg: Duration::from_micros(avg_us),
+            max: Duration::from_micros(max_us),
+            last: Duration::from_micros(avg_us),
+            samples: 10,
+        }
+    }
+
+    fn peer(handshake_ago: Option<u64>, reply_ago: Option<u64>, target: bool) -> PeerObservation {
+        PeerObservation {
+            snapshot: PeerSnapshot {
+                cluster_id: "site-b".into(),
+                endpoint: Some("198.18.0.2:51820".parse().unwrap()),
+                rx_bytes: 100,
+                tx_bytes: 200,
+                last_handshake: handshake_ago.map(|s| t0() - Duration::from_millis(s * 1000 + 300)),
+                rtt: reply_ago.map(|_| rtt(312, 41_234, 1_500_000)),
+                ..PeerSnapshot::default()
+            },
+            configured_endpoint: Some("198.18.0.2:51820".parse().unwrap()),
+            health_target: target.then(|| "10.2.0.1:51821".parse().unwrap()),
+            since_last_reply: reply_ago.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn connection_states_and_reasons() {
+        type Case = (
+            Option<u64>,
+            Option<u64>,
+            bool,
+            ConnectionState,
+            Option<&'static str>,
+        );
+        let cases: &[Case] = &[
+            (None, None, true, ConnectionState::Connecting, Some("no handshake yet with 198.18.0.2:51820: check that UDP 51820 is reachable and the public key in ClusterEndpoint site-b matches")),
+            (Some(10), Some(1), true, ConnectionState::Connected, None),
+            (Some(10), None, false, ConnectionState::Connected, None),
+            (Some(10), Some(9), true, ConnectionState::Connecting, Some("got no reply for 9s")),
+            (Some(10), None, true, ConnectionState::Connecting, Some("health probes to 10.2.0.1:51821 get no reply")),
+            (Some(200), Some(1), true, ConnectionState::Connecting, Some("was 200s ago")),
+            (Some(200), None, false, ConnectionState::Connecting, Some("stopped answering")),
+        ];
+        for (handshake, reply, target, state, reason) in cases {
+            let status = observe(
+                GatewayRole::Active,
+                &[peer(*handshake, *reply, *target)],
+                t0(),
+            );
+            let c = &status.connections[0];
+            assert_eq!(c.state, *state, "{handshake:?} {reply:?} {target}");
+            match reason {
+                None => assert_eq!(c.reason, None),
+                Some(text) => assert!(
+                    c.reason.as_deref().unwrap_or_default().contains(text),
+                    "{:?} lacks {text:?}",
+                    c.reason
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn observed_figures() {
+        let status = observe(GatewayRole::Active, &[peer(Some(10), Some(1), true)], t0());
+        let c = &status.connections[0];
+        assert_eq!(status.role, Some(GatewayRole::Active));
+        assert_eq!(c.endpoint.as_deref(), Some("198.18.0.2:51820"));
+        assert_eq!(c.rtt_min.as_deref(), Some("312µs"));
+        assert_eq!(c.rtt_avg.as_deref(), Some("41.2ms"));
+        assert_eq!(c.rtt_max.as_deref(), Some("1.50s"));
+        assert_eq!((c.rx_bytes, c.tx_bytes), (100, 200));
+        // Whole seconds, as the API server keeps it.
+        let at = c.last_handshake.as_ref().unwrap().0.as_second();
+        assert_eq!(at, 1_700_000_000 - 11);
+        assert_eq!(
+            observe(GatewayRole::Passive, &[], t0()),
+            GatewayStatus {
+                role: Some(GatewayRole::Passive),
+                ..GatewayStatus::default()
+            }
+        );
+    }
+
+    #[test]
+    fn rtt_text_round_trips() {
+        for (d, text) in [
+            (Duration::from_micros(312), "312µs"),
+            (Duration::from_micros(41_234), "41.2ms"),
+            (Duration::from_millis(1_250), "1.25s"),
+            (Duration::ZERO, "0µs"),
+        ] {
+            assert_eq!(format_rtt(d), text);
+            let back = parse_rtt(text).unwrap();
+            assert!(back.abs_diff(d) < Duration::from_micros(100), "{text}");
+        }
+        assert_eq!(parse_rtt("12us"), Some(Duration::from_micros(12)));
+        for bad in ["", "fast", "-1ms", "1h", "ms"] {
+            assert_eq!(parse_rtt(bad), None, "{bad}");
+        }
+    }
+
+    /// One connection in a known state; the tests change one field at a time.
+    fn base() -> GatewayStatus {
+        observe(GatewayRole::Active, &[peer(Some(10), Some(1), true)], t0())
+    }
+
+    #[test]
+    fn writes_only_meaningful_changes() {
+        type Change = fn(&mut GatewayStatus);
+        let second: Change = |s| {
+            let mut c = s.connections[0].clone();
+            c.cluster_id = "site-c".into();
+            s.connections.push(c);
+        };
+        let cases: &[(&str, Change, Duration, bool)] = &[
+            ("nothing", |_| {}, Duration::from_secs(600), false),
+            (
+                "role",
+                |s| s.role = Some(GatewayRole::Passive),
+                Duration::ZERO,
+                true,
+            ),
+            ("connection added", second, Duration::ZERO, true),
+            (
+                "connection removed",
+                |s| s.connections.clear(),
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "state",
+                |s| s.connections[0].state = ConnectionState::Connecting,
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "reason",
+                |s| s.connections[0].reason = Some("x".into()),
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "endpoint",
+                |s| s.connections[0].endpoint = Some("198.18.0.9:51820".into()),
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "newer handshake",
+                |s| {
+                    let t = s.connections[0].last_handshake.as_ref().unwrap().0;
+                    s.connections[0].last_handshake =
+                        Some(Time(t + k8s_openapi::jiff::SignedDuration::from_secs(120)));
+                },
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "handshake lost",
+                |s| s.connections[0].last_handshake = None,
+                Duration::ZERO,
+                false,
+            ),
+            // 41.2ms → 45ms: under 20%.
+            (
+                "rtt jitter",
+                |s| s.connections[0].rtt_avg = Some("45.0ms".into()),
+                Duration::ZERO,
+                false,
+            ),
+            // 41.2ms → 60ms: over 20% and over 1 ms.
+            (
+                "rtt moved",
+                |s| s.connections[0].rtt_avg = Some("60.0ms".into()),
+                Duration::ZERO,
+                true,
+            ),
+            // 312µs → 500µs: over 20% but under 1 ms.
+            (
+                "rtt tiny",
+                |s| s.connections[0].rtt_min = Some("500µs".into()),
+                Duration::ZERO,
+                false,
+            ),
+            (
+                "rtt gone",
+                |s| s.connections[0].rtt_max = None,
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "bytes soon",
+                |s| s.connections[0].rx_bytes += 1,
+                Duration::from_secs(29),
+                false,
+            ),
+            (
+                "bytes later",
+                |s| s.connections[0].tx_bytes += 1,
+                Duration::from_secs(30),
+                true,
+            ),
+            (
+                "conditions are not ours",
+                |s| {
+                    s.conditions.push(Condition {
+                        type_: "Ready".into(),
+                        status: "True".into(),
+                        reason: "Ready".into(),
+                        message: String::new(),
+                        last_transition_time: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                        observed_generation: None,
+                    })
+                },
+                Duration::ZERO,
+                false,
+            ),
+        ];
+        for (name, change, since, write) in cases {
+            let previous = base();
+            let mut observed = base();
+            change(&mut observed);
+            let plan = plan_status(Some(&previous), &observed, *since);
+            assert_eq!(plan.is_some(), *write, "{name}");
+            if let Some(written) = plan {
+                assert_eq!(written, observed, "{name}: writes what it observed");
+            }
+        }
+        assert_eq!(plan_status(None, &base(), Duration::ZERO), Some(base()));
+    }
+}

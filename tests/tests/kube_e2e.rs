@@ -1,0 +1,558 @@
+//! End-to-end tests of Kubernetes mode: a broker API and one API per cluster (the
+//! in-memory stand-in), per cluster two gateway candidates and a worker in network
+//! namespaces, real controllers, gateways and route agents. No endpoints file exists
+//! anywhere: every site learns the others through the broker.
+//!
+//! One binary for every slow test, so they share one build and one harness.
+
+use causeway_crds::names::{gateway_key_secret, LOCAL_LABEL, MIRRORED_LABEL, PRIVATE_KEY_FIELD};
+use causeway_crds::{ClusterEndpoint, ConnectionState, Gateway, GatewayRole};
+use causeway_tests::harness::kube::BROKER_NAMESPACE;
+use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE};
+use causeway_tests::harness::mesh::{causeway_routes, metric};
+use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
+use causeway_tests::harness::HarnessError;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+const A: usize = 0;
+const B: usize = 1;
+const C: usize = 2;
+const ECHO_PORT: u16 = 7000;
+const WAIT: Duration = Duration::from_secs(20);
+
+fn pod_addr(kube: &KubeWorld, i: usize) -> SocketAddr {
+    SocketAddr::new(kube.spec(i).pod_ip().into(), ECHO_PORT)
+}
+
+fn pod_addr6(kube: &KubeWorld, i: usize) -> SocketAddr {
+    SocketAddr::new(kube.spec(i).pod_ip6().into(), ECHO_PORT)
+}
+
+fn echo(kube: &KubeWorld, i: usize, addr: SocketAddr) -> Echo {
+    Echo::start(&kube.site(i).pod, addr).expect("echo server in pod")
+}
+
+fn fail(e: HarnessError) -> ! {
+    panic!("{e}")
+}
+
+/// Waits until a TCP round-trip from pod `from` to site `to`'s pod works.
+fn wait_reachable(kube: &mut KubeWorld, from: usize, to: usize) {
+    let to = pod_addr(kube, to);
+    let payload = pattern(1000, from as u8);
+    let what = format!(
+        "{} pod to reach {to} over TCP",
+        kube.spec(from).cluster_id()
+    );
+    kube.wait_for(&what, WAIT, |k| {
+        match tcp_roundtrip(&k.site(from).pod, to, &payload) {
+            Ok(back) if back == payload => Ok(()),
+            Ok(_) => Err("echo differed".into()),
+            Err(e) => Err(e.to_string()),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+}
+
+/// Waits until `stream` has verified `more` chunks beyond `from`.
+fn wait_stream(kube: &mut KubeWorld, stream: &Stream, from: u64, more: u64, what: &str) -> u64 {
+    kube.wait_for(what, WAIT, |_| match stream.chunks() {
+        n if n >= from + more => Ok(n),
+        n if stream.ended() => Err(format!("the stream ended after {n} chunks")),
+        n => Err(format!("{n} chunks")),
+    })
+    .unwrap_or_else(|e| fail(e))
+}
+
+fn gateways(kube: &KubeWorld, i: usize) -> Vec<Gateway> {
+    let api: Api<Gateway> = Api::namespaced(kube.cluster_client(i), CLUSTER_NAMESPACE);
+    kube.block_on(api.list(&ListParams::default()))
+        .expect("list Gateways")
+        .items
+}
+
+fn endpoints(kube: &KubeWorld, api: Api<ClusterEndpoint>) -> Vec<ClusterEndpoint> {
+    kube.block_on(api.list(&ListParams::default()))
+        .expect("list ClusterEndpoints")
+        .items
+}
+
+fn local_endpoints(kube: &KubeWorld, i: usize) -> Vec<ClusterEndpoint> {
+    endpoints(
+        kube,
+        Api::namespaced(kube.cluster_client(i), CLUSTER_NAMESPACE),
+    )
+}
+
+fn broker_endpoints(kube: &KubeWorld) -> Vec<ClusterEndpoint> {
+    endpoints(
+        kube,
+        Api::namespaced(kube.broker_client(), BROKER_NAMESPACE),
+    )
+}
+
+fn label(obj: &ClusterEndpoint, key: &str) -> Option<String> {
+    obj.metadata.labels.as_ref()?.get(key).cloned()
+}
+
+/// Every process's `causeway_netlink_writes_total`, by component.
+fn netlink_writes(kube: &KubeWorld) -> Vec<(String, f64)> {
+    let mut writes = Vec::new();
+    for i in 0..kube.n_sites() {
+        for k in 0..CANDIDATES {
+            if let Ok(text) = kube.gateway_metrics(i, k) {
+                let n = metric(&text, "causeway_netlink_writes_total", &[]).unwrap_or(0.0);
+                writes.push((Component::Gateway(i, k).to_string(), n));
+            }
+        }
+        let text = kube.agent_metrics(i).expect("route agent metrics");
+        let n = metric(&text, "causeway_netlink_writes_total", &[]).unwrap_or(0.0);
+        writes.push((Component::RouteAgent(i).to_string(), n));
+    }
+    writes
+}
+
+/// Every Causeway route in site `i`'s worker and candidates.
+fn all_routes(kube: &KubeWorld, i: usize) -> Vec<String> {
+    let site = kube.site(i);
+    site.candidates()
+        .into_iter()
+        .chain([&site.worker])
+        .flat_map(|ns| causeway_routes(ns).expect("ip route"))
+        .collect()
+}
+
+fn count(text: &str, needle: &str) -> usize {
+    text.matches(needle).count()
+}
+
+#[test]
+fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let _servers: Vec<Echo> = [A, B]
+        .iter()
+        .flat_map(|&i| {
+            [
+                echo(&kube, i, pod_addr(&kube, i)),
+                echo(&kube, i, pod_addr6(&kube, i)),
+            ]
+        })
+        .collect();
+    for (from, to) in [(A, B), (B, A)] {
+        wait_reachable(&mut kube, from, to);
+        let pod = &kube.site(from).pod;
+        for len in [1, 1400, 64 * 1024] {
+            let payload = pattern(len, 9);
+            let back = tcp_roundtrip(pod, pod_addr(&kube, to), &payload).expect("tcp v4");
+            assert_eq!(back, payload, "TCP v4 {len} bytes {from}->{to}");
+            let back = tcp_roundtrip(pod, pod_addr6(&kube, to), &payload).expect("tcp v6");
+            assert_eq!(back, payload, "TCP v6 {len} bytes {from}->{to}");
+        }
+        let datagram = pattern(1200, 4);
+        assert_eq!(
+            udp_roundtrip(pod, pod_addr(&kube, to), &datagram).expect("udp v4"),
+            datagram
+        );
+    }
+
+    for i in [A, B] {
+        let id = kube.spec(i).cluster_id();
+        let other = kube.spec(1 - i).cluster_id();
+        let active = kube.active_gateway(i).expect("an active gateway");
+        let active_node = kube.spec(i).candidate(active).node_name();
+
+        // The controller's local copy lists both candidates, the active one first,
+        // and the other cluster arrives as a labelled mirror.
+        let local = local_endpoints(&kube, i);
+        let own = local
+            .iter()
+            .find(|o| o.metadata.name.as_deref() == Some(id.as_str()))
+            .expect("the local copy of our own ClusterEndpoint");
+        assert_eq!(label(own, LOCAL_LABEL).as_deref(), Some("true"));
+        let nodes: Vec<&str> = own
+            .spec
+            .gateways
+            .iter()
+            .map(|g| g.node_name.as_str())
+            .collect();
+        assert_eq!(nodes.len(), CANDIDATES, "{nodes:?}");
+        assert_eq!(
+            nodes[0], active_node,
+            "the active gateway comes first: {nodes:?}"
+        );
+        let mirror = local
+            .iter()
+            .find(|o| o.metadata.name.as_deref() == Some(other.as_str()))
+            .expect("the other cluster's mirror");
+        assert_eq!(label(mirror, MIRRORED_LABEL).as_deref(), Some("true"));
+
+        // The active gateway reports its connection, with an RTT, in its Gateway status.
+        let what =
+            format!("{id}'s Gateway {active_node} to report connected to {other} with an RTT");
+        let status = kube
+            .wait_for(&what, WAIT, |k| {
+                let gw = gateways(k, i)
+                    .into_iter()
+                    .find(|g| g.metadata.name.as_deref() == Some(active_node.as_str()))
+                    .ok_or("no Gateway object")?;
+                let status = gw.status.ok_or("no status")?;
+                let conn = status
+                    .connections
+                    .iter()
+                    .find(|c| c.cluster_id == other)
+                    .ok_or_else(|| format!("no connection entry: {status:?}"))?;
+                match (conn.state, &conn.rtt_avg, &conn.last_handshake) {
+                    (ConnectionState::Connected, Some(_), Some(_)) if conn.tx_bytes > 0 => {
+                        Ok(status.clone())
+                    }
+                    _ => Err(format!("{conn:?}")),
+                }
+            })
+            .unwrap_or_else(|e| fail(e));
+        assert_eq!(status.role, Some(GatewayRole::Active), "{status:?}");
+        eprintln!("{id} {active_node}: {:?}", status.connections);
+        let passive_node = kube.spec(i).candidate(1 - active).node_name();
+        let what = format!("{id}'s Gateway {passive_node} to report role passive");
+        kube.wait_for(&what, WAIT, |k| {
+            let gw = gateways(k, i)
+                .into_iter()
+                .find(|g| g.metadata.name.as_deref() == Some(passive_node.as_str()))
+                .ok_or("no Gateway object")?;
+            match gw.status.as_ref().and_then(|s| s.role) {
+                Some(GatewayRole::Passive) => Ok(()),
+                other => Err(format!("role {other:?}")),
+            }
+        })
+        .unwrap_or_else(|e| fail(e));
+    }
+
+    // Each private key lives in its node's Secret and nowhere else: not in any
+    // object of any API server, not in any log.
+    let mut objects = serde_json::to_string(&broker_endpoints(&kube)).expect("json");
+    for i in [A, B] {
+        objects += &serde_json::to_string(&local_endpoints(&kube, i)).expect("json");
+        objects += &serde_json::to_string(&gateways(&kube, i)).expect("json");
+    }
+    for i in [A, B] {
+        let secrets: Api<Secret> = Api::namespaced(kube.cluster_client(i), CLUSTER_NAMESPACE);
+        for k in 0..CANDIDATES {
+            let node = kube.spec(i).candidate(k).node_name();
+            let secret = kube
+                .block_on(secrets.get(&gateway_key_secret(&node)))
+                .unwrap_or_else(|e| panic!("the key Secret of {node}: {e}"));
+            let key = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(PRIVATE_KEY_FIELD))
+                .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
+                .expect("a privateKey field");
+            assert_eq!(key.len(), 44, "a base64 WireGuard key");
+            assert!(
+                !objects.contains(&key),
+                "{node}'s private key is in an object"
+            );
+            for c in [
+                Component::Controller(i),
+                Component::Gateway(i, 0),
+                Component::Gateway(i, 1),
+                Component::RouteAgent(i),
+            ] {
+                assert!(
+                    !kube.full_log(c).contains(&key),
+                    "{node}'s private key is in the log of {c}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_data_plane_outlives_the_broker_the_api_server_and_the_controller() {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let _echo = echo(&kube, B, pod_addr(&kube, B));
+    wait_reachable(&mut kube, A, B);
+    let stream = Stream::start(&kube.site(A).pod, pod_addr(&kube, B)).expect("stream");
+    let n = wait_stream(&mut kube, &stream, 0, 50, "the A->B stream to carry data");
+    let writes = netlink_writes(&kube);
+    let routes: Vec<Vec<String>> = [A, B].map(|i| all_routes(&kube, i)).to_vec();
+
+    // The broker goes away: controllers cannot sync, the tunnels carry on.
+    kube.broker().stop();
+    let controller_a = Component::Controller(A);
+    let log_before = count(&kube.full_log(controller_a), "failed");
+    kube.wait_for(
+        "site-a's controller to notice the broker is gone",
+        WAIT,
+        |k| match count(&k.full_log(controller_a), "failed") > log_before {
+            true => Ok(()),
+            false => Err("no failure logged yet".to_string()),
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    let n = wait_stream(
+        &mut kube,
+        &stream,
+        n,
+        200,
+        "the stream to carry on without the broker",
+    );
+
+    // Then site A's own API server and its controller go too.
+    kube.cluster_api(A).stop();
+    kube.kill_controller(A).expect("kill site-a's controller");
+    let gateway_a = Component::Gateway(A, kube.active_gateway(A).expect("active gateway"));
+    let agent_a = Component::RouteAgent(A);
+    let marks: Vec<usize> = [gateway_a, agent_a]
+        .iter()
+        .map(|&c| count(&kube.full_log(c), "WARN"))
+        .collect();
+    kube.wait_for(
+        "site-a's gateway and route agent to notice their API server is gone",
+        WAIT,
+        |k| {
+            let now: Vec<usize> = [gateway_a, agent_a]
+                .iter()
+                .map(|&c| count(&k.full_log(c), "WARN"))
+                .collect();
+            match now.iter().zip(&marks).all(|(n, m)| n > m) {
+                true => Ok(()),
+                false => Err(format!("warnings {now:?}, before {marks:?}")),
+            }
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    // Longer than a gateway Lease: the active gateway must not step down for
+    // want of an API server to renew it with.
+    let outage = Instant::now();
+    let n = wait_stream(
+        &mut kube,
+        &stream,
+        n,
+        300,
+        "the stream to carry on without site-a's API server",
+    );
+    kube.wait_for(
+        "a gateway Lease period to pass in the outage",
+        WAIT,
+        |_| match outage.elapsed() > Duration::from_secs(5) {
+            true => Ok(()),
+            false => Err(format!("{:?} so far", outage.elapsed())),
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    let n = wait_stream(
+        &mut kube,
+        &stream,
+        n,
+        50,
+        "the stream to carry on after a Lease period",
+    );
+    assert_eq!(netlink_writes(&kube), writes, "the outage changed routes");
+
+    // Everything returns: nothing flaps.
+    kube.broker().restart().expect("restart the broker");
+    kube.cluster_api(A)
+        .restart()
+        .expect("restart site-a's API server");
+    kube.start_controller(A).expect("start site-a's controller");
+    kube.wait_for(
+        "site-a's restarted controller to complete a pass",
+        WAIT,
+        |k| match k.full_log(controller_a).contains("first sync pass") {
+            true => Ok(()),
+            false => Err("no pass yet".to_string()),
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    let n = wait_stream(
+        &mut kube,
+        &stream,
+        n,
+        100,
+        "the stream to carry on after the return",
+    );
+    assert_eq!(netlink_writes(&kube), writes, "the return changed routes");
+    assert_eq!([A, B].map(|i| all_routes(&kube, i)).to_vec(), routes);
+    let chunks = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("the stream broke: {e}\n{}", kube.logs()));
+    assert!(chunks >= n);
+    eprintln!("A->B stream: {chunks} verified 16 KiB chunks across a broker, API server and controller outage; 0 route writes");
+}
+
+#[test]
+fn restarting_a_controller_changes_no_route_and_no_object() {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let writes = netlink_writes(&kube);
+    kube.broker().reset_counters();
+    for i in [A, B] {
+        kube.cluster_api(i).reset_counters();
+    }
+    let controller_a = Component::Controller(A);
+    let passes = count(&kube.full_log(controller_a), "sync pass");
+    kube.restart_controller(A)
+        .expect("restart site-a's controller");
+    kube.wait_for(
+        "site-a's restarted controller to complete its first pass",
+        WAIT,
+        |k| {
+            let log = k.full_log(controller_a);
+            match count(&log, "sync pass") > passes {
+                true => Ok(log),
+                false => Err("no pass yet".to_string()),
+            }
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    let log = kube.full_log(controller_a);
+    assert!(
+        log.contains("first sync pass: nothing to change"),
+        "the first pass after a restart wrote:\n{log}"
+    );
+    for (what, server) in [
+        ("the broker", kube.broker()),
+        ("site-a", kube.cluster_api(A)),
+        ("site-b", kube.cluster_api(B)),
+    ] {
+        let n = server.writes_of::<ClusterEndpoint>().total();
+        assert_eq!(
+            n, 0,
+            "ClusterEndpoint writes at {what} after a controller restart"
+        );
+    }
+    assert_eq!(
+        netlink_writes(&kube),
+        writes,
+        "a controller restart changed routes"
+    );
+}
+
+#[test]
+fn the_standby_candidate_takes_over_and_route_agents_follow() {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let _echo = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
+    wait_reachable(&mut kube, A, B);
+    let old = kube.active_gateway(A).expect("an active gateway");
+    let new = 1 - old;
+    let new_ip = kube.spec(A).candidate(new).node_ip().to_string();
+
+    let killed = Instant::now();
+    kube.kill_gateway(A, old)
+        .expect("kill site-a's active gateway");
+    let what = "site-a's standby candidate to take the gateway Lease";
+    kube.wait_for(what, WAIT, |k| match k.active_gateway(A) {
+        Some(k) if k == new => Ok(()),
+        other => Err(format!("active {other:?}")),
+    })
+    .unwrap_or_else(|e| fail(e));
+    wait_reachable(&mut kube, A, B);
+    wait_reachable(&mut kube, B, A);
+    let gap = killed.elapsed();
+    // The worker's routes now lead to the new gateway node.
+    let routes = causeway_routes(&kube.site(A).worker).expect("routes");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.starts_with("10.2.0.0/16") && r.contains(&format!("via {new_ip}"))),
+        "the route agent still routes via the old gateway: {routes:?}"
+    );
+    eprintln!("failover by Lease expiry: traffic again after {gap:?} (issue #8 makes this fast)");
+
+    // The dead candidate comes back as the standby.
+    kube.start_gateway(A, old).expect("restart the old gateway");
+    let node = kube.spec(A).candidate(old).node_name();
+    kube.wait_for(
+        "the returning candidate to report role passive",
+        WAIT,
+        |k| {
+            let gw = gateways(k, A)
+                .into_iter()
+                .find(|g| g.metadata.name.as_deref() == Some(node.as_str()))
+                .ok_or("no Gateway object")?;
+            match gw.status.as_ref().and_then(|s| s.role) {
+                Some(GatewayRole::Passive) => Ok(()),
+                other => Err(format!("role {other:?}")),
+            }
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    assert_eq!(
+        kube.active_gateway(A),
+        Some(new),
+        "the returning candidate took over"
+    );
+    wait_reachable(&mut kube, A, B);
+}
+
+#[test]
+fn three_clusters_join_and_an_overlapping_cidr_is_refused_without_harm() {
+    let mut kube = KubeWorld::start(3).unwrap_or_else(|e| fail(e));
+    let _echo = [A, B, C].map(|i| echo(&kube, i, pod_addr(&kube, i)));
+    for (from, to) in [(A, B), (A, C), (B, C), (C, A)] {
+        wait_reachable(&mut kube, from, to);
+    }
+    let stream = Stream::start(&kube.site(A).pod, pod_addr(&kube, B)).expect("stream");
+    let n = wait_stream(&mut kube, &stream, 0, 50, "the A->B stream to carry data");
+    let mirror_of_c = |k: &KubeWorld, i: usize| {
+        local_endpoints(k, i)
+            .into_iter()
+            .find(|o| o.metadata.name.as_deref() == Some("site-c"))
+            .map(|o| o.spec)
+    };
+    let before = [A, B].map(|i| mirror_of_c(&kube, i).expect("a mirror of site-c"));
+
+    // Site C's controller now claims site A's pod CIDR as well.
+    let mut cidrs = kube.spec(C).pod_cidrs();
+    cidrs.push("10.1.0.0/16".parse().expect("literal"));
+    kube.set_pod_cidrs(C, cidrs);
+    kube.restart_controller(C)
+        .expect("restart site-c's controller");
+    let condition = kube
+        .wait_for(
+            "site-c's broker object to be refused with a Valid=False condition",
+            WAIT,
+            |k| {
+                let own = broker_endpoints(k)
+                    .into_iter()
+                    .find(|o| o.metadata.name.as_deref() == Some("site-c"))
+                    .ok_or("no site-c at the broker")?;
+                let valid = own
+                    .status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter())
+                    .find(|c| c.type_ == "Valid")
+                    .cloned()
+                    .ok_or("no Valid condition")?;
+                match valid.status.as_str() {
+                    "False" => Ok(valid),
+                    _ => Err(format!("{valid:?}")),
+                }
+            },
+        )
+        .unwrap_or_else(|e| fail(e));
+    assert!(
+        condition.message.contains("10.1.0.0/16") && condition.message.contains("site-a"),
+        "the condition names the CIDR and the cluster it overlaps: {condition:?}"
+    );
+    eprintln!(
+        "site-c refused: {}: {}",
+        condition.reason, condition.message
+    );
+    // A and B keep the last good version of C, and A<->B never noticed.
+    let n = wait_stream(&mut kube, &stream, n, 200, "the A->B stream to carry on");
+    for (slot, i) in [A, B].into_iter().enumerate() {
+        assert_eq!(
+            mirror_of_c(&kube, i).as_ref(),
+            Some(&before[slot]),
+            "site-{i}'s mirror of site-c changed"
+        );
+    }
+    wait_reachable(&mut kube, B, A);
+    let chunks = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("the A->B stream broke: {e}\n{}", kube.logs()));
+    assert!(chunks >= n);
+}
