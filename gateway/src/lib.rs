@@ -12,6 +12,7 @@ pub mod config;
 pub mod datapath;
 pub mod health;
 pub mod kubernetes;
+pub mod liveness;
 pub mod metrics;
 pub mod netlink;
 pub mod node;

@@ -5,14 +5,18 @@
 //!
 //! One binary for every slow test, so they share one build and one harness.
 
-use causeway_crds::names::{gateway_key_secret, LOCAL_LABEL, MIRRORED_LABEL, PRIVATE_KEY_FIELD};
+use causeway_crds::names::{
+    gateway_key_secret, gateway_lease, LOCAL_LABEL, MIRRORED_LABEL, PRIVATE_KEY_FIELD,
+};
 use causeway_crds::{ClusterEndpoint, ConnectionState, Gateway, GatewayRole};
 use causeway_tests::harness::kube::BROKER_NAMESPACE;
 use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE};
 use causeway_tests::harness::mesh::{causeway_routes, metric};
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::HarnessError;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -301,14 +305,14 @@ fn the_data_plane_outlives_the_broker_the_api_server_and_the_controller() {
     );
 
     // Then site A's own API server and its controller go too.
-    kube.cluster_api(A).stop();
-    kube.kill_controller(A).expect("kill site-a's controller");
     let gateway_a = Component::Gateway(A, kube.active_gateway(A).expect("active gateway"));
     let agent_a = Component::RouteAgent(A);
     let marks: Vec<usize> = [gateway_a, agent_a]
         .iter()
         .map(|&c| count(&kube.full_log(c), "WARN"))
         .collect();
+    kube.cluster_api(A).stop();
+    kube.kill_controller(A).expect("kill site-a's controller");
     kube.wait_for(
         "site-a's gateway and route agent to notice their API server is gone",
         WAIT,
@@ -353,20 +357,46 @@ fn the_data_plane_outlives_the_broker_the_api_server_and_the_controller() {
     assert_eq!(netlink_writes(&kube), writes, "the outage changed routes");
 
     // Everything returns: nothing flaps.
+    let holder = kube.lease_holder(A);
+    let passes = count(&kube.full_log(controller_a), "first sync pass");
     kube.broker().restart().expect("restart the broker");
     kube.cluster_api(A)
         .restart()
         .expect("restart site-a's API server");
+    let returned = Timestamp::now();
     kube.start_controller(A).expect("start site-a's controller");
     kube.wait_for(
         "site-a's restarted controller to complete a pass",
         WAIT,
-        |k| match k.full_log(controller_a).contains("first sync pass") {
+        |k| match count(&k.full_log(controller_a), "first sync pass") > passes {
             true => Ok(()),
             false => Err("no pass yet".to_string()),
         },
     )
     .unwrap_or_else(|e| fail(e));
+    // The active gateway renews its Lease once the API server is back, and keeps it.
+    let leases: Api<Lease> = Api::namespaced(kube.cluster_client(A), CLUSTER_NAMESPACE);
+    let lease_name = gateway_lease(&kube.spec(A).cluster_id());
+    kube.wait_for(
+        "site-a's gateway Lease to be renewed after the outage",
+        WAIT,
+        |k| {
+            let lease = k
+                .block_on(leases.get(&lease_name))
+                .map_err(|e| e.to_string())?;
+            let spec = lease.spec.ok_or("no spec")?;
+            match spec.renew_time {
+                Some(t) if t.0 > returned => Ok(()),
+                other => Err(format!("renewed at {other:?}")),
+            }
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    assert_eq!(
+        kube.lease_holder(A),
+        holder,
+        "the outage moved the gateway Lease"
+    );
     let n = wait_stream(
         &mut kube,
         &stream,

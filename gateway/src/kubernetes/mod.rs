@@ -11,6 +11,7 @@ pub mod api;
 
 use crate::clusterset::{plan_clusterset, Waiting};
 use crate::config::{public_key, Identity};
+use crate::liveness::{self, Liveness, LIVENESS_PORT};
 use crate::metrics;
 use crate::netlink::{Netlink, NetlinkError};
 use crate::node::{Node, Probes, Reloaded, Role, Tunnel, TunnelError, TunnelSetup};
@@ -20,6 +21,7 @@ use causeway_crds::keys::format_key;
 use causeway_crds::names::gateway_lease;
 use causeway_crds::{ClusterEndpoint, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus};
 use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
@@ -220,7 +222,24 @@ impl Backoff {
 struct Candidate {
     config: CandidateConfig,
     key: [u8; 32],
-    leadership: Leadership,
+    how: Campaign,
+    /// `Some` while contending for (or holding) the Lease: only while no other
+    /// candidate answers "active" (see [`crate::liveness`]).
+    leadership: Option<Leadership>,
+    /// When joining the election may next be tried after a failure.
+    campaign_retry_at: Option<Instant>,
+    campaign_backoff: Backoff,
+    /// When this candidate started listening for the others (it campaigns only after
+    /// having listened for [`liveness::DEAD_AFTER`]).
+    listening_since: Instant,
+    liveness: Arc<Liveness>,
+    liveness_targets: watch::Sender<Vec<SocketAddr>>,
+    stop_liveness: watch::Sender<bool>,
+    /// Active although the Lease manager reports the Lease lost, because no other
+    /// candidate holds it (typically: the API server is unreachable, so it could not
+    /// be renewed). Stepping down then would cut every tunnel while nobody can take
+    /// over; the data plane outlives the control plane.
+    holding_over: bool,
     /// What the Gateway's status says, as far as we know (read at start, then written).
     written: Option<GatewayStatus>,
     written_at: Instant,
@@ -337,17 +356,39 @@ async fn join_as_candidate(
         duration: config.lease.max(Duration::from_secs(2)),
         grace: (config.lease / 3).max(Duration::from_secs(1)),
     };
-    let leadership = retry("joining the gateway election", || async {
-        campaign(client.clone(), &how)
-            .await
-            .map_err(KubeError::from)
-    })
-    .await?;
-    tracing::info!(lease = %how.name, identity = %how.identity, "campaigning for the gateway Lease");
+    let liveness = Arc::new(Liveness::default());
+    let (liveness_targets, targets) = watch::channel(Vec::new());
+    let (stop_liveness, liveness_stopped) = watch::channel(false);
+    let mut sockets = Vec::new();
+    for ip in &candidate.private_ips {
+        let addr = SocketAddr::new(*ip, LIVENESS_PORT);
+        match tokio::net::UdpSocket::bind(addr).await {
+            Ok(socket) => sockets.push(socket),
+            // Without it the other candidates cannot see this one is alive, and it cannot
+            // see them: election falls back to the Lease alone.
+            Err(error) => {
+                tracing::warn!(%addr, %error, "cannot listen for the other gateway candidates' liveness probes; is --private-ip an address of this node?")
+            }
+        }
+    }
+    tokio::spawn(liveness::run(
+        sockets,
+        targets,
+        Arc::clone(&liveness),
+        liveness_stopped,
+    ));
     Ok(Candidate {
         config: candidate.clone(),
         key,
-        leadership,
+        how,
+        leadership: None,
+        campaign_retry_at: None,
+        campaign_backoff: Backoff::new(),
+        listening_since: Instant::now(),
+        liveness,
+        liveness_targets,
+        stop_liveness,
+        holding_over: false,
         written,
         written_at: Instant::now(),
         retry_at: None,
@@ -383,6 +424,10 @@ impl Gateway {
             .boxed();
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
+        let mut campaign_tick = tokio::time::interval(liveness::PROBE_INTERVAL);
+        campaign_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut holdover_tick =
+            tokio::time::interval((self.config.lease / 3).max(Duration::from_secs(1)));
         let mut status_tick =
             tokio::time::interval(self.config.status_interval.max(Duration::from_millis(100)));
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -441,14 +486,19 @@ impl Gateway {
                     }
                 }
                 won = leadership_change(&mut self.candidate, active) => {
-                    if won {
+                    if won && self.holding_over() {
+                        tracing::info!(node = %self.config.node_name, "holding the gateway Lease again; the tunnel never stopped");
+                        self.set_holding_over(false);
+                    } else if won {
                         self.become_active().await?;
                     } else {
-                        self.become_passive().await;
+                        self.lease_lost().await;
                     }
                     // Look again: the controller reorders the gateways as the Lease moves.
                     due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                 }
+                _ = holdover_tick.tick(), if self.holding_over() => self.lease_lost().await,
+                _ = campaign_tick.tick(), if self.candidate.is_some() && !active => self.gate_campaign().await,
                 _ = status_tick.tick() => self.write_status().await,
                 _ = resync.tick() => {
                     if let Err(e) = self.node.resync().await {
@@ -495,6 +545,20 @@ impl Gateway {
         }
         match plan.outcome {
             Ok(desired) => {
+                if let Some(c) = &self.candidate {
+                    let gateways = desired
+                        .local
+                        .gateways
+                        .iter()
+                        .map(|g| (g.node_name.as_str(), g.private_ips.as_slice()));
+                    let targets = liveness::targets(gateways, &self.config.node_name);
+                    c.liveness.retain(&targets);
+                    c.liveness_targets.send_if_modified(|current| {
+                        let changed = *current != targets;
+                        *current = targets;
+                        changed
+                    });
+                }
                 if self.waiting.take().is_some() {
                     tracing::info!("ClusterEndpoints ready");
                 }
@@ -528,6 +592,7 @@ impl Gateway {
             health_ip: candidate.config.health_check_ip,
         };
         let tunnel = Tunnel::open(&self.netlink, &setup, self.node.probes()).await?;
+        candidate.liveness.set_active(true);
         if let Err(e) = self.node.set_role(Role::Gateway(tunnel)).await {
             tracing::warn!(error = %e, "switching to the tunnel's routes failed; the resync retries");
         }
@@ -536,8 +601,88 @@ impl Gateway {
         Ok(())
     }
 
+    /// A passive candidate contends for the Lease only while no other candidate answers
+    /// "active", and withdraws from the contest as soon as one does.
+    async fn gate_campaign(&mut self) {
+        let Some(c) = &mut self.candidate else {
+            return;
+        };
+        let now = Instant::now();
+        let active_peer = c.liveness.active_peer_alive(now, liveness::DEAD_AFTER);
+        match (&c.leadership, active_peer) {
+            (Some(_), true) => {
+                tracing::info!("another candidate is active: leaving the election to it");
+                if let Some(leadership) = c.leadership.take() {
+                    leadership.resign().await;
+                }
+            }
+            (None, false)
+                if now.duration_since(c.listening_since) >= liveness::DEAD_AFTER
+                    && c.campaign_retry_at.is_none_or(|at| now >= at) =>
+            {
+                match campaign(self.client.clone(), &c.how).await {
+                    Ok(leadership) => {
+                        tracing::info!(lease = %c.how.name, identity = %c.how.identity, "no other candidate answers as active: campaigning for the gateway Lease");
+                        c.leadership = Some(leadership);
+                        c.campaign_retry_at = None;
+                        c.campaign_backoff.reset();
+                    }
+                    Err(error) => {
+                        let wait = c.campaign_backoff.next();
+                        tracing::warn!(%error, retry_in = ?wait, "cannot join the gateway election; retrying");
+                        c.campaign_retry_at = Some(now + wait);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn holding_over(&self) -> bool {
+        self.candidate.as_ref().is_some_and(|c| c.holding_over)
+    }
+
+    fn set_holding_over(&mut self, on: bool) {
+        if let Some(c) = &mut self.candidate {
+            c.holding_over = on;
+        }
+    }
+
+    /// The Lease manager says we no longer hold the Lease: step down only when
+    /// another candidate is seen holding it; otherwise stay active and look again.
+    async fn lease_lost(&mut self) {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.config.namespace);
+        let name = gateway_lease(&self.config.cluster);
+        let holder = leases
+            .get(&name)
+            .await
+            .map(|l| l.spec.and_then(|s| s.holder_identity));
+        match holder {
+            Ok(Some(other)) if !other.is_empty() && other != self.config.node_name => {
+                tracing::info!(lease = %name, holder = %other, "another candidate holds the gateway Lease");
+                self.set_holding_over(false);
+                self.become_passive().await;
+            }
+            Ok(_) => {
+                if !self.holding_over() {
+                    tracing::warn!(lease = %name, "the gateway Lease could not be renewed, but no other candidate holds it: staying active, the tunnel carries on");
+                }
+                self.set_holding_over(true);
+            }
+            Err(error) => {
+                if !self.holding_over() {
+                    tracing::warn!(lease = %name, %error, "the gateway Lease could not be renewed and the API server cannot be asked who holds it: staying active, the tunnel carries on");
+                }
+                self.set_holding_over(true);
+            }
+        }
+    }
+
     async fn become_passive(&mut self) {
         tracing::warn!(node = %self.config.node_name, "lost the gateway Lease: withdrawing the tunnel, routing via the active gateway");
+        if let Some(c) = &self.candidate {
+            c.liveness.set_active(false);
+        }
         if let Err(e) = self.node.set_role(agent_role(&self.config)).await {
             tracing::warn!(error = %e, "switching to route-agent routes failed; the resync retries");
         }
@@ -633,13 +778,18 @@ impl Gateway {
         } = self;
         let was_active = node.is_gateway();
         if let Some(candidate) = candidate {
-            tracing::info!("shutting down: resigning the gateway Lease");
-            if tokio::time::timeout(SHUTDOWN_CALL, candidate.leadership.resign())
-                .await
-                .is_err()
-            {
-                tracing::warn!("resigning the gateway Lease timed out; it expires on its own");
+            // Say "not active" first: the standby then campaigns at its next probe.
+            candidate.liveness.set_active(false);
+            if let Some(leadership) = candidate.leadership {
+                tracing::info!("shutting down: resigning the gateway Lease");
+                if tokio::time::timeout(SHUTDOWN_CALL, leadership.resign())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("resigning the gateway Lease timed out; it expires on its own");
+                }
             }
+            let _ = candidate.stop_liveness.send(true);
             tracing::info!("withdrawing routes and the tunnel interface");
             if let Err(e) = node.shutdown().await {
                 tracing::warn!(error = %e, "withdrawing routes failed");
@@ -670,12 +820,25 @@ impl Gateway {
 async fn leadership_change(candidate: &mut Option<Candidate>, active: bool) -> bool {
     match candidate {
         None => std::future::pending().await,
+        Some(Candidate {
+            leadership: None, ..
+        }) => std::future::pending().await,
+        Some(c) if active && c.holding_over => {
+            if let Some(l) = &mut c.leadership {
+                l.until_leader().await;
+            }
+            true
+        }
         Some(c) if active => {
-            c.leadership.until_lost().await;
+            if let Some(l) = &mut c.leadership {
+                l.until_lost().await;
+            }
             false
         }
         Some(c) => {
-            c.leadership.until_leader().await;
+            if let Some(l) = &mut c.leadership {
+                l.until_leader().await;
+            }
             true
         }
     }
