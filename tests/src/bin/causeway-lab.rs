@@ -5,8 +5,10 @@
 //! the root namespace is never touched.
 
 use anyhow::{bail, Context, Result};
+use causeway_tests::harness::kube::KubeWorld;
 use causeway_tests::harness::mesh::{metric, Mesh};
 use causeway_tests::harness::postgres::Postgres;
+use causeway_tests::harness::topology::Site;
 use causeway_tests::harness::ScratchDir;
 use clap::Parser;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,39 @@ struct Args {
     /// Keep the lab running after the load until Ctrl-C, to explore it with `ip netns exec`.
     #[arg(long)]
     hold: bool,
+    /// Run the full control plane instead of endpoints files: a broker and one API server
+    /// per site (the in-memory stand-in), a controller per site, two gateway candidates
+    /// electing an active one, and a route agent; the sites find each other through the broker.
+    #[arg(long)]
+    kubernetes: bool,
+}
+
+/// The two sites, joined either way.
+enum Lab {
+    Standalone(Mesh),
+    Kubernetes(KubeWorld),
+}
+
+impl Lab {
+    fn site(&self, i: usize) -> &Site {
+        match self {
+            Lab::Standalone(mesh) => mesh.site(i),
+            Lab::Kubernetes(kube) => kube.site(i),
+        }
+    }
+
+    /// Metrics of site `i`'s (active) gateway.
+    fn gateway_metrics(&self, i: usize) -> Result<String> {
+        Ok(match self {
+            Lab::Standalone(mesh) => mesh.gateway_metrics(i)?,
+            Lab::Kubernetes(kube) => {
+                let k = kube
+                    .active_gateway(i)
+                    .context("the site has no active gateway")?;
+                kube.gateway_metrics(i, k)?
+            }
+        })
+    }
 }
 
 fn main() {
@@ -49,6 +84,22 @@ fn main() {
     }
 }
 
+fn describe<'a>(site: impl Fn(usize) -> &'a Site) {
+    for i in 0..2 {
+        let s = &site(i).spec;
+        println!(
+            "      {}: pods {:?}, gateway {} on the WAN, pod {}",
+            s.cluster_id(),
+            s.pod_cidrs()
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>(),
+            s.underlay_ip(),
+            s.pod_ip()
+        );
+    }
+}
+
 fn step(n: u32, text: &str) {
     println!("[{n}/6] {text}");
 }
@@ -64,44 +115,66 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
     if nix::unistd::geteuid().as_raw() != 0 {
         bail!("the lab creates network namespaces: run it as root");
     }
-    step(
-        1,
-        "building site-a and site-b (gateway node, worker node, pod) and a WAN between them",
-    );
     let started = Instant::now();
-    let mut mesh = Mesh::new(2).context("building the sites")?;
-    for i in 0..2 {
-        let s = &mesh.site(i).spec;
-        println!(
-            "      {}: pods {:?}, gateway {} on the WAN, pod {}",
-            s.cluster_id(),
-            s.pod_cidrs()
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>(),
-            s.underlay_ip(),
-            s.pod_ip()
+    let lab = if args.kubernetes {
+        step(
+            1,
+            "building site-a and site-b (two gateway candidates, a worker and a pod each), a WAN, a broker API and one API server per site",
         );
-    }
-    check(interrupted)?;
-
-    step(
-        2,
-        "starting the gateways (standalone, endpoints file) and route agents",
-    );
-    for i in 0..2 {
-        mesh.write_endpoints(i, &[0, 1])?;
-    }
-    for i in 0..2 {
-        mesh.start_site(i)?;
-        println!(
-            "      {} endpoints file: {}",
-            mesh.site(i).spec.cluster_id(),
-            mesh.endpoints_path(i).display()
+        let mut kube = KubeWorld::new(2).context("building the sites")?;
+        describe(|i| kube.site(i));
+        check(interrupted)?;
+        step(
+            2,
+            "starting per site the controller, both gateway candidates and the route agent (no endpoints file)",
         );
-    }
-    mesh.wait_handshakes(&[0, 1], Duration::from_secs(10))
-        .with_context(|| mesh.logs())?;
+        for i in 0..2 {
+            kube.start_controller(i)?;
+            for k in 0..2 {
+                kube.start_gateway(i, k)?;
+            }
+            kube.start_agent(i)?;
+        }
+        kube.wait_ready(Duration::from_secs(30))?;
+        for i in 0..2 {
+            let spec = kube.spec(i);
+            let active = kube.active_gateway(i).context("no active gateway")?;
+            println!(
+                "      {}: active gateway {} (Lease {}), kubeconfig {}",
+                spec.cluster_id(),
+                spec.candidate(active).node_name(),
+                causeway_crds::names::gateway_lease(&spec.cluster_id()),
+                kube.kubeconfig_path(i).display()
+            );
+        }
+        Lab::Kubernetes(kube)
+    } else {
+        step(
+            1,
+            "building site-a and site-b (gateway node, worker node, pod) and a WAN between them",
+        );
+        let mut mesh = Mesh::new(2).context("building the sites")?;
+        describe(|i| mesh.site(i));
+        check(interrupted)?;
+        step(
+            2,
+            "starting the gateways (standalone, endpoints file) and route agents",
+        );
+        for i in 0..2 {
+            mesh.write_endpoints(i, &[0, 1])?;
+        }
+        for i in 0..2 {
+            mesh.start_site(i)?;
+            println!(
+                "      {} endpoints file: {}",
+                mesh.site(i).spec.cluster_id(),
+                mesh.endpoints_path(i).display()
+            );
+        }
+        mesh.wait_handshakes(&[0, 1], Duration::from_secs(10))
+            .with_context(|| mesh.logs())?;
+        Lab::Standalone(mesh)
+    };
     println!(
         "      WireGuard handshake complete after {:.2}s",
         started.elapsed().as_secs_f64()
@@ -109,18 +182,18 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
     check(interrupted)?;
 
     let scratch = ScratchDir::new("cw-lab")?;
-    let primary_ip = mesh.site(0).spec.pod_ip();
+    let primary_ip = lab.site(0).spec.pod_ip();
     step(
         3,
         &format!("starting the PostgreSQL primary in site-a's pod ({primary_ip})"),
     );
-    let primary = Postgres::start_primary(&mesh.site(0).pod, primary_ip.into(), scratch.path())?;
+    let primary = Postgres::start_primary(&lab.site(0).pod, primary_ip.into(), scratch.path())?;
     check(interrupted)?;
 
-    let replica_ip = mesh.site(1).spec.pod_ip();
+    let replica_ip = lab.site(1).spec.pod_ip();
     step(4, &format!("starting the standby in site-b's pod ({replica_ip}): base backup and WAL stream cross the tunnel"));
     let replica = Postgres::start_replica(
-        &mesh.site(1).pod,
+        &lab.site(1).pod,
         replica_ip.into(),
         &primary_ip.to_string(),
         scratch.path(),
@@ -151,7 +224,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
         replica.wait_replayed(&lsn, Duration::from_secs(10))?;
         let on_replica = replica.sql("SELECT count(*) FROM events")?;
         let lag = replica.replay_lag_seconds()?.unwrap_or(0.0);
-        let text = mesh.gateway_metrics(1)?;
+        let text = lab.gateway_metrics(1)?;
         let rx = metric(
             &text,
             "causeway_peer_rx_bytes_total",
@@ -189,7 +262,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
         bail!("the standby's table differs from the primary's");
     }
     println!("      identical: {written} rows replicated across the tunnel");
-    let text = mesh.gateway_metrics(0)?;
+    let text = lab.gateway_metrics(0)?;
     let drops: f64 = ["no_peer", "source_not_allowed", "unknown_peer", "invalid"]
         .iter()
         .filter_map(|r| metric(&text, "causeway_datapath_drops_total", &[("reason", r)]))
@@ -205,6 +278,6 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
     println!("lab: tearing down");
     drop(replica);
     drop(primary);
-    drop(mesh);
+    drop(lab);
     Ok(())
 }
