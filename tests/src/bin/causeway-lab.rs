@@ -37,7 +37,7 @@ struct Args {
 /// The two sites, joined either way.
 enum Lab {
     Standalone(Mesh),
-    Kubernetes(KubeWorld),
+    Kubernetes(Box<KubeWorld>),
 }
 
 impl Lab {
@@ -147,7 +147,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
                 kube.kubeconfig_path(i).display()
             );
         }
-        Lab::Kubernetes(kube)
+        Lab::Kubernetes(Box::new(kube))
     } else {
         step(
             1,
