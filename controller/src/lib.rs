@@ -4,9 +4,11 @@
 //!
 //! A library with a thin binary (`main.rs`), so tests drive the same code against
 //! in-memory API servers. It holds the spec builder ([`local`], pure), the broker
-//! sync ([`sync`]) and leader election ([`leader`]); ServiceExport/ServiceImport
-//! and DNS come later.
+//! sync ([`sync`]), leader election ([`leader`]), service export and import
+//! ([`exports`]) and the `clusterset.local` DNS server ([`dns`]).
 
+pub mod dns;
+pub mod exports;
 pub mod leader;
 pub mod local;
 pub mod sync;

@@ -125,6 +125,8 @@ pub struct KubeWorld {
     processes: BTreeMap<Component, ChildGuard>,
     /// Pod CIDRs a site's controller publishes instead of its own (to test refusals).
     pod_cidrs: BTreeMap<usize, Vec<IpNet>>,
+    /// Extra command-line arguments per component, appended when it is next started.
+    extra_args: BTreeMap<Component, Vec<String>>,
     /// Runs the clients' connection tasks, so the clients work from any
     /// thread or runtime, also while a test thread blocks in a wait.
     runtime: Option<tokio::runtime::Runtime>,
@@ -153,6 +155,7 @@ impl KubeWorld {
         let mut kube = KubeWorld {
             processes: BTreeMap::new(),
             pod_cidrs: BTreeMap::new(),
+            extra_args: BTreeMap::new(),
             runtime: Some(runtime),
             clusters: Vec::with_capacity(n_sites),
             broker,
@@ -365,6 +368,13 @@ impl KubeWorld {
         self.pod_cidrs.insert(i, cidrs);
     }
 
+    /// Appends `args` to `component`'s command line from its next start on (flags the
+    /// harness does not pass itself, e.g. the controller's DNS address).
+    pub fn set_extra_args(&mut self, component: Component, args: &[&str]) {
+        self.extra_args
+            .insert(component, args.iter().map(|a| a.to_string()).collect());
+    }
+
     /// Starts site `i`'s controller in its worker's namespace.
     pub fn start_controller(&mut self, i: usize) -> Result<(), HarnessError> {
         self.start_process(Component::Controller(i))
@@ -553,6 +563,9 @@ impl KubeWorld {
                 cmd
             }
         };
+        if let Some(extra) = self.extra_args.get(&component) {
+            cmd.args(extra);
+        }
         // The flags say everything; the test's own environment must not
         // (in-cluster detection, a developer's kubeconfig).
         for var in [

@@ -1,0 +1,1 @@
+//! DNS for `clusterset.local` (see `docs/services.md`): to be built.

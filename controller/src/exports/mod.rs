@@ -1,0 +1,1 @@
+//! ServiceExport → broker → ServiceImport and EndpointSlices (see `docs/services.md`): to be built.
