@@ -233,6 +233,45 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
         .unwrap_or_else(|e| fail(e));
     }
 
+    // Steady state: about five probe rounds go by, and the Gateway statuses are not
+    // rewritten each second (only meaningful changes are written).
+    for i in [A, B] {
+        kube.cluster_api(i).reset_counters();
+    }
+    let probes = |k: &KubeWorld, i: usize| -> Result<f64, String> {
+        let active = k.active_gateway(i).ok_or("no active gateway")?;
+        let text = k.gateway_metrics(i, active).map_err(|e| e.to_string())?;
+        let peer = k.spec(1 - i).cluster_id();
+        metric(
+            &text,
+            "causeway_peer_tx_packets_total",
+            &[("remote_cluster", &peer)],
+        )
+        .ok_or_else(|| "no tx packet count".to_string())
+    };
+    let start = [A, B].map(|i| probes(&kube, i).expect("tx packets"));
+    kube.wait_for("five probe rounds to pass in steady state", WAIT, |k| {
+        let now = [A, B].map(|i| probes(k, i).unwrap_or(0.0));
+        match now.iter().zip(&start).all(|(n, s)| *n >= s + 5.0) {
+            true => Ok(()),
+            false => Err(format!("tx packets {now:?}, from {start:?}")),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+    for i in [A, B] {
+        let writes = kube.cluster_api(i).writes_of::<Gateway>().total();
+        eprintln!(
+            "{}: {writes} Gateway writes in five steady-state probe rounds",
+            kube.spec(i).cluster_id()
+        );
+        assert!(
+            writes <= 2,
+            "{} Gateway writes in five quiet seconds in {}: a write storm",
+            writes,
+            kube.spec(i).cluster_id()
+        );
+    }
+
     // Each private key lives in its node's Secret and nowhere else: not in any
     // object of any API server, not in any log.
     let mut objects = serde_json::to_string(&broker_endpoints(&kube)).expect("json");

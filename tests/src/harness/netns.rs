@@ -236,7 +236,17 @@ impl Netns {
     /// Creates bridge `name` and brings it up.
     pub fn bridge(&self, name: &str) -> io::Result<()> {
         check_ifname(name)?;
-        self.ip(["link", "add", name, "type", "bridge"])?;
+        // Without an MLD querier, snooping may stop flooding IPv6 neighbour discovery
+        // to a port whose membership it learned once; a test switch must just flood.
+        self.ip([
+            "link",
+            "add",
+            name,
+            "type",
+            "bridge",
+            "mcast_snooping",
+            "0",
+        ])?;
         self.link_up(name)
     }
 
