@@ -4,7 +4,7 @@
 //! the route agent read the same file through the same function and differ only in
 //! the next hop of their routes.
 
-use crate::datapath::peers::PeerSpec;
+use crate::datapath::peers::{PeerSpec, RemoteGateway};
 use crate::route::{NextHop, Route};
 use causeway_crds::keys::{format_key, parse_key, KeyError};
 use causeway_crds::manifest::{load_clusterset, ManifestError};
@@ -154,6 +154,31 @@ impl Desired {
         }
     }
 
+    /// Where a route agent sends remote traffic: through `preferred` (the candidate that
+    /// answers "active" on the liveness port) when our cluster lists it, else through the
+    /// first gateway listed; never through `skip_node`. `Ok(None)` when there is no such gateway.
+    pub fn gateway_next_hops_for(
+        &self,
+        path: &str,
+        preferred: Option<&str>,
+        skip_node: Option<&str>,
+    ) -> Result<Option<Vec<IpAddr>>, ConfigError> {
+        let allowed =
+            |g: &&causeway_crds::validate::SiteGateway| Some(g.node_name.as_str()) != skip_node;
+        let gateways = &self.local.gateways;
+        let index = preferred
+            .and_then(|node| {
+                gateways
+                    .iter()
+                    .position(|g| g.node_name == node && allowed(&g))
+            })
+            .or_else(|| gateways.iter().position(|g| allowed(&g)));
+        match index {
+            Some(index) => self.hops_of(index, path).map(Some),
+            None => Ok(None),
+        }
+    }
+
     fn hops_of(&self, index: usize, path: &str) -> Result<Vec<IpAddr>, ConfigError> {
         let gateway = self.local.gateways.get(index);
         let hops: Vec<IpAddr> = [IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]
@@ -232,10 +257,21 @@ pub fn desired_from_clusterset(
         if let Some(ip) = gateway.health_check_ip {
             health_targets.push((site.cluster_id.clone(), ip));
         }
+        // Every candidate of the remote cluster is a session of its peer, so its failover
+        // needs nothing from the control plane here.
+        let standbys = site.gateways[1..]
+            .iter()
+            .filter(|g| g.public_key != gateway.public_key && me.listen != Some(g.public_endpoint))
+            .map(|g| RemoteGateway {
+                public_key: g.public_key,
+                endpoint: Some(g.public_endpoint),
+            })
+            .collect();
         peers.push(PeerSpec {
             cluster_id: site.cluster_id.clone(),
             public_key: gateway.public_key,
             endpoint: Some(gateway.public_endpoint),
+            standbys,
             cidrs: site.cidrs().copied().collect(),
             persistent_keepalive: me.persistent_keepalive,
         });

@@ -7,6 +7,11 @@
 //! that merely cannot reach the API server (and so cannot renew its Lease) keeps the
 //! cluster's traffic, instead of being pushed out the moment the API server returns.
 //!
+//! A passive candidate that has heard an active one and then hears it no more for
+//! [`TAKEOVER_AFTER`] (or hears it say it stepped down) takes over at once, without
+//! waiting for the Lease to expire; route agents probe the candidates too (without
+//! answering) and route through whichever says "active".
+//!
 //! No API server is involved: it works while the control plane is down, which is
 //! exactly when it matters.
 
@@ -23,8 +28,12 @@ use tokio::sync::watch;
 pub const LIVENESS_PORT: u16 = 51822;
 /// How often each other candidate is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
-/// Silence after which an active candidate counts as gone (ten probes unanswered).
+/// How long a starting candidate listens before it may campaign at all.
 pub const DEAD_AFTER: Duration = Duration::from_secs(1);
+/// Silence after which an active candidate counts as gone: three probes unanswered, plus
+/// half a probe of slack for a loaded node. Short, so a failover's gap stays well under a
+/// second; a false alarm costs one extra hand-over, as the Lease settles who stays.
+pub const TAKEOVER_AFTER: Duration = Duration::from_millis(350);
 
 const MAGIC: &[u8; 8] = b"CWALIVE1";
 const REQUEST: u8 = 1;
@@ -57,8 +66,18 @@ pub fn decode(m: &[u8]) -> Option<(u8, bool)> {
 #[derive(Debug, Default)]
 pub struct Liveness {
     active: AtomicBool,
-    /// Per address: when it last answered, and whether it said it was active.
-    replies: Mutex<HashMap<SocketAddr, (Instant, bool)>>,
+    /// Per address: when it last answered, and since when it says it is active.
+    replies: Mutex<HashMap<SocketAddr, Reply>>,
+    /// Whether any candidate has ever answered "active".
+    heard_active: AtomicBool,
+}
+
+/// What one candidate said last.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    at: Instant,
+    /// `Some(since)` while it says "active": when it first said so in a row.
+    active_since: Option<Instant>,
 }
 
 impl Liveness {
@@ -73,16 +92,45 @@ impl Liveness {
     }
 
     fn record(&self, from: SocketAddr, active: bool, at: Instant) {
-        self.replies.lock().insert(from, (at, active));
+        let mut replies = self.replies.lock();
+        let before = replies.get(&from).and_then(|r| r.active_since);
+        let active_since = active.then(|| before.unwrap_or(at));
+        replies.insert(from, Reply { at, active_since });
+        if active {
+            self.heard_active.store(true, Ordering::Relaxed);
+        }
     }
 
     /// Whether another candidate answered "active" within `within` of `now` (its
     /// latest answer counts: a candidate that stepped down says so at once).
     pub fn active_peer_alive(&self, now: Instant, within: Duration) -> bool {
+        self.active_peer(now, within).is_some()
+    }
+
+    /// The candidate that answered "active" within `within` of `now`; of several (a
+    /// hand-over in progress), the one active most recently, which is the one that took over.
+    pub fn active_peer(&self, now: Instant, within: Duration) -> Option<SocketAddr> {
+        self.replies
+            .lock()
+            .iter()
+            .filter(|(_, r)| now.saturating_duration_since(r.at) <= within)
+            .filter_map(|(addr, r)| r.active_since.map(|since| (since, *addr)))
+            .max()
+            .map(|(_, addr)| addr)
+    }
+
+    /// Whether any other candidate answered at all (active or not) within `within` of `now`.
+    pub fn any_peer_alive(&self, now: Instant, within: Duration) -> bool {
         self.replies
             .lock()
             .values()
-            .any(|(at, active)| *active && now.saturating_duration_since(*at) <= within)
+            .any(|r| now.saturating_duration_since(r.at) <= within)
+    }
+
+    /// Whether a passive candidate should take over now: it has heard an active candidate
+    /// before, and none has answered "active" for [`TAKEOVER_AFTER`].
+    pub fn takeover_due(&self, now: Instant) -> bool {
+        self.heard_active.load(Ordering::Relaxed) && !self.active_peer_alive(now, TAKEOVER_AFTER)
     }
 
     /// Forgets candidates no longer listed.
@@ -107,12 +155,13 @@ pub fn targets<'a>(
     out
 }
 
-/// Answers probes on `sockets` and probes every target each [`PROBE_INTERVAL`], until
-/// `stop` fires.
+/// Answers probes on `sockets` (when `respond`: a candidate; a route agent only asks) and
+/// probes every target each [`PROBE_INTERVAL`], until `stop` fires.
 pub async fn run(
     sockets: Vec<UdpSocket>,
     mut targets: watch::Receiver<Vec<SocketAddr>>,
     liveness: Arc<Liveness>,
+    respond: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let sockets: Vec<Arc<UdpSocket>> = sockets.into_iter().map(Arc::new).collect();
@@ -150,7 +199,7 @@ pub async fn run(
                 }
             }
             Some((i, buf, n, from)) = rx.recv() => match decode(&buf[..n]) {
-                Some((REQUEST, _)) => {
+                Some((REQUEST, _)) if respond => {
                     let _ = sockets[i].send_to(&encode(REPLY, liveness.is_active()), from).await;
                 }
                 Some((REPLY, active)) if targets.borrow().contains(&from) => {
@@ -231,6 +280,44 @@ mod tests {
         );
     }
 
+    #[test]
+    fn takeover_is_due_only_after_an_active_peer_went_quiet_or_stepped_down() {
+        let l = Liveness::default();
+        let t0 = Instant::now();
+        let (old, new): (SocketAddr, SocketAddr) = (
+            "198.19.1.1:51822".parse().unwrap(),
+            "198.19.1.3:51822".parse().unwrap(),
+        );
+        assert!(
+            !l.takeover_due(t0),
+            "never heard an active one: the Lease decides"
+        );
+        l.record(old, true, t0);
+        assert!(!l.takeover_due(t0 + Duration::from_millis(300)));
+        assert!(
+            l.takeover_due(t0 + Duration::from_millis(400)),
+            "silent for 400 ms"
+        );
+        l.record(old, false, t0 + Duration::from_millis(450));
+        assert!(
+            l.takeover_due(t0 + Duration::from_millis(460)),
+            "it stepped down"
+        );
+        // During a hand-over both say "active": the newer one is the one to follow.
+        l.record(old, true, t0 + Duration::from_millis(500));
+        l.record(new, true, t0 + Duration::from_millis(600));
+        l.record(old, true, t0 + Duration::from_millis(650));
+        assert_eq!(
+            l.active_peer(t0 + Duration::from_millis(700), TAKEOVER_AFTER),
+            Some(new)
+        );
+        assert_eq!(
+            l.active_peer(t0 + Duration::from_millis(1000), TAKEOVER_AFTER),
+            Some(old),
+            "the new one went quiet"
+        );
+    }
+
     #[tokio::test]
     async fn two_candidates_see_which_one_is_active() {
         let a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -241,8 +328,8 @@ mod tests {
         let (_ta, targets_a) = watch::channel(vec![b_addr]);
         let (_tb, targets_b) = watch::channel(vec![a_addr]);
         let (stop_tx, stop) = watch::channel(false);
-        let ra = tokio::spawn(run(vec![a], targets_a, Arc::clone(&la), stop.clone()));
-        let rb = tokio::spawn(run(vec![b], targets_b, Arc::clone(&lb), stop));
+        let ra = tokio::spawn(run(vec![a], targets_a, Arc::clone(&la), true, stop.clone()));
+        let rb = tokio::spawn(run(vec![b], targets_b, Arc::clone(&lb), true, stop));
         let deadline = Instant::now() + Duration::from_secs(5);
         while !lb.active_peer_alive(Instant::now(), DEAD_AFTER) {
             assert!(Instant::now() < deadline, "b never heard that a is active");

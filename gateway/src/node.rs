@@ -351,6 +351,9 @@ pub struct Node {
     status: Arc<NodeStatus>,
     applied: Option<Desired>,
     probes: Probes,
+    /// The gateway candidate (node name) that answers "active" on the liveness port: a
+    /// route agent routes through it rather than waiting for the ClusterEndpoint's order.
+    preferred_gateway: Option<String>,
 }
 
 impl Node {
@@ -388,7 +391,31 @@ impl Node {
             status,
             applied: None,
             probes,
+            preferred_gateway: None,
         }
+    }
+
+    /// The candidate routed through because it answers "active", if any.
+    pub fn preferred_gateway(&self) -> Option<&str> {
+        self.preferred_gateway.as_deref()
+    }
+
+    /// Routes through `node` (the candidate that answers "active"), or by the ClusterEndpoint's
+    /// order when `None`; re-applies the routes at once if that changes the next hop.
+    pub async fn set_preferred_gateway(
+        &mut self,
+        node: Option<String>,
+    ) -> Result<bool, ReloadError> {
+        if self.preferred_gateway == node {
+            return Ok(false);
+        }
+        tracing::info!(gateway = ?node, "the active gateway candidate changed: routing through it");
+        self.preferred_gateway = node;
+        if self.is_gateway() {
+            return Ok(true);
+        }
+        // A failed write is retried by the periodic resync, like any route write.
+        self.resync().await.map(|_| true)
     }
 
     /// The health probe state this node keeps current.
@@ -541,7 +568,7 @@ impl Node {
                 tracing::info!(peer = %p.cluster_id, endpoint = ?p.endpoint, "peer added");
             }
             for p in &plan.replace {
-                tracing::info!(peer = %p.cluster_id, "peer key changed; new session");
+                tracing::info!(peer = %p.cluster_id, "peer keepalive changed; new sessions");
             }
             for p in &plan.update {
                 tracing::info!(peer = %p.cluster_id, endpoint = ?p.endpoint, "peer updated");
@@ -576,10 +603,11 @@ impl Node {
                 desired.routes(|_| Some(dev), Some(tunnel.mtu), MAIN_TABLE)
             }
             Role::RouteAgent { mtu, skip_node } => {
-                let gateways = match skip_node {
-                    None => Some(desired.gateway_next_hops(&self.source)?),
-                    Some(node) => desired.gateway_next_hops_skipping(&self.source, node)?,
-                };
+                let gateways = desired.gateway_next_hops_for(
+                    &self.source,
+                    self.preferred_gateway.as_deref(),
+                    skip_node.as_deref(),
+                )?;
                 let Some(gateways) = gateways else {
                     tracing::debug!("no other gateway of this cluster to route through yet");
                     return self.reconcile(&[]).await;

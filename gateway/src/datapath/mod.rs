@@ -1,4 +1,5 @@
-//! The WireGuard datapath: one TUN interface, one UDP socket, one `noise::Tunn` per remote cluster.
+//! The WireGuard datapath: one TUN interface, one UDP socket, per remote cluster one
+//! `noise::Tunn` per gateway candidate (see [`peers`]).
 //!
 //! One packet thread serves both directions (TUN → encrypt → UDP and UDP → decrypt →
 //! TUN) with segmentation offloads on both sides, and a timer thread runs handshakes,
@@ -22,7 +23,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use cidr::CidrMap;
 use offload::{Coalescer, VnetHdr, MAX_PACKET, VNET_HDR_LEN};
 use parking_lot::Mutex;
-use peers::{plan_peers, Peer, PeerCounters, PeerPlan, PeerSpec, PeerState, PeerTable};
+use peers::{plan_peers, Peer, PeerCounters, PeerPlan, PeerSpec, PeerState, PeerTable, Session};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,6 +49,8 @@ const TIMER_TICK: Duration = Duration::from_millis(100);
 /// so this is twice boringtun's default of 100.
 const HANDSHAKE_RATE_LIMIT: u64 = 200;
 /// WireGuard message types (first byte).
+const MSG_INIT: u8 = 1;
+const MSG_RESPONSE: u8 = 2;
 const MSG_COOKIE_REPLY: u8 = 3;
 const MSG_DATA: u8 = 4;
 /// Size of a cookie reply message.
@@ -71,15 +74,45 @@ impl DropCounters {
     }
 }
 
+/// One of our own static keys, with the limiter that checks mac1 against it.
+struct OwnKey {
+    private: StaticSecret,
+    public: PublicKey,
+    rate_limiter: Arc<RateLimiter>,
+}
+
+impl OwnKey {
+    fn new(private_key: [u8; 32]) -> Arc<OwnKey> {
+        let private = StaticSecret::from(private_key);
+        let public = PublicKey::from(&private);
+        Arc::new(OwnKey {
+            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
+            private,
+            public,
+        })
+    }
+}
+
+/// Our key, and while it rotates the one before: sessions under the old key keep carrying
+/// traffic until the remote side, told the new key, completes a handshake under it.
+struct OwnKeys {
+    current: Arc<OwnKey>,
+    retiring: Option<Arc<OwnKey>>,
+}
+
+impl OwnKeys {
+    fn all(&self) -> impl Iterator<Item = &Arc<OwnKey>> {
+        std::iter::once(&self.current).chain(self.retiring.as_ref())
+    }
+}
+
 struct Shared {
     table: ArcSwap<PeerTable>,
     /// This cluster's own CIDRs: the only destinations a peer may send to.
     local: ArcSwap<CidrMap<()>>,
     tun: Tun,
     udp: Underlay,
-    private: StaticSecret,
-    public: PublicKey,
-    rate_limiter: Arc<RateLimiter>,
+    keys: ArcSwap<OwnKeys>,
     drops: DropCounters,
     stop: AtomicBool,
     failed: Mutex<Option<String>>,
@@ -111,16 +144,15 @@ impl Datapath {
     /// Starts moving packets between `tun` and `udp`, with no peers yet.
     pub fn start(tun: Tun, udp: UdpSocket, private_key: [u8; 32]) -> std::io::Result<Datapath> {
         let udp = Underlay::new(udp)?;
-        let private = StaticSecret::from(private_key);
-        let public = PublicKey::from(&private);
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(PeerTable::default()),
             local: ArcSwap::from_pointee(CidrMap::default()),
             tun,
             udp,
-            rate_limiter: Arc::new(RateLimiter::new(&public, HANDSHAKE_RATE_LIMIT)),
-            private,
-            public,
+            keys: ArcSwap::from_pointee(OwnKeys {
+                current: OwnKey::new(private_key),
+                retiring: None,
+            }),
             drops: DropCounters::default(),
             stop: AtomicBool::new(false),
             failed: Mutex::new(None),
@@ -172,32 +204,39 @@ impl Datapath {
     }
 
     /// Brings the peers to `desired`, touching only those that changed; returns what changed.
+    ///
+    /// A peer whose gateways changed keeps the sessions of those still listed; a session of
+    /// a gateway listed no more serves on until another session of its cluster proves
+    /// itself. A gateway newly listed first is sent a handshake initiation, so it becomes
+    /// current as soon as it answers — and never if it does not.
     pub fn set_peers(&self, desired: &[PeerSpec]) -> PeerPlan {
         let mut specs = self.specs.lock();
         let plan = plan_peers(&specs, desired);
         if plan.is_empty() {
             return plan;
         }
+        let keys = self.shared.keys.load_full();
         let old = self.shared.table.load();
         let mut peers: Vec<Arc<Peer>> = Vec::with_capacity(desired.len());
-        let mut fresh = Vec::new();
+        let mut knock: Vec<(Arc<Peer>, u32)> = Vec::new();
         for spec in desired {
-            let changed = |list: &[PeerSpec]| list.iter().any(|p| p.cluster_id == spec.cluster_id);
-            let existing = old.peer(&spec.cluster_id);
-            match existing {
-                Some(peer) if !changed(&plan.replace) => {
-                    if changed(&plan.update) {
+            let listed = |list: &[PeerSpec]| list.iter().any(|p| p.cluster_id == spec.cluster_id);
+            match old.peer(&spec.cluster_id) {
+                Some(peer) if !listed(&plan.replace) => {
+                    if listed(&plan.update) {
                         let before = specs.iter().find(|p| p.cluster_id == spec.cluster_id);
-                        // A configured endpoint that changed overrides one learned by roaming.
-                        if before.map(|b| b.endpoint) != Some(spec.endpoint) {
-                            peer.state.lock().endpoint = spec.endpoint;
-                        }
+                        let first = self.update_peer(peer, before, spec, &keys);
+                        knock.extend(first.map(|index| (Arc::clone(peer), index)));
                     }
                     peers.push(Arc::clone(peer));
                 }
                 _ => {
-                    let peer = Arc::new(self.new_peer(spec));
-                    fresh.push(Arc::clone(&peer));
+                    let peer = Arc::new(self.new_peer(spec, &keys));
+                    // Every candidate is knocked on: whichever is active answers and becomes
+                    // current, even if the control plane's order is stale.
+                    let indexes: Vec<u32> =
+                        peer.state.lock().sessions.iter().map(|s| s.index).collect();
+                    knock.extend(indexes.into_iter().map(|i| (Arc::clone(&peer), i)));
                     peers.push(peer);
                 }
             }
@@ -208,40 +247,161 @@ impl Datapath {
         *specs = desired.to_vec();
         drop(specs);
         // Start handshakes now rather than on the first packet, so the tunnel is up before traffic.
+        self.knock(&knock);
+        plan
+    }
+
+    /// Sends a handshake initiation on each of these sessions.
+    fn knock(&self, sessions: &[(Arc<Peer>, u32)]) {
         let mut buf = vec![0u8; OVERHEAD];
-        for peer in fresh {
+        for (peer, index) in sessions {
             let mut state = peer.state.lock();
+            let Some(slot) = state.by_index(*index) else {
+                continue;
+            };
+            let session = &mut state.sessions[slot];
             if let (TunnResult::WriteToNetwork(init), Some(to)) = (
-                state.tunn.format_handshake_initiation(&mut buf, false),
-                state.endpoint,
+                session.tunn.format_handshake_initiation(&mut buf, false),
+                session.endpoint,
             ) {
                 send_udp(&self.shared, init, to);
             }
         }
-        plan
     }
 
-    fn new_peer(&self, spec: &PeerSpec) -> Peer {
+    /// Brings an existing peer's sessions to `spec`; returns the session to knock on when the
+    /// gateway listed first changed.
+    fn update_peer(
+        &self,
+        peer: &Peer,
+        before: Option<&PeerSpec>,
+        spec: &PeerSpec,
+        keys: &OwnKeys,
+    ) -> Option<u32> {
+        let own = keys.current.public.to_bytes();
+        let mut state = peer.state.lock();
+        for gateway in spec.gateways() {
+            let was =
+                before.and_then(|b| b.gateways().find(|g| g.public_key == gateway.public_key));
+            let mut found = false;
+            for session in state
+                .sessions
+                .iter_mut()
+                .filter(|s| s.remote_key == gateway.public_key)
+            {
+                found = true;
+                session.retiring = session.own_key != own;
+                // A configured endpoint that changed overrides one learned by roaming.
+                if was.map(|w| w.endpoint) != Some(gateway.endpoint) {
+                    session.endpoint = gateway.endpoint;
+                }
+            }
+            if !found {
+                let session = self.new_session(&gateway, &keys.current, spec.persistent_keepalive);
+                state.sessions.push(session);
+            }
+        }
+        for session in &mut state.sessions {
+            if !spec.gateways().any(|g| g.public_key == session.remote_key) {
+                session.retiring = true;
+            }
+        }
+        let first_changed = before.is_none_or(|b| b.public_key != spec.public_key);
+        let current_key = state.current().map(|s| (s.remote_key, s.own_key));
+        if first_changed && current_key != Some((spec.public_key, own)) {
+            let slot = state.by_keys(&spec.public_key, &own)?;
+            return Some(state.sessions[slot].index);
+        }
+        None
+    }
+
+    fn new_session(
+        &self,
+        gateway: &peers::RemoteGateway,
+        own: &OwnKey,
+        keepalive: Option<u16>,
+    ) -> Session {
         let index = self.shared.next_index.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
-        let tunn = Tunn::new(
-            self.shared.private.clone(),
-            PublicKey::from(spec.public_key),
-            None,
-            spec.persistent_keepalive,
+        Session {
+            remote_key: gateway.public_key,
+            own_key: own.public.to_bytes(),
             index,
-            Some(Arc::clone(&self.shared.rate_limiter)),
-        );
+            tunn: Tunn::new(
+                own.private.clone(),
+                PublicKey::from(gateway.public_key),
+                None,
+                keepalive,
+                index,
+                Some(Arc::clone(&own.rate_limiter)),
+            ),
+            endpoint: gateway.endpoint,
+            retried_at: None,
+            retiring: false,
+            answered: false,
+        }
+    }
+
+    fn new_peer(&self, spec: &PeerSpec, keys: &OwnKeys) -> Peer {
+        let sessions = spec
+            .gateways()
+            .map(|g| self.new_session(&g, &keys.current, spec.persistent_keepalive))
+            .collect();
         Peer {
             cluster_id: spec.cluster_id.clone(),
-            public_key: spec.public_key,
-            index,
             state: Mutex::new(PeerState {
-                tunn,
-                endpoint: spec.endpoint,
-                retried_at: None,
+                sessions,
+                current: 0,
             }),
             counters: PeerCounters::default(),
         }
+    }
+
+    /// Rotates our own static key to `private_key` without a gap: every session under the
+    /// old key keeps carrying traffic, and a session under the new key is added beside it
+    /// for every remote gateway. A session under the new key becomes current once the remote
+    /// side (which learns the new public key through the control plane) completes a
+    /// handshake on it; then the old one goes. Returns `false` when the key is already ours.
+    pub fn set_private_key(&self, private_key: [u8; 32]) -> bool {
+        let keys = self.shared.keys.load_full();
+        let new = OwnKey::new(private_key);
+        if new.public == keys.current.public {
+            return false;
+        }
+        let old = keys.current.public.to_bytes();
+        let gone = keys.retiring.as_ref().map(|k| k.public.to_bytes());
+        let specs = self.specs.lock();
+        self.shared.keys.store(Arc::new(OwnKeys {
+            current: Arc::clone(&new),
+            retiring: Some(Arc::clone(&keys.current)),
+        }));
+        let table = self.shared.table.load_full();
+        let mut knock = Vec::new();
+        for peer in &table.peers {
+            let Some(spec) = specs.iter().find(|s| s.cluster_id == peer.cluster_id) else {
+                continue;
+            };
+            let mut state = peer.state.lock();
+            // A rotation before the last one finished: its old key is dropped for good.
+            state.remove_where(|s| Some(s.own_key) == gone);
+            for session in state.sessions.iter_mut().filter(|s| s.own_key == old) {
+                session.retiring = true;
+            }
+            let current_remote = state.current().map(|s| s.remote_key);
+            for gateway in spec.gateways() {
+                let session = self.new_session(&gateway, &new, spec.persistent_keepalive);
+                if Some(gateway.public_key) == current_remote {
+                    knock.push((Arc::clone(peer), session.index));
+                }
+                state.sessions.push(session);
+            }
+        }
+        let peers = table.peers.clone();
+        self.shared
+            .table
+            .store(Arc::new(PeerTable::new(peers, &specs)));
+        drop(specs);
+        self.knock(&knock);
+        true
     }
 
     /// Sets this cluster's own CIDRs; packets from peers to anywhere else are dropped.
@@ -254,9 +414,9 @@ impl Datapath {
             .store(Arc::new(CidrMap::new(cidrs.iter().map(|c| (*c, ())))));
     }
 
-    /// Our public key.
+    /// Our public key (the newest, while a rotation is under way).
     pub fn public_key(&self) -> [u8; 32] {
-        self.shared.public.to_bytes()
+        self.shared.keys.load().current.public.to_bytes()
     }
 
     /// The UDP socket's local address.
@@ -280,7 +440,7 @@ impl Datapath {
                 let ms = c.last_handshake_ms.load(Ordering::Relaxed);
                 PeerSnapshot {
                     cluster_id: p.cluster_id.clone(),
-                    endpoint: p.state.lock().endpoint,
+                    endpoint: p.state.lock().current().and_then(|s| s.endpoint),
                     rx_bytes: c.rx_bytes.load(Ordering::Relaxed),
                     tx_bytes: c.tx_bytes.load(Ordering::Relaxed),
                     rx_packets: c.rx_packets.load(Ordering::Relaxed),
@@ -454,13 +614,17 @@ fn encrypt_batch(shared: &Shared, hdr: &VnetHdr, packet: &mut [u8], wire: &mut W
     wire.clear();
     let (mut bytes, mut packets) = (0, 0);
     let mut state = peer.state.lock();
-    let Some(to) = state.endpoint else {
+    let Some(session) = state.current_mut() else {
+        shared.drops.count(DropReason::NoEndpoint);
+        return;
+    };
+    let Some(to) = session.endpoint else {
         shared.drops.count(DropReason::NoEndpoint);
         return;
     };
     let segmented = offload::segment(hdr, packet, |segment| {
         let at = wire.tail();
-        match state.tunn.encapsulate(segment, &mut wire.buf[at..]) {
+        match session.tunn.encapsulate(segment, &mut wire.buf[at..]) {
             TunnResult::WriteToNetwork(datagram) if is_data(datagram) => {
                 let n = datagram.len();
                 wire.push(n);
@@ -586,18 +750,77 @@ impl Tally {
     }
 }
 
+/// Which session of a peer a verified packet is for.
+#[derive(Clone, Copy)]
+enum Target {
+    /// Data, responses and cookie replies name our session index.
+    Index(u32),
+    /// An initiation names the sender's static key, under one of our keys.
+    Keys { remote: [u8; 32], own: [u8; 32] },
+}
+
 /// The peer a verified packet belongs to: by key for initiations, by our session index otherwise.
-fn find_peer(shared: &Shared, table: &PeerTable, packet: &Packet<'_>) -> Option<Arc<Peer>> {
+fn find_peer(
+    keys: &OwnKeys,
+    table: &PeerTable,
+    packet: &Packet<'_>,
+) -> Option<(Arc<Peer>, Target)> {
     let index = match packet {
         Packet::HandshakeInit(init) => {
-            let half = parse_handshake_anon(&shared.private, &shared.public, init).ok()?;
-            return table.by_key.get(&half.peer_static_public).cloned();
+            // Encrypted to one of our keys: the newest first, the retiring one while it lasts.
+            return keys.all().find_map(|key| {
+                let half = parse_handshake_anon(&key.private, &key.public, init).ok()?;
+                let peer = table.by_key.get(&half.peer_static_public)?;
+                Some((
+                    Arc::clone(peer),
+                    Target::Keys {
+                        remote: half.peer_static_public,
+                        own: key.public.to_bytes(),
+                    },
+                ))
+            });
         }
         Packet::HandshakeResponse(p) => p.receiver_idx,
         Packet::PacketCookieReply(p) => p.receiver_idx,
         Packet::PacketData(p) => p.receiver_idx,
     };
-    table.by_index.get(&(index >> 8)).cloned()
+    let index = index >> 8;
+    let peer = table.by_index.get(&index)?;
+    Some((Arc::clone(peer), Target::Index(index)))
+}
+
+/// Checks mac1 (and the load) against our keys: handshakes to a retiring key still pass.
+/// Each key's check may write a cookie reply, hence one buffer each.
+fn verify<'a>(
+    keys: &OwnKeys,
+    from: SocketAddr,
+    datagram: &'a [u8],
+    cookies: &'a mut [[u8; COOKIE_REPLY_LEN]; 2],
+) -> Result<Packet<'a>, TunnResult<'a>> {
+    let [new, old] = cookies;
+    let first = keys
+        .current
+        .rate_limiter
+        .verify_packet(Some(from.ip()), datagram, new);
+    match (first, &keys.retiring) {
+        (Err(TunnResult::Err(_)), Some(retiring)) => {
+            retiring
+                .rate_limiter
+                .verify_packet(Some(from.ip()), datagram, old)
+        }
+        (result, _) => result,
+    }
+}
+
+/// Records that `slot` proved itself (a handshake we initiated completed, or the first
+/// packet after one we answered): it becomes the session traffic goes out on.
+fn proven(peer: &Peer, state: &mut PeerState, slot: usize) {
+    if state.promote(slot) {
+        peer.counters.switches.fetch_add(1, Ordering::Relaxed);
+        if let Some(s) = state.current() {
+            tracing::info!(peer = %peer.cluster_id, endpoint = ?s.endpoint, "another gateway of the remote cluster proved itself: sending through it");
+        }
+    }
 }
 
 fn decrypt_one(
@@ -610,13 +833,11 @@ fn decrypt_one(
     tally: &mut Tally,
 ) {
     let table = shared.table.load();
+    let keys = shared.keys.load();
     // mac1 and the load check come before anything costly: an initiation costs an X25519
     // exchange to attribute, and unauthenticated floods must not buy that for free.
-    let mut cookie = [0u8; COOKIE_REPLY_LEN];
-    let packet = match shared
-        .rate_limiter
-        .verify_packet(Some(from.ip()), datagram, &mut cookie)
-    {
+    let mut cookies = [[0u8; COOKIE_REPLY_LEN]; 2];
+    let packet = match verify(&keys, from, datagram, &mut cookies) {
         Ok(packet) => packet,
         Err(TunnResult::WriteToNetwork(reply)) => {
             // Under load: ask for a cookie. Nothing is authenticated yet, so nothing moves.
@@ -629,16 +850,29 @@ fn decrypt_one(
         }
     };
     let kind = datagram[0];
-    let Some(peer) = find_peer(shared, &table, &packet) else {
+    let Some((peer, target)) = find_peer(&keys, &table, &packet) else {
         shared.drops.count(DropReason::UnknownPeer);
         return;
     };
     let mut state = peer.state.lock();
-    let (inner, src) = match state.tunn.decapsulate(Some(from.ip()), datagram, out) {
+    let slot = match target {
+        Target::Index(index) => state.by_index(index),
+        Target::Keys { remote, own } => state.by_keys(&remote, &own),
+    };
+    let Some(slot) = slot else {
+        // A session that retired since the table was built.
+        shared.drops.count(DropReason::UnknownPeer);
+        return;
+    };
+    let session = &mut state.sessions[slot];
+    let (inner, src) = match session.tunn.decapsulate(Some(from.ip()), datagram, out) {
         TunnResult::Done => {
             // A keepalive authenticates its sender; a cookie reply does not.
             if kind == MSG_DATA {
-                state.endpoint = Some(from);
+                session.endpoint = Some(from);
+                if std::mem::take(&mut session.answered) {
+                    proven(&peer, &mut state, slot);
+                }
             }
             return;
         }
@@ -657,18 +891,29 @@ fn decrypt_one(
             return;
         }
         TunnResult::WriteToNetwork(reply) => {
-            // A handshake completed: the sender proved its key, so follow it if it roamed.
-            state.endpoint = Some(from);
+            // A handshake message passed: the sender proved its key, so follow it if it roamed.
+            session.endpoint = Some(from);
             send_udp(shared, reply, from);
-            while let TunnResult::WriteToNetwork(queued) = state.tunn.decapsulate(None, &[], out) {
+            while let TunnResult::WriteToNetwork(queued) = session.tunn.decapsulate(None, &[], out)
+            {
                 send_udp(shared, queued, from);
+            }
+            match kind {
+                // We answered: the initiator's first packet on it will confirm it.
+                MSG_INIT => session.answered = true,
+                // Our initiation was answered: this gateway is alive and holds its key.
+                MSG_RESPONSE => proven(&peer, &mut state, slot),
+                _ => {}
             }
             return;
         }
         TunnResult::WriteToTunnelV4(inner, src) => (inner, IpAddr::V4(src)),
         TunnResult::WriteToTunnelV6(inner, src) => (inner, IpAddr::V6(src)),
     };
-    state.endpoint = Some(from);
+    session.endpoint = Some(from);
+    if std::mem::take(&mut session.answered) {
+        proven(&peer, &mut state, slot);
+    }
     drop(state);
     // Cryptokey routing on the way in: only sources inside the sender's own CIDRs pass,
     // and only towards this cluster's own CIDRs.
@@ -696,49 +941,79 @@ fn timer_loop(shared: &Shared) -> std::io::Result<()> {
     let mut last_reset = std::time::Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(TIMER_TICK);
+        let keys = shared.keys.load();
         if last_reset.elapsed() >= Duration::from_secs(1) {
-            shared.rate_limiter.reset_count();
+            for key in keys.all() {
+                key.rate_limiter.reset_count();
+            }
             last_reset = std::time::Instant::now();
         }
         let table = shared.table.load();
+        let mut retiring_in_use = false;
         for peer in &table.peers {
             let mut state = peer.state.lock();
-            match state.tunn.update_timers(&mut out) {
-                TunnResult::WriteToNetwork(datagram) => {
-                    if let Some(to) = state.endpoint {
-                        send_udp(shared, datagram, to);
-                    }
-                }
-                // boringtun stops all timers once a session expires (no handshake for
-                // 90 s) and waits for outgoing traffic. A peer configured with a
-                // keepalive sits behind NAT and may never send any, so keep knocking.
-                TunnResult::Err(WireGuardError::ConnectionExpired) => {
-                    let interval = state
-                        .tunn
-                        .persistent_keepalive()
-                        .map(|s| Duration::from_secs(s.into()));
-                    let due = interval.is_some_and(|every| {
-                        state.retried_at.is_none_or(|at| at.elapsed() >= every)
-                    });
-                    if let (true, Some(to)) = (due, state.endpoint) {
-                        state.retried_at = Some(std::time::Instant::now());
-                        if let TunnResult::WriteToNetwork(init) =
-                            state.tunn.format_handshake_initiation(&mut out, false)
-                        {
-                            send_udp(shared, init, to);
-                        }
-                    }
-                }
-                _ => {}
+            let current = state.current;
+            for (slot, session) in state.sessions.iter_mut().enumerate() {
+                tick_session(shared, session, slot == current, &mut out);
+                retiring_in_use |= keys
+                    .retiring
+                    .as_ref()
+                    .is_some_and(|k| k.public.to_bytes() == session.own_key);
             }
-            let since = state.tunn.stats().0;
+            let since = state.current().and_then(|s| s.tunn.stats().0);
             drop(state);
             if let Some(since) = since {
                 note_handshake(&peer.counters, since);
             }
         }
+        // Every peer moved to the new key: the old one is forgotten for good.
+        if keys.retiring.is_some() && !retiring_in_use {
+            let current = Arc::clone(&keys.current);
+            shared.keys.rcu(|k| OwnKeys {
+                current: Arc::clone(&k.current),
+                // Unless a newer rotation came in meanwhile: then its old key is still in use.
+                retiring: if Arc::ptr_eq(&k.current, &current) {
+                    None
+                } else {
+                    k.retiring.clone()
+                },
+            });
+            tracing::info!("every remote cluster uses our new key: the old one is retired");
+        }
     }
     Ok(())
+}
+
+/// Runs one session's handshake, rekey and keepalive timers.
+fn tick_session(shared: &Shared, session: &mut Session, current: bool, out: &mut [u8]) {
+    match session.tunn.update_timers(out) {
+        TunnResult::WriteToNetwork(datagram) => {
+            if let Some(to) = session.endpoint {
+                send_udp(shared, datagram, to);
+            }
+        }
+        // boringtun stops all timers once a session expires (no handshake for 90 s) and
+        // waits for outgoing traffic. A peer configured with a keepalive sits behind NAT
+        // and may never send any, so keep knocking — on the current session only: the
+        // others are standby candidates that answer once they take over.
+        TunnResult::Err(WireGuardError::ConnectionExpired) if current => {
+            let interval = session
+                .tunn
+                .persistent_keepalive()
+                .map(|s| Duration::from_secs(s.into()));
+            let due = interval
+                .is_some_and(|every| session.retried_at.is_none_or(|at| at.elapsed() >= every));
+            if let (true, Some(to)) = (due, session.endpoint) {
+                session.retried_at = Some(std::time::Instant::now());
+                if let TunnResult::WriteToNetwork(init) =
+                    session.tunn.format_handshake_initiation(out, false)
+                {
+                    send_udp(shared, init, to);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Records a completed handshake when the session's handshake time moves forward.

@@ -1,4 +1,11 @@
 //! Peers: what the datapath should hold (pure plan) and the live table the packet path reads.
+//!
+//! A peer is a remote *cluster*; it holds one WireGuard session per gateway candidate of
+//! that cluster (and, while our own key rotates, per candidate and key). Traffic goes
+//! out on the peer's *current* session; another session becomes current only when it
+//! proves itself with an authenticated handshake — which a remote candidate sends the
+//! moment it takes over. So a failover or a key rotation on the remote side needs no
+//! reconfiguration here, and cryptokey routing stays per cluster.
 
 use super::cidr::CidrMap;
 use boringtun::noise::Tunn;
@@ -9,19 +16,43 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+/// One gateway candidate of a remote cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteGateway {
+    /// Its WireGuard public key.
+    pub public_key: [u8; 32],
+    /// Where to send; `None` until known (it may still reach us).
+    pub endpoint: Option<SocketAddr>,
+}
+
 /// One remote cluster as the datapath should know it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerSpec {
     /// The remote cluster's ID.
     pub cluster_id: String,
-    /// The remote gateway's WireGuard public key.
+    /// The public key of the gateway the control plane names active (listed first): the
+    /// session a new peer starts on.
     pub public_key: [u8; 32],
-    /// Where to send; `None` until the remote is known (it may still reach us).
+    /// Where that gateway is reached; `None` until the remote is known (it may still reach us).
     pub endpoint: Option<SocketAddr>,
+    /// The remote cluster's other gateway candidates, each with a session of its own, so
+    /// that its failover needs nothing from the control plane here.
+    pub standbys: Vec<RemoteGateway>,
     /// The remote cluster's pod and service CIDRs: where its packets may come from and ours go to.
     pub cidrs: Vec<IpNet>,
     /// Seconds between keepalives, for peers behind NAT.
     pub persistent_keepalive: Option<u16>,
+}
+
+impl PeerSpec {
+    /// Every gateway candidate of the cluster, the one named active first.
+    pub fn gateways(&self) -> impl Iterator<Item = RemoteGateway> + '_ {
+        std::iter::once(RemoteGateway {
+            public_key: self.public_key,
+            endpoint: self.endpoint,
+        })
+        .chain(self.standbys.iter().copied())
+    }
 }
 
 /// The difference between the peers held and the peers wanted, by cluster ID.
@@ -29,9 +60,10 @@ pub struct PeerSpec {
 pub struct PeerPlan {
     /// Clusters new to the datapath.
     pub add: Vec<PeerSpec>,
-    /// Clusters whose session must start over: new key or keepalive.
+    /// Clusters whose sessions must start over: a new keepalive.
     pub replace: Vec<PeerSpec>,
-    /// Clusters whose CIDRs or endpoint changed; their session carries on.
+    /// Clusters whose gateways (keys, endpoints, order) or CIDRs changed; sessions of
+    /// gateways still listed carry on.
     pub update: Vec<PeerSpec>,
     /// Clusters to forget.
     pub remove: Vec<String>,
@@ -56,10 +88,7 @@ pub fn plan_peers(current: &[PeerSpec], desired: &[PeerSpec]) -> PeerPlan {
         match held.get(want.cluster_id.as_str()) {
             None => plan.add.push(want.clone()),
             Some(have) if *have == want => {}
-            Some(have)
-                if have.public_key != want.public_key
-                    || have.persistent_keepalive != want.persistent_keepalive =>
-            {
+            Some(have) if have.persistent_keepalive != want.persistent_keepalive => {
                 plan.replace.push(want.clone())
             }
             Some(_) => plan.update.push(want.clone()),
@@ -90,6 +119,8 @@ pub struct PeerCounters {
     pub handshakes: AtomicU64,
     /// Unix time of the latest completed handshake, in milliseconds; 0 if none.
     pub last_handshake_ms: AtomicU64,
+    /// Times another session (a remote failover, a key rotation) became the current one.
+    pub switches: AtomicU64,
 }
 
 impl PeerCounters {
@@ -98,25 +129,87 @@ impl PeerCounters {
     }
 }
 
-/// Session state guarded by the peer's own lock: packets of different peers never contend.
-pub struct PeerState {
+/// One WireGuard session with one remote gateway, under one of our own keys.
+pub struct Session {
+    /// The remote gateway's public key.
+    pub remote_key: [u8; 32],
+    /// Our own public key this session's `Tunn` was made with.
+    pub own_key: [u8; 32],
+    /// Our 24-bit session index (receiver index >> 8).
+    pub index: u32,
     /// The WireGuard session.
     pub tunn: Tunn,
-    /// Where the peer is reached now: configured, or learned from its authenticated packets.
+    /// Where the gateway is reached now: configured, or learned from its authenticated packets.
     pub endpoint: Option<SocketAddr>,
     /// When a handshake was last re-initiated after the session expired.
     pub retried_at: Option<std::time::Instant>,
+    /// The remote key is listed no more, or the session is under our retiring key: it
+    /// serves until a session of the cluster that is neither proves itself, then goes.
+    pub retiring: bool,
+    /// We answered an initiation on it: the initiator's next authenticated packet
+    /// confirms the handshake and makes this session current.
+    pub answered: bool,
 }
 
-/// A remote cluster's live session.
+/// Session state guarded by the peer's own lock: packets of different peers never contend.
+pub struct PeerState {
+    /// Every session of the cluster; never empty while the peer is in the table.
+    pub sessions: Vec<Session>,
+    /// Which session traffic goes out on.
+    pub current: usize,
+}
+
+impl PeerState {
+    /// The session traffic goes out on.
+    pub fn current_mut(&mut self) -> Option<&mut Session> {
+        self.sessions.get_mut(self.current)
+    }
+
+    /// The session traffic goes out on.
+    pub fn current(&self) -> Option<&Session> {
+        self.sessions.get(self.current)
+    }
+
+    /// The slot of the session with our index `index`.
+    pub fn by_index(&self, index: u32) -> Option<usize> {
+        self.sessions.iter().position(|s| s.index == index)
+    }
+
+    /// The slot of the session with `remote` under our key `own`.
+    pub fn by_keys(&self, remote: &[u8; 32], own: &[u8; 32]) -> Option<usize> {
+        self.sessions
+            .iter()
+            .position(|s| s.remote_key == *remote && s.own_key == *own)
+    }
+
+    /// Makes `slot` current; once a session that is not retiring is current, every retiring
+    /// one goes. Returns whether the current session changed.
+    pub fn promote(&mut self, slot: usize) -> bool {
+        let switched = slot != self.current;
+        self.current = slot;
+        if self.sessions.get(slot).is_some_and(|s| !s.retiring) {
+            self.remove_where(|s| s.retiring);
+        }
+        switched
+    }
+
+    /// Removes the sessions `drop` selects, keeping `current` on the same session if it
+    /// stays (else on the first one that is not retiring).
+    pub fn remove_where(&mut self, mut drop: impl FnMut(&Session) -> bool) {
+        let current = self.sessions.get(self.current).map(|s| s.index);
+        self.sessions.retain(|s| !drop(s));
+        self.current = current
+            .and_then(|i| self.by_index(i))
+            .or_else(|| self.sessions.iter().position(|s| !s.retiring))
+            .unwrap_or(0);
+    }
+}
+
+/// A remote cluster's live sessions.
 pub struct Peer {
     /// The remote cluster's ID.
     pub cluster_id: String,
-    /// The remote gateway's public key.
-    pub public_key: [u8; 32],
-    /// Our 24-bit session index for this peer (receiver index >> 8).
-    pub index: u32,
-    /// Session and endpoint.
+    /// Sessions and which one is current.
     pub state: Mutex<PeerState>,
     /// Traffic counters.
     pub counters: PeerCounters,
@@ -127,16 +220,16 @@ pub struct Peer {
 pub struct PeerTable {
     /// Every peer.
     pub peers: Vec<Arc<Peer>>,
-    /// Peers by session index.
+    /// Peers by our session index (of any of their sessions).
     pub by_index: HashMap<u32, Arc<Peer>>,
-    /// Peers by public key, to match handshake initiations.
+    /// Peers by a remote gateway's public key, to match handshake initiations.
     pub by_key: HashMap<[u8; 32], Arc<Peer>>,
     /// Cryptokey routing: which peer owns an address.
     pub cidrs: CidrMap<Arc<Peer>>,
 }
 
 impl PeerTable {
-    /// Builds the lookup maps over `peers`, with each peer's CIDRs from `specs`.
+    /// Builds the lookup maps over `peers` (and their sessions now), with each peer's CIDRs from `specs`.
     pub fn new(peers: Vec<Arc<Peer>>, specs: &[PeerSpec]) -> Self {
         let by_cluster: HashMap<&str, &Arc<Peer>> =
             peers.iter().map(|p| (p.cluster_id.as_str(), p)).collect();
@@ -146,12 +239,18 @@ impl PeerTable {
                 .iter()
                 .filter_map(move |net| peer.map(|p| (*net, Arc::clone(p))))
         }));
+        let mut by_index = HashMap::new();
+        let mut by_key = HashMap::new();
+        for peer in &peers {
+            let state = peer.state.lock();
+            for session in &state.sessions {
+                by_index.insert(session.index, Arc::clone(peer));
+                by_key.insert(session.remote_key, Arc::clone(peer));
+            }
+        }
         Self {
-            by_index: peers.iter().map(|p| (p.index, Arc::clone(p))).collect(),
-            by_key: peers
-                .iter()
-                .map(|p| (p.public_key, Arc::clone(p)))
-                .collect(),
+            by_index,
+            by_key,
             cidrs,
             peers,
         }
@@ -162,7 +261,6 @@ impl PeerTable {
         self.peers.iter().find(|p| p.cluster_id == cluster_id)
     }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +270,7 @@ mod tests {
             cluster_id: id.into(),
             public_key: [key; 32],
             endpoint: Some(endpoint.parse().unwrap()),
+            standbys: Vec::new(),
             cidrs: cidrs.iter().map(|c| c.parse().unwrap()).collect(),
             persistent_keepalive: None,
         }
@@ -195,6 +294,13 @@ mod tests {
         };
         let rekeyed_b = PeerSpec {
             public_key: [9; 32],
+            ..b.clone()
+        };
+        let standby_b = PeerSpec {
+            standbys: vec![RemoteGateway {
+                public_key: [8; 32],
+                endpoint: Some("198.18.0.102:51820".parse().unwrap()),
+            }],
             ..b.clone()
         };
         let keepalive_b = PeerSpec {
@@ -245,11 +351,20 @@ mod tests {
                 },
             ),
             (
-                "new key",
+                "new key: sessions are adjusted, the peer stays",
                 vec![b.clone()],
                 vec![rekeyed_b.clone()],
                 PeerPlan {
-                    replace: vec![rekeyed_b],
+                    update: vec![rekeyed_b],
+                    ..Default::default()
+                },
+            ),
+            (
+                "a standby candidate appears",
+                vec![b.clone()],
+                vec![standby_b.clone()],
+                PeerPlan {
+                    update: vec![standby_b],
                     ..Default::default()
                 },
             ),

@@ -110,6 +110,7 @@ fn world() -> World {
         cluster_id: "b".into(),
         public_key: public,
         endpoint: Some(peer_socket.local_addr().unwrap()),
+        standbys: Vec::new(),
         cidrs: vec!["10.2.0.0/16".parse().unwrap()],
         persistent_keepalive: None,
     }]);
@@ -274,5 +275,122 @@ fn a_peer_cannot_reach_addresses_outside_this_clusters_cidrs() {
             (w.datapath.peer_snapshots()[0].rx_packets == 1).then_some(())
         });
         assert_eq!(count(&w.datapath, DropReason::DestinationNotAllowed), 1);
+    });
+}
+
+/// Answers everything `socket` receives with `peer` until `done`, sending to `gateway`.
+fn answer(
+    peer: &mut Tunn,
+    socket: &UdpSocket,
+    gateway: SocketAddr,
+    mut done: impl FnMut(&mut Tunn) -> bool,
+) {
+    let mut buf = [0u8; 2048];
+    let mut out = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    while !done(peer) {
+        assert!(
+            Instant::now() < deadline,
+            "the peer never got what it waited for"
+        );
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        let mut result = peer.decapsulate(Some(from.ip()), &buf[..n], &mut out);
+        while let TunnResult::WriteToNetwork(reply) = result {
+            socket.send_to(reply, gateway).unwrap();
+            result = peer.decapsulate(None, &[], &mut out);
+        }
+    }
+}
+
+fn has_session(peer: &mut Tunn) -> bool {
+    let mut out = [0u8; 2048];
+    matches!(peer.encapsulate(&[], &mut out), TunnResult::WriteToNetwork(d) if d[0] == MSG_DATA)
+}
+
+#[test]
+fn a_standby_candidate_that_initiates_becomes_current_and_a_rotated_key_takes_over() {
+    in_fresh_netns(|| {
+        let tun = Tun::open("cwdp1").expect("TUN");
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let gateway = udp.local_addr().unwrap();
+        let datapath = Datapath::start(tun, udp, crate::config::generate_private_key()).unwrap();
+        let candidate = || {
+            let secret = StaticSecret::random_from_rng(rand_core::OsRng);
+            let public = PublicKey::from(&secret).to_bytes();
+            (secret, public, UdpSocket::bind("127.0.0.1:0").unwrap())
+        };
+        let (secret1, public1, socket1) = candidate();
+        let (secret2, public2, socket2) = candidate();
+        let secret2_again = secret2.clone();
+        datapath.set_local_cidrs(&["10.1.0.0/16".parse().unwrap()]);
+        let spec = PeerSpec {
+            cluster_id: "b".into(),
+            public_key: public1,
+            endpoint: Some(socket1.local_addr().unwrap()),
+            standbys: vec![peers::RemoteGateway {
+                public_key: public2,
+                endpoint: Some(socket2.local_addr().unwrap()),
+            }],
+            cidrs: vec!["10.2.0.0/16".parse().unwrap()],
+            persistent_keepalive: None,
+        };
+        datapath.set_peers(std::slice::from_ref(&spec));
+        let own = PublicKey::from(datapath.public_key());
+        let mut active = Tunn::new(secret1, own, None, None, 1, None);
+        // The gateway knocked on both candidates; the active one answers.
+        answer(&mut active, &socket1, gateway, |_| {
+            datapath.peer_snapshots()[0].last_handshake.is_some()
+        });
+        assert_eq!(
+            datapath.peer_snapshots()[0].endpoint,
+            socket1.local_addr().ok()
+        );
+
+        // The standby takes over: it initiates, and once its handshake is confirmed the
+        // gateway sends through it — no new configuration needed.
+        let mut standby = Tunn::new(secret2, own, None, None, 2, None);
+        let mut buf = [0u8; 2048];
+        let TunnResult::WriteToNetwork(init) = standby.format_handshake_initiation(&mut buf, true)
+        else {
+            panic!("no initiation");
+        };
+        socket2.send_to(init, gateway).unwrap();
+        answer(&mut standby, &socket2, gateway, has_session);
+        wait_for("the gateway to switch to the standby candidate", || {
+            (datapath.peer_snapshots()[0].endpoint == socket2.local_addr().ok()).then_some(())
+        });
+
+        // Our key rotates: the old session keeps serving until the remote side completes a
+        // handshake under the new key, which it initiates once it has learned that key.
+        let old_public = datapath.public_key();
+        assert!(datapath.set_private_key(crate::config::generate_private_key()));
+        let new_public = PublicKey::from(datapath.public_key());
+        assert_ne!(new_public.to_bytes(), old_public);
+        assert_eq!(
+            datapath.peer_snapshots()[0].endpoint,
+            socket2.local_addr().ok()
+        );
+        let mut remote_new = Tunn::new(secret2_again, new_public, None, None, 3, None);
+        let TunnResult::WriteToNetwork(init) =
+            remote_new.format_handshake_initiation(&mut buf, true)
+        else {
+            panic!("no initiation");
+        };
+        socket2.send_to(init, gateway).unwrap();
+        answer(&mut remote_new, &socket2, gateway, has_session);
+        wait_for("the old key to be retired", || {
+            datapath.shared.keys.load().retiring.is_none().then_some(())
+        });
+        let state = datapath.shared.table.load().peers[0]
+            .state
+            .lock()
+            .sessions
+            .len();
+        assert_eq!(state, 2, "one session per candidate, all under the new key");
     });
 }

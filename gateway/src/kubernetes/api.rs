@@ -11,7 +11,9 @@ use causeway_crds::names::{
     gateway_key_secret, GATEWAY_FIELD_MANAGER, GATEWAY_NODE_LABEL, PRIVATE_KEY_FIELD,
 };
 use causeway_crds::{Gateway, GatewaySpec, GatewayStatus};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::ByteString;
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -226,6 +228,78 @@ pub async fn write_status(
         .map(|_| ())
 }
 
+/// The field manager the Lease manager (`kube-lease-manager`) of `identity` writes with: a
+/// Lease taken over here is owned as if that manager had taken it, so it renews and
+/// releases it like any other.
+fn lease_field_manager(identity: &str) -> String {
+    format!("kube-lease-manager-{identity}")
+}
+
+/// The Lease `lease` as held by `identity` from `now`, for `duration`: what a takeover writes.
+pub fn taken_lease(
+    lease: &Lease,
+    identity: &str,
+    duration: std::time::Duration,
+    now: MicroTime,
+) -> Lease {
+    let mut taken = lease.clone();
+    let spec = taken.spec.get_or_insert_with(LeaseSpec::default);
+    let transitions = spec.lease_transitions.unwrap_or(0);
+    if spec.holder_identity.as_deref() != Some(identity) {
+        spec.lease_transitions = Some(transitions + 1);
+        spec.acquire_time = Some(now.clone());
+    }
+    spec.holder_identity = Some(identity.to_owned());
+    spec.renew_time = Some(now);
+    spec.lease_duration_seconds =
+        Some(i32::try_from(duration.as_secs().max(1)).unwrap_or(i32::MAX));
+    taken
+}
+
+/// Takes the gateway Lease `name` for `identity` now, whoever holds it: a passive candidate
+/// does this only when the active one has stopped answering on the liveness port (or said
+/// it stepped down). The write is conditional on the Lease's resourceVersion, so of two
+/// candidates taking over at once exactly one wins; the other gets a 409 and looks again.
+pub async fn take_lease(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    identity: &str,
+    duration: std::time::Duration,
+) -> Result<(), kube::Error> {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), namespace);
+    let params = PostParams {
+        dry_run: false,
+        field_manager: Some(lease_field_manager(identity)),
+    };
+    let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+    match leases.get_opt(name).await? {
+        Some(lease) => {
+            let taken = taken_lease(&lease, identity, duration, now);
+            // metadata.resourceVersion is kept: the write fails if anyone wrote since the read.
+            leases.replace(name, &params, &taken).await?;
+        }
+        None => {
+            let fresh = Lease {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    ..ObjectMeta::default()
+                },
+                spec: None,
+            };
+            leases
+                .create(&params, &taken_lease(&fresh, identity, duration, now))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a kube error is a conflict (someone wrote first).
+pub fn is_write_conflict(e: &kube::Error) -> bool {
+    is_conflict(e)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,6 +402,42 @@ mod tests {
         };
         assert_eq!(replaced.spec, moved);
         assert_eq!(replaced.metadata.resource_version.as_deref(), Some("42"));
+    }
+
+    #[test]
+    fn a_taken_lease_names_the_new_holder_and_keeps_the_version() {
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let held = Lease {
+            metadata: ObjectMeta {
+                name: Some("causeway-gateway-site-a".into()),
+                resource_version: Some("7".into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some("site-a-gw".into()),
+                lease_transitions: Some(2),
+                ..LeaseSpec::default()
+            }),
+        };
+        let taken = taken_lease(
+            &held,
+            "site-a-gw2",
+            std::time::Duration::from_secs(3),
+            now.clone(),
+        );
+        let spec = taken.spec.clone().unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("site-a-gw2"));
+        assert_eq!(spec.lease_transitions, Some(3));
+        assert_eq!(spec.lease_duration_seconds, Some(3));
+        assert_eq!(spec.renew_time, Some(now.clone()));
+        assert_eq!(
+            taken.metadata.resource_version.as_deref(),
+            Some("7"),
+            "the write is conditional on what was read"
+        );
+        // Taking what we already hold only renews it.
+        let again = taken_lease(&taken, "site-a-gw2", std::time::Duration::from_secs(3), now);
+        assert_eq!(again.spec.unwrap().lease_transitions, Some(3));
     }
 
     #[test]

@@ -18,10 +18,11 @@ use crate::node::{Node, Probes, Reloaded, Role, Tunnel, TunnelError, TunnelSetup
 use crate::status::{observe, plan_status, PeerObservation};
 use causeway_controller::leader::{campaign, Campaign, LeaderError, Leadership};
 use causeway_crds::keys::format_key;
-use causeway_crds::names::gateway_lease;
+use causeway_crds::names::{gateway_key_secret, gateway_lease};
 use causeway_crds::{ClusterEndpoint, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
@@ -44,6 +45,14 @@ const BACKOFF_MIN: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How long shutdown waits for each API call (resign, last status) before leaving anyway.
 const SHUTDOWN_CALL: Duration = Duration::from_secs(5);
+/// How often what the liveness probes heard is acted upon (takeover, route agents' next hop).
+const LIVENESS_CHECK: Duration = Duration::from_millis(25);
+/// How long a takeover waits for the Lease manager to confirm the Lease it just took.
+const TAKEOVER_CONFIRM: Duration = Duration::from_secs(1);
+/// The longest a leaving active gateway forwards while waiting for a successor.
+const DRAIN_MAX: Duration = Duration::from_secs(3);
+/// How long it forwards on once a successor answers "active".
+const DRAIN_LINGER: Duration = Duration::from_millis(250);
 
 /// Why Kubernetes mode stopped (or could not start).
 #[derive(Debug, thiserror::Error)]
@@ -232,14 +241,13 @@ struct Candidate {
     /// When this candidate started listening for the others (it campaigns only after
     /// having listened for [`liveness::DEAD_AFTER`]).
     listening_since: Instant,
-    liveness: Arc<Liveness>,
-    liveness_targets: watch::Sender<Vec<SocketAddr>>,
-    stop_liveness: watch::Sender<bool>,
     /// Active although the Lease manager reports the Lease lost, because no other
     /// candidate holds it (typically: the API server is unreachable, so it could not
     /// be renewed). Stepping down then would cut every tunnel while nobody can take
     /// over; the data plane outlives the control plane.
     holding_over: bool,
+    /// The key changed and the Gateway object does not say so yet.
+    spec_unpublished: bool,
     /// What the Gateway's status says, as far as we know (read at start, then written).
     written: Option<GatewayStatus>,
     written_at: Instant,
@@ -259,6 +267,11 @@ struct Gateway {
     objects: Option<Vec<ClusterEndpoint>>,
     waiting: Option<Waiting>,
     refused: Vec<(String, Vec<String>)>,
+    /// Who answers "active" on the liveness port: what a candidate tells the others and
+    /// hears from them, or what a route agent's prober hears.
+    liveness: Arc<Liveness>,
+    liveness_targets: watch::Sender<Vec<SocketAddr>>,
+    stop_liveness: watch::Sender<bool>,
 }
 
 /// Runs Kubernetes mode until `shutdown` resolves; then resigns the Lease, withdraws the
@@ -293,6 +306,17 @@ pub async fn run(
         let _ = metrics_stopped.await;
     }));
 
+    let liveness = Arc::new(Liveness::default());
+    let (liveness_targets, targets) = watch::channel(Vec::new());
+    let (stop_liveness, liveness_stopped) = watch::channel(false);
+    let sockets = liveness_sockets(config.candidate.as_ref()).await;
+    tokio::spawn(liveness::run(
+        sockets,
+        targets,
+        Arc::clone(&liveness),
+        config.candidate.is_some(),
+        liveness_stopped,
+    ));
     let candidate = match &config.candidate {
         None => None,
         Some(candidate) => {
@@ -312,6 +336,9 @@ pub async fn run(
         objects: None,
         waiting: None,
         refused: Vec::new(),
+        liveness,
+        liveness_targets,
+        stop_liveness,
     };
     let span = tracing::info_span!("kubernetes", cluster = %gateway.config.cluster, node = %gateway.config.node_name);
     let result = if *stopped.borrow() {
@@ -356,27 +383,6 @@ async fn join_as_candidate(
         duration: config.lease.max(Duration::from_secs(2)),
         grace: (config.lease / 3).max(Duration::from_secs(1)),
     };
-    let liveness = Arc::new(Liveness::default());
-    let (liveness_targets, targets) = watch::channel(Vec::new());
-    let (stop_liveness, liveness_stopped) = watch::channel(false);
-    let mut sockets = Vec::new();
-    for ip in &candidate.private_ips {
-        let addr = SocketAddr::new(*ip, LIVENESS_PORT);
-        match tokio::net::UdpSocket::bind(addr).await {
-            Ok(socket) => sockets.push(socket),
-            // Without it the other candidates cannot see this one is alive, and it cannot
-            // see them: election falls back to the Lease alone.
-            Err(error) => {
-                tracing::warn!(%addr, %error, "cannot listen for the other gateway candidates' liveness probes; is --private-ip an address of this node?")
-            }
-        }
-    }
-    tokio::spawn(liveness::run(
-        sockets,
-        targets,
-        Arc::clone(&liveness),
-        liveness_stopped,
-    ));
     Ok(Candidate {
         config: candidate.clone(),
         key,
@@ -385,15 +391,44 @@ async fn join_as_candidate(
         campaign_retry_at: None,
         campaign_backoff: Backoff::new(),
         listening_since: Instant::now(),
-        liveness,
-        liveness_targets,
-        stop_liveness,
         holding_over: false,
+        spec_unpublished: false,
         written,
         written_at: Instant::now(),
         retry_at: None,
         backoff: Backoff::new(),
     })
+}
+
+/// The liveness sockets: a candidate answers (and asks) on UDP [`LIVENESS_PORT`] of its
+/// private IPs; a route agent only asks, from an ephemeral port of each family.
+async fn liveness_sockets(candidate: Option<&CandidateConfig>) -> Vec<tokio::net::UdpSocket> {
+    let addrs: Vec<SocketAddr> = match candidate {
+        Some(c) => c
+            .private_ips
+            .iter()
+            .map(|ip| SocketAddr::new(*ip, LIVENESS_PORT))
+            .collect(),
+        None => vec![
+            SocketAddr::new(IpAddr::from([0u8; 4]), 0),
+            SocketAddr::new(IpAddr::from([0u16; 8]), 0),
+        ],
+    };
+    let mut sockets = Vec::new();
+    for addr in addrs {
+        match tokio::net::UdpSocket::bind(addr).await {
+            Ok(socket) => sockets.push(socket),
+            // A candidate without it cannot be seen by the others, nor see them: election
+            // falls back to the Lease alone. A route agent then follows the ClusterEndpoint.
+            Err(error) if candidate.is_some() => {
+                tracing::warn!(%addr, %error, "cannot listen for the other gateway candidates' liveness probes; is --private-ip an address of this node?")
+            }
+            Err(error) => {
+                tracing::debug!(%addr, %error, "no liveness prober for this address family")
+            }
+        }
+    }
+    sockets
 }
 
 async fn retry<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, KubeError>
@@ -424,8 +459,24 @@ impl Gateway {
             .boxed();
         let mut resync = tokio::time::interval(RESYNC);
         resync.tick().await;
-        let mut campaign_tick = tokio::time::interval(liveness::PROBE_INTERVAL);
+        // Checks what the liveness probes heard (cheap): a takeover or a route agent's switch
+        // of next hop happens within this much of the moment it is due.
+        let mut campaign_tick = tokio::time::interval(LIVENESS_CHECK);
         campaign_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut key_events = match &self.candidate {
+            Some(_) => {
+                let secrets: Api<Secret> =
+                    Api::namespaced(self.client.clone(), &self.config.namespace);
+                let name = gateway_key_secret(&self.config.node_name);
+                watcher(
+                    secrets,
+                    watcher::Config::default().fields(&format!("metadata.name={name}")),
+                )
+                .default_backoff()
+                .boxed()
+            }
+            None => futures::stream::pending().boxed(),
+        };
         let mut holdover_tick =
             tokio::time::interval((self.config.lease / 3).max(Duration::from_secs(1)));
         let mut status_tick =
@@ -498,7 +549,25 @@ impl Gateway {
                     due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                 }
                 _ = holdover_tick.tick(), if self.holding_over() => self.lease_lost().await,
-                _ = campaign_tick.tick(), if self.candidate.is_some() && !active => self.gate_campaign().await,
+                _ = campaign_tick.tick(), if !active => {
+                    if self.candidate.is_some() {
+                        self.gate_campaign().await?;
+                    }
+                    if !self.node.is_gateway() {
+                        self.follow_active().await;
+                    }
+                }
+                event = key_events.next() => match event {
+                    Some(Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret))) => {
+                        self.key_changed(&secret).await;
+                    }
+                    Some(Ok(watcher::Event::Delete(_))) => {
+                        tracing::warn!(secret = %gateway_key_secret(&self.config.node_name), "this gateway's key Secret was deleted; the running key stays in use (a restart creates a new one)");
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(error)) => tracing::debug!(%error, "watching the key Secret failed; retrying"),
+                    None => key_events = futures::stream::pending().boxed(),
+                },
                 _ = status_tick.tick() => self.write_status().await,
                 _ = resync.tick() => {
                     if let Err(e) = self.node.resync().await {
@@ -545,20 +614,18 @@ impl Gateway {
         }
         match plan.outcome {
             Ok(desired) => {
-                if let Some(c) = &self.candidate {
-                    let gateways = desired
-                        .local
-                        .gateways
-                        .iter()
-                        .map(|g| (g.node_name.as_str(), g.private_ips.as_slice()));
-                    let targets = liveness::targets(gateways, &self.config.node_name);
-                    c.liveness.retain(&targets);
-                    c.liveness_targets.send_if_modified(|current| {
-                        let changed = *current != targets;
-                        *current = targets;
-                        changed
-                    });
-                }
+                let gateways = desired
+                    .local
+                    .gateways
+                    .iter()
+                    .map(|g| (g.node_name.as_str(), g.private_ips.as_slice()));
+                let targets = liveness::targets(gateways, &self.config.node_name);
+                self.liveness.retain(&targets);
+                self.liveness_targets.send_if_modified(|current| {
+                    let changed = *current != targets;
+                    *current = targets;
+                    changed
+                });
                 if self.waiting.take().is_some() {
                     tracing::info!("ClusterEndpoints ready");
                 }
@@ -592,23 +659,105 @@ impl Gateway {
             health_ip: candidate.config.health_check_ip,
         };
         let tunnel = Tunnel::open(&self.netlink, &setup, self.node.probes()).await?;
-        candidate.liveness.set_active(true);
         if let Err(e) = self.node.set_role(Role::Gateway(tunnel)).await {
             tracing::warn!(error = %e, "switching to the tunnel's routes failed; the resync retries");
         }
+        // Peers are set here, and each remote cluster's gateways are sent an initiation at
+        // once: a remote gateway switches to us when it completes it.
         self.plan_and_apply().await;
+        // Only now, with routes and peers in place, do route agents hear "active" and switch.
+        self.liveness.set_active(true);
         self.status_due_now();
         Ok(())
     }
 
-    /// A passive candidate contends for the Lease only while no other candidate answers
-    /// "active", and withdraws from the contest as soon as one does.
-    async fn gate_campaign(&mut self) {
+    /// A route agent (or passive candidate) routes through the candidate that answers
+    /// "active" on the liveness port; without one, by the ClusterEndpoint's order.
+    async fn follow_active(&mut self) {
+        let active = self
+            .liveness
+            .active_peer(Instant::now(), liveness::TAKEOVER_AFTER);
+        let node = active.and_then(|addr| {
+            self.node.applied()?.local.gateways.iter().find_map(|g| {
+                g.private_ips
+                    .contains(&addr.ip())
+                    .then(|| g.node_name.clone())
+            })
+        });
+        if let Err(e) = self.node.set_preferred_gateway(node).await {
+            tracing::warn!(error = %e, "routing through the active gateway failed; the resync retries");
+        }
+    }
+
+    /// The key Secret changed: with a new key, the datapath (if active) adds sessions under
+    /// it beside the old ones, and only then is the Gateway object told the new public key —
+    /// so when the remote side learns it, we can already answer under it. The old sessions
+    /// carry traffic until the new ones complete a handshake: no gap.
+    async fn key_changed(&mut self, secret: &Secret) {
         let Some(c) = &mut self.candidate else {
             return;
         };
+        let key = match api::key_from_secret(secret, &self.config.namespace) {
+            Ok(key) => key,
+            Err(error) => {
+                tracing::warn!(%error, "the key Secret holds no usable key; the running key stays in use");
+                return;
+            }
+        };
+        if key == c.key {
+            return;
+        }
+        c.key = key;
+        let spec = gateway_spec(&self.config, &c.config, &c.key);
+        if let Some(datapath) = self.node.status().datapath() {
+            datapath.set_private_key(key);
+        }
+        tracing::info!(public_key = %spec.endpoint.public_key, "gateway key rotated: sessions under the new key added, the old ones serve until the remote side switches");
+        c.spec_unpublished = true;
+        self.publish_spec().await;
+    }
+
+    /// Publishes this candidate's Gateway spec if it changed since the last success.
+    async fn publish_spec(&mut self) {
+        let Some(c) = &mut self.candidate else {
+            return;
+        };
+        if !c.spec_unpublished {
+            return;
+        }
+        let spec = gateway_spec(&self.config, &c.config, &c.key);
+        match api::ensure_gateway(
+            &self.client,
+            &self.config.namespace,
+            &self.config.node_name,
+            &spec,
+        )
+        .await
+        {
+            Ok(_) => c.spec_unpublished = false,
+            // Retried with the next status write.
+            Err(error) => {
+                tracing::warn!(%error, "cannot publish the rotated public key in the Gateway object; retrying")
+            }
+        }
+    }
+
+    /// A passive candidate contends for the Lease only while no other candidate answers
+    /// "active", and withdraws from the contest as soon as one does. One that has heard an
+    /// active candidate go quiet (or step down) takes the Lease over at once instead of
+    /// waiting for it to expire, and opens its tunnel.
+    async fn gate_campaign(&mut self) -> Result<(), KubeError> {
+        let Some(c) = &mut self.candidate else {
+            return Ok(());
+        };
         let now = Instant::now();
-        let active_peer = c.liveness.active_peer_alive(now, liveness::DEAD_AFTER);
+        let active_peer = self
+            .liveness
+            .active_peer_alive(now, liveness::TAKEOVER_AFTER);
+        let may_try = c.campaign_retry_at.is_none_or(|at| now >= at);
+        if !active_peer && may_try && self.liveness.takeover_due(now) {
+            return self.take_over().await;
+        }
         match (&c.leadership, active_peer) {
             (Some(_), true) => {
                 tracing::info!("another candidate is active: leaving the election to it");
@@ -617,8 +766,7 @@ impl Gateway {
                 }
             }
             (None, false)
-                if now.duration_since(c.listening_since) >= liveness::DEAD_AFTER
-                    && c.campaign_retry_at.is_none_or(|at| now >= at) =>
+                if now.duration_since(c.listening_since) >= liveness::DEAD_AFTER && may_try =>
             {
                 match campaign(self.client.clone(), &c.how).await {
                     Ok(leadership) => {
@@ -636,6 +784,66 @@ impl Gateway {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Takes the gateway Lease over (a write conditional on its resourceVersion, so of two
+    /// standbys exactly one wins) and opens the tunnel.
+    ///
+    /// Split brain: the Lease is written *before* the tunnel opens, so a standby that
+    /// merely lost sight of a live active gateway (a cluster-network partition) still
+    /// leaves one holder; the old gateway sees that holder at its next renewal and steps
+    /// down, and until then both carry traffic correctly (every remote gateway accepts
+    /// both, and route agents follow the newer). Without an API server nobody takes over:
+    /// a dead gateway and a dead control plane at once wait for the API server to return.
+    async fn take_over(&mut self) -> Result<(), KubeError> {
+        let Some(c) = &mut self.candidate else {
+            return Ok(());
+        };
+        let started = Instant::now();
+        if let Some(leadership) = c.leadership.take() {
+            // A campaign waiting for the old Lease to expire; it releases nothing it does not hold.
+            leadership.resign().await;
+        }
+        let taken = api::take_lease(
+            &self.client,
+            &c.how.namespace,
+            &c.how.name,
+            &c.how.identity,
+            c.how.duration,
+        )
+        .await;
+        if let Err(error) = taken {
+            let wait = if api::is_write_conflict(&error) {
+                // Someone wrote the Lease meanwhile: look again at the next check.
+                liveness::PROBE_INTERVAL
+            } else {
+                c.campaign_backoff.next()
+            };
+            tracing::warn!(%error, retry_in = ?wait, "the active gateway candidate is gone but the gateway Lease cannot be taken over; retrying");
+            c.campaign_retry_at = Some(Instant::now() + wait);
+            return Ok(());
+        }
+        tracing::info!(lease = %c.how.name, identity = %c.how.identity, took = ?started.elapsed(), "the active gateway candidate stopped answering: took the gateway Lease over");
+        c.campaign_retry_at = None;
+        c.campaign_backoff.reset();
+        match campaign(self.client.clone(), &c.how).await {
+            Ok(mut leadership) => {
+                // The manager finds us holding the Lease on its first read.
+                let confirmed =
+                    tokio::time::timeout(TAKEOVER_CONFIRM, leadership.until_leader()).await;
+                c.holding_over = confirmed.is_err();
+                c.leadership = Some(leadership);
+            }
+            Err(error) => {
+                // We hold the Lease; renewing resumes when the election can be joined.
+                tracing::warn!(%error, "took the gateway Lease over but cannot renew it; holding over");
+                c.holding_over = true;
+            }
+        }
+        self.become_active().await?;
+        tracing::info!(took = ?started.elapsed(), "took over as the active gateway");
+        Ok(())
     }
 
     fn holding_over(&self) -> bool {
@@ -680,9 +888,7 @@ impl Gateway {
 
     async fn become_passive(&mut self) {
         tracing::warn!(node = %self.config.node_name, "lost the gateway Lease: withdrawing the tunnel, routing via the active gateway");
-        if let Some(c) = &self.candidate {
-            c.liveness.set_active(false);
-        }
+        self.liveness.set_active(false);
         if let Err(e) = self.node.set_role(agent_role(&self.config)).await {
             tracing::warn!(error = %e, "switching to route-agent routes failed; the resync retries");
         }
@@ -725,6 +931,7 @@ impl Gateway {
         if self.candidate.is_none() {
             return;
         }
+        self.publish_spec().await;
         let observed = self.observed_status();
         let Some(candidate) = &mut self.candidate else {
             return;
@@ -774,12 +981,14 @@ impl Gateway {
             config,
             node,
             candidate,
+            liveness,
+            stop_liveness,
             ..
         } = self;
         let was_active = node.is_gateway();
         if let Some(candidate) = candidate {
-            // Say "not active" first: the standby then campaigns at its next probe.
-            candidate.liveness.set_active(false);
+            // Resign first and only then say "not active": the standby takes the Lease over
+            // when it hears that, and a release still in flight must not clear its hold.
             if let Some(leadership) = candidate.leadership {
                 tracing::info!("shutting down: resigning the gateway Lease");
                 if tokio::time::timeout(SHUTDOWN_CALL, leadership.resign())
@@ -789,7 +998,11 @@ impl Gateway {
                     tracing::warn!("resigning the gateway Lease timed out; it expires on its own");
                 }
             }
-            let _ = candidate.stop_liveness.send(true);
+            liveness.set_active(false);
+            if was_active {
+                drain(&liveness).await;
+            }
+            let _ = stop_liveness.send(true);
             tracing::info!("withdrawing routes and the tunnel interface");
             if let Err(e) = node.shutdown().await {
                 tracing::warn!(error = %e, "withdrawing routes failed");
@@ -807,6 +1020,7 @@ impl Gateway {
                 }
             }
         } else {
+            let _ = stop_liveness.send(true);
             tracing::info!("shutting down: withdrawing routes");
             if let Err(e) = node.shutdown().await {
                 tracing::warn!(error = %e, "withdrawing routes failed");
@@ -842,6 +1056,30 @@ async fn leadership_change(candidate: &mut Option<Candidate>, active: bool) -> b
             true
         }
     }
+}
+
+/// A leaving active gateway keeps forwarding until another candidate answers "active",
+/// and a little longer, so route agents and remote gateways have switched before its
+/// tunnel closes: a graceful hand-over loses nothing. Bounded: it leaves at once when no
+/// other candidate answers at all (none, or all stopping too), and after [`DRAIN_MAX`].
+async fn drain(liveness: &Liveness) {
+    let started = Instant::now();
+    tracing::info!("draining: forwarding until another candidate is active");
+    while started.elapsed() < DRAIN_MAX {
+        let now = Instant::now();
+        if !liveness.any_peer_alive(now, liveness::TAKEOVER_AFTER) {
+            tracing::info!("no other candidate answers: leaving without a successor");
+            return;
+        }
+        if liveness.active_peer_alive(now, liveness::TAKEOVER_AFTER) {
+            // Everyone else probes every PROBE_INTERVAL: two of them and they have heard it too.
+            tokio::time::sleep(DRAIN_LINGER).await;
+            tracing::info!(drained = ?started.elapsed(), "another candidate is active: leaving");
+            return;
+        }
+        tokio::time::sleep(LIVENESS_CHECK).await;
+    }
+    tracing::warn!(waited = ?DRAIN_MAX, "no other candidate became active; leaving anyway");
 }
 
 async fn wait_until(at: Option<Instant>) {

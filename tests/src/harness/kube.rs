@@ -127,6 +127,9 @@ pub struct KubeWorld {
     pod_cidrs: BTreeMap<usize, Vec<IpNet>>,
     /// Extra command-line arguments per component, appended when it is next started.
     extra_args: BTreeMap<Component, Vec<String>>,
+    /// Gateway candidates that listen on the wildcard address (so their underlay address
+    /// may change under them), announcing their own address as `--public-endpoint`.
+    wildcard_listen: std::collections::BTreeSet<Component>,
     /// Runs the clients' connection tasks, so the clients work from any
     /// thread or runtime, also while a test thread blocks in a wait.
     runtime: Option<tokio::runtime::Runtime>,
@@ -156,6 +159,7 @@ impl KubeWorld {
             processes: BTreeMap::new(),
             pod_cidrs: BTreeMap::new(),
             extra_args: BTreeMap::new(),
+            wildcard_listen: std::collections::BTreeSet::new(),
             runtime: Some(runtime),
             clusters: Vec::with_capacity(n_sites),
             broker,
@@ -375,6 +379,59 @@ impl KubeWorld {
             .insert(component, args.iter().map(|a| a.to_string()).collect());
     }
 
+    /// Makes site `i`'s candidate `k`, from its next start on, listen on `0.0.0.0:51820`
+    /// (with its underlay address as `--public-endpoint`), so that address may change.
+    pub fn set_wildcard_listen(&mut self, i: usize, k: usize) {
+        self.wildcard_listen.insert(Component::Gateway(i, k));
+    }
+
+    /// Moves site `i`'s candidate `k`'s underlay (WAN) address from `from` to `to` inside its
+    /// namespace, as a node whose public address changed. `from` goes first: removing a
+    /// subnet's primary address would take a secondary `to` with it.
+    pub fn move_underlay(
+        &self,
+        i: usize,
+        k: usize,
+        from: Ipv4Addr,
+        to: Ipv4Addr,
+    ) -> Result<(), HarnessError> {
+        let ns = self.namespace_of(Component::Gateway(i, k))?;
+        let dev = super::topology::GATEWAY_WAN_IF;
+        ns.ip(["addr", "del", &format!("{from}/24"), "dev", dev])
+            .and_then(|_| ns.ip(["addr", "add", &format!("{to}/24"), "dev", dev]))
+            .map(drop)
+            .map_err(io_context(format!(
+                "move {} from {from} to {to}",
+                ns.name()
+            )))
+    }
+
+    /// Rotates site `i`'s candidate `k`'s WireGuard key: writes a fresh private key into its
+    /// key Secret (as an operator would); returns the new public key, base64.
+    pub fn rotate_gateway_key(&self, i: usize, k: usize) -> Result<String, HarnessError> {
+        use k8s_openapi::api::core::v1::Secret;
+        let node = self.spec(i).candidate(k).node_name();
+        let name = names::gateway_key_secret(&node);
+        let secrets: ::kube::Api<Secret> =
+            ::kube::Api::namespaced(self.cluster_client(i), CLUSTER_NAMESPACE);
+        let fail = |reason: String| HarnessError::Http {
+            url: format!("Secret {CLUSTER_NAMESPACE}/{name}"),
+            reason,
+        };
+        let mut secret = self
+            .block_on(secrets.get(&name))
+            .map_err(|e| fail(e.to_string()))?;
+        let key = causeway_gateway::config::generate_private_key();
+        let public = causeway_crds::keys::format_key(&causeway_gateway::config::public_key(&key));
+        secret.data = Some(BTreeMap::from([(
+            names::PRIVATE_KEY_FIELD.to_string(),
+            k8s_openapi::ByteString(causeway_crds::keys::format_key(&key).into_bytes()),
+        )]));
+        self.block_on(secrets.replace(&name, &Default::default(), &secret))
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(public)
+    }
+
     /// Starts site `i`'s controller in its worker's namespace.
     pub fn start_controller(&mut self, i: usize) -> Result<(), HarnessError> {
         self.start_process(Component::Controller(i))
@@ -532,6 +589,12 @@ impl KubeWorld {
                     .arg("--role")
                     .arg("gateway")
                     .arg("--listen")
+                    .arg(if self.wildcard_listen.contains(&component) {
+                        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), GATEWAY_PORT).to_string()
+                    } else {
+                        c.public_endpoint(GATEWAY_PORT).to_string()
+                    })
+                    .arg("--public-endpoint")
                     .arg(c.public_endpoint(GATEWAY_PORT).to_string())
                     .arg("--private-ip")
                     .arg(c.node_ip().to_string())
@@ -714,13 +777,51 @@ impl KubeWorld {
         Ok(())
     }
 
-    /// Waits for an active gateway in every site, then for every handshake,
-    /// each stage for at most `timeout`.
+    /// Waits for an active gateway in every site, then for every handshake, then for the
+    /// control plane to agree, each stage for at most `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), HarnessError> {
         for i in 0..self.n_sites() {
             self.wait_active_gateway(i, timeout)?;
         }
-        self.wait_handshakes(timeout)
+        self.wait_handshakes(timeout)?;
+        self.wait_converged(timeout)
+    }
+
+    /// Waits until every site's ClusterEndpoint lists its active gateway first, in its own
+    /// cluster and in every other cluster's mirror. Tunnels come up before that (a remote
+    /// gateway peers with every candidate), so a test that reads the objects, or counts
+    /// their writes, waits for this.
+    pub fn wait_converged(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        use causeway_crds::ClusterEndpoint;
+        let n = self.n_sites();
+        for i in 0..n {
+            let id = self.spec(i).cluster_id();
+            for j in 0..n {
+                let what = format!(
+                    "{}'s copy of ClusterEndpoint {id} to list {id}'s active gateway first",
+                    self.spec(j).cluster_id()
+                );
+                self.wait_for(&what, timeout, |world| {
+                    let active = world
+                        .lease_holder(i)
+                        .ok_or_else(|| format!("{id} has no Lease holder"))?;
+                    let api: ::kube::Api<ClusterEndpoint> =
+                        ::kube::Api::namespaced(world.cluster_client(j), CLUSTER_NAMESPACE);
+                    let object = world
+                        .block_on(api.get_opt(&id))
+                        .map_err(|e| e.to_string())?
+                        .ok_or("not there yet")?;
+                    match object.spec.gateways.first() {
+                        Some(g) if g.node_name == active => Ok(()),
+                        first => Err(format!(
+                            "first gateway {:?}, active {active}",
+                            first.map(|g| &g.node_name)
+                        )),
+                    }
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// Polls `check` until it succeeds or `timeout` passes, failing at once

@@ -363,9 +363,14 @@ impl Postgres {
     /// A client command (`psql`, `pg_isready`) run as root inside the
     /// namespace, hard-bounded by `timeout(1)`, connecting to this server.
     fn client_command(&self, program: &Path) -> Command {
+        self.client_command_within(program, CLIENT_TIMEOUT)
+    }
+
+    /// Like [`Postgres::client_command`], hard-bounded by `timeout` instead.
+    fn client_command_within(&self, program: &Path, timeout: Duration) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.netns, "timeout", "--kill-after=5"])
-            .arg(format!("{}s", CLIENT_TIMEOUT.as_secs()))
+            .arg(format!("{}s", timeout.as_secs()))
             .arg(program)
             .args(["-h", &self.listen.to_string(), "-p", &PORT.to_string()])
             .args(["-U", "postgres"])
@@ -408,6 +413,66 @@ impl Postgres {
             .filter(|l| !l.is_empty())
             .map(|line| parse_replication_row(line).map_err(|why| self.bad_output(&why, line)))
             .collect()
+    }
+
+    /// Makes `standby` this primary's synchronous standby (`synchronous_standby_names`, with
+    /// `synchronous_commit` on, the default): from then on a commit returns only once the
+    /// standby has flushed it. Waits until the primary reports it as `sync`.
+    pub fn require_synchronous_standby(
+        &self,
+        standby: &Postgres,
+        timeout: Duration,
+    ) -> Result<(), HarnessError> {
+        let name = standby.name();
+        self.sql(&format!(
+            "ALTER SYSTEM SET synchronous_standby_names = '\"{name}\"'"
+        ))?;
+        self.sql("ALTER SYSTEM SET synchronous_commit = 'on'")?;
+        self.sql("SELECT pg_reload_conf()")?;
+        let what = format!("standby {name} to be {}'s synchronous standby", self.name);
+        wait_until_ok(&what, timeout, || {
+            let state = self
+                .sql(&format!(
+                    "SELECT coalesce(string_agg(sync_state, ','), 'not connected') \
+                     FROM pg_stat_replication WHERE application_name = '{name}'"
+                ))
+                .map_err(|e| e.to_string())?;
+            match state.as_str() {
+                "sync" => Ok(()),
+                other => Err(format!("sync_state {other}")),
+            }
+        })?;
+        Ok(())
+    }
+
+    /// On a primary: the walsender serving `standby` as `pid@backend_start`, which changes
+    /// whenever the standby reconnects; `None` while it is not connected.
+    pub fn replication_session(&self, standby: &Postgres) -> Result<Option<String>, HarnessError> {
+        let out = self.sql(&format!(
+            "SELECT pid || '@' || backend_start FROM pg_stat_replication \
+             WHERE application_name = '{}'",
+            standby.name()
+        ))?;
+        Ok((!out.is_empty()).then_some(out))
+    }
+
+    /// Starts a continuous write load on this server: one `psql` session inserting rows
+    /// `1, 2, …` into `table` (column `id`), one transaction per row, each only after the
+    /// previous one was acknowledged; every acknowledged id is recorded.
+    pub fn start_write_load(&self, table: &str) -> Result<WriteLoad, HarnessError> {
+        if !is_identifier(table) {
+            return Err(HarnessError::Topology(format!(
+                "{table:?} is not a plain (optionally schema-qualified) table name"
+            )));
+        }
+        let bound = WriteLoad::MAX_TIME + WriteLoad::COMMIT_TIMEOUT;
+        let mut cmd = self.client_command_within(&self.bin.join("psql"), bound);
+        // Quiet: only the returned ids are printed, not the command tags.
+        cmd.args(["--no-psqlrc", "-Atq", "-d", "postgres"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        WriteLoad::start(cmd, table.to_string())
     }
 
     /// On a primary the current WAL write position; on a standby the last replayed one.
@@ -613,6 +678,136 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// A continuous write load (see [`Postgres::start_write_load`]): bounded by
+/// [`WriteLoad::MAX_ROWS`] and [`WriteLoad::MAX_TIME`], at most one row per
+/// [`WriteLoad::PACE`]; the `psql` session is killed when the load is dropped.
+pub struct WriteLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acked: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+}
+
+impl WriteLoad {
+    /// The most rows one load writes.
+    pub const MAX_ROWS: u64 = 100_000;
+    /// The longest one load runs.
+    pub const MAX_TIME: Duration = Duration::from_secs(120);
+    /// The shortest time between two inserts (spares a loaded machine).
+    pub const PACE: Duration = Duration::from_millis(5);
+    /// The longest one commit may take before the load counts as broken.
+    pub const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    fn start(mut cmd: Command, table: String) -> Result<WriteLoad, HarnessError> {
+        use std::io::{BufRead, Write};
+        let mut child = cmd
+            .spawn()
+            .map_err(io_context("start the write load's psql"))?;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| HarnessError::Topology("psql of the write load has no stdin".into()))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| HarnessError::Topology("psql of the write load has no stdout".into()))?;
+        let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if lines_tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s, a) = (std::sync::Arc::clone(&stop), std::sync::Arc::clone(&acked));
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            let result = (|| {
+                for id in 1..=Self::MAX_ROWS {
+                    if s.load(Ordering::Relaxed) || started.elapsed() >= Self::MAX_TIME {
+                        break;
+                    }
+                    let sent = Instant::now();
+                    writeln!(
+                        stdin,
+                        "INSERT INTO {table} (id) VALUES ({id}) RETURNING id;"
+                    )
+                    .and_then(|()| stdin.flush())
+                    .map_err(|e| format!("write insert {id}: {e}"))?;
+                    // psql prints the returned id once the commit is acknowledged.
+                    let line = lines.recv_timeout(Self::COMMIT_TIMEOUT).map_err(|_| {
+                        format!(
+                            "insert {id} not acknowledged within {:?}",
+                            Self::COMMIT_TIMEOUT
+                        )
+                    })?;
+                    match line.trim().parse::<u64>() {
+                        Ok(got) if got == id => a.lock().map_err(|_| "poisoned")?.push(id),
+                        _ => return Err(format!("insert {id}: psql said {line:?}")),
+                    }
+                    if let Some(rest) = Self::PACE.checked_sub(sent.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+                Ok(())
+            })();
+            drop(stdin);
+            // psql ends with its stdin; the guard against a hang is the kill below.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return result;
+                }
+                std::thread::sleep(POLL_MIN);
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            result
+        });
+        Ok(WriteLoad {
+            stop,
+            acked,
+            thread: Some(thread),
+        })
+    }
+
+    /// Rows acknowledged so far.
+    pub fn acknowledged(&self) -> usize {
+        self.acked.lock().map_or(0, |a| a.len())
+    }
+
+    /// Whether the load has ended (broken, or at a bound).
+    pub fn ended(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Stops the load; every acknowledged id, or why the load broke (with what was acknowledged).
+    pub fn finish(mut self) -> (Vec<u64>, Result<(), String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let result = match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err("write load panicked".into())),
+            None => Err("write load already finished".into()),
+        };
+        let acked = self.acked.lock().map(|a| a.clone()).unwrap_or_default();
+        (acked, result)
+    }
+}
+
+impl Drop for WriteLoad {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -169,6 +169,17 @@ impl Stream {
 
     /// Like [`Stream::start`], with each read and write allowed `timeout` (to ride out a gap).
     pub fn start_with_timeout(ns: &Netns, to: SocketAddr, timeout: Duration) -> io::Result<Stream> {
+        Self::start_paced(ns, to, timeout, Duration::ZERO)
+    }
+
+    /// Like [`Stream::start_with_timeout`], sending at most one chunk per `pace`: a live
+    /// connection that leaves the CPU to what is being measured.
+    pub fn start_paced(
+        ns: &Netns,
+        to: SocketAddr,
+        timeout: Duration,
+        pace: Duration,
+    ) -> io::Result<Stream> {
         let mut conn = tcp_connect(ns, to)?;
         conn.set_read_timeout(Some(timeout))?;
         conn.set_write_timeout(Some(timeout))?;
@@ -185,6 +196,7 @@ impl Stream {
                     && n < Self::MAX_CHUNKS
                     && started.elapsed() < Self::MAX_TIME
                 {
+                    let sent = Instant::now();
                     let chunk = pattern(Self::CHUNK, n as u8);
                     conn.write_all(&chunk)
                         .map_err(|e| format!("write chunk {n}: {e}"))?;
@@ -195,6 +207,9 @@ impl Stream {
                     }
                     n += 1;
                     c.store(n, Ordering::Relaxed);
+                    if let Some(rest) = pace.checked_sub(sent.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
                 }
                 Ok(n)
             })?;
@@ -229,6 +244,167 @@ impl Drop for Stream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// What a [`UdpProbe`] saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeReport {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Echoes received.
+    pub received: u64,
+    /// The longest time between two consecutive echoes (or from the last echo to the
+    /// probe's end): the datapath's gap, both directions together.
+    pub largest_gap: Duration,
+    /// When the largest gap began, as time since the probe started.
+    pub gap_started: Duration,
+}
+
+impl std::fmt::Display for ProbeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} sent, {} echoed, largest gap {:?} (from {:?} after the start)",
+            self.sent, self.received, self.largest_gap, self.gap_started
+        )
+    }
+}
+
+/// A UDP probe across the clusterset: from inside a namespace it sends a numbered
+/// datagram every [`UdpProbe::INTERVAL`] to an echo server and times the echoes, so the
+/// largest gap between two of them is the datapath's gap (both directions). Bounded by
+/// [`UdpProbe::MAX_PACKETS`] and [`UdpProbe::MAX_TIME`].
+pub struct UdpProbe {
+    stop: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
+    sender: Option<JoinHandle<u64>>,
+    receiver: Option<JoinHandle<(u64, Duration, Duration)>>,
+}
+
+impl UdpProbe {
+    /// Time between two datagrams.
+    pub const INTERVAL: Duration = Duration::from_millis(10);
+    /// The most datagrams one probe sends.
+    pub const MAX_PACKETS: u64 = 12_000;
+    /// The longest one probe runs.
+    pub const MAX_TIME: Duration = Duration::from_secs(120);
+
+    /// Starts probing `to` (an [`Echo`] server) from inside `ns`.
+    pub fn start(ns: &Netns, to: SocketAddr) -> io::Result<UdpProbe> {
+        let any: SocketAddr = if to.is_ipv4() {
+            "0.0.0.0:0".parse().expect("literal")
+        } else {
+            "[::]:0".parse().expect("literal")
+        };
+        let socket = ns.try_run(|| UdpSocket::bind(any))??;
+        socket.set_read_timeout(Some(Duration::from_millis(20)))?;
+        let rx = socket.try_clone()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let (s, r) = (Arc::clone(&stop), Arc::clone(&received));
+        let receiver = std::thread::Builder::new()
+            .name("test-probe-rx".into())
+            .spawn(move || {
+                let mut buf = [0u8; 64];
+                let (mut n, mut last, mut gap, mut gap_at) =
+                    (0u64, None::<Instant>, Duration::ZERO, Duration::ZERO);
+                while !s.load(Ordering::Relaxed)
+                    && started.elapsed() < Self::MAX_TIME + Duration::from_secs(1)
+                {
+                    match rx.recv_from(&mut buf) {
+                        Ok((len, from)) if from == to && len == 8 => {
+                            let now = Instant::now();
+                            if let Some(prev) = last {
+                                if now - prev > gap {
+                                    gap = now - prev;
+                                    gap_at = prev - started;
+                                }
+                            }
+                            last = Some(now);
+                            n += 1;
+                            r.store(n, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    }
+                }
+                // Echoes that stopped and never resumed are a gap too.
+                if let Some(prev) = last {
+                    let tail = Instant::now().saturating_duration_since(prev);
+                    if tail > gap {
+                        gap = tail;
+                        gap_at = prev - started;
+                    }
+                }
+                (n, gap, gap_at)
+            })?;
+        let s = Arc::clone(&stop);
+        let sender = std::thread::Builder::new()
+            .name("test-probe-tx".into())
+            .spawn(move || {
+                let mut sent = 0u64;
+                let mut next = Instant::now();
+                while !s.load(Ordering::Relaxed)
+                    && sent < Self::MAX_PACKETS
+                    && started.elapsed() < Self::MAX_TIME
+                {
+                    // A datagram that cannot be sent (no route for a moment) is a lost one.
+                    let _ = socket.send_to(&sent.to_be_bytes(), to);
+                    sent += 1;
+                    next += Self::INTERVAL;
+                    let now = Instant::now();
+                    if next > now {
+                        std::thread::sleep(next - now);
+                    } else {
+                        // Late (a loaded machine): carry on from now rather than burst.
+                        next = now;
+                    }
+                }
+                sent
+            })?;
+        Ok(UdpProbe {
+            stop,
+            received,
+            sender: Some(sender),
+            receiver: Some(receiver),
+        })
+    }
+
+    /// Echoes received so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// Stops the probe (after a last [`UdpProbe::INTERVAL`]-spaced echo has had time to
+    /// come back) and reports.
+    pub fn finish(mut self) -> ProbeReport {
+        self.stop.store(true, Ordering::Relaxed);
+        let sent = self.sender.take().map_or(0, |t| t.join().unwrap_or(0));
+        let (received, largest_gap, gap_started) = self
+            .receiver
+            .take()
+            .map_or((0, Duration::ZERO, Duration::ZERO), |t| {
+                t.join().unwrap_or((0, Duration::ZERO, Duration::ZERO))
+            });
+        ProbeReport {
+            sent,
+            received,
+            largest_gap,
+            gap_started,
+        }
+    }
+}
+
+impl Drop for UdpProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.sender.take() {
+            let _ = t.join();
+        }
+        if let Some(t) = self.receiver.take() {
             let _ = t.join();
         }
     }
