@@ -1,14 +1,16 @@
 //! causeway-controller: builds this cluster's ClusterEndpoint from its Nodes,
 //! Gateways and gateway Lease (or reads it from `--endpoint-file`), writes it
 //! locally, publishes it to the broker and mirrors the others (docs/kubernetes.md,
-//! "Controller"). Replicas elect a leader on Lease `causeway-controller-<cluster>`;
-//! only the leader syncs.
+//! "Controller"), and exports and imports services through the broker
+//! (docs/services.md). Replicas elect a leader on Lease
+//! `causeway-controller-<cluster>`; only the leader syncs, both loops at once.
 
 use causeway_controller::leader::{campaign, Campaign};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use causeway_controller::exports::{self, ExportConfig};
 use causeway_controller::local::{parse_cidr_list, LocalConfig};
 use causeway_controller::sync::{self, SpecSource, SyncConfig};
 use causeway_crds::manifest::parse_endpoints;
@@ -20,7 +22,7 @@ use ipnet::IpNet;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-/// Build this cluster's ClusterEndpoint, publish it to the broker and mirror the other clusters'.
+/// Build this cluster's ClusterEndpoint, publish it to the broker and mirror the other clusters', and export and import services.
 #[derive(Debug, Parser)]
 #[command(name = "causeway-controller", version)]
 struct Args {
@@ -89,6 +91,16 @@ async fn main() -> anyhow::Result<()> {
         duration: Duration::from_secs(args.lease_seconds.max(2)),
         grace: Duration::from_secs((args.lease_seconds / 3).max(1)),
     };
+    let resync = Duration::from_secs(args.resync_seconds.max(1));
+    let debounce = Duration::from_millis(200);
+    let export_config = ExportConfig {
+        broker: broker.clone(),
+        broker_namespace: args.broker_namespace.clone(),
+        local: local.clone(),
+        cluster_id: args.cluster.clone(),
+        resync,
+        debounce,
+    };
     let config = SyncConfig {
         broker,
         broker_namespace: args.broker_namespace,
@@ -96,8 +108,8 @@ async fn main() -> anyhow::Result<()> {
         local_namespace: args.namespace,
         cluster_id: args.cluster,
         source: Some(source),
-        resync: Duration::from_secs(args.resync_seconds.max(1)),
-        debounce: Duration::from_millis(200),
+        resync,
+        debounce,
     };
     let mut leadership = campaign(local, &how).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -117,15 +129,21 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(identity = %how.identity, "leading: syncing with the broker");
         let mut lost = false;
         {
+            // Both loops stop together, on a lost lease or on shutdown.
+            let (halt, halted) = tokio::sync::watch::channel(false);
             let until_lost = leadership.until_lost();
             let stop = shutting_down(stopped.clone());
-            sync::run(config.clone(), async {
-                tokio::select! {
-                    () = until_lost => lost = true,
-                    () = stop => {}
-                }
-            })
-            .await;
+            tokio::join!(
+                sync::run(config.clone(), shutting_down(halted.clone())),
+                exports::run(export_config.clone(), shutting_down(halted)),
+                async {
+                    tokio::select! {
+                        () = until_lost => lost = true,
+                        () = stop => {}
+                    }
+                    let _ = halt.send(true);
+                },
+            );
         }
         if !lost {
             break;

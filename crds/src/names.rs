@@ -30,6 +30,77 @@ pub fn gateway_key_secret(node_name: &str) -> String {
     format!("causeway-gateway-key-{node_name}")
 }
 
+/// Label on the ServiceImports and EndpointSlices Causeway publishes at the broker:
+/// the namespace of the exported Service.
+pub const SERVICE_NAMESPACE_LABEL: &str = "causeway.dev/service-namespace";
+/// Annotation on a broker ServiceImport: when its ServiceExport was created (RFC 3339);
+/// the oldest export of a service wins its conflicts.
+pub const EXPORTED_AT_ANNOTATION: &str = "causeway.dev/exported-at";
+/// Label on the ServiceImports Causeway writes in a member cluster (value `true`); only
+/// objects carrying it are the controller's to change.
+pub const MANAGED_LABEL: &str = "causeway.dev/managed";
+/// The standard EndpointSlice label naming who manages a slice.
+pub const ENDPOINTSLICE_MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// The value of [`ENDPOINTSLICE_MANAGED_BY_LABEL`] on every EndpointSlice Causeway writes.
+pub const ENDPOINTSLICE_MANAGER: &str = "causeway.dev";
+/// The standard label tying an EndpointSlice to the Service in its namespace it belongs to.
+pub const KUBERNETES_SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+/// Field manager of every write the controller makes.
+pub const CONTROLLER_FIELD_MANAGER: &str = "causeway-controller";
+/// The longest object name Causeway writes for a service (a DNS label, like a Service's).
+pub const MAX_NAME_LEN: usize = 63;
+
+/// The ServiceImport a cluster publishes at the broker for its export of `service` in
+/// `namespace`: `<svc>-<ns>-<cluster>`, cut to 63 characters with a hash suffix.
+pub fn broker_service_import(service: &str, namespace: &str, cluster_id: &str) -> String {
+    fit_name(&format!("{service}-{namespace}-{cluster_id}"))
+}
+
+/// An EndpointSlice a cluster publishes at the broker for one address family
+/// (`ipv4` or `ipv6`): `<svc>-<ns>-<cluster>-<family>`, cut like [`broker_service_import`].
+pub fn broker_endpoint_slice(
+    service: &str,
+    namespace: &str,
+    cluster_id: &str,
+    family: &str,
+) -> String {
+    fit_name(&format!("{service}-{namespace}-{cluster_id}-{family}"))
+}
+
+/// The local copy of a cluster's broker EndpointSlice in the service's namespace:
+/// `<svc>-<cluster>-<family>`, cut like [`broker_service_import`].
+pub fn imported_endpoint_slice(service: &str, cluster_id: &str, family: &str) -> String {
+    fit_name(&format!("{service}-{cluster_id}-{family}"))
+}
+
+/// `name` itself when it is at most [`MAX_NAME_LEN`] characters; otherwise its start,
+/// a dash and 10 hex digits of a hash of the whole name, so that two long names that
+/// share a prefix stay distinct and every cluster computes the same cut.
+pub fn fit_name(name: &str) -> String {
+    if name.len() <= MAX_NAME_LEN {
+        return name.to_owned();
+    }
+    const HASH_LEN: usize = 10;
+    let hash = format!("{:016x}", fnv1a64(name.as_bytes()));
+    let keep = MAX_NAME_LEN - 1 - HASH_LEN;
+    // Inputs are DNS labels (ASCII), but cut on a character boundary all the same.
+    let mut end = keep;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    // A name must not have a dash or dot before the suffix's dash doubled up, nor end in one.
+    let prefix = name[..end].trim_end_matches(['-', '.']);
+    format!("{prefix}-{}", &hash[..HASH_LEN])
+}
+
+/// FNV-1a, 64 bits: tiny, and unlike `std`'s hasher its output is fixed forever, so
+/// names cut by one controller version are found again by the next.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +121,40 @@ mod tests {
         }
         assert_eq!(gateway_lease("site-a"), "causeway-gateway-site-a");
         assert_eq!(gateway_key_secret("n1"), "causeway-gateway-key-n1");
+    }
+
+    #[test]
+    fn service_object_names_fit_a_dns_label() {
+        assert_eq!(
+            broker_service_import("db", "prod", "site-a"),
+            "db-prod-site-a"
+        );
+        assert_eq!(
+            broker_endpoint_slice("db", "prod", "site-a", "ipv4"),
+            "db-prod-site-a-ipv4"
+        );
+        assert_eq!(
+            imported_endpoint_slice("db", "site-a", "ipv6"),
+            "db-site-a-ipv6"
+        );
+        let long_service = "s".repeat(60);
+        let cut = broker_service_import(&long_service, "prod", "site-a");
+        assert_eq!(cut.len(), MAX_NAME_LEN, "{cut}");
+        assert!(cut.starts_with(&"s".repeat(52)), "{cut}");
+        // Names that differ only past the cut stay distinct, and the cut is stable.
+        let other = broker_service_import(&long_service, "prod", "site-b");
+        assert_ne!(cut, other);
+        assert_eq!(cut, broker_service_import(&long_service, "prod", "site-a"));
+        // A cut that lands on a dash does not leave "--" or a trailing dash.
+        let dashed = fit_name(&format!("{}-{}", "a".repeat(51), "b".repeat(20)));
+        assert!(!dashed.contains("--"), "{dashed}");
+        assert!(dashed.len() <= MAX_NAME_LEN);
+        for name in [cut, other, dashed] {
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'),
+                "{name}"
+            );
+        }
     }
 }

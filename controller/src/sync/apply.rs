@@ -20,8 +20,8 @@ use tracing::{info, warn};
 use super::plan::{StatusWrite, SyncPlan, Upsert};
 use super::{Side, SyncError};
 
-/// Field manager for the controller's writes.
-pub const FIELD_MANAGER: &str = "causeway-controller";
+/// Field manager for the controller's writes (one name for every writer in the controller).
+pub const FIELD_MANAGER: &str = causeway_crds::names::CONTROLLER_FIELD_MANAGER;
 
 /// What one sync pass did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

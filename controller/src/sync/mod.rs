@@ -305,13 +305,15 @@ impl SyncConfig {
 
 /// One watched kind of object, for logs: what it is and what access it needs.
 #[derive(Debug, Clone, Copy)]
-struct Watched {
-    what: &'static str,
-    needs: &'static str,
+pub(crate) struct Watched {
+    /// What is watched, e.g. "ClusterEndpoints at the broker".
+    pub(crate) what: &'static str,
+    /// The access the watch needs, for the warning when it fails.
+    pub(crate) needs: &'static str,
 }
 
 /// A watch stream as triggers: `None` for a change worth a pass, `Some` for an error.
-type Triggers = BoxStream<'static, (Watched, Option<watcher::Error>)>;
+pub(crate) type Triggers = BoxStream<'static, (Watched, Option<watcher::Error>)>;
 
 /// Every event of `api` is a trigger (ClusterEndpoints: few, and rarely changed).
 fn every_event<K>(api: Api<K>, config: watcher::Config, watched: Watched) -> Triggers
@@ -325,7 +327,7 @@ where
 }
 
 /// Only events that change `fingerprint` of an object are triggers.
-fn changes_of<K>(
+pub(crate) fn changes_of<K>(
     api: Api<K>,
     config: watcher::Config,
     watched: Watched,
@@ -420,12 +422,6 @@ fn triggers(config: &SyncConfig) -> Vec<Triggers> {
 pub async fn run(config: SyncConfig, shutdown: impl Future<Output = ()>) -> u64 {
     let span = info_span!("broker_sync", cluster = %config.cluster_id);
     async move {
-        // The watchers are only triggers; every pass lists afresh.
-        let mut events = stream::select_all(triggers(&config));
-        let mut tick = tokio::time::interval(config.resync);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        let mut passes = 0u64;
         info!(
             broker_namespace = %config.broker_namespace,
             namespace = %config.local_namespace,
@@ -436,50 +432,95 @@ pub async fn run(config: SyncConfig, shutdown: impl Future<Output = ()>) -> u64 
             },
             "broker sync started"
         );
-        loop {
-            tokio::select! {
-                () = &mut shutdown => break,
-                _ = tick.tick() => {}
-                event = events.next() => {
-                    if let Some((watched, Some(error))) = event {
-                        warn!(
-                            watched = watched.what,
-                            needs = watched.needs,
-                            %error,
-                            "watching failed; retrying with backoff"
-                        );
-                        continue;
+        let config = &config;
+        let passes = run_passes(
+            triggers(config),
+            config.resync,
+            config.debounce,
+            shutdown,
+            |passes| async move {
+                match config.sync_once().await {
+                    Ok(report) if report.wrote() => info!(?report, "sync pass changed objects"),
+                    // The first pass is the one an operator (or a test) waits for after a
+                    // restart: it proves the controller is in sync without having written.
+                    Ok(report) if passes == 1 => {
+                        info!(?report, "first sync pass: nothing to change")
                     }
-                    // Let a burst of events settle into one pass, but never wait
-                    // longer than ten quiet periods while changes keep coming.
-                    let settled = async {
-                        let quiet = async {
-                            while tokio::time::timeout(config.debounce, events.next())
-                                .await
-                                .is_ok_and(|e| e.is_some())
-                            {}
-                        };
-                        let _ = tokio::time::timeout(config.debounce * 10, quiet).await;
-                    };
-                    tokio::select! {
-                        () = &mut shutdown => break,
-                        () = settled => {}
-                    }
+                    Ok(report) => debug!(?report, "sync pass: nothing to change"),
+                    Err(error) => warn!(%error, "sync pass failed; will retry"),
                 }
-            }
-            passes += 1;
-            match config.sync_once().await {
-                Ok(report) if report.wrote() => info!(?report, "sync pass changed objects"),
-                // The first pass is the one an operator (or a test) waits for after a
-                // restart: it proves the controller is in sync without having written.
-                Ok(report) if passes == 1 => info!(?report, "first sync pass: nothing to change"),
-                Ok(report) => debug!(?report, "sync pass: nothing to change"),
-                Err(error) => warn!(%error, "sync pass failed; will retry"),
-            }
-        }
+            },
+        )
+        .await;
         info!(passes, "broker sync stopped");
         passes
     }
     .instrument(span)
     .await
+}
+
+/// Runs `pass` once at start, then after every burst of `triggers` (once `debounce`
+/// passes without an event, or ten debounce periods into a burst that keeps going)
+/// and at least every `resync`, until `shutdown` resolves. `pass` gets the number of
+/// the pass (1 for the first) and logs its own outcome. Returns the number of passes.
+///
+/// The watchers are only triggers: every pass lists afresh. A watch error is logged
+/// (with the access the watch needs) and the watcher retries with backoff. A pass in
+/// flight when `shutdown` resolves is abandoned: after a lost lease another replica
+/// writes, so this one must stop at once; every write is idempotent and the next
+/// leader lists afresh.
+pub(crate) async fn run_passes<F, Fut>(
+    triggers: Vec<Triggers>,
+    resync: Duration,
+    debounce: Duration,
+    shutdown: impl Future<Output = ()>,
+    mut pass: F,
+) -> u64
+where
+    F: FnMut(u64) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let mut events = stream::select_all(triggers);
+    let mut tick = tokio::time::interval(resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    let mut passes = 0u64;
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            _ = tick.tick() => {}
+            event = events.next() => {
+                if let Some((watched, Some(error))) = event {
+                    warn!(
+                        watched = watched.what,
+                        needs = watched.needs,
+                        %error,
+                        "watching failed; retrying with backoff"
+                    );
+                    continue;
+                }
+                // Let a burst of events settle into one pass, but never wait
+                // longer than ten quiet periods while changes keep coming.
+                let settled = async {
+                    let quiet = async {
+                        while tokio::time::timeout(debounce, events.next())
+                            .await
+                            .is_ok_and(|e| e.is_some())
+                        {}
+                    };
+                    let _ = tokio::time::timeout(debounce * 10, quiet).await;
+                };
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = settled => {}
+                }
+            }
+        }
+        passes += 1;
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = pass(passes) => {}
+        }
+    }
+    passes
 }

@@ -12,6 +12,7 @@ pub mod iperf;
 pub mod report;
 pub mod responder;
 pub mod scale;
+pub mod services;
 pub mod stats;
 pub mod wg;
 pub mod world;

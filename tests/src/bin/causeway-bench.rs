@@ -2,6 +2,10 @@
 //! side by side on one namespace pair with iperf3 and ping, then the scale
 //! figures; prints tables and writes the same figures as JSON.
 //!
+//! `causeway-bench services`: 1,000 ServiceExports over three clusters (in-memory
+//! API servers) synced by the real controller binaries: time to converge, writes
+//! once settled, one more export's latency, and each controller's peak RSS.
+//!
 //! It reports, it does not assert: it exits 0 whether targets are met or
 //! missed, 1 if a measurement broke, 130 if interrupted. Everything lives in
 //! namespaces it creates and deletes; the root namespace is never touched.
@@ -11,7 +15,7 @@ use causeway_tests::bench::report::{
     compare, datapath_table, datapath_targets, scale_table, scale_targets, Comparison,
     DatapathReport, ScaleReport, Target,
 };
-use causeway_tests::bench::{datapath, scale};
+use causeway_tests::bench::{datapath, scale, services};
 use causeway_tests::harness::{find_workspace_binary, ScratchDir};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -35,6 +39,30 @@ enum Command {
     /// Throughput, retransmits, RTT, CPU and memory of raw veth, boringtun-cli and Causeway,
     /// then memory and handshake time with 100 peers and route reconcile time for 10,000 CIDRs.
     Datapath(DatapathArgs),
+    /// Service export and import at scale: ServiceExports spread over in-memory clusters,
+    /// synced by the real controller binaries; time until every import and slice exists
+    /// everywhere, writes once settled, and the controllers' peak RSS.
+    Services(ServicesArgs),
+}
+
+#[derive(clap::Args)]
+struct ServicesArgs {
+    /// Where to write the figures as JSON [default: <target dir>/bench/services.json].
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// ServiceExports in all, spread round-robin over the clusters.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=20_000))]
+    exports: u32,
+    /// Member clusters (each with its own API server and controller).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(2..=26))]
+    clusters: u32,
+    /// Seconds convergence may take before the run counts as failed.
+    #[arg(long, default_value_t = 120)]
+    timeout_seconds: u64,
+    /// Keep kubeconfigs, endpoint files and the controllers' logs in this directory
+    /// [default: a scratch directory, deleted afterwards].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -100,8 +128,11 @@ fn main() {
             std::process::exit(1);
         }
     }
-    let Command::Datapath(args) = cli.command;
-    let code = match run(&args, &interrupted) {
+    let result = match cli.command {
+        Command::Datapath(args) => run(&args, &interrupted),
+        Command::Services(args) => run_services(&args, &interrupted),
+    };
+    let code = match result {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {
@@ -231,7 +262,63 @@ fn run(args: &DatapathArgs, interrupted: &Arc<AtomicBool>) -> Result<bool> {
     Ok(ok)
 }
 
-fn write_json(path: &Path, output: &Output) -> Result<()> {
+/// What `services` writes to its JSON file.
+#[derive(Serialize)]
+struct ServicesOutput {
+    /// Bumped when a field changes meaning.
+    schema: u32,
+    cpus: usize,
+    controller: String,
+    services: services::ServicesReport,
+}
+
+/// Runs the services benchmark; `Ok(false)` when a measurement broke (figures are still written).
+fn run_services(args: &ServicesArgs, interrupted: &Arc<AtomicBool>) -> Result<bool> {
+    let controller = find_workspace_binary("causeway-controller")?;
+    let target_dir = target_dir()?;
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| target_dir.join("bench").join("services.json"));
+    // The scratch directory (if any) lives until the figures are written.
+    let (work_dir, _scratch) = match &args.work_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            (dir.clone(), None)
+        }
+        None => {
+            let scratch =
+                ScratchDir::new("cw-bench-services-").context("creating a scratch directory")?;
+            (scratch.path().to_path_buf(), Some(scratch))
+        }
+    };
+    let report = services::run(&services::Settings {
+        controller: controller.clone(),
+        work_dir,
+        exports: args.exports as usize,
+        clusters: args.clusters as usize,
+        timeout: Duration::from_secs(args.timeout_seconds.max(1)),
+        interrupted: Arc::clone(interrupted),
+    });
+    println!();
+    print!("{}", services::table(&report));
+    let ok = report.errors.is_empty();
+    let output = ServicesOutput {
+        schema: 1,
+        cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        controller: controller.display().to_string(),
+        services: report,
+    };
+    write_json(&json_path, &output)?;
+    println!();
+    println!("figures written to {}", json_path.display());
+    if !ok {
+        println!("the measurement FAILED (see above); the figures that were measured are reported");
+    }
+    Ok(ok)
+}
+
+fn write_json(path: &Path, output: &impl Serialize) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

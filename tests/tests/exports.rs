@@ -1,0 +1,1019 @@
+//! Service export and import (docs/services.md) against in-memory API servers — a
+//! broker and three clusters — through the real `kube` client: publication at the
+//! broker, imports and slices in every cluster with their labels, readiness
+//! changes, conflicts, withdrawal on unexport / Service deletion / namespace
+//! deletion, no-op passes that write nothing, a broker outage, the watch loop with
+//! a burst of changes, and the controller binary. Every server listens on
+//! 127.0.0.1 port 0.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use causeway_controller::exports::{self, ExportConfig, ExportError, ExportReport};
+use causeway_crds::mcs::{
+    CONDITION_CONFLICT, CONDITION_READY, CONDITION_VALID, LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER,
+};
+use causeway_crds::names::{
+    ENDPOINTSLICE_MANAGED_BY_LABEL, ENDPOINTSLICE_MANAGER, EXPORTED_AT_ANNOTATION, MANAGED_LABEL,
+    SERVICE_NAMESPACE_LABEL,
+};
+use causeway_crds::{
+    ClusterEndpoint, ClusterEndpointSpec, GatewayEndpoint, ServiceExport, ServiceImport,
+    ServiceImportType,
+};
+use causeway_tests::apiserver::ApiServer;
+use causeway_tests::harness::{workspace_binary, ChildGuard};
+use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+const BROKER_NS: &str = "causeway-broker";
+const CONTROLLER_NS: &str = "causeway";
+const WAIT: Duration = Duration::from_secs(20);
+
+/// One in-memory API server, a client for it, and its cluster ID.
+struct Cluster {
+    id: &'static str,
+    server: ApiServer,
+    client: Client,
+}
+
+impl Cluster {
+    async fn start(id: &'static str, namespaces: &[&str]) -> Cluster {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let server = ApiServer::start(listener);
+        let client = Client::try_from(server.client_config("default")).expect("a client");
+        let cluster = Cluster { id, server, client };
+        for ns in namespaces {
+            cluster.create_namespace(ns).await;
+        }
+        cluster
+    }
+
+    async fn create_namespace(&self, name: &str) {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(self.client.clone())
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("create namespace {name} in {}: {e}", self.id));
+    }
+
+    fn api<K>(&self, ns: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), ns)
+    }
+
+    /// Every write of the kinds the export sync writes.
+    fn export_writes(&self) -> u64 {
+        self.server.writes_of::<ServiceImport>().total()
+            + self.server.writes_of::<EndpointSlice>().total()
+            + self.server.writes_of::<ServiceExport>().total()
+    }
+
+    /// One export pass as this cluster.
+    async fn pass(&self, broker: &Cluster) -> Result<ExportReport, ExportError> {
+        exports::sync_once(&broker.client, BROKER_NS, &self.client, self.id).await
+    }
+
+    fn config(&self, broker: &Cluster) -> ExportConfig {
+        ExportConfig {
+            broker: broker.client.clone(),
+            broker_namespace: BROKER_NS.to_owned(),
+            local: self.client.clone(),
+            cluster_id: self.id.to_owned(),
+            resync: Duration::from_secs(3600),
+            debounce: Duration::from_millis(50),
+        }
+    }
+
+    async fn import(&self, ns: &str, name: &str) -> Option<ServiceImport> {
+        self.api::<ServiceImport>(ns)
+            .get_opt(name)
+            .await
+            .expect("get ServiceImport")
+    }
+
+    /// Names of the slices Causeway imported into `ns`, sorted.
+    async fn imported_slices(&self, ns: &str) -> Vec<String> {
+        let selector = format!("{ENDPOINTSLICE_MANAGED_BY_LABEL}={ENDPOINTSLICE_MANAGER}");
+        names(
+            self.api::<EndpointSlice>(ns)
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .expect("list EndpointSlices")
+                .items,
+        )
+    }
+
+    async fn condition(&self, ns: &str, name: &str, type_: &str) -> Option<Condition> {
+        self.api::<ServiceExport>(ns)
+            .get_opt(name)
+            .await
+            .expect("get ServiceExport")?
+            .status?
+            .conditions
+            .into_iter()
+            .find(|c| c.type_ == type_)
+    }
+}
+
+/// A broker and clusters site-a, site-b, site-c; `prod` exists in all three.
+struct World {
+    broker: Cluster,
+    clusters: Vec<Cluster>,
+}
+
+impl World {
+    async fn start() -> World {
+        let broker = Cluster::start("broker", &[BROKER_NS]).await;
+        let mut clusters = Vec::new();
+        for id in ["site-a", "site-b", "site-c"] {
+            clusters.push(Cluster::start(id, &[CONTROLLER_NS, "prod"]).await);
+        }
+        World { broker, clusters }
+    }
+
+    fn a(&self) -> &Cluster {
+        &self.clusters[0]
+    }
+
+    fn b(&self) -> &Cluster {
+        &self.clusters[1]
+    }
+
+    fn c(&self) -> &Cluster {
+        &self.clusters[2]
+    }
+
+    /// One pass in every cluster, in order.
+    async fn round(&self) {
+        for cluster in &self.clusters {
+            cluster
+                .pass(&self.broker)
+                .await
+                .unwrap_or_else(|e| panic!("pass of {}: {e}", cluster.id));
+        }
+    }
+
+    /// Two rounds: each cluster publishes, then every cluster sees every other's.
+    async fn settle(&self) {
+        self.round().await;
+        self.round().await;
+    }
+
+    fn reset_counters(&self) {
+        self.broker.server.reset_counters();
+        for c in &self.clusters {
+            c.server.reset_counters();
+        }
+    }
+
+    /// Asserts that a full round writes nothing anywhere.
+    async fn assert_settled(&self, what: &str) {
+        self.reset_counters();
+        self.round().await;
+        assert_eq!(
+            self.broker.export_writes(),
+            0,
+            "{what}: a settled round writes nothing at the broker"
+        );
+        for c in &self.clusters {
+            assert_eq!(
+                c.export_writes(),
+                0,
+                "{what}: a settled round writes nothing in {}",
+                c.id
+            );
+        }
+    }
+
+    async fn broker_names(&self) -> (Vec<String>, Vec<String>) {
+        let imports = self
+            .broker
+            .api::<ServiceImport>(BROKER_NS)
+            .list(&ListParams::default())
+            .await
+            .expect("list broker imports")
+            .items;
+        let slices = self
+            .broker
+            .api::<EndpointSlice>(BROKER_NS)
+            .list(&ListParams::default())
+            .await
+            .expect("list broker slices")
+            .items;
+        (names(imports), names(slices))
+    }
+}
+
+fn names<K: kube::Resource>(objects: Vec<K>) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .into_iter()
+        .filter_map(|o| o.meta().name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+fn label<'a, K: kube::Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
+    obj.meta()
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(key))
+        .map(String::as_str)
+}
+
+fn port(name: &str, number: i32) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_owned()),
+        port: number,
+        protocol: Some("TCP".to_owned()),
+        ..ServicePort::default()
+    }
+}
+
+/// Creates Service `name` in `ns`: headless when `cluster_ip` is `None`.
+async fn create_service(
+    cluster: &Cluster,
+    ns: &str,
+    name: &str,
+    cluster_ip: &str,
+    ports: Vec<ServicePort>,
+) {
+    let service = Service {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            cluster_ip: Some(cluster_ip.to_owned()),
+            cluster_ips: Some(vec![cluster_ip.to_owned()]),
+            ports: Some(ports),
+            selector: Some(BTreeMap::from([("app".to_owned(), name.to_owned())])),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    cluster
+        .api::<Service>(ns)
+        .create(&PostParams::default(), &service)
+        .await
+        .unwrap_or_else(|e| panic!("create Service {ns}/{name} in {}: {e}", cluster.id));
+}
+
+/// The Service's own EndpointSlice, as the EndpointSlice controller writes it:
+/// (address, hostname, ready) per endpoint.
+fn own_slice(service: &str, endpoints: &[(&str, Option<&str>, bool)]) -> EndpointSlice {
+    EndpointSlice {
+        metadata: ObjectMeta {
+            name: Some(format!("{service}-abcde")),
+            labels: Some(BTreeMap::from([
+                ("kubernetes.io/service-name".to_owned(), service.to_owned()),
+                (
+                    ENDPOINTSLICE_MANAGED_BY_LABEL.to_owned(),
+                    "endpointslice-controller.k8s.io".to_owned(),
+                ),
+            ])),
+            ..ObjectMeta::default()
+        },
+        address_type: "IPv4".to_owned(),
+        endpoints: endpoints
+            .iter()
+            .map(|(addr, hostname, ready)| Endpoint {
+                addresses: vec![(*addr).to_owned()],
+                hostname: hostname.map(str::to_owned),
+                conditions: Some(EndpointConditions {
+                    ready: Some(*ready),
+                    ..EndpointConditions::default()
+                }),
+                ..Endpoint::default()
+            })
+            .collect(),
+        ports: None,
+    }
+}
+
+async fn create_slice(cluster: &Cluster, ns: &str, slice: &EndpointSlice) {
+    cluster
+        .api::<EndpointSlice>(ns)
+        .create(&PostParams::default(), slice)
+        .await
+        .unwrap_or_else(|e| panic!("create EndpointSlice in {}: {e}", cluster.id));
+}
+
+async fn replace_slice(cluster: &Cluster, ns: &str, mut slice: EndpointSlice) {
+    let api = cluster.api::<EndpointSlice>(ns);
+    let name = slice.metadata.name.clone().unwrap_or_default();
+    let current = api.get(&name).await.expect("get the Service's slice");
+    slice.metadata.resource_version = current.metadata.resource_version;
+    api.replace(&name, &PostParams::default(), &slice)
+        .await
+        .expect("replace the Service's slice");
+}
+
+async fn export(cluster: &Cluster, ns: &str, name: &str) {
+    let export = ServiceExport {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        spec: Default::default(),
+        status: None,
+    };
+    cluster
+        .api::<ServiceExport>(ns)
+        .create(&PostParams::default(), &export)
+        .await
+        .unwrap_or_else(|e| panic!("create ServiceExport {ns}/{name} in {}: {e}", cluster.id));
+}
+
+/// A headless `db` with two StatefulSet pods (one not ready), exported from `cluster`.
+async fn export_headless_db(cluster: &Cluster, prefix: &str) {
+    create_service(cluster, "prod", "db", "None", vec![port("pg", 5432)]).await;
+    create_slice(
+        cluster,
+        "prod",
+        &own_slice(
+            "db",
+            &[
+                (&format!("{prefix}.6"), Some("db-0"), true),
+                (&format!("{prefix}.7"), Some("db-1"), false),
+            ],
+        ),
+    )
+    .await;
+    export(cluster, "prod", "db").await;
+}
+
+/// A ClusterSetIP `web` with one ready backend, exported from `cluster`.
+async fn export_web(cluster: &Cluster, cluster_ip: &str) {
+    create_service(cluster, "prod", "web", cluster_ip, vec![port("http", 80)]).await;
+    create_slice(
+        cluster,
+        "prod",
+        &own_slice("web", &[("10.9.9.9", None, true)]),
+    )
+    .await;
+    export(cluster, "prod", "web").await;
+}
+
+fn ready_of(slice: &EndpointSlice) -> Vec<(String, Option<String>, Option<bool>)> {
+    slice
+        .endpoints
+        .iter()
+        .map(|e| {
+            (
+                e.addresses.join(","),
+                e.hostname.clone(),
+                e.conditions.as_ref().and_then(|c| c.ready),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn exports_are_published_and_imported_everywhere_and_a_second_round_writes_nothing() {
+    let world = World::start().await;
+    export_headless_db(world.a(), "10.1.0").await;
+    export_web(world.b(), "10.102.0.10").await;
+    world.settle().await;
+
+    // At the broker: each cluster's own objects, labelled.
+    let (imports, slices) = world.broker_names().await;
+    assert_eq!(imports, vec!["db-prod-site-a", "web-prod-site-b"]);
+    assert_eq!(slices, vec!["db-prod-site-a-ipv4", "web-prod-site-b-ipv4"]);
+    let published = world
+        .broker
+        .api::<ServiceImport>(BROKER_NS)
+        .get("db-prod-site-a")
+        .await
+        .expect("A's import at the broker");
+    assert_eq!(label(&published, LABEL_SERVICE_NAME), Some("db"));
+    assert_eq!(label(&published, SERVICE_NAMESPACE_LABEL), Some("prod"));
+    assert_eq!(label(&published, LABEL_SOURCE_CLUSTER), Some("site-a"));
+    let exported_at = world
+        .a()
+        .api::<ServiceExport>("prod")
+        .get("db")
+        .await
+        .expect("A's export")
+        .metadata
+        .creation_timestamp
+        .expect("created")
+        .0
+        .to_string();
+    assert_eq!(
+        published
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(EXPORTED_AT_ANNOTATION)),
+        Some(&exported_at)
+    );
+    assert_eq!(published.spec.type_, ServiceImportType::Headless);
+    let web = world
+        .broker
+        .api::<ServiceImport>(BROKER_NS)
+        .get("web-prod-site-b")
+        .await
+        .expect("B's import at the broker");
+    assert_eq!(web.spec.type_, ServiceImportType::ClusterSetIP);
+    assert_eq!(web.spec.ips, vec!["10.102.0.10".to_owned()]);
+
+    // In every cluster: both services imported with their slices.
+    for cluster in &world.clusters {
+        let db = cluster.import("prod", "db").await.expect("db imported");
+        assert_eq!(label(&db, MANAGED_LABEL), Some("true"), "{}", cluster.id);
+        assert_eq!(db.spec.type_, ServiceImportType::Headless);
+        assert_eq!(db.spec.ports.len(), 1);
+        let clusters: Vec<String> = db
+            .status
+            .iter()
+            .flat_map(|s| &s.clusters)
+            .map(|c| c.cluster.clone())
+            .collect();
+        assert_eq!(clusters, vec!["site-a"], "{}", cluster.id);
+        let web = cluster.import("prod", "web").await.expect("web imported");
+        assert_eq!(web.spec.type_, ServiceImportType::ClusterSetIP);
+        assert_eq!(
+            cluster.imported_slices("prod").await,
+            vec!["db-site-a-ipv4", "web-site-b-ipv4"],
+            "{}",
+            cluster.id
+        );
+        let copy = cluster
+            .api::<EndpointSlice>("prod")
+            .get("db-site-a-ipv4")
+            .await
+            .expect("db's slice");
+        assert_eq!(label(&copy, LABEL_SERVICE_NAME), Some("db"));
+        assert_eq!(label(&copy, LABEL_SOURCE_CLUSTER), Some("site-a"));
+        assert_eq!(
+            ready_of(&copy),
+            vec![
+                ("10.1.0.6".to_owned(), Some("db-0".to_owned()), Some(true)),
+                ("10.1.0.7".to_owned(), Some("db-1".to_owned()), Some(false)),
+            ]
+        );
+        let owner = &copy.metadata.owner_references.as_ref().expect("owned")[0];
+        assert_eq!(owner.uid, db.metadata.uid.clone().unwrap_or_default());
+        let web_copy = cluster
+            .api::<EndpointSlice>("prod")
+            .get("web-site-b-ipv4")
+            .await
+            .expect("web's slice");
+        assert_eq!(
+            ready_of(&web_copy),
+            vec![("10.102.0.10".to_owned(), None, Some(true))],
+            "one endpoint: B's ClusterIP"
+        );
+    }
+    // The exporters' conditions.
+    for (cluster, name) in [(world.a(), "db"), (world.b(), "web")] {
+        for (type_, status) in [
+            (CONDITION_VALID, "True"),
+            (CONDITION_CONFLICT, "False"),
+            (CONDITION_READY, "True"),
+        ] {
+            let c = cluster
+                .condition("prod", name, type_)
+                .await
+                .unwrap_or_else(|| panic!("{} {name}: {type_}", cluster.id));
+            assert_eq!(c.status, status, "{} {name}: {c:?}", cluster.id);
+        }
+    }
+    world.assert_settled("after the first export").await;
+}
+
+#[tokio::test]
+async fn a_readiness_change_reaches_every_cluster() {
+    let world = World::start().await;
+    export_headless_db(world.a(), "10.1.0").await;
+    world.settle().await;
+    replace_slice(
+        world.a(),
+        "prod",
+        own_slice(
+            "db",
+            &[
+                ("10.1.0.6", Some("db-0"), false),
+                ("10.1.0.7", Some("db-1"), true),
+            ],
+        ),
+    )
+    .await;
+    world.reset_counters();
+    world.settle().await;
+    for cluster in &world.clusters {
+        let copy = cluster
+            .api::<EndpointSlice>("prod")
+            .get("db-site-a-ipv4")
+            .await
+            .expect("db's slice");
+        assert_eq!(
+            ready_of(&copy),
+            vec![
+                ("10.1.0.6".to_owned(), Some("db-0".to_owned()), Some(false)),
+                ("10.1.0.7".to_owned(), Some("db-1".to_owned()), Some(true)),
+            ],
+            "{}",
+            cluster.id
+        );
+        // Only the slice changed: no ServiceImport or condition write.
+        assert_eq!(cluster.server.writes_of::<ServiceImport>().total(), 0);
+        assert_eq!(cluster.server.writes_of::<ServiceExport>().total(), 0);
+    }
+    world.assert_settled("after the readiness change").await;
+}
+
+#[tokio::test]
+async fn conflicting_exports_get_the_condition_on_both_sides_and_the_oldest_stays_imported() {
+    let world = World::start().await;
+    export_headless_db(world.a(), "10.1.0").await;
+    // A exports first: its export is the oldest (or, created in the same second, site-a wins the tie).
+    world.round().await;
+    // B exports a ClusterSetIP `db` with another port.
+    create_service(
+        world.b(),
+        "prod",
+        "db",
+        "10.102.0.20",
+        vec![port("pg", 5433)],
+    )
+    .await;
+    create_slice(
+        world.b(),
+        "prod",
+        &own_slice("db", &[("10.2.0.6", None, true)]),
+    )
+    .await;
+    export(world.b(), "prod", "db").await;
+    world.settle().await;
+
+    for (cluster, other) in [(world.a(), "site-b"), (world.b(), "site-a")] {
+        let c = cluster
+            .condition("prod", "db", CONDITION_CONFLICT)
+            .await
+            .unwrap_or_else(|| panic!("{}: a Conflict condition", cluster.id));
+        assert_eq!(c.status, "True", "{}: {c:?}", cluster.id);
+        assert_eq!(c.reason, "TypeConflict,PortConflict", "{}", cluster.id);
+        for part in [
+            other,
+            "type",
+            "Headless",
+            "ClusterSetIP",
+            "ports",
+            "5432",
+            "5433",
+        ] {
+            assert!(
+                c.message.contains(part),
+                "{}: {part:?} in {}",
+                cluster.id,
+                c.message
+            );
+        }
+        assert!(
+            c.message.contains("site-a"),
+            "names the winner: {}",
+            c.message
+        );
+    }
+    for cluster in &world.clusters {
+        let db = cluster.import("prod", "db").await.expect("db imported");
+        assert_eq!(db.spec.type_, ServiceImportType::Headless, "{}", cluster.id);
+        assert_eq!(db.spec.ports[0].port, 5432);
+        let clusters: Vec<String> = db
+            .status
+            .iter()
+            .flat_map(|s| &s.clusters)
+            .map(|c| c.cluster.clone())
+            .collect();
+        assert_eq!(clusters, vec!["site-a"]);
+        assert_eq!(
+            cluster.imported_slices("prod").await,
+            vec!["db-site-a-ipv4"],
+            "{}: B's slices are not imported",
+            cluster.id
+        );
+    }
+    world.assert_settled("with a conflict").await;
+
+    // B fixes its Service: the conflict clears and B's slice is imported too.
+    let fixed = json!({"spec": {"clusterIP": "None", "clusterIPs": ["None"], "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}});
+    world
+        .b()
+        .api::<Service>("prod")
+        .patch("db", &PatchParams::default(), &Patch::Merge(&fixed))
+        .await
+        .expect("fix B's Service");
+    world.settle().await;
+    for cluster in &world.clusters {
+        assert_eq!(
+            cluster.imported_slices("prod").await,
+            vec!["db-site-a-ipv4", "db-site-b-ipv4"],
+            "{}",
+            cluster.id
+        );
+    }
+    let c = world
+        .b()
+        .condition("prod", "db", CONDITION_CONFLICT)
+        .await
+        .expect("Conflict");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "NoConflicts")
+    );
+}
+
+#[tokio::test]
+async fn unexport_service_deletion_and_namespace_deletion_withdraw_everywhere() {
+    // (case, what is deleted in A)
+    for case in ["unexport", "Service deleted", "namespace deleted"] {
+        let world = World::start().await;
+        export_headless_db(world.a(), "10.1.0").await;
+        world.settle().await;
+        assert!(world.c().import("prod", "db").await.is_some(), "{case}");
+        match case {
+            "unexport" => {
+                world
+                    .a()
+                    .api::<ServiceExport>("prod")
+                    .delete("db", &DeleteParams::default())
+                    .await
+                    .expect("unexport");
+            }
+            "Service deleted" => {
+                world
+                    .a()
+                    .api::<Service>("prod")
+                    .delete("db", &DeleteParams::default())
+                    .await
+                    .expect("delete the Service");
+            }
+            _ => {
+                Api::<Namespace>::all(world.a().client.clone())
+                    .delete("prod", &DeleteParams::default())
+                    .await
+                    .expect("delete the namespace");
+            }
+        }
+        world.settle().await;
+        let (imports, slices) = world.broker_names().await;
+        assert!(
+            imports.is_empty() && slices.is_empty(),
+            "{case}: withdrawn at the broker"
+        );
+        for cluster in &world.clusters {
+            if case == "namespace deleted" && cluster.id == "site-a" {
+                continue;
+            }
+            assert!(
+                cluster.import("prod", "db").await.is_none(),
+                "{case}: {} has no import",
+                cluster.id
+            );
+            assert!(
+                cluster.imported_slices("prod").await.is_empty(),
+                "{case}: {} has no slices",
+                cluster.id
+            );
+        }
+        if case == "Service deleted" {
+            let valid = world
+                .a()
+                .condition("prod", "db", CONDITION_VALID)
+                .await
+                .expect("Valid");
+            assert_eq!(
+                (valid.status.as_str(), valid.reason.as_str()),
+                ("False", "NoService")
+            );
+            let ready = world
+                .a()
+                .condition("prod", "db", CONDITION_READY)
+                .await
+                .expect("Ready");
+            assert_eq!(
+                (ready.status.as_str(), ready.reason.as_str()),
+                ("False", "Pending")
+            );
+        }
+        world.assert_settled(case).await;
+    }
+}
+
+#[tokio::test]
+async fn a_namespace_that_is_missing_here_is_not_imported_until_it_exists() {
+    let world = World::start().await;
+    world.a().create_namespace("analytics").await;
+    create_service(
+        world.a(),
+        "analytics",
+        "etl",
+        "10.101.0.5",
+        vec![port("http", 80)],
+    )
+    .await;
+    export(world.a(), "analytics", "etl").await;
+    world.settle().await;
+    assert!(world.a().import("analytics", "etl").await.is_some());
+    assert!(world.b().import("analytics", "etl").await.is_none());
+    world.assert_settled("with a namespace missing").await;
+    world.b().create_namespace("analytics").await;
+    world.round().await;
+    assert!(world.b().import("analytics", "etl").await.is_some());
+    assert_eq!(
+        world.b().imported_slices("analytics").await,
+        vec!["etl-site-a-ipv4"]
+    );
+}
+
+#[tokio::test]
+async fn a_broker_outage_fails_the_pass_and_deletes_nothing() {
+    let world = World::start().await;
+    export_headless_db(world.a(), "10.1.0").await;
+    world.settle().await;
+    world.broker.server.stop();
+    for cluster in &world.clusters {
+        let error = cluster
+            .pass(&world.broker)
+            .await
+            .expect_err("the pass fails without the broker");
+        assert!(
+            matches!(error, ExportError::List { .. }),
+            "{}: {error}",
+            cluster.id
+        );
+        assert!(error.to_string().contains("of the broker"), "{error}");
+        assert!(
+            cluster.import("prod", "db").await.is_some(),
+            "{}: kept",
+            cluster.id
+        );
+        assert_eq!(
+            cluster.imported_slices("prod").await,
+            vec!["db-site-a-ipv4"]
+        );
+    }
+    world.broker.server.restart().expect("restart the broker");
+    world.assert_settled("after the outage").await;
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_follows_changes_makes_one_pass_per_burst_and_settles_without_writing() {
+    let world = World::start().await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for cluster in &world.clusters[..2] {
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(exports::run(
+            cluster.config(&world.broker),
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            },
+        )));
+    }
+    export_headless_db(world.a(), "10.1.0").await;
+    wait_for("db imported in B", async || {
+        world.b().imported_slices("prod").await == vec!["db-site-a-ipv4"]
+    })
+    .await;
+
+    // A burst: 30 exports in A at once.
+    for i in 0..30 {
+        let name = format!("svc-{i}");
+        create_service(
+            world.a(),
+            "prod",
+            &name,
+            &format!("10.101.1.{i}"),
+            vec![port("http", 80)],
+        )
+        .await;
+        export(world.a(), "prod", &name).await;
+    }
+    wait_for("the burst imported in B", async || {
+        world.b().imported_slices("prod").await.len() == 31
+    })
+    .await;
+    // Readiness of db changes in A: B follows.
+    replace_slice(
+        world.a(),
+        "prod",
+        own_slice("db", &[("10.1.0.6", Some("db-0"), false)]),
+    )
+    .await;
+    wait_for("B sees db-0 not ready", async || {
+        world
+            .b()
+            .api::<EndpointSlice>("prod")
+            .get_opt("db-site-a-ipv4")
+            .await
+            .ok()
+            .flatten()
+            .is_some_and(|s| {
+                ready_of(&s) == vec![("10.1.0.6".to_owned(), Some("db-0".to_owned()), Some(false))]
+            })
+    })
+    .await;
+
+    // The loops' own writes trigger passes that find nothing to do: wait until a
+    // quiet second passes without a write, then check a second one stays quiet.
+    let writes =
+        || world.broker.export_writes() + world.a().export_writes() + world.b().export_writes();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let before = writes();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        if writes() == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the loops never stopped writing");
+    }
+    let before = writes();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(writes(), before, "no write storm");
+
+    stop.send(true).expect("the loops are running");
+    let mut passes = Vec::new();
+    for task in tasks {
+        passes.push(
+            tokio::time::timeout(WAIT, task)
+                .await
+                .expect("the loop stops on shutdown")
+                .expect("the loop does not panic"),
+        );
+    }
+    // Each change is a few passes (its own and the echo of its writes), not one per event:
+    // the burst alone is ~90 watch events in A.
+    for (cluster, n) in world.clusters.iter().zip(&passes) {
+        eprintln!("{}: {n} passes", cluster.id);
+        assert!(
+            (2..=15).contains(n),
+            "{}: {n} passes for three changes",
+            cluster.id
+        );
+    }
+}
+
+fn key(byte: u8) -> String {
+    // base64 of 32 equal bytes: ten 4-char groups of 3 bytes, then the 2-byte tail.
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let b = u32::from(byte);
+    let sextets = |bits: u32, n: usize| -> String {
+        [18, 12, 6, 0][..n]
+            .iter()
+            .map(|shift| ALPHABET[((bits >> shift) & 63) as usize] as char)
+            .collect()
+    };
+    let group = sextets((b << 16) | (b << 8) | b, 4);
+    format!("{}{}=", group.repeat(10), sextets((b << 16) | (b << 8), 3))
+}
+
+fn endpoint_file(dir: &std::path::Path, cluster: &str, n: u8) -> std::path::PathBuf {
+    let spec = ClusterEndpointSpec {
+        cluster_id: cluster.to_owned(),
+        pod_cidrs: vec![format!("10.{n}.0.0/16")],
+        service_cidrs: vec![format!("10.10{n}.0.0/16")],
+        gateways: vec![GatewayEndpoint {
+            node_name: format!("{cluster}-gw-1"),
+            public_endpoint: format!("198.18.0.{n}:51820"),
+            public_key: key(n + 2),
+            private_ip: None,
+            private_ips: vec![],
+            health_check_ip: None,
+        }],
+    };
+    let path = dir.join(format!("{cluster}.yaml"));
+    let yaml = serde_yaml::to_string(&ClusterEndpoint::new(cluster, spec)).expect("serialise");
+    std::fs::write(&path, yaml).expect("write the endpoint file");
+    path
+}
+
+fn start_controller(
+    dir: &std::path::Path,
+    broker: &Cluster,
+    cluster: &Cluster,
+    n: u8,
+) -> ChildGuard {
+    let broker_kubeconfig = dir.join(format!("broker-for-{}.kubeconfig", cluster.id));
+    let local_kubeconfig = dir.join(format!("{}.kubeconfig", cluster.id));
+    broker
+        .server
+        .write_kubeconfig(&broker_kubeconfig, BROKER_NS)
+        .expect("write the broker kubeconfig");
+    cluster
+        .server
+        .write_kubeconfig(&local_kubeconfig, CONTROLLER_NS)
+        .expect("write the cluster's kubeconfig");
+    let log_path = dir.join(format!("controller-{}.log", cluster.id));
+    let log = std::fs::File::create(&log_path).expect("create the log");
+    let spec = endpoint_file(dir, cluster.id, n);
+    let child = std::process::Command::new(workspace_binary("causeway-controller"))
+        .args(["--cluster", cluster.id, "--broker-namespace", BROKER_NS])
+        .args(["--namespace", CONTROLLER_NS])
+        .arg("--broker-kubeconfig")
+        .arg(&broker_kubeconfig)
+        .arg("--kubeconfig")
+        .arg(&local_kubeconfig)
+        .args([OsString::from("--endpoint-file"), spec.into()])
+        .env_remove("CAUSEWAY_POD_CIDRS")
+        .env_remove("CAUSEWAY_SERVICE_CIDRS")
+        .env("RUST_LOG", "causeway_controller=debug")
+        .env("RUST_LIB_BACKTRACE", "0")
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log)
+        .spawn()
+        .expect("start causeway-controller");
+    ChildGuard::new(child, format!("controller {}", cluster.id), log_path)
+}
+
+#[tokio::test]
+async fn the_binary_exports_and_imports_within_seconds() {
+    let world = World::start().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let mut a = start_controller(dir.path(), &world.broker, world.a(), 1);
+    let mut b = start_controller(dir.path(), &world.broker, world.b(), 2);
+    // Both lead and have run their first pass before the export appears.
+    for controller in [&mut a, &mut b] {
+        let deadline = Instant::now() + WAIT;
+        while !std::fs::read_to_string(controller.log_path())
+            .unwrap_or_default()
+            .contains("first export pass")
+        {
+            assert!(
+                controller.is_running() && Instant::now() < deadline,
+                "{} did not start its export sync:\n{}",
+                controller.label(),
+                controller.log_tail(30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let exported = Instant::now();
+    export_headless_db(world.a(), "10.1.0").await;
+    let deadline = exported + Duration::from_secs(5);
+    loop {
+        let imported = world.b().import("prod", "db").await.is_some()
+            && world.b().imported_slices("prod").await == vec!["db-site-a-ipv4"];
+        if imported {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "db was not imported into site-b within 5 s:\nA:\n{}\nB:\n{}",
+            a.log_tail(30),
+            b.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "imported into site-b {:?} after the export",
+        exported.elapsed()
+    );
+    let ready = world.a().condition("prod", "db", CONDITION_READY).await;
+    let deadline = Instant::now() + WAIT;
+    let mut ready = ready;
+    while ready.as_ref().map(|c| c.status.as_str()) != Some("True") {
+        assert!(
+            Instant::now() < deadline,
+            "A's export never became Ready: {ready:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        ready = world.a().condition("prod", "db", CONDITION_READY).await;
+    }
+    for mut controller in [a, b] {
+        let status = controller
+            .terminate_and_wait(Duration::from_secs(10))
+            .expect("stop the controller");
+        assert!(
+            status.success(),
+            "{} exits 0 on SIGTERM: {status}\n{}",
+            controller.label(),
+            controller.log_tail(30)
+        );
+    }
+}
