@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use causeway_controller::dns::{Dns, DnsConfig, DEFAULT_TTL};
 use causeway_controller::exports::{self, ExportConfig};
 use causeway_controller::local::{parse_cidr_list, LocalConfig};
 use causeway_controller::sync::{self, SpecSource, SyncConfig};
@@ -62,6 +63,10 @@ struct Args {
     /// Seconds a leader's Lease holds without renewal.
     #[arg(long, default_value_t = 15)]
     lease_seconds: u64,
+    /// Serve DNS for clusterset.local on this address, UDP and TCP (e.g. 0.0.0.0:5353;
+    /// the causeway-dns Service maps port 53 to it). Off when absent.
+    #[arg(long, env = "CAUSEWAY_DNS_LISTEN", value_name = "ADDR:PORT")]
+    dns_listen: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -101,6 +106,7 @@ async fn main() -> anyhow::Result<()> {
         resync,
         debounce,
     };
+    let (dns_cluster, dns_namespace) = (args.cluster.clone(), args.namespace.clone());
     let config = SyncConfig {
         broker,
         broker_namespace: args.broker_namespace,
@@ -111,6 +117,23 @@ async fn main() -> anyhow::Result<()> {
         resync,
         debounce,
     };
+    // Bound before the election, so a taken port stops the start with the fix in the
+    // message, and served by every replica: answering needs no lease.
+    let dns = match args.dns_listen {
+        Some(listen) => {
+            let dns = Dns::bind(DnsConfig {
+                listen,
+                cluster_id: dns_cluster,
+                namespace: dns_namespace,
+                ttl: DEFAULT_TTL,
+            })
+            .await?;
+            tracing::info!(addr = %dns.local_addr(), "serving clusterset.local");
+            Some(dns)
+        }
+        None => None,
+    };
+    let local_for_dns = local.clone();
     let mut leadership = campaign(local, &how).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -120,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let shutting_down = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let dns = dns.map(|dns| tokio::spawn(dns.run(local_for_dns, shutting_down(stopped.clone()))));
     loop {
         tracing::info!(identity = %how.identity, lease = %how.name, "waiting to lead");
         tokio::select! {
@@ -151,6 +175,9 @@ async fn main() -> anyhow::Result<()> {
         tracing::warn!("lost the lease; another replica leads now");
     }
     leadership.resign().await;
+    if let Some(dns) = dns {
+        dns.await.context("the DNS task panicked")??;
+    }
     Ok(())
 }
 

@@ -36,7 +36,7 @@ struct Args {
 
 /// The two sites, joined either way.
 enum Lab {
-    Standalone(Mesh),
+    Standalone(Box<Mesh>),
     Kubernetes(Box<KubeWorld>),
 }
 
@@ -173,7 +173,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
         }
         mesh.wait_handshakes(&[0, 1], Duration::from_secs(10))
             .with_context(|| mesh.logs())?;
-        Lab::Standalone(mesh)
+        Lab::Standalone(Box::new(mesh))
     };
     println!(
         "      WireGuard handshake complete after {:.2}s",

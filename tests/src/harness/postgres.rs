@@ -590,6 +590,28 @@ impl Postgres {
         }
     }
 
+    /// Stops the server and starts it again on the same data directory listening on
+    /// `listen`, another address of its namespace: a database pod that moved to a new IP.
+    pub fn move_to(mut self, ns: &Netns, listen: IpAddr) -> Result<Postgres, HarnessError> {
+        self.stop()?;
+        let dir = self
+            .data_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .ok_or_else(|| {
+                HarnessError::Topology(format!("{} has no parent", self.data_dir.display()))
+            })?;
+        Postgres::launch(
+            ns,
+            self.name.clone(),
+            listen,
+            self.bin.clone(),
+            dir,
+            self.data_dir.clone(),
+            self.log.clone(),
+        )
+    }
+
     /// Kills the postmaster with SIGKILL, as a crash or a lost node would.
     pub fn crash(&mut self) -> Result<(), HarnessError> {
         self.server.kill9()?;

@@ -1,0 +1,306 @@
+//! End-to-end test of cross-cluster service discovery: a PostgreSQL primary in site A,
+//! exported as a headless service, and a standby in site B that knows it only by its
+//! `clusterset.local` name — resolved by site B's controller, the way CoreDNS would
+//! forward it. Everything else is Kubernetes mode as in `kube_e2e`: a broker and one
+//! in-memory API server per cluster, real controllers, gateways and route agents.
+
+use causeway_crds::mcs::CONDITION_CONFLICT;
+use causeway_crds::{ServiceExport, ServiceImport};
+use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, READY_TIMEOUT};
+use causeway_tests::harness::postgres::Postgres;
+use causeway_tests::harness::{HarnessError, Netns, ScratchDir};
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, PostParams};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+const A: usize = 0;
+const B: usize = 1;
+const NS: &str = "prod";
+const SVC: &str = "pg";
+const WAIT: Duration = Duration::from_secs(30);
+/// Where each controller serves `clusterset.local`, inside its worker's namespace.
+const DNS_PORT: u16 = 53;
+
+fn fail(e: HarnessError) -> ! {
+    panic!("{e}")
+}
+
+fn object<K: DeserializeOwned>(value: Value) -> K {
+    serde_json::from_value(value).expect("a well-formed object")
+}
+
+/// Points the resolver of every process started in `ns` (through `ip netns exec`, which
+/// bind-mounts `/etc/netns/<name>/resolv.conf`) at `nameserver`; removed on drop.
+struct Resolver {
+    dir: PathBuf,
+}
+
+impl Resolver {
+    fn point(ns: &Netns, nameserver: IpAddr) -> Resolver {
+        let dir = PathBuf::from("/etc/netns").join(ns.name());
+        std::fs::create_dir_all(&dir).expect("create /etc/netns/<name>");
+        let resolver = Resolver { dir };
+        std::fs::write(
+            resolver.dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\noptions timeout:1 attempts:3\n"),
+        )
+        .expect("write resolv.conf");
+        resolver
+    }
+}
+
+impl Drop for Resolver {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One DNS question over UDP from inside `ns`: the rcode and the sorted answers.
+fn ask(
+    ns: &Netns,
+    server: SocketAddr,
+    name: &str,
+    qtype: RecordType,
+) -> Result<(ResponseCode, Vec<String>), String> {
+    let mut query = Message::query();
+    query.metadata.id = 42;
+    query.add_query(Query::query(
+        Name::from_str(name).map_err(|e| e.to_string())?,
+        qtype,
+    ));
+    let bytes = query.to_vec().map_err(|e| e.to_string())?;
+    let socket = ns
+        .try_run(|| UdpSocket::bind("0.0.0.0:0"))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .map_err(|e| e.to_string())?;
+    socket.send_to(&bytes, server).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 4096];
+    let n = socket
+        .recv(&mut buf)
+        .map_err(|e| format!("no answer: {e}"))?;
+    let message = Message::from_vec(&buf[..n]).map_err(|e| e.to_string())?;
+    let mut data: Vec<String> = message.answers.iter().map(|r| r.data.to_string()).collect();
+    data.sort();
+    Ok((message.metadata.response_code, data))
+}
+
+fn headless_service() -> Service {
+    object(json!({
+        "metadata": {"name": SVC, "namespace": NS},
+        "spec": {"clusterIP": "None", "ports": [{"name": "postgresql", "port": 5432, "protocol": "TCP"}]}
+    }))
+}
+
+fn slice(ip: Ipv4Addr) -> EndpointSlice {
+    object(json!({
+        "metadata": {"name": format!("{SVC}-x7k2p"), "namespace": NS,
+                     "labels": {"kubernetes.io/service-name": SVC}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip.to_string()], "hostname": "pg-0",
+                       "conditions": {"ready": true}}],
+        "ports": [{"name": "postgresql", "port": 5432, "protocol": "TCP"}]
+    }))
+}
+
+#[test]
+fn a_standby_in_site_b_follows_its_primary_in_site_a_by_dns_name_alone() {
+    let mut kube = KubeWorld::new(2).unwrap_or_else(|e| fail(e));
+    for i in [A, B] {
+        let listen = format!("0.0.0.0:{DNS_PORT}");
+        kube.set_extra_args(Component::Controller(i), &["--dns-listen", &listen]);
+        kube.start_controller(i).unwrap_or_else(|e| fail(e));
+        for k in 0..CANDIDATES {
+            kube.start_gateway(i, k).unwrap_or_else(|e| fail(e));
+        }
+        kube.start_agent(i).unwrap_or_else(|e| fail(e));
+    }
+    kube.wait_ready(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
+    let dns_b = SocketAddr::new(kube.spec(B).worker_pod_gateway_ip().into(), DNS_PORT);
+    let _resolver = Resolver::point(&kube.site(B).pod, dns_b.ip());
+
+    // Site A: the namespace, a headless Service with its EndpointSlice (what the
+    // StatefulSet's pod and the endpoint controller would make), and the export.
+    // Site B has the namespace too (namespace sameness).
+    let pp = PostParams::default();
+    for i in [A, B] {
+        let namespaces: Api<Namespace> = Api::all(kube.cluster_client(i));
+        kube.block_on(namespaces.create(&pp, &object(json!({"metadata": {"name": NS}}))))
+            .expect("create namespace prod");
+    }
+    let a = kube.cluster_client(A);
+    let services: Api<Service> = Api::namespaced(a.clone(), NS);
+    let slices: Api<EndpointSlice> = Api::namespaced(a.clone(), NS);
+    let exports: Api<ServiceExport> = Api::namespaced(a.clone(), NS);
+    let primary_ip = kube.spec(A).pod_ip();
+    kube.block_on(services.create(&pp, &headless_service()))
+        .expect("create Service");
+    kube.block_on(slices.create(&pp, &slice(primary_ip)))
+        .expect("create EndpointSlice");
+    kube.block_on(exports.create(&pp, &ServiceExport::new(SVC, Default::default())))
+        .expect("create ServiceExport");
+
+    // Site B imports it and its DNS answers the StatefulSet pod's name.
+    let imports_b: Api<ServiceImport> = Api::namespaced(kube.cluster_client(B), NS);
+    kube.wait_for("site-b to import prod/pg", WAIT, |k| {
+        k.block_on(imports_b.get(SVC)).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+    let name = format!("pg-0.site-a.{SVC}.{NS}.svc.clusterset.local");
+    let wait_answer = |kube: &mut KubeWorld, ip: Ipv4Addr| {
+        let what = format!("{name} to resolve to {ip} in site-b's pod");
+        kube.wait_for(&what, WAIT, |k| {
+            match ask(&k.site(B).pod, dns_b, &name, RecordType::A)? {
+                (ResponseCode::NoError, answers) if answers == [ip.to_string()] => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .unwrap_or_else(|e| fail(e));
+    };
+    wait_answer(&mut kube, primary_ip);
+    let (code, _) = ask(
+        &kube.site(B).pod,
+        dns_b,
+        &format!("nope.{SVC}.{NS}.svc.clusterset.local"),
+        RecordType::A,
+    )
+    .expect("an answer");
+    assert_eq!(code, ResponseCode::NXDomain);
+
+    // PostgreSQL: the standby is configured with the name only.
+    let scratch = ScratchDir::new("cw-svc-e2e").expect("scratch dir");
+    let primary = Postgres::start_primary(&kube.site(A).pod, primary_ip.into(), scratch.path())
+        .unwrap_or_else(|e| fail(e));
+    let replica = Postgres::start_replica(
+        &kube.site(B).pod,
+        kube.spec(B).pod_ip().into(),
+        &name,
+        scratch.path(),
+    )
+    .unwrap_or_else(|e| fail(e));
+    primary
+        .sql("CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance numeric)")
+        .unwrap_or_else(|e| fail(e));
+    primary
+        .sql("INSERT INTO accounts SELECT g, 'owner-' || g, g * 10 FROM generate_series(1, 2000) g")
+        .unwrap_or_else(|e| fail(e));
+    let lsn = primary.current_lsn().unwrap_or_else(|e| fail(e));
+    replica
+        .wait_replayed(&lsn, WAIT)
+        .unwrap_or_else(|e| fail(e));
+    assert_eq!(
+        primary
+            .table_checksum("accounts")
+            .unwrap_or_else(|e| fail(e)),
+        replica
+            .table_checksum("accounts")
+            .unwrap_or_else(|e| fail(e)),
+        "checksums differ after the first load"
+    );
+
+    // The primary's pod moves to a new IP; the endpoint controller updates the slice.
+    let moved_ip = Ipv4Addr::new(10, 1, 1, 11);
+    kube.site(A)
+        .pod
+        .add_addr("eth0", format!("{moved_ip}/24").parse().expect("literal"))
+        .expect("add the new pod address");
+    let primary = primary
+        .move_to(&kube.site(A).pod, moved_ip.into())
+        .unwrap_or_else(|e| fail(e));
+    let mut current = kube
+        .block_on(slices.get(&format!("{SVC}-x7k2p")))
+        .expect("get slice");
+    current.endpoints[0].addresses = vec![moved_ip.to_string()];
+    kube.block_on(slices.replace(&format!("{SVC}-x7k2p"), &pp, &current))
+        .expect("update the slice");
+    wait_answer(&mut kube, moved_ip);
+    primary
+        .sql("UPDATE accounts SET balance = balance + 1 WHERE id % 3 = 0")
+        .unwrap_or_else(|e| fail(e));
+    primary
+        .sql("INSERT INTO accounts SELECT g, 'owner-' || g, g FROM generate_series(2001, 3000) g")
+        .unwrap_or_else(|e| fail(e));
+    let lsn = primary.current_lsn().unwrap_or_else(|e| fail(e));
+    replica
+        .wait_replayed(&lsn, Duration::from_secs(60))
+        .unwrap_or_else(|e| {
+            panic!(
+                "the standby did not follow the moved primary by name: {e}\n{}",
+                replica.log_tail(20)
+            )
+        });
+    let (pa, pb) = (
+        primary
+            .table_checksum("accounts")
+            .unwrap_or_else(|e| fail(e)),
+        replica
+            .table_checksum("accounts")
+            .unwrap_or_else(|e| fail(e)),
+    );
+    assert_eq!(pa, pb, "checksums differ after the move");
+    let rows = primary.replication_status().unwrap_or_else(|e| fail(e));
+    assert!(
+        rows.iter().any(|r| r.state == "streaming"),
+        "the standby is not streaming from the moved primary: {rows:?}"
+    );
+    eprintln!(
+        "standby followed {name}: {} -> {moved_ip}, checksum {pa} on both sites",
+        primary_ip
+    );
+
+    // Site B exports a different kind of service under the same name: its export is
+    // in conflict (site A's is older) and the name keeps resolving to site A's primary.
+    let b = kube.cluster_client(B);
+    let services_b: Api<Service> = Api::namespaced(b.clone(), NS);
+    let exports_b: Api<ServiceExport> = Api::namespaced(b.clone(), NS);
+    let clusterip: Service = object(json!({
+        "metadata": {"name": SVC, "namespace": NS},
+        "spec": {"clusterIP": "10.102.0.50", "ports": [{"name": "postgresql", "port": 5432, "protocol": "TCP"}]}
+    }));
+    kube.block_on(services_b.create(&pp, &clusterip))
+        .expect("create site-b's Service");
+    kube.block_on(exports_b.create(&pp, &ServiceExport::new(SVC, Default::default())))
+        .expect("create site-b's ServiceExport");
+    let condition = kube
+        .wait_for("site-b's ServiceExport to carry Conflict=True", WAIT, |k| {
+            let export = k.block_on(exports_b.get(SVC)).map_err(|e| e.to_string())?;
+            let conflict = export
+                .status
+                .iter()
+                .flat_map(|s| s.conditions.iter())
+                .find(|c| c.type_ == CONDITION_CONFLICT)
+                .cloned()
+                .ok_or("no Conflict condition")?;
+            match conflict.status.as_str() {
+                "True" => Ok(conflict),
+                _ => Err(format!("{conflict:?}")),
+            }
+        })
+        .unwrap_or_else(|e| fail(e));
+    assert!(
+        condition.message.contains("site-a"),
+        "the condition names the winning cluster: {condition:?}"
+    );
+    eprintln!(
+        "site-b's export: {}: {}",
+        condition.reason, condition.message
+    );
+    wait_answer(&mut kube, moved_ip);
+    primary
+        .sql("INSERT INTO accounts VALUES (3001, 'after-conflict', 1)")
+        .unwrap_or_else(|e| fail(e));
+    let lsn = primary.current_lsn().unwrap_or_else(|e| fail(e));
+    replica
+        .wait_replayed(&lsn, WAIT)
+        .unwrap_or_else(|e| fail(e));
+}
