@@ -2,10 +2,13 @@
 //! and route agents, with the probes tests and the lab use to watch it.
 
 use super::process::ChildGuard;
-use super::topology::{fetch_metrics, Clusterset, Site, GATEWAY_PORT, METRICS_ADDR};
+use super::topology::{
+    fetch_metrics, gateway_command, Clusterset, Site, GATEWAY_PORT, METRICS_ADDR,
+};
 use super::wait::wait_until_ok;
-use super::HarnessError;
-use std::net::SocketAddr;
+use super::wan::{Relay, Router, RouterOptions};
+use super::{io_context, HarnessError};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,8 +20,27 @@ pub struct Mesh {
     gateways: Vec<Option<ChildGuard>>,
     agents: Vec<Option<ChildGuard>>,
     keys: Vec<(PathBuf, String)>,
+    /// How the sites reach each other, when not straight over the WAN bridge (boxed:
+    /// most meshes have none of it, and a `Mesh` is moved around by value).
+    wan: Box<WanSetup>,
     /// The namespaces and addresses.
     pub world: Clusterset,
+}
+
+/// Per-site underlay settings of a [`Mesh`] beyond the defaults. Fields drop in order:
+/// the relay stops before the routers' namespaces go.
+#[derive(Default)]
+struct WanSetup {
+    /// Extra command-line arguments of each site's gateway.
+    gateway_args: Vec<Vec<String>>,
+    /// Where each site's gateway listens, when not on its usual WAN address.
+    listen: Vec<Option<SocketAddr>>,
+    /// What each site's entry in the endpoints files says, when not where it listens.
+    advertised: Vec<Option<SocketAddr>>,
+    /// The impairment relay every gateway reaches its peers through, if started.
+    relay: Option<Relay>,
+    /// Router namespaces in front of some sites' gateways.
+    routers: Vec<Option<Router>>,
 }
 
 impl Mesh {
@@ -36,8 +58,76 @@ impl Mesh {
             gateways: (0..n_sites).map(|_| None).collect(),
             agents: (0..n_sites).map(|_| None).collect(),
             keys,
+            wan: Box::new(WanSetup {
+                gateway_args: vec![Vec::new(); n_sites],
+                listen: vec![None; n_sites],
+                advertised: vec![None; n_sites],
+                relay: None,
+                routers: (0..n_sites).map(|_| None).collect(),
+            }),
             world,
         })
+    }
+
+    /// Writes every site's endpoints file listing all sites, starts every gateway and
+    /// route agent, and waits until each pair of sites has handshaken: [`Mesh::start`]
+    /// for a mesh configured by hand first (relay, routers, gateway arguments).
+    pub fn start_all(self) -> Result<Mesh, HarnessError> {
+        Self::start_with(self)
+    }
+
+    /// Starts the impairment relay in the WAN namespace; from now on every endpoints
+    /// file lists each site at its relay socket. Call before writing endpoints files.
+    pub fn start_relay(&mut self, seed: u64) -> Result<&Relay, HarnessError> {
+        let real: Vec<SocketAddr> = (0..self.world.sites().len())
+            .map(|i| self.gateway_endpoint(i))
+            .collect();
+        let relay = Relay::start(self.world.wan(), &real, seed)?;
+        Ok(self.wan.relay.insert(relay))
+    }
+
+    /// The impairment relay, if started.
+    pub fn relay(&self) -> Option<&Relay> {
+        self.wan.relay.as_ref()
+    }
+
+    /// Moves site `i`'s gateway behind a router namespace (before it is started): with
+    /// `nat` its entry keeps the router's address, which holds no open port, so peers
+    /// learn the NAT mapping from its packets; without, peers' gateways get a route to
+    /// its new address via the router, and its entry names that address.
+    pub fn put_behind_router(
+        &mut self,
+        i: usize,
+        options: RouterOptions,
+    ) -> Result<&Router, HarnessError> {
+        let router = Router::build(&self.world, i, options)?;
+        let real = SocketAddr::new(router.gateway_ip.into(), GATEWAY_PORT);
+        self.wan.listen[i] = Some(real);
+        if options.nat {
+            self.wan.advertised[i] = Some(SocketAddr::new(router.wan_ip.into(), GATEWAY_PORT));
+        } else {
+            let lan = ipnet::IpNet::new(IpAddr::V4(router.gateway_ip), 24)
+                .map_err(|e| HarnessError::Topology(e.to_string()))?
+                .trunc();
+            for (j, site) in self.world.sites().iter().enumerate() {
+                if j != i {
+                    site.gateway
+                        .add_route(lan, router.wan_ip.into())
+                        .map_err(io_context("route to the routed site's gateway"))?;
+                }
+            }
+        }
+        Ok(self.wan.routers[i].insert(router))
+    }
+
+    /// The router in front of site `i`'s gateway, if it has one.
+    pub fn router(&self, i: usize) -> Option<&Router> {
+        self.wan.routers[i].as_ref()
+    }
+
+    /// Adds command-line arguments to site `i`'s gateway (effective on its next start).
+    pub fn add_gateway_args(&mut self, i: usize, args: &[&str]) {
+        self.wan.gateway_args[i].extend(args.iter().map(|a| a.to_string()));
     }
 
     /// Builds `n_sites` sites, lists every one in every endpoints file, starts every
@@ -107,11 +197,23 @@ impl Mesh {
 
     /// Where site `i`'s gateway listens.
     pub fn gateway_endpoint(&self, i: usize) -> SocketAddr {
+        if let Some(listen) = self.wan.listen[i] {
+            return listen;
+        }
         let spec = &self.site(i).spec;
         match self.underlay_v6 {
             true => SocketAddr::new(spec.underlay_ip6().into(), GATEWAY_PORT),
             false => spec.public_endpoint(GATEWAY_PORT),
         }
+    }
+
+    /// Where the endpoints files say site `i`'s gateway is: its relay socket when the
+    /// relay runs, else the address peers can reach (the router's for a NATed site).
+    pub fn advertised_endpoint(&self, i: usize) -> SocketAddr {
+        if let Some(relay) = &self.wan.relay {
+            return relay.endpoint(i);
+        }
+        self.wan.advertised[i].unwrap_or_else(|| self.gateway_endpoint(i))
     }
 
     /// The endpoints file text listing `members` (indexes into the sites).
@@ -122,7 +224,7 @@ impl Mesh {
                 let doc = self
                     .site(m)
                     .spec
-                    .cluster_endpoint_yaml_at(self.public_key(m), self.gateway_endpoint(m));
+                    .cluster_endpoint_yaml_at(self.public_key(m), self.advertised_endpoint(m));
                 format!("---\n{doc}")
             })
             .collect()
@@ -152,15 +254,41 @@ impl Mesh {
 
     /// Starts (or restarts) site `i`'s gateway and waits for its metrics endpoint.
     pub fn start_gateway(&mut self, i: usize) -> Result<(), HarnessError> {
-        let gateway = self.site(i).start_gateway_at(
-            &self.endpoints_path(i),
-            &self.keys[i].0,
-            self.gateway_endpoint(i),
-            &self.gateway_env,
-        )?;
+        let gateway = if self.wan.gateway_args[i].is_empty() {
+            self.site(i).start_gateway_at(
+                &self.endpoints_path(i),
+                &self.keys[i].0,
+                self.gateway_endpoint(i),
+                &self.gateway_env,
+            )?
+        } else {
+            self.spawn_gateway_with_args(i)?
+        };
         self.gateways[i] = Some(gateway);
         self.wait_metrics(i)?;
         Ok(())
+    }
+
+    /// [`Site::start_gateway_at`]'s command with this site's extra arguments appended.
+    fn spawn_gateway_with_args(&self, i: usize) -> Result<ChildGuard, HarnessError> {
+        let site = self.site(i);
+        let mut cmd = gateway_command()?;
+        cmd.envs(self.gateway_env.iter().map(|(k, v)| (k, v)));
+        cmd.arg("standalone")
+            .arg("--cluster")
+            .arg(site.spec.cluster_id())
+            .arg("--private-key-file")
+            .arg(&self.keys[i].0)
+            .arg("--listen")
+            .arg(self.gateway_endpoint(i).to_string())
+            .arg("--endpoints")
+            .arg(self.endpoints_path(i))
+            .arg("--metrics-addr")
+            .arg(METRICS_ADDR.to_string())
+            .args(&self.wan.gateway_args[i]);
+        Ok(site
+            .gateway
+            .spawn_logged(&mut cmd, &site.dir().join("gateway.log"))?)
     }
 
     /// Starts (or restarts) site `i`'s route agent.

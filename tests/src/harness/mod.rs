@@ -12,6 +12,7 @@ pub mod process;
 pub mod topology;
 pub mod traffic;
 pub mod wait;
+pub mod wan;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

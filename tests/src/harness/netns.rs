@@ -5,7 +5,7 @@ use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -238,15 +238,7 @@ impl Netns {
         check_ifname(name)?;
         // Without an MLD querier, snooping may stop flooding IPv6 neighbour discovery
         // to a port whose membership it learned once; a test switch must just flood.
-        self.ip([
-            "link",
-            "add",
-            name,
-            "type",
-            "bridge",
-            "mcast_snooping",
-            "0",
-        ])?;
+        self.ip(["link", "add", name, "type", "bridge", "mcast_snooping", "0"])?;
         self.link_up(name)
     }
 
@@ -280,6 +272,84 @@ impl Netns {
                 format!("ping {dst} from {} ({count} tries): {last}", self.name),
             ))
         })?
+    }
+}
+
+impl Netns {
+    /// Deletes every connection-tracking entry in the namespace, IPv4 and IPv6 (what
+    /// `conntrack -F` does), over ctnetlink, so the tests need no conntrack tool.
+    pub fn flush_conntrack(&self) -> io::Result<()> {
+        self.try_run(|| {
+            for family in [libc::AF_INET, libc::AF_INET6] {
+                ctnetlink_flush(family as u8)?;
+            }
+            Ok(())
+        })?
+    }
+}
+
+/// Sends one `IPCTNL_MSG_CT_DELETE` without attributes (a flush) and waits for its ack.
+fn ctnetlink_flush(family: u8) -> io::Result<()> {
+    const NFNL_SUBSYS_CTNETLINK: u16 = 1;
+    const IPCTNL_MSG_CT_DELETE: u16 = 2;
+    const NLMSG_HDR_LEN: usize = 16;
+    // SAFETY: a plain socket call; the descriptor is owned (and closed) by `fd` below.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_NETFILTER,
+        )
+    };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `raw` is a fresh descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    let mut msg = [0u8; NLMSG_HDR_LEN + 4];
+    let kind = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_DELETE;
+    let flags = (libc::NLM_F_REQUEST | libc::NLM_F_ACK) as u16;
+    let len = msg.len() as u32;
+    msg[0..4].copy_from_slice(&len.to_ne_bytes());
+    msg[4..6].copy_from_slice(&kind.to_ne_bytes());
+    msg[6..8].copy_from_slice(&flags.to_ne_bytes());
+    msg[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    // nfgenmsg: family, version 0 (NFNETLINK_V0), resource id 0.
+    msg[NLMSG_HDR_LEN] = family;
+    // SAFETY: sockaddr_nl is plain data; all-zero is "the kernel".
+    let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+    kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+    // SAFETY: `msg` and `kernel` are live for the call and their lengths are passed.
+    let sent = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            0,
+            (&kernel as *const libc::sockaddr_nl).cast(),
+            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::seconds(5))?;
+    let mut reply = [0u8; 512];
+    // SAFETY: `reply` is writable for its whole length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), reply.as_mut_ptr().cast(), reply.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n < NLMSG_HDR_LEN + 4 || u16::from_ne_bytes([reply[4], reply[5]]) != libc::NLMSG_ERROR as u16
+    {
+        return Err(io::Error::other("ctnetlink flush: unexpected reply"));
+    }
+    let errno = i32::from_ne_bytes([reply[16], reply[17], reply[18], reply[19]]);
+    match -errno {
+        // Nothing tracked is nothing to flush.
+        0 | libc::ENOENT => Ok(()),
+        e => Err(io::Error::from_raw_os_error(e)),
     }
 }
 
