@@ -5,10 +5,12 @@
 //! A library with a thin binary (`main.rs`), so tests drive the same code against
 //! in-memory API servers. It holds the spec builder ([`local`], pure), the broker
 //! sync ([`sync`]), leader election ([`leader`]), service export and import
-//! ([`exports`]) and the `clusterset.local` DNS server ([`dns`]).
+//! ([`exports`]), the `clusterset.local` DNS server ([`dns`]) and the `kubectl causeway`
+//! plugin ([`plugin`]).
 
 pub mod dns;
 pub mod exports;
 pub mod leader;
 pub mod local;
+pub mod plugin;
 pub mod sync;

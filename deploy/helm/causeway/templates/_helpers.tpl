@@ -64,3 +64,12 @@ prometheus.io/port: {{ .Values.gateway.metricsPort | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 {{- end -}}
+
+{{/* ip:port, with brackets around an IPv6 address. */}}
+{{- define "causeway.hostPort" -}}
+{{- if contains ":" .ip -}}
+[{{ .ip }}]:{{ .port }}
+{{- else -}}
+{{ .ip }}:{{ .port }}
+{{- end -}}
+{{- end -}}

@@ -1,0 +1,452 @@
+//! `kubectl causeway` against in-memory API servers: two clusters behind two contexts
+//! of one kubeconfig, seeded healthy and then with one breakage per finding class.
+//! The plugin reads them through the real `kube` client (`load_snapshots`), exactly
+//! as the binary does, and `diagnose` must name each breakage; the healthy
+//! clusterset has no findings, which is exit 0 for the binary.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+
+use causeway_controller::plugin::{self, show, FindingClass};
+use causeway_crds::keys::format_key;
+use causeway_crds::mcs::ServiceExportStatus;
+use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL};
+use causeway_crds::{
+    ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, ConnectionState, ConnectionStatus,
+    Gateway, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus, ServiceExport,
+};
+use causeway_tests::apiserver::ApiServer;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta, Time};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+const NS: &str = "causeway";
+
+/// What one cluster's API holds.
+#[derive(Clone)]
+struct Seed {
+    endpoints: Vec<ClusterEndpoint>,
+    gateways: Vec<Gateway>,
+    leases: Vec<Lease>,
+    exports: Vec<ServiceExport>,
+}
+
+fn endpoint(id: &str, n: u8, local: bool) -> ClusterEndpoint {
+    let mut labels = BTreeMap::new();
+    if local {
+        labels.insert(LOCAL_LABEL.to_owned(), "true".to_owned());
+    } else {
+        labels.insert(MIRRORED_LABEL.to_owned(), "true".to_owned());
+        labels.insert(SOURCE_CLUSTER_LABEL.to_owned(), id.to_owned());
+    }
+    let mut ep = ClusterEndpoint::new(
+        id,
+        ClusterEndpointSpec {
+            cluster_id: id.to_owned(),
+            pod_cidrs: vec![format!("10.{n}.0.0/16")],
+            service_cidrs: vec![format!("10.10{n}.0.0/16")],
+            gateways: vec![GatewayEndpoint {
+                node_name: format!("{id}-gw"),
+                public_endpoint: format!("198.18.0.{n}:51820"),
+                public_key: format_key(&[n; 32]),
+                private_ip: Some(format!("198.19.{n}.1")),
+                private_ips: vec![],
+                health_check_ip: None,
+            }],
+        },
+    );
+    ep.metadata.labels = Some(labels);
+    ep
+}
+
+fn gateway(id: &str, n: u8, remote: &str) -> Gateway {
+    let mut g = Gateway::new(
+        &format!("{id}-gw"),
+        GatewaySpec {
+            cluster_id: id.to_owned(),
+            endpoint: endpoint(id, n, true).spec.gateways[0].clone(),
+        },
+    );
+    g.status = Some(GatewayStatus {
+        role: Some(GatewayRole::Active),
+        connections: vec![ConnectionStatus {
+            cluster_id: remote.to_owned(),
+            endpoint: None,
+            state: ConnectionState::Connected,
+            reason: None,
+            last_handshake: Some(Time(Timestamp::now())),
+            rtt_min: Some("0.9ms".into()),
+            rtt_avg: Some("1.2ms".into()),
+            rtt_max: Some("2.0ms".into()),
+            rx_bytes: 1000,
+            tx_bytes: 2000,
+        }],
+        conditions: vec![],
+    });
+    g
+}
+
+fn lease(id: &str, renewed: Timestamp) -> Lease {
+    Lease {
+        metadata: ObjectMeta {
+            name: Some(format!("causeway-gateway-{id}")),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(format!("{id}-gw")),
+            lease_duration_seconds: Some(15),
+            renew_time: Some(MicroTime(renewed)),
+            ..LeaseSpec::default()
+        }),
+    }
+}
+
+fn seed(id: &str, n: u8, other: (&str, u8)) -> Seed {
+    Seed {
+        endpoints: vec![endpoint(id, n, true), endpoint(other.0, other.1, false)],
+        gateways: vec![gateway(id, n, other.0)],
+        // An hour ahead: the check of expiry must not race the test.
+        leases: vec![lease(id, Timestamp::now() + SignedDuration::from_hours(1))],
+        exports: vec![],
+    }
+}
+
+fn healthy() -> Vec<Seed> {
+    vec![
+        seed("site-a", 1, ("site-b", 2)),
+        seed("site-b", 2, ("site-a", 1)),
+    ]
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: Time(Timestamp::now()),
+        observed_generation: None,
+    }
+}
+
+fn export(conditions: Vec<Condition>) -> ServiceExport {
+    let mut e = ServiceExport::new("db", Default::default());
+    e.metadata.namespace = Some("prod".into());
+    e.status = Some(ServiceExportStatus { conditions });
+    e
+}
+
+/// Two API servers holding `seeds`, and a kubeconfig with contexts kind-site-a and kind-site-b.
+struct World {
+    _servers: Vec<ApiServer>,
+    _dir: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+    contexts: Vec<String>,
+}
+
+async fn create_with_status<K>(api: &Api<K>, obj: &K)
+where
+    K: kube::Resource + Clone + serde::Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let created = api
+        .create(&PostParams::default(), obj)
+        .await
+        .expect("create");
+    let value = serde_json::to_value(obj).expect("serializes");
+    if let Some(status) = value.get("status").filter(|s| !s.is_null()) {
+        let name = created.meta().name.clone().expect("named");
+        api.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({ "status": status })),
+        )
+        .await
+        .expect("patch status");
+    }
+}
+
+async fn world(seeds: Vec<Seed>) -> World {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut servers = Vec::new();
+    let mut clusters = String::new();
+    let mut contexts = String::new();
+    let mut names = Vec::new();
+    for (i, seed) in seeds.iter().enumerate() {
+        let server = ApiServer::start(TcpListener::bind("127.0.0.1:0").expect("bind"));
+        let client = Client::try_from(server.client_config(NS)).expect("client");
+        for ns in [NS, "prod"] {
+            let namespace = Namespace {
+                metadata: ObjectMeta {
+                    name: Some(ns.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            };
+            Api::<Namespace>::all(client.clone())
+                .create(&PostParams::default(), &namespace)
+                .await
+                .expect("namespace");
+        }
+        let eps: Api<ClusterEndpoint> = Api::namespaced(client.clone(), NS);
+        for ep in &seed.endpoints {
+            create_with_status(&eps, ep).await;
+        }
+        let gws: Api<Gateway> = Api::namespaced(client.clone(), NS);
+        for g in &seed.gateways {
+            create_with_status(&gws, g).await;
+        }
+        let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+        for l in &seed.leases {
+            leases
+                .create(&PostParams::default(), l)
+                .await
+                .expect("lease");
+        }
+        let exports: Api<ServiceExport> = Api::namespaced(client.clone(), "prod");
+        for e in &seed.exports {
+            create_with_status(&exports, e).await;
+        }
+        let name = format!("kind-site-{}", (b'a' + i as u8) as char);
+        clusters.push_str(&format!(
+            "- name: {name}\n  cluster:\n    server: {}\n",
+            server.url()
+        ));
+        contexts.push_str(&format!(
+            "- name: {name}\n  context:\n    cluster: {name}\n    user: tester\n    namespace: {NS}\n"
+        ));
+        names.push(name);
+        servers.push(server);
+    }
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: {}\nusers:\n- name: tester\n  user: {{}}\n",
+            names[0]
+        ),
+    )
+    .expect("write kubeconfig");
+    World {
+        _servers: servers,
+        _dir: dir,
+        kubeconfig,
+        contexts: names,
+    }
+}
+
+async fn findings(seeds: Vec<Seed>) -> Vec<plugin::Finding> {
+    let w = world(seeds).await;
+    let snapshots = plugin::load_snapshots(Some(&w.kubeconfig), &w.contexts, NS)
+        .await
+        .expect("read both clusters");
+    assert_eq!(snapshots.len(), 2);
+    plugin::diagnose(&snapshots, Timestamp::now())
+}
+
+#[tokio::test]
+async fn a_healthy_clusterset_has_no_findings_and_shows_everything() {
+    let w = world(healthy()).await;
+    let snapshots = plugin::load_snapshots(Some(&w.kubeconfig), &w.contexts, NS)
+        .await
+        .expect("read both clusters");
+    assert_eq!(plugin::diagnose(&snapshots, Timestamp::now()), vec![]);
+
+    let clusters = show::clusters(&snapshots);
+    assert_eq!(
+        clusters.len(),
+        4,
+        "a local object and a mirror in each cluster"
+    );
+    assert!(clusters
+        .iter()
+        .any(|r| r.context == "kind-site-b" && r.cluster == "site-a" && r.kind == "mirror"));
+    let gateways = show::gateways(&snapshots);
+    assert_eq!(
+        gateways
+            .iter()
+            .map(|g| (g.node.as_str(), g.role.as_str()))
+            .collect::<Vec<_>>(),
+        vec![("site-a-gw", "active"), ("site-b-gw", "active")]
+    );
+    let connections = show::connections(&snapshots);
+    assert_eq!(connections.len(), 2);
+    assert_eq!(connections[0].state, "connected");
+    assert_eq!(connections[0].rtt, "1.2ms");
+    // The same rows serialize for -o json.
+    let json = serde_json::to_value(&connections).expect("json");
+    assert_eq!(json[0]["remote"], "site-b");
+}
+
+#[tokio::test]
+async fn only_the_current_context_without_context_flags() {
+    let w = world(healthy()).await;
+    let snapshots = plugin::load_snapshots(Some(&w.kubeconfig), &[], NS)
+        .await
+        .expect("read the current context");
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0].cluster_id(), "site-a");
+    // One cluster alone is consistent too.
+    assert_eq!(plugin::diagnose(&snapshots, Timestamp::now()), vec![]);
+}
+
+#[tokio::test]
+async fn an_unknown_context_is_an_error_naming_it() {
+    let w = world(healthy()).await;
+    let err = plugin::load_snapshots(Some(&w.kubeconfig), &["nope".to_owned()], NS)
+        .await
+        .expect_err("no such context");
+    assert!(err.to_string().contains("\"nope\""), "{err}");
+}
+
+type Breakage = fn(&mut Vec<Seed>);
+
+#[tokio::test]
+async fn every_failure_class_is_detected_with_its_message() {
+    let table: Vec<(FindingClass, &str, Breakage)> = vec![
+        (
+            FindingClass::NoLocalEndpoint,
+            "no ClusterEndpoint labelled causeway.dev/local=true",
+            |s| {
+                s[0].endpoints.remove(0);
+            },
+        ),
+        (FindingClass::InvalidEndpoint, "publicKey", |s| {
+            s[1].endpoints[1].spec.gateways[0].public_key = "not-a-key".into();
+        }),
+        (FindingClass::ClustersetConflict, "overlaps", |s| {
+            s[1].endpoints[0].spec.pod_cidrs = vec!["10.1.128.0/17".into()];
+            s[0].endpoints[1].spec.pod_cidrs = vec!["10.1.128.0/17".into()];
+        }),
+        (FindingClass::EndpointRefused, "DuplicateClusterID", |s| {
+            s[0].endpoints[0].status = Some(ClusterEndpointStatus {
+                conditions: vec![condition(
+                    "Valid",
+                    "False",
+                    "DuplicateClusterID",
+                    "site-a is claimed twice",
+                )],
+            });
+        }),
+        (
+            FindingClass::MissingMirror,
+            "has no mirror of cluster \"site-a\"",
+            |s| {
+                s[1].endpoints.truncate(1);
+            },
+        ),
+        (FindingClass::StaleMirror, "gateways", |s| {
+            s[1].endpoints[1].spec.gateways[0].public_key = format_key(&[9; 32]);
+        }),
+        (FindingClass::NoGateways, "causeway.dev/gateway=true", |s| {
+            s[0].endpoints[0].spec.gateways.clear();
+            s[1].endpoints[1].spec.gateways.clear();
+        }),
+        (FindingClass::NoActiveGateway, "no active gateway", |s| {
+            s[0].leases[0] = lease("site-a", Timestamp::now() - SignedDuration::from_mins(5));
+            s[0].gateways[0].status.as_mut().expect("status").role = Some(GatewayRole::Passive);
+        }),
+        (FindingClass::ConnectionDown, "no handshake for 3m", |s| {
+            let c = &mut s[1].gateways[0]
+                .status
+                .as_mut()
+                .expect("status")
+                .connections[0];
+            c.state = ConnectionState::Error;
+            c.reason = Some("no handshake for 3m; is UDP 51820 open between the gateways?".into());
+        }),
+        (
+            FindingClass::MissingConnection,
+            "reports no tunnel to \"site-b\"",
+            |s| {
+                s[0].gateways[0]
+                    .status
+                    .as_mut()
+                    .expect("status")
+                    .connections
+                    .clear();
+            },
+        ),
+        (FindingClass::ExportInvalid, "NoService", |s| {
+            s[0].exports.push(export(vec![condition(
+                "Valid",
+                "False",
+                "NoService",
+                "Service prod/db does not exist; create it or delete the ServiceExport",
+            )]));
+        }),
+        (FindingClass::ExportConflict, "PortConflict", |s| {
+            s[1].exports.push(export(vec![condition(
+                "Conflict",
+                "True",
+                "PortConflict",
+                "site-a's export wins: ports 5432/TCP vs 5433/TCP",
+            )]));
+        }),
+    ];
+    for (class, text, breakage) in table {
+        let mut seeds = healthy();
+        breakage(&mut seeds);
+        let found = findings(seeds).await;
+        let hit = found
+            .iter()
+            .find(|f| f.class == class)
+            .unwrap_or_else(|| panic!("{class}: not detected; findings: {found:#?}"));
+        assert!(
+            hit.message.contains(text),
+            "{class}: {:?} does not say {text:?}",
+            hit.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn export_creates_the_service_export_once_and_refuses_a_missing_service() {
+    use causeway_controller::plugin::export::{export_service, ExportOutcome};
+    use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+
+    let w = world(healthy()).await;
+    let clients = plugin::clients(Some(&w.kubeconfig), &w.contexts)
+        .await
+        .expect("clients");
+    let (context, client) = clients[0].clone();
+    let service = Service {
+        metadata: ObjectMeta {
+            name: Some("db".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port: 5432,
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    };
+    Api::<Service>::namespaced(client.clone(), "prod")
+        .create(&PostParams::default(), &service)
+        .await
+        .expect("service");
+
+    let first = export_service(client.clone(), &context, "prod", "db").await;
+    assert_eq!(first.expect("export"), ExportOutcome::Created);
+    let again = export_service(client.clone(), &context, "prod", "db").await;
+    assert_eq!(again.expect("export"), ExportOutcome::AlreadyExported);
+    let exports = Api::<ServiceExport>::namespaced(client.clone(), "prod")
+        .list(&Default::default())
+        .await
+        .expect("list");
+    assert_eq!(exports.items.len(), 1);
+
+    let err = export_service(client, &context, "prod", "nope")
+        .await
+        .expect_err("no such Service");
+    assert!(
+        err.to_string().contains("Service prod/nope does not exist"),
+        "{err}"
+    );
+}
