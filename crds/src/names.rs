@@ -15,6 +15,17 @@ pub const PRIVATE_KEY_FIELD: &str = "privateKey";
 /// Field manager of every write the gateway makes.
 pub const GATEWAY_FIELD_MANAGER: &str = "causeway-gateway";
 
+/// Whether `meta` carries `label` with the value `true` (how every Causeway marker label is set).
+pub fn has_true_label(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    label: &str,
+) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(label))
+        .is_some_and(|v| v == "true")
+}
+
 /// The Lease a cluster's gateway candidates elect the active gateway with; holder = node name.
 pub fn gateway_lease(cluster_id: &str) -> String {
     format!("causeway-gateway-{cluster_id}")

@@ -60,12 +60,7 @@ pub fn order_endpoints<'a>(
 ) -> Vec<&'a ClusterEndpoint> {
     let own = |ep: &ClusterEndpoint| {
         ep.spec.cluster_id == cluster
-            && ep
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LOCAL_LABEL))
-                .is_some_and(|v| v == "true")
+            && causeway_crds::names::has_true_label(&ep.metadata, LOCAL_LABEL)
     };
     let mut ordered: Vec<&ClusterEndpoint> = objects
         .iter()

@@ -65,19 +65,19 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use causeway_crds::{Gateway, ServiceImport};
-use futures::stream::{self, BoxStream};
+use futures::stream;
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use thiserror::Error;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::sync::trigger::Changes;
+use crate::sync::{every_event, Triggers, Watched};
 pub use server::{DnsServer, SharedZone};
 use zone::{build_zone, healthy_clusters, Zone, ZoneInput, MANAGED_BY, MANAGED_BY_LABEL};
 
@@ -133,13 +133,6 @@ struct ListError {
     what: &'static str,
     needs: &'static str,
     source: kube::Error,
-}
-
-/// One watched kind, for logs: what it is and what access it needs.
-#[derive(Debug, Clone, Copy)]
-struct Watched {
-    what: &'static str,
-    needs: &'static str,
 }
 
 const IMPORTS: Watched = Watched {
@@ -218,19 +211,6 @@ impl Dns {
         .instrument(span)
         .await
     }
-}
-
-/// A watch stream as triggers: `None` for a change worth a rebuild, `Some` for an error.
-type Triggers = BoxStream<'static, (Watched, Option<watcher::Error>)>;
-
-fn every_event<K>(api: Api<K>, config: watcher::Config, watched: Watched) -> Triggers
-where
-    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher(api, config)
-        .default_backoff()
-        .map(move |e| (watched, e.err()))
-        .boxed()
 }
 
 /// What a build reads from a Gateway: a gateway writes its status (bytes, RTTs)

@@ -115,11 +115,7 @@ impl ClusterSnapshot {
 
 /// Whether the object is its cluster's own (not a mirror).
 pub fn is_local(ep: &ClusterEndpoint) -> bool {
-    ep.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(LOCAL_LABEL))
-        .is_some_and(|v| v == "true")
+    causeway_crds::names::has_true_label(&ep.metadata, LOCAL_LABEL)
 }
 
 /// A client per context: the named ones, else the kubeconfig's current context.

@@ -316,7 +316,7 @@ pub(crate) struct Watched {
 pub(crate) type Triggers = BoxStream<'static, (Watched, Option<watcher::Error>)>;
 
 /// Every event of `api` is a trigger (ClusterEndpoints: few, and rarely changed).
-fn every_event<K>(api: Api<K>, config: watcher::Config, watched: Watched) -> Triggers
+pub(crate) fn every_event<K>(api: Api<K>, config: watcher::Config, watched: Watched) -> Triggers
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {

@@ -41,6 +41,7 @@ use crate::local::LocalSpecError;
 
 // Re-exported so that callers importing them from here keep compiling; the one
 // definition is in `causeway_crds::names`.
+use causeway_crds::names::has_true_label;
 pub use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL};
 
 /// The condition type written on this cluster's own broker object and local copy.
@@ -261,20 +262,12 @@ impl SyncPlan {
 
 /// Whether a local object is a mirror this controller owns.
 pub fn is_mirror(obj: &ClusterEndpoint) -> bool {
-    has_true_label(obj, MIRRORED_LABEL)
+    has_true_label(&obj.metadata, MIRRORED_LABEL)
 }
 
 /// Whether a local object is this controller's local copy of its own cluster's object.
 pub fn is_local_copy(obj: &ClusterEndpoint) -> bool {
-    has_true_label(obj, LOCAL_LABEL)
-}
-
-fn has_true_label(obj: &ClusterEndpoint, label: &str) -> bool {
-    obj.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(label))
-        .is_some_and(|v| v == "true")
+    has_true_label(&obj.metadata, LOCAL_LABEL)
 }
 
 /// The spec to publish (`Ok(None)`: nothing), or why nothing new is published.

@@ -37,11 +37,7 @@ fn is_conflict(e: &kube::Error) -> bool {
 
 /// Whether the Node carries `causeway.dev/gateway=true`.
 pub fn is_candidate(node: &Node) -> bool {
-    node.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(GATEWAY_NODE_LABEL))
-        .is_some_and(|v| v == "true")
+    causeway_crds::names::has_true_label(&node.metadata, GATEWAY_NODE_LABEL)
 }
 
 /// Reads Node `name` and says whether it is a gateway candidate.
