@@ -7,11 +7,13 @@
 
 use causeway_controller::leader::{campaign, Campaign};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use causeway_controller::dns::{Dns, DnsConfig, DEFAULT_TTL};
 use causeway_controller::exports::{self, ExportConfig};
+use causeway_controller::health::{self, Health};
 use causeway_controller::local::{parse_cidr_list, LocalConfig};
 use causeway_controller::sync::{self, SpecSource, SyncConfig};
 use causeway_crds::manifest::parse_endpoints;
@@ -67,6 +69,11 @@ struct Args {
     /// the causeway-dns Service maps port 53 to it). Off when absent.
     #[arg(long, env = "CAUSEWAY_DNS_LISTEN", value_name = "ADDR:PORT")]
     dns_listen: Option<std::net::SocketAddr>,
+    /// Serve /healthz, /readyz and /metrics over HTTP on this address (e.g. 0.0.0.0:8081,
+    /// what the Helm chart's probes use). Off when absent, so that several controllers
+    /// can share a host.
+    #[arg(long, env = "CAUSEWAY_HEALTH_ADDR", value_name = "ADDR:PORT")]
+    health_addr: Option<std::net::SocketAddr>,
 }
 
 #[tokio::main]
@@ -119,6 +126,15 @@ async fn main() -> anyhow::Result<()> {
     };
     // Bound before the election, so a taken port stops the start with the fix in the
     // message, and served by every replica: answering needs no lease.
+    let health = Arc::new(Health::default());
+    let health_listener = match args.health_addr {
+        Some(addr) => {
+            let listener = health::bind(addr).await?;
+            tracing::info!(addr = %listener.local_addr()?, "serving /healthz, /readyz and /metrics");
+            Some(listener)
+        }
+        None => None,
+    };
     let dns = match args.dns_listen {
         Some(listen) => {
             let dns = Dns::bind(DnsConfig {
@@ -134,7 +150,6 @@ async fn main() -> anyhow::Result<()> {
         None => None,
     };
     let local_for_dns = local.clone();
-    let mut leadership = campaign(local, &how).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -143,13 +158,42 @@ async fn main() -> anyhow::Result<()> {
     let shutting_down = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let dns = dns.map(|dns| tokio::spawn(dns.run(local_for_dns, shutting_down(stopped.clone()))));
+    let server = health_listener.map(|listener| {
+        tokio::spawn(health::serve(
+            listener,
+            Arc::clone(&health),
+            shutting_down(stopped.clone()),
+        ))
+    });
+    let mut leadership = campaign(local, &how).await?;
+    // Joining the election read or created the Lease: the API server answers.
+    health.api_reached();
+    let dns = dns.map(|dns| {
+        health.task_started("dns");
+        let health = Arc::clone(&health);
+        let run = dns.run(local_for_dns, shutting_down(stopped.clone()));
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            let result = run.await;
+            // Ending before shutdown is a failure the liveness probe must see.
+            if !*stopped.borrow() {
+                let why = match &result {
+                    Ok(()) => "ended unexpectedly".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                tracing::error!(reason = %why, "the DNS server stopped; /healthz now fails");
+                health.task_stopped("dns", why);
+            }
+            result
+        })
+    });
     loop {
         tracing::info!(identity = %how.identity, lease = %how.name, "waiting to lead");
         tokio::select! {
             () = leadership.until_leader() => {}
             () = shutting_down(stopped.clone()) => break,
         }
+        health.set_leading(true);
         tracing::info!(identity = %how.identity, "leading: syncing with the broker");
         let mut lost = false;
         {
@@ -158,7 +202,9 @@ async fn main() -> anyhow::Result<()> {
             let until_lost = leadership.until_lost();
             let stop = shutting_down(stopped.clone());
             tokio::join!(
-                sync::run(config.clone(), shutting_down(halted.clone())),
+                sync::run_reporting(config.clone(), shutting_down(halted.clone()), |error| {
+                    health.pass(error)
+                }),
                 exports::run(export_config.clone(), shutting_down(halted)),
                 async {
                     tokio::select! {
@@ -169,6 +215,7 @@ async fn main() -> anyhow::Result<()> {
                 },
             );
         }
+        health.set_leading(false);
         if !lost {
             break;
         }
@@ -177,6 +224,12 @@ async fn main() -> anyhow::Result<()> {
     leadership.resign().await;
     if let Some(dns) = dns {
         dns.await.context("the DNS task panicked")??;
+    }
+    if let Some(server) = server {
+        server
+            .await
+            .context("the health endpoint panicked")?
+            .context("the health endpoint failed")?;
     }
     Ok(())
 }

@@ -77,6 +77,40 @@ pub struct GatewayStatus {
     /// Conditions about the gateway itself (e.g. `Ready`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// The gateway's release (its crate version, e.g. `0.1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// MTU of the tunnel interface, while active.
+    #[serde(default, rename = "tunnelMTU", skip_serializing_if = "Option::is_none")]
+    pub tunnel_mtu: Option<u32>,
+    /// MTU of the underlay interface WireGuard's UDP leaves through, while active.
+    #[serde(
+        default,
+        rename = "underlayMTU",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub underlay_mtu: Option<u32>,
+    /// The routes this gateway should hold on its node, as of its last reconcile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<RouteStatus>,
+}
+
+/// How many of the routes a node should hold the kernel accepted, as of the last reconcile.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteStatus {
+    /// Routes the node should hold (one per remote CIDR it can route).
+    pub desired: u32,
+    /// Of those, how many the kernel holds.
+    pub installed: u32,
+    /// The first destinations missing, at most five; `desired - installed` says how many there are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<String>,
+}
+
+impl RouteStatus {
+    /// How many missing destinations are listed; the counts say how many there are.
+    pub const MISSING_SHOWN: usize = 5;
 }
 
 /// The tunnel from this gateway to one remote cluster.
@@ -112,4 +146,12 @@ pub struct ConnectionStatus {
     /// Bytes sent to the remote cluster through the tunnel.
     #[serde(default)]
     pub tx_bytes: u64,
+    /// Since when this gateway has been sending handshake initiations to `endpoint`
+    /// without an answer; absent while handshakes complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt: Option<Time>,
+    /// Handshake initiations sent since the last completed handshake, when the
+    /// gateway counts them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshake_attempts: Option<u64>,
 }

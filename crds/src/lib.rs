@@ -22,6 +22,7 @@ pub use cluster_endpoint::{
 };
 pub use gateway::{
     ConnectionState, ConnectionStatus, Gateway, GatewayRole, GatewaySpec, GatewayStatus,
+    RouteStatus,
 };
 pub use mcs::{
     ServiceExport, ServiceImport, ServiceImportSpec, ServiceImportStatus, ServiceImportType,

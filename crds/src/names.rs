@@ -58,6 +58,8 @@ pub const ENDPOINTSLICE_MANAGER: &str = "causeway.dev";
 pub const KUBERNETES_SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Field manager of every write the controller makes.
 pub const CONTROLLER_FIELD_MANAGER: &str = "causeway-controller";
+/// Annotation on a cluster's own ClusterEndpoint: the release of the controller that wrote it.
+pub const VERSION_ANNOTATION: &str = "causeway.dev/version";
 /// The longest object name Causeway writes for a service (a DNS label, like a Service's).
 pub const MAX_NAME_LEN: usize = 63;
 

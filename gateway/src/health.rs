@@ -20,8 +20,10 @@ pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Probes kept for min/avg/max: the last minute at one a second.
 const WINDOW: usize = 60;
 const MAGIC: &[u8; 8] = b"CWPROBE1";
-const REQUEST: u8 = 1;
-const REPLY: u8 = 2;
+/// Kind byte of a probe asking for a reply.
+pub const REQUEST: u8 = 1;
+/// Kind byte of a reply.
+pub const REPLY: u8 = 2;
 /// Size of a probe message: magic, kind, send time in nanoseconds.
 pub const PROBE_LEN: usize = 17;
 
@@ -129,12 +131,31 @@ fn nanos_since_start() -> u64 {
 }
 
 /// Answers probes and probes every target once a [`PROBE_INTERVAL`], until `stop` fires.
+///
+/// While it runs, the same address serves the benchmark sink and the agent
+/// (`/verify`, `/benchmark`) probes from it: both exist exactly while the tunnel is open.
 pub async fn run(
     socket: UdpSocket,
     mut targets: watch::Receiver<Targets>,
     health: Arc<Health>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let local_ip = socket.local_addr().ok().map(|a| a.ip());
+    let _registration = local_ip.map(|ip| crate::agent::register(ip, targets.clone()));
+    let _sink = match local_ip {
+        Some(ip) => match crate::agent::bind_sink(ip).await {
+            Ok(listener) => Some(AbortOnDrop(tokio::spawn(crate::agent::serve_sink(
+                listener,
+                stop.clone(),
+            )))),
+            Err(e) => {
+                // Probes and tunnels work without it; only `benchmark` against us fails.
+                tracing::warn!(%ip, port = crate::agent::BENCH_PORT, error = %e, "cannot serve the benchmark sink");
+                None
+            }
+        },
+        None => None,
+    };
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     let mut buf = [0u8; 64];
     loop {
@@ -165,6 +186,15 @@ pub async fn run(
             }
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// Stops a task when its owner goes, however the owner returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -3,10 +3,12 @@
 //! `main.rs` is a thin shell over these modules: `config` decides what this node
 //! should hold (from an endpoints file, or through `clusterset` from ClusterEndpoint
 //! objects), `route` plans kernel routes, `netlink` applies them, `datapath` moves
-//! packets, `node` switches between gateway and route agent, `metrics` reports, and
+//! packets, `node` switches between gateway and route agent, `metrics` reports (with
+//! `agent` answering `kubectl causeway verify` and `benchmark`), and
 //! `kubernetes` runs it all from the Kubernetes API, with `status` deciding what the
 //! Gateway object says.
 
+pub mod agent;
 pub mod clusterset;
 pub mod config;
 pub mod datapath;

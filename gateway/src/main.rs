@@ -92,6 +92,21 @@ struct KubeArgs {
     /// Milliseconds between checks whether the Gateway status is worth writing.
     #[arg(long, env = "CAUSEWAY_STATUS_INTERVAL_MS", default_value_t = 1000)]
     status_interval_ms: u64,
+    /// DNS server `kubectl causeway verify` resolves clusterset.local names with, ip[:port]
+    /// (default: the first nameserver of /etc/resolv.conf, port 53).
+    #[arg(long, env = "CAUSEWAY_DNS_SERVER", value_parser = parse_dns_server)]
+    dns_server: Option<SocketAddr>,
+}
+
+/// `ip` or `ip:port` (port 53 when absent).
+fn parse_dns_server(text: &str) -> Result<SocketAddr, String> {
+    text.parse::<SocketAddr>()
+        .or_else(|_| text.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| {
+            format!(
+                "{text:?} is not an address; give ip or ip:port, e.g. 10.96.0.10 or 10.96.0.10:53"
+            )
+        })
 }
 
 #[derive(Subcommand)]
@@ -287,6 +302,9 @@ async fn run(command: Command) -> Result<()> {
 }
 
 async fn run_kubernetes(args: KubeArgs) -> Result<()> {
+    if let Some(server) = args.dns_server {
+        causeway_gateway::agent::set_dns_server(server);
+    }
     let client = match &args.kubeconfig {
         Some(path) => client_from(path).await,
         None => kube::Config::infer()

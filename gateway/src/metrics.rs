@@ -1,4 +1,5 @@
-//! Prometheus metrics and health over HTTP.
+//! Prometheus metrics and health over HTTP, and the agent of `kubectl causeway verify`
+//! and `benchmark` (`/verify`, `/benchmark`; see [`crate::agent`]).
 //!
 //! The datapath keeps its own per-peer atomic counters so the packet path
 //! never takes a shared lock; this module only sees them as a [`Snapshot`]
@@ -111,6 +112,8 @@ pub struct PeerSnapshot {
     pub handshakes: u64,
     /// When the last handshake completed; `None` if none ever did.
     pub last_handshake: Option<SystemTime>,
+    /// Handshake initiations sent since the last completed handshake.
+    pub unanswered_initiations: u64,
     /// Round trips of health probes through the tunnel; `None` until one is answered.
     pub rtt: Option<crate::health::RttStats>,
 }
@@ -218,6 +221,19 @@ impl Collector for SnapshotCollector {
                 let labels = [("remote_cluster", peer.cluster_id.as_str())];
                 ConstCounter::new(value(peer)).encode(family.encode_family(&labels)?)?;
             }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "causeway_peer_unanswered_initiations",
+            "WireGuard handshake initiations sent to the remote cluster's gateway since the last \
+             completed handshake; growing means its UDP port is not reachable.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for peer in peers {
+            let labels = [("remote_cluster", peer.cluster_id.as_str())];
+            ConstGauge::new(peer.unanswered_initiations as i64)
+                .encode(family.encode_family(&labels)?)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -337,7 +353,7 @@ impl Collector for SnapshotCollector {
     }
 }
 
-/// Serves GET /metrics and GET /healthz until `shutdown` resolves.
+/// Serves GET /metrics, /healthz, /verify and /benchmark until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     source: Arc<dyn MetricsSource>,
@@ -356,6 +372,8 @@ async fn serve_with_grace(
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz_handler))
+        .route("/verify", get(crate::agent::verify_handler))
+        .route("/benchmark", get(crate::agent::benchmark_handler))
         .fallback(not_found)
         .with_state(source);
     // Shared so the same signal both starts axum's graceful shutdown and
@@ -491,6 +509,7 @@ mod tests {
                     tx_packets: 402,
                     handshakes: 7,
                     last_handshake: Some(now() - Duration::from_millis(42_500)),
+                    unanswered_initiations: 0,
                     rtt: Some(crate::health::RttStats {
                         min: Duration::from_micros(250),
                         avg: Duration::from_micros(400),
@@ -508,6 +527,7 @@ mod tests {
                     tx_packets: 1,
                     handshakes: 0,
                     last_handshake: None,
+                    unanswered_initiations: 3,
                     rtt: None,
                 },
             ],
@@ -524,7 +544,7 @@ mod tests {
         }
     }
 
-    const EXPOSED_NAMES: [&str; 14] = [
+    const EXPOSED_NAMES: [&str; 15] = [
         "causeway_gateway_active",
         "causeway_peer_rtt_seconds",
         "causeway_peer_rx_bytes_total",
@@ -532,6 +552,7 @@ mod tests {
         "causeway_peer_rx_packets_total",
         "causeway_peer_tx_packets_total",
         "causeway_peer_handshakes_total",
+        "causeway_peer_unanswered_initiations",
         "causeway_peer_last_handshake_seconds",
         "causeway_peer_info",
         "causeway_datapath_drops_total",
@@ -557,6 +578,7 @@ mod tests {
             ("causeway_peer_rx_packets_total", 301.0, 0.0),
             ("causeway_peer_tx_packets_total", 402.0, 1.0),
             ("causeway_peer_handshakes_total", 7.0, 0.0),
+            ("causeway_peer_unanswered_initiations", 0.0, 3.0),
         ];
         for (name, vb, vc) in per_peer {
             assert_eq!(sample(&s, name, &b), Some(vb), "{name} site-b");

@@ -6,10 +6,11 @@ use crate::config::{desired_from_text, ConfigError, Desired, Identity};
 use crate::datapath::Datapath;
 use crate::health::{Health, Targets, PROBE_PORT};
 use crate::metrics::{MetricsSource, Snapshot};
-use crate::netlink::{Netlink, NetlinkError};
-use crate::route::{tunnel_mtu, NextHop, MAIN_TABLE};
+use crate::netlink::{Netlink, NetlinkError, RouteOp};
+use crate::route::{route_status, tunnel_mtu, NextHop, MAIN_TABLE};
 use crate::tun::Tun;
 use causeway_crds::keys::format_key;
+use causeway_crds::RouteStatus;
 use parking_lot::Mutex;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -104,6 +105,7 @@ pub struct Tunnel {
     datapath: Arc<Datapath>,
     ifindex: u32,
     mtu: u32,
+    underlay_mtu: u32,
     interface: String,
     prober: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
@@ -173,6 +175,7 @@ impl Tunnel {
             datapath,
             ifindex,
             mtu,
+            underlay_mtu: underlay,
             interface: interface.clone(),
             prober,
         })
@@ -181,6 +184,11 @@ impl Tunnel {
     /// The running datapath.
     pub fn datapath(&self) -> &Arc<Datapath> {
         &self.datapath
+    }
+
+    /// The tunnel interface's MTU and that of the underlay interface under it.
+    pub fn mtus(&self) -> (u32, u32) {
+        (self.mtu, self.underlay_mtu)
     }
 
     /// Stops the prober and the datapath; the kernel deletes the interface with its descriptor.
@@ -257,6 +265,8 @@ pub struct NodeStatus {
     /// A gateway candidate in Kubernetes mode: reports `causeway_gateway_active` 0 while passive.
     candidate: AtomicBool,
     routes: AtomicU64,
+    /// What the last reconcile that reached the kernel left in place.
+    route_status: Mutex<Option<RouteStatus>>,
     reloads: AtomicU64,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
@@ -311,6 +321,11 @@ impl NodeStatus {
     /// The running datapath, while this node is a gateway.
     pub fn datapath(&self) -> Option<Arc<Datapath>> {
         self.datapath.lock().clone()
+    }
+
+    /// How many of its routes the node holds, as of the last reconcile that reached the kernel.
+    pub fn route_status(&self) -> Option<RouteStatus> {
+        self.route_status.lock().clone()
     }
 }
 
@@ -446,6 +461,14 @@ impl Node {
             .iter()
             .find(|p| p.cluster_id == cluster)?
             .endpoint
+    }
+
+    /// The tunnel's MTU and the underlay's, while this node is a gateway.
+    pub fn tunnel_mtus(&self) -> Option<(u32, u32)> {
+        match &self.role {
+            Role::Gateway(tunnel) => Some(tunnel.mtus()),
+            Role::RouteAgent { .. } => None,
+        }
     }
 
     /// Whether this node terminates the tunnels now.
@@ -643,7 +666,23 @@ impl Node {
     }
 
     async fn reconcile(&self, routes: &[crate::route::Route]) -> Result<usize, ReloadError> {
-        let report = self.netlink.reconcile(routes, MAIN_TABLE).await?;
+        let result = self.netlink.reconcile(routes, MAIN_TABLE).await;
+        // Only a pass that reached the kernel says what it holds; a failed listing says nothing.
+        let refused = match &result {
+            Ok(_) => Some(Vec::new()),
+            Err(NetlinkError::Apply { failures, .. }) => Some(
+                failures
+                    .iter()
+                    .filter(|f| f.op != RouteOp::Delete)
+                    .map(|f| f.route.clone())
+                    .collect(),
+            ),
+            Err(_) => None,
+        };
+        if let Some(refused) = refused {
+            *self.status.route_status.lock() = Some(route_status(routes, &refused));
+        }
+        let report = result?;
         if report.changed() > 0 {
             tracing::info!(%report, "routes reconciled");
         }

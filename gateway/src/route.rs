@@ -199,6 +199,31 @@ pub fn tunnel_mtu(underlay_mtu: u32, underlay_is_ipv6: bool) -> u32 {
     underlay_mtu.saturating_sub(overhead)
 }
 
+/// What a node reports about its routes after a reconcile: how many of `desired` the
+/// kernel holds, given that the adds and replaces of `refused` failed, and the first
+/// few destinations missing (sorted). Duplicates of a key count once, as in [`plan_routes`].
+pub fn route_status(desired: &[Route], refused: &[Route]) -> causeway_crds::RouteStatus {
+    let mut keys: Vec<(u32, IpNet)> = desired.iter().map(Route::key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let refused: std::collections::HashSet<(u32, IpNet)> = refused.iter().map(Route::key).collect();
+    let missing: Vec<IpNet> = keys
+        .iter()
+        .filter(|k| refused.contains(k))
+        .map(|(_, dst)| *dst)
+        .collect();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    causeway_crds::RouteStatus {
+        desired: count(keys.len()),
+        installed: count(keys.len() - missing.len()),
+        missing: missing
+            .iter()
+            .take(causeway_crds::RouteStatus::MISSING_SHOWN)
+            .map(ToString::to_string)
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -489,6 +514,32 @@ mod tests {
                 "underlay {underlay} ipv6 {v6}"
             );
         }
+    }
+
+    #[test]
+    fn route_status_counts_what_the_kernel_refused() {
+        let a = dev("10.2.0.0/16", 4, Some(1420));
+        let b = dev("10.102.0.0/16", 4, Some(1420));
+        let c = dev("fd00:2::/48", 4, Some(1420));
+        let all = [a.clone(), b.clone(), c.clone(), a.clone()];
+        let status = route_status(&all, &[]);
+        assert_eq!((status.desired, status.installed), (3, 3));
+        assert!(status.missing.is_empty());
+        let status = route_status(&all, &[c, b]);
+        assert_eq!((status.desired, status.installed), (3, 1));
+        assert_eq!(status.missing, vec!["10.102.0.0/16", "fd00:2::/48"]);
+        // A refused route that is not wanted (a failed delete) misses nothing.
+        let status = route_status(&[a], &[dev("10.9.0.0/16", 4, None)]);
+        assert_eq!((status.desired, status.installed), (1, 1));
+        let many: Vec<Route> = (0..8)
+            .map(|i| dev(&format!("10.{i}.0.0/16"), 4, None))
+            .collect();
+        let status = route_status(&many, &many);
+        assert_eq!((status.desired, status.installed), (8, 0));
+        assert_eq!(
+            status.missing.len(),
+            causeway_crds::RouteStatus::MISSING_SHOWN
+        );
     }
 
     #[test]

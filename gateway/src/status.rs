@@ -8,7 +8,7 @@
 
 use crate::health::RttStats;
 use crate::metrics::PeerSnapshot;
-use causeway_crds::{ConnectionState, ConnectionStatus, GatewayRole, GatewayStatus};
+use causeway_crds::{ConnectionState, ConnectionStatus, GatewayRole, GatewayStatus, RouteStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,6 +25,22 @@ const RTT_RELATIVE: f64 = 0.20;
 /// …and by more than this much.
 const RTT_ABSOLUTE: Duration = Duration::from_millis(1);
 
+/// WireGuard initiates a rekey this long after a handshake (REKEY_AFTER_TIME)…
+const REKEY_AFTER: Duration = Duration::from_secs(120);
+/// …and an initiation unanswered for this long is sent again (REKEY_TIMEOUT).
+const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the gateway knows about itself, beside its peers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LocalObservation {
+    /// MTU of the tunnel interface, while active.
+    pub tunnel_mtu: Option<u32>,
+    /// MTU of the underlay interface the tunnel's UDP leaves through, while active.
+    pub underlay_mtu: Option<u32>,
+    /// The routes this node should hold and how many the kernel took, if reconciled yet.
+    pub routes: Option<RouteStatus>,
+}
+
 /// What the gateway knows about one remote cluster at one moment.
 #[derive(Debug, Clone)]
 pub struct PeerObservation {
@@ -36,20 +52,69 @@ pub struct PeerObservation {
     pub health_target: Option<SocketAddr>,
     /// How long ago it last answered a probe; `None` if it never did.
     pub since_last_reply: Option<Duration>,
+    /// Handshake initiations sent since the last completed handshake; `None` when the
+    /// datapath does not count them.
+    pub unanswered_initiations: Option<u64>,
 }
 
-/// This gateway's status as observed now.
-pub fn observe(role: GatewayRole, peers: &[PeerObservation], now: SystemTime) -> GatewayStatus {
-    let mut connections: Vec<ConnectionStatus> = peers.iter().map(|p| connection(p, now)).collect();
+/// This gateway's status as observed now. `previous` is what the status says (written
+/// last, or read at start): it carries when unanswered handshakes began.
+pub fn observe(
+    role: GatewayRole,
+    local: &LocalObservation,
+    peers: &[PeerObservation],
+    previous: Option<&GatewayStatus>,
+    now: SystemTime,
+) -> GatewayStatus {
+    let before = |id: &str| previous?.connections.iter().find(|c| c.cluster_id == id);
+    let mut connections: Vec<ConnectionStatus> = peers
+        .iter()
+        .map(|p| connection(p, before(&p.snapshot.cluster_id), now))
+        .collect();
     connections.sort_by(|a, b| a.cluster_id.cmp(&b.cluster_id));
     GatewayStatus {
         role: Some(role),
         connections,
         conditions: Vec::new(),
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        tunnel_mtu: local.tunnel_mtu,
+        underlay_mtu: local.underlay_mtu,
+        routes: local.routes.clone(),
     }
 }
 
-fn connection(peer: &PeerObservation, now: SystemTime) -> ConnectionStatus {
+/// Since when initiations to `endpoint` go unanswered, if they do: from the first
+/// observation without any handshake (carried over in `previous` while nothing changes),
+/// or from the rekey that a handshake is due for once one retry interval has passed
+/// without it.
+fn first_attempt(
+    endpoint: Option<SocketAddr>,
+    last_handshake: Option<SystemTime>,
+    previous: Option<&ConnectionStatus>,
+    now: SystemTime,
+) -> Option<Time> {
+    // Nothing is sent to a gateway whose endpoint is unknown.
+    let endpoint = endpoint?;
+    match last_handshake {
+        None => previous
+            .filter(|p| p.last_handshake.is_none())
+            .filter(|p| p.endpoint.as_deref() == Some(endpoint.to_string().as_str()))
+            .and_then(|p| p.first_attempt.clone())
+            .or_else(|| whole_seconds(now)),
+        Some(at) => {
+            let due = at + REKEY_AFTER;
+            (now > due + REKEY_TIMEOUT)
+                .then(|| whole_seconds(due))
+                .flatten()
+        }
+    }
+}
+
+fn connection(
+    peer: &PeerObservation,
+    previous: Option<&ConnectionStatus>,
+    now: SystemTime,
+) -> ConnectionStatus {
     let s = &peer.snapshot;
     let endpoint = s.endpoint.or(peer.configured_endpoint);
     let shown = endpoint.map_or_else(|| "the remote gateway".to_owned(), |e| e.to_string());
@@ -107,6 +172,8 @@ fn connection(peer: &PeerObservation, now: SystemTime) -> ConnectionStatus {
         rtt_max: figure(|r| r.max),
         rx_bytes: s.rx_bytes,
         tx_bytes: s.tx_bytes,
+        first_attempt: first_attempt(endpoint, s.last_handshake, previous, now),
+        handshake_attempts: peer.unanswered_initiations.filter(|&n| n > 0),
     }
 }
 
@@ -148,9 +215,11 @@ pub fn parse_rtt(text: &str) -> Option<Duration> {
 /// What to write to the Gateway's status, if anything: `observed` when it differs
 /// meaningfully from `previous` (what was last written, or read at start), else `None`.
 ///
-/// Meaningful: the role; a connection added or removed; a connection's state, reason or
-/// endpoint; a newer handshake; an RTT figure appearing, going, or moving by more than
-/// 20% and more than 1 ms; byte counters only once `since_last_write` reaches 30 s.
+/// Meaningful: the role, version, MTUs or route figures; a connection added or removed; a
+/// connection's state, reason, endpoint or start of unanswered handshakes; a newer
+/// handshake; an RTT figure appearing, going, or moving by more than 20% and more than
+/// 1 ms; the count of unanswered initiations appearing or going. Byte counters and that
+/// count moving are written only once `since_last_write` reaches 30 s.
 pub fn plan_status(
     previous: Option<&GatewayStatus>,
     observed: &GatewayStatus,
@@ -159,7 +228,12 @@ pub fn plan_status(
     let Some(previous) = previous else {
         return Some(observed.clone());
     };
-    if previous.role != observed.role {
+    if previous.role != observed.role
+        || previous.version != observed.version
+        || previous.tunnel_mtu != observed.tunnel_mtu
+        || previous.underlay_mtu != observed.underlay_mtu
+        || previous.routes != observed.routes
+    {
         return Some(observed.clone());
     }
     let before: BTreeMap<&str, &ConnectionStatus> = previous
@@ -186,6 +260,8 @@ pub fn plan_status(
         if old.state != new.state
             || old.reason != new.reason
             || old.endpoint != new.endpoint
+            || old.first_attempt != new.first_attempt
+            || old.handshake_attempts.is_some() != new.handshake_attempts.is_some()
             || newer_handshake
             || rtt_moved(&old.rtt_min, &new.rtt_min)
             || rtt_moved(&old.rtt_avg, &new.rtt_avg)
@@ -193,7 +269,9 @@ pub fn plan_status(
         {
             return Some(observed.clone());
         }
-        counters_moved |= old.rx_bytes != new.rx_bytes || old.tx_bytes != new.tx_bytes;
+        counters_moved |= old.rx_bytes != new.rx_bytes
+            || old.tx_bytes != new.tx_bytes
+            || old.handshake_attempts != new.handshake_attempts;
     }
     (counters_moved && since_last_write >= COUNTER_REFRESH).then(|| observed.clone())
 }
@@ -243,6 +321,7 @@ mod tests {
             configured_endpoint: Some("198.18.0.2:51820".parse().unwrap()),
             health_target: target.then(|| "10.2.0.1:51821".parse().unwrap()),
             since_last_reply: reply_ago.map(Duration::from_secs),
+            unanswered_initiations: None,
         }
     }
 
@@ -267,7 +346,9 @@ mod tests {
         for (handshake, reply, target, state, reason) in cases {
             let status = observe(
                 GatewayRole::Active,
+                &LocalObservation::default(),
                 &[peer(*handshake, *reply, *target)],
+                None,
                 t0(),
             );
             let c = &status.connections[0];
@@ -285,7 +366,13 @@ mod tests {
 
     #[test]
     fn observed_figures() {
-        let status = observe(GatewayRole::Active, &[peer(Some(10), Some(1), true)], t0());
+        let status = observe(
+            GatewayRole::Active,
+            &LocalObservation::default(),
+            &[peer(Some(10), Some(1), true)],
+            None,
+            t0(),
+        );
         let c = &status.connections[0];
         assert_eq!(status.role, Some(GatewayRole::Active));
         assert_eq!(c.endpoint.as_deref(), Some("198.18.0.2:51820"));
@@ -297,12 +384,115 @@ mod tests {
         let at = c.last_handshake.as_ref().unwrap().0.as_second();
         assert_eq!(at, 1_700_000_000 - 11);
         assert_eq!(
-            observe(GatewayRole::Passive, &[], t0()),
+            observe(
+                GatewayRole::Passive,
+                &LocalObservation::default(),
+                &[],
+                None,
+                t0()
+            ),
             GatewayStatus {
                 role: Some(GatewayRole::Passive),
+                version: Some(env!("CARGO_PKG_VERSION").to_owned()),
                 ..GatewayStatus::default()
             }
         );
+    }
+
+    #[test]
+    fn unanswered_handshakes_are_dated_from_the_first_attempt() {
+        let secs =
+            |at: SystemTime| at.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let first = |p: &PeerObservation, previous: Option<&GatewayStatus>| {
+            observe(
+                GatewayRole::Active,
+                &LocalObservation::default(),
+                std::slice::from_ref(p),
+                previous,
+                t0(),
+            )
+            .connections[0]
+                .first_attempt
+                .as_ref()
+                .map(|t| t.0.as_second())
+        };
+        let never = peer(None, None, true);
+        assert_eq!(first(&never, None), Some(secs(t0())), "first seen now");
+        let mut earlier = observe(
+            GatewayRole::Active,
+            &LocalObservation::default(),
+            std::slice::from_ref(&never),
+            None,
+            t0() - Duration::from_secs(60),
+        );
+        assert_eq!(
+            first(&never, Some(&earlier)),
+            Some(secs(t0()) - 60),
+            "carried over while still unanswered"
+        );
+        earlier.connections[0].endpoint = Some("198.18.0.9:51820".into());
+        assert_eq!(
+            first(&never, Some(&earlier)),
+            Some(secs(t0())),
+            "another endpoint starts over"
+        );
+        assert_eq!(
+            first(&peer(Some(10), Some(1), true), None),
+            None,
+            "answered"
+        );
+        // The rekey 120 s after the handshake 200.3 s ago went unanswered.
+        assert_eq!(
+            first(&peer(Some(200), None, false), None),
+            Some(secs(t0()) - 201 + 120)
+        );
+        assert_eq!(
+            first(&peer(Some(124), None, false), None),
+            None,
+            "the rekey may still be answered"
+        );
+        let mut unknown = peer(None, None, true);
+        unknown.snapshot.endpoint = None;
+        unknown.configured_endpoint = None;
+        assert_eq!(first(&unknown, None), None, "nothing is sent anywhere");
+
+        let mut counted = peer(None, None, true);
+        counted.unanswered_initiations = Some(12);
+        let status = observe(
+            GatewayRole::Active,
+            &LocalObservation::default(),
+            &[counted.clone()],
+            None,
+            t0(),
+        );
+        assert_eq!(status.connections[0].handshake_attempts, Some(12));
+        counted.unanswered_initiations = Some(0);
+        let status = observe(
+            GatewayRole::Active,
+            &LocalObservation::default(),
+            &[counted],
+            None,
+            t0(),
+        );
+        assert_eq!(status.connections[0].handshake_attempts, None);
+    }
+
+    #[test]
+    fn local_figures_and_version_are_reported() {
+        let local = LocalObservation {
+            tunnel_mtu: Some(1420),
+            underlay_mtu: Some(1500),
+            routes: Some(RouteStatus {
+                desired: 3,
+                installed: 2,
+                missing: vec!["10.2.0.0/16".into()],
+            }),
+        };
+        let status = observe(GatewayRole::Active, &local, &[], None, t0());
+        assert_eq!(status.tunnel_mtu, Some(1420));
+        assert_eq!(status.underlay_mtu, Some(1500));
+        assert_eq!(status.routes, local.routes);
+        assert_eq!(status.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     }
 
     #[test]
@@ -325,7 +515,13 @@ mod tests {
 
     /// One connection in a known state; the tests change one field at a time.
     fn base() -> GatewayStatus {
-        observe(GatewayRole::Active, &[peer(Some(10), Some(1), true)], t0())
+        observe(
+            GatewayRole::Active,
+            &LocalObservation::default(),
+            &[peer(Some(10), Some(1), true)],
+            None,
+            t0(),
+        )
     }
 
     #[test]
@@ -413,6 +609,51 @@ mod tests {
                 true,
             ),
             (
+                "version",
+                |s| s.version = Some("9.9.9".into()),
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "tunnel mtu",
+                |s| s.tunnel_mtu = Some(1380),
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "underlay mtu",
+                |s| s.underlay_mtu = Some(9000),
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "routes",
+                |s| {
+                    s.routes = Some(RouteStatus {
+                        desired: 2,
+                        installed: 1,
+                        missing: vec!["10.2.0.0/16".into()],
+                    })
+                },
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "first unanswered attempt",
+                |s| {
+                    s.connections[0].first_attempt =
+                        Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH))
+                },
+                Duration::ZERO,
+                true,
+            ),
+            (
+                "attempts counted",
+                |s| s.connections[0].handshake_attempts = Some(3),
+                Duration::ZERO,
+                true,
+            ),
+            (
                 "bytes soon",
                 |s| s.connections[0].rx_bytes += 1,
                 Duration::from_secs(29),
@@ -451,5 +692,18 @@ mod tests {
             }
         }
         assert_eq!(plan_status(None, &base(), Duration::ZERO), Some(base()));
+        // A growing count of unanswered initiations is a counter: refreshed like bytes.
+        let mut counting = base();
+        counting.connections[0].handshake_attempts = Some(3);
+        let mut more = counting.clone();
+        more.connections[0].handshake_attempts = Some(9);
+        assert_eq!(
+            plan_status(Some(&counting), &more, Duration::from_secs(29)),
+            None
+        );
+        assert_eq!(
+            plan_status(Some(&counting), &more, COUNTER_REFRESH),
+            Some(more)
+        );
     }
 }

@@ -632,6 +632,114 @@ async fn the_binary_publishes_mirrors_and_stops_on_sigterm() {
     );
 }
 
+/// `GET path` over plain HTTP/1.1: the status code and body, or `None` while nothing listens.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: controller\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).await.ok()?;
+    let status = text.split(' ').nth(1)?.parse().ok()?;
+    Some((
+        status,
+        text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn the_binary_answers_health_and_readiness_probes() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let endpoint_file = dir.path().join("site-a.yaml");
+    std::fs::write(&endpoint_file, manifest("site-a", &spec_a())).expect("write the endpoint file");
+    // A port nothing else uses: the kernel's pick, released for the controller to bind.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let args = [
+        OsString::from("--endpoint-file"),
+        endpoint_file.into(),
+        OsString::from("--health-addr"),
+        addr.to_string().into(),
+    ];
+    let mut controller = start_controller_with(dir.path(), &broker, &a, &args, "controller");
+    let deadline = Instant::now() + WAIT;
+    // Ready means leading with a pass done: the object is at the broker by then.
+    loop {
+        if let Some((200, body)) = http_get(addr, "/readyz").await {
+            assert_eq!(body, "ok\n");
+            break;
+        }
+        assert!(
+            controller.is_running(),
+            "the controller exited early:\n{}",
+            controller.log_tail(30)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "/readyz did not answer 200 in time:\n{}",
+            controller.log_tail(30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let published = broker.endpoints(BROKER_NS).get_opt("site-a").await;
+    assert!(
+        published.expect("read the broker").is_some(),
+        "ready before its first pass published"
+    );
+    assert_eq!(http_get(addr, "/healthz").await, Some((200, "ok\n".into())));
+    let (status, metrics) = http_get(addr, "/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("causeway_controller_leading 1\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("causeway_controller_ready 1\n"),
+        "{metrics}"
+    );
+
+    let status = controller
+        .terminate_and_wait(Duration::from_secs(10))
+        .expect("stop the controller");
+    assert!(
+        status.success(),
+        "exit on SIGTERM: {status}\n{}",
+        controller.log_tail(30)
+    );
+    assert_eq!(
+        http_get(addr, "/healthz").await,
+        None,
+        "the listener closed"
+    );
+}
+
+#[tokio::test]
+async fn the_local_copy_says_which_release_wrote_it_and_a_rerun_writes_nothing() {
+    let broker = Cluster::start(BROKER_NS).await;
+    let a = Cluster::start(LOCAL_NS).await;
+    sync_a(&broker, &a, &spec_a()).await.expect("first sync");
+    let local = a
+        .endpoints(LOCAL_NS)
+        .get("site-a")
+        .await
+        .expect("the local copy");
+    let annotations = local.metadata.annotations.unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get(causeway_crds::names::VERSION_ANNOTATION)
+            .map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION")),
+        "the controller's release (the workspace's)"
+    );
+    let before = a.server.writes_of::<ClusterEndpoint>();
+    let again = sync_a(&broker, &a, &spec_a()).await.expect("sync again");
+    assert!(!again.wrote(), "{again:?}");
+    assert_eq!(a.server.writes_of::<ClusterEndpoint>(), before);
+}
+
 #[tokio::test]
 async fn the_binary_refuses_an_endpoint_file_for_another_cluster() {
     let broker = Cluster::start(BROKER_NS).await;

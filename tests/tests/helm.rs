@@ -63,6 +63,7 @@ const CONTROLLER_ENV: &[&str] = &[
     "KUBECONFIG",
     "POD_NAME",
     "CAUSEWAY_DNS_LISTEN",
+    "CAUSEWAY_HEALTH_ADDR",
     "RUST_LOG",
 ];
 
@@ -405,6 +406,39 @@ fn healthz_probe(c: &Container, port_name: &str, what: &str) {
             "{what}: {kind} probe port"
         );
     }
+}
+
+/// The controller's probes: liveness on /healthz, readiness on /readyz, both HTTP on
+/// the container port `health`, which is where `CAUSEWAY_HEALTH_ADDR` listens.
+fn controller_probes(c: &Container, what: &str) {
+    for (kind, probe, path) in [
+        ("liveness", &c.liveness_probe, "/healthz"),
+        ("readiness", &c.readiness_probe, "/readyz"),
+    ] {
+        let http = probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .unwrap_or_else(|| panic!("{what}: no HTTP {kind} probe"));
+        assert_eq!(
+            http.path.as_deref(),
+            Some(path),
+            "{what}: {kind} probe path"
+        );
+        assert_eq!(
+            http.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("health".into()),
+            "{what}: {kind} probe port"
+        );
+    }
+    let listen: std::net::SocketAddr = env_value(c, "CAUSEWAY_HEALTH_ADDR")
+        .parse()
+        .expect("CAUSEWAY_HEALTH_ADDR is ip:port");
+    assert!(
+        ports(c).contains(&("health".into(), i32::from(listen.port()), "TCP".into())),
+        "{what}: the probes' port {} is not a declared container port ({:?})",
+        listen.port(),
+        ports(c)
+    );
 }
 
 fn ports(c: &Container) -> BTreeSet<(String, i32, String)> {
@@ -903,7 +937,12 @@ fn controller_deployment_dns_service_and_pdb() {
                     services.is_empty(),
                     "{what}: no DNS Service when DNS is off"
                 );
-                assert!(c.ports.is_none());
+                assert_eq!(
+                    ports(c),
+                    BTreeSet::from([("health".to_owned(), 8081, "TCP".to_owned())]),
+                    "{what}: only the health port without DNS"
+                );
+                controller_probes(c, &what);
                 continue;
             }
             "production" => {
@@ -961,13 +1000,7 @@ fn controller_deployment_dns_service_and_pdb() {
             protocols,
             BTreeSet::from(["TCP".to_owned(), "UDP".to_owned()])
         );
-        assert!(
-            c.readiness_probe
-                .as_ref()
-                .and_then(|p| p.tcp_socket.as_ref())
-                .is_some(),
-            "{what}: readiness probe"
-        );
+        controller_probes(c, &what);
         if scenario == "production" {
             assert_eq!(svc.cluster_ip.as_deref(), Some("10.101.0.53"));
         }

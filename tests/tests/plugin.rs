@@ -10,10 +10,10 @@ use std::net::TcpListener;
 use causeway_controller::plugin::{self, show, FindingClass};
 use causeway_crds::keys::format_key;
 use causeway_crds::mcs::ServiceExportStatus;
-use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL};
+use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL, VERSION_ANNOTATION};
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, ConnectionState, ConnectionStatus,
-    Gateway, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus, ServiceExport,
+    Gateway, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus, RouteStatus, ServiceExport,
 };
 use causeway_tests::apiserver::ApiServer;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -60,6 +60,13 @@ fn endpoint(id: &str, n: u8, local: bool) -> ClusterEndpoint {
         },
     );
     ep.metadata.labels = Some(labels);
+    if local {
+        // As the controller writes its own cluster's object.
+        ep.metadata.annotations = Some(BTreeMap::from([(
+            VERSION_ANNOTATION.to_owned(),
+            "0.4.0".to_owned(),
+        )]));
+    }
     ep
 }
 
@@ -84,8 +91,18 @@ fn gateway(id: &str, n: u8, remote: &str) -> Gateway {
             rtt_max: Some("2.0ms".into()),
             rx_bytes: 1000,
             tx_bytes: 2000,
+            first_attempt: None,
+            handshake_attempts: None,
         }],
         conditions: vec![],
+        version: Some("0.4.2".into()),
+        tunnel_mtu: Some(1420),
+        underlay_mtu: Some(1500),
+        routes: Some(RouteStatus {
+            desired: 2,
+            installed: 2,
+            missing: vec![],
+        }),
     });
     g
 }
@@ -239,12 +256,35 @@ async fn world(seeds: Vec<Seed>) -> World {
 }
 
 async fn findings(seeds: Vec<Seed>) -> Vec<plugin::Finding> {
+    findings_at(seeds, Timestamp::now()).await
+}
+
+/// The findings as of `now`, so that durations in messages are exact.
+async fn findings_at(seeds: Vec<Seed>, now: Timestamp) -> Vec<plugin::Finding> {
     let w = world(seeds).await;
     let snapshots = plugin::load_snapshots(Some(&w.kubeconfig), &w.contexts, NS)
         .await
         .expect("read both clusters");
     assert_eq!(snapshots.len(), 2);
-    plugin::diagnose(&snapshots, Timestamp::now())
+    plugin::diagnose(&snapshots, now)
+}
+
+/// A whole second, as the API server stores times.
+fn this_second() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).expect("valid")
+}
+
+fn status_of(seeds: &mut [Seed], cluster: usize) -> &mut GatewayStatus {
+    seeds[cluster].gateways[0].status.as_mut().expect("status")
+}
+
+/// The messages of `class` among `found`, with where they were seen.
+fn of_class(found: &[plugin::Finding], class: FindingClass) -> Vec<(String, String, String)> {
+    found
+        .iter()
+        .filter(|f| f.class == class)
+        .map(|f| (f.context.clone(), f.object.clone(), f.message.clone()))
+        .collect()
 }
 
 #[tokio::test]
@@ -409,7 +449,7 @@ async fn export_creates_the_service_export_once_and_refuses_a_missing_service() 
     use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 
     let w = world(healthy()).await;
-    let clients = plugin::clients(Some(&w.kubeconfig), &w.contexts)
+    let clients = plugin::clients(Some(&w.kubeconfig), &w.contexts, true)
         .await
         .expect("clients");
     let (context, client) = clients[0].clone();
@@ -448,5 +488,151 @@ async fn export_creates_the_service_export_once_and_refuses_a_missing_service() 
     assert!(
         err.to_string().contains("Service prod/nope does not exist"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn unanswered_handshakes_name_the_endpoint_and_the_port_to_open() {
+    let now = this_second();
+    let mut seeds = healthy();
+    let c = &mut status_of(&mut seeds, 0).connections[0];
+    c.state = ConnectionState::Connecting;
+    c.endpoint = Some("198.18.0.2:51820".into());
+    c.last_handshake = None;
+    c.first_attempt = Some(Time(now - SignedDuration::from_mins(2)));
+    c.handshake_attempts = Some(12);
+    let found = findings_at(seeds, now).await;
+    assert_eq!(
+        of_class(&found, FindingClass::UnansweredHandshakes),
+        vec![(
+            "kind-site-a".to_owned(),
+            "gateway/causeway/site-a-gw".to_owned(),
+            "site-a's gateway site-a-gw has sent 12 handshake initiations to 198.18.0.2:51820 (site-b, gateway site-b-gw) over 2m without an answer: \
+             allow UDP 51820 inbound to site-b's gateway (firewall/security group), or set --public-endpoint on it if it is behind NAT"
+                .to_owned()
+        )]
+    );
+
+    // Without a count, the time alone says it; under 30 s it may still be answered.
+    let mut seeds = healthy();
+    let c = &mut status_of(&mut seeds, 0).connections[0];
+    c.endpoint = Some("198.18.0.2:51820".into());
+    c.first_attempt = Some(Time(now - SignedDuration::from_secs(95)));
+    let found = findings_at(seeds.clone(), now).await;
+    let messages = of_class(&found, FindingClass::UnansweredHandshakes);
+    assert_eq!(messages.len(), 1, "{found:#?}");
+    assert!(
+        messages[0].2.contains("has been sending handshake initiations to 198.18.0.2:51820 (site-b, gateway site-b-gw) for 1m35s without an answer"),
+        "{messages:?}"
+    );
+    status_of(&mut seeds, 0).connections[0].first_attempt =
+        Some(Time(now - SignedDuration::from_secs(20)));
+    assert_eq!(findings_at(seeds, now).await, vec![]);
+}
+
+#[tokio::test]
+async fn mtu_mismatches_between_gateways_and_with_the_underlay_are_found() {
+    let mut seeds = healthy();
+    status_of(&mut seeds, 1).tunnel_mtu = Some(1380);
+    let found = findings(seeds).await;
+    assert_eq!(
+        of_class(&found, FindingClass::MtuMismatch),
+        vec![(
+            "kind-site-a".to_owned(),
+            "gateway/causeway/site-a-gw".to_owned(),
+            "site-a's gateway site-a-gw uses tunnel MTU 1420 but site-b's gateway site-b-gw uses 1380: packets of 1381 to 1420 bytes fit one way and not the other; \
+             set the same --mtu on both gateways (1380, the smaller) or give both underlays the same MTU"
+                .to_owned()
+        )]
+    );
+
+    let mut seeds = healthy();
+    status_of(&mut seeds, 1).underlay_mtu = Some(1450);
+    let found = findings(seeds).await;
+    assert_eq!(
+        of_class(&found, FindingClass::MtuMismatch),
+        vec![(
+            "kind-site-b".to_owned(),
+            "gateway/causeway/site-b-gw".to_owned(),
+            "site-b's gateway site-b-gw has tunnel MTU 1420, but its underlay MTU is 1450: with WireGuard's 60 bytes over IPv4 \
+             a full-size packet is 1480 bytes and is fragmented or dropped; set --mtu 1390 on it (or leave --mtu unset to derive it from the underlay)"
+                .to_owned()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn routes_the_kernel_refused_are_named_with_the_node() {
+    let mut seeds = healthy();
+    status_of(&mut seeds, 1).routes = Some(RouteStatus {
+        desired: 7,
+        installed: 1,
+        missing: [
+            "10.1.0.0/16",
+            "10.101.0.0/16",
+            "fd00:1::/48",
+            "fd00:101::/112",
+            "10.9.0.0/16",
+        ]
+        .map(String::from)
+        .to_vec(),
+    });
+    let found = findings(seeds).await;
+    assert_eq!(
+        of_class(&found, FindingClass::RoutesMissing),
+        vec![(
+            "kind-site-b".to_owned(),
+            "gateway/causeway/site-b-gw".to_owned(),
+            "site-b's gateway site-b-gw holds 1 of the 7 routes it should on node site-b-gw; \
+             missing: 10.1.0.0/16, 10.101.0.0/16, fd00:1::/48, fd00:101::/112, 10.9.0.0/16 and 1 more: the kernel refused them — \
+             check the log of the causeway-gateway pod on site-b-gw (`kubectl -n causeway logs`) for the route errors, and whether another route manager \
+             (the CNI, another VPN) holds routes to those CIDRs (`ip route show 10.1.0.0/16` on the node)"
+                .to_owned()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn version_skew_lists_who_runs_what() {
+    let mut seeds = healthy();
+    // site-b's controller was upgraded; its gateway and site-a were not.
+    seeds[1].endpoints[0]
+        .metadata
+        .annotations
+        .as_mut()
+        .expect("annotations")
+        .insert(VERSION_ANNOTATION.into(), "0.5.0".into());
+    let found = findings(seeds).await;
+    let listing = "site-a controller 0.4.0, site-a gateway site-a-gw 0.4.2, site-b controller 0.5.0, site-b gateway site-b-gw 0.4.2";
+    let message = |who: &str, v: &str| {
+        format!(
+            "{who} runs {v}, behind the newest release in the clusterset (0.5.0): {listing}; \
+             upgrade every cluster's Causeway (`helm upgrade` of the chart) to the same release"
+        )
+    };
+    assert_eq!(
+        of_class(&found, FindingClass::VersionSkew),
+        vec![
+            (
+                "kind-site-a".to_owned(),
+                "clusterendpoint/causeway/site-a".to_owned(),
+                message("site-a controller", "0.4.0")
+            ),
+            (
+                "kind-site-a".to_owned(),
+                "gateway/causeway/site-a-gw".to_owned(),
+                message("site-a gateway site-a-gw", "0.4.2")
+            ),
+            (
+                "kind-site-b".to_owned(),
+                "gateway/causeway/site-b-gw".to_owned(),
+                message("site-b gateway site-b-gw", "0.4.2")
+            ),
+        ]
+    );
+    // Nothing else is wrong with this clusterset.
+    assert!(
+        found.iter().all(|f| f.class == FindingClass::VersionSkew),
+        "{found:#?}"
     );
 }

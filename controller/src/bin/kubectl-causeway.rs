@@ -1,13 +1,18 @@
-//! `kubectl causeway`: show and diagnose a Causeway clusterset through one or several
-//! kubeconfig contexts at once. Thin: reading, findings and tables live in
-//! `causeway_controller::plugin`.
+//! `kubectl causeway`: show, diagnose, verify and benchmark a Causeway clusterset through
+//! one or several kubeconfig contexts at once. Thin: reading, findings, checks and tables
+//! live in `causeway_controller::plugin`.
 
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Result;
-use causeway_controller::plugin::{self, export, show, ClusterSnapshot};
+use anyhow::{bail, Context, Result};
+use causeway_controller::plugin::benchmark::{self, BenchLine, BenchParams, BenchResult};
+use causeway_controller::plugin::verify::{self, ClusterResult, Outcome};
+use causeway_controller::plugin::{self, export, show, ClusterSnapshot, PluginError};
 use clap::{Parser, Subcommand, ValueEnum};
+use futures::{AsyncBufReadExt, StreamExt};
+use kube::Client;
 use serde::Serialize;
 
 /// Show and diagnose a Causeway clusterset across kubeconfig contexts.
@@ -51,6 +56,31 @@ enum Command {
     Export {
         /// The Service, as namespace/name (a bare name is in `default`).
         service: String,
+    },
+    /// Check every pair of clusters end to end from their active gateways: tunnel up, fresh
+    /// RTT, exported services resolving (and accepting TCP); exit 1 when a check fails.
+    Verify {
+        /// Only this exported service, as namespace/name; repeat for several (default: every ServiceImport).
+        #[arg(long = "service", value_name = "NAMESPACE/NAME")]
+        services: Vec<String>,
+        /// Skip the DNS and TCP checks of exported services.
+        #[arg(long)]
+        no_dns: bool,
+    },
+    /// Measure TCP throughput and RTT from one cluster's active gateway to another's, through the tunnel.
+    Benchmark {
+        /// Where to measure from: a kubeconfig context, or the cluster ID of one of --context.
+        from: String,
+        /// Where to measure to: a kubeconfig context or a cluster ID.
+        to: String,
+        /// Seconds of throughput measurement.
+        #[arg(long, default_value_t = benchmark::DEFAULT_SECONDS,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(benchmark::MAX_SECONDS)))]
+        seconds: u32,
+        /// Parallel TCP streams.
+        #[arg(long, default_value_t = benchmark::DEFAULT_STREAMS,
+              value_parser = clap::value_parser!(u32).range(1..=i64::from(benchmark::MAX_STREAMS)))]
+        streams: u32,
     },
 }
 
@@ -191,6 +221,236 @@ fn show_rows(output: Output, what: What, snapshots: &[ClusterSnapshot]) -> Resul
     }
 }
 
+/// How long `verify` waits for one cluster's answer (a gateway needs about two seconds).
+const ASK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long `benchmark` waits for the next line (they come twice a second).
+const LINE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// A client (that reports a gateway's 503 at once) and a snapshot per context, read all at once.
+async fn read_with_clients(
+    kubeconfig: Option<&Path>,
+    contexts: &[String],
+    namespace: &str,
+) -> Result<Vec<(Client, ClusterSnapshot)>, PluginError> {
+    let clients = plugin::clients(kubeconfig, contexts, false).await?;
+    let reads = clients.into_iter().map(|(context, client)| async move {
+        let snapshot =
+            plugin::snapshot::snapshot(client.clone(), context, namespace.to_owned()).await?;
+        Ok::<_, PluginError>((client, snapshot))
+    });
+    futures::future::try_join_all(reads).await
+}
+
+async fn run_verify(cli: &Cli, only: &[String], no_dns: bool) -> Result<ExitCode> {
+    for wanted in only {
+        if wanted
+            .split_once('/')
+            .is_none_or(|(ns, name)| ns.is_empty() || name.is_empty())
+        {
+            bail!(
+                "--service {wanted:?} is not a service; write it as namespace/name, e.g. prod/db"
+            );
+        }
+    }
+    let clusters =
+        read_with_clients(cli.kubeconfig.as_deref(), &cli.contexts, &cli.namespace).await?;
+    let snapshots: Vec<ClusterSnapshot> = clusters.iter().map(|(_, s)| s.clone()).collect();
+    let services = match no_dns {
+        true => Vec::new(),
+        false => verify::services_to_check(&snapshots, only),
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let asks = clusters.iter().map(|(client, s)| {
+        let services = &services;
+        async move {
+            let ask = async {
+                let pod = verify::find_gateway_pod(client, s, now).await?;
+                pod.verify(client, services).await
+            };
+            // One cluster's API server or gateway hanging must not hang the whole check.
+            let answer = match tokio::time::timeout(ASK_TIMEOUT, ask).await {
+                Ok(answer) => answer.map_err(|e| e.to_string()),
+                Err(_) => Err(format!(
+                    "context {:?}: no answer from the API server or the active gateway within {ASK_TIMEOUT:?}",
+                    s.context
+                )),
+            };
+            ClusterResult {
+                cluster: s.cluster_id().to_owned(),
+                answer,
+            }
+        }
+    });
+    let results = futures::future::join_all(asks).await;
+    let rows = verify::rows(&results, &services);
+    print(
+        cli.output,
+        &rows,
+        &["FROM", "TO", "CHECK", "RESULT", "DETAIL"],
+        |r| {
+            vec![
+                r.from.clone(),
+                r.to.clone(),
+                r.check.clone(),
+                match r.outcome {
+                    Outcome::Ok => "ok".into(),
+                    Outcome::Fail => "FAIL".into(),
+                },
+                r.detail.clone(),
+            ]
+        },
+    )?;
+    let failed: Vec<_> = rows.iter().filter(|r| r.outcome == Outcome::Fail).collect();
+    if cli.output == Output::Table && !failed.is_empty() {
+        println!();
+        for r in &failed {
+            println!("FAIL {} -> {} {}: {}", r.from, r.to, r.check, r.detail);
+            if let Some(fix) = &r.fix {
+                println!("  fix: {fix}");
+            }
+        }
+    }
+    Ok(if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The kubeconfig's context names, to tell a context from a cluster ID.
+fn context_names(kubeconfig: Option<&Path>) -> Result<Vec<String>, PluginError> {
+    let config = match kubeconfig {
+        Some(path) => kube::config::Kubeconfig::read_from(path),
+        None => kube::config::Kubeconfig::read(),
+    }
+    .map_err(|source| PluginError::Kubeconfig {
+        path: kubeconfig.map(|p| p.display().to_string()),
+        source,
+    })?;
+    Ok(config.contexts.into_iter().map(|c| c.name).collect())
+}
+
+async fn run_benchmark(
+    cli: &Cli,
+    from: &str,
+    to: &str,
+    seconds: u32,
+    streams: u32,
+) -> Result<ExitCode> {
+    let kubeconfig = cli.kubeconfig.as_deref();
+    let known = context_names(kubeconfig)?;
+    let mut contexts = cli.contexts.clone();
+    for name in [from, to] {
+        if known.iter().any(|k| k == name) && !contexts.iter().any(|c| c == name) {
+            contexts.push(name.to_owned());
+        }
+    }
+    let clusters = read_with_clients(kubeconfig, &contexts, &cli.namespace).await?;
+    let matches = |s: &ClusterSnapshot, name: &str| s.context == name || s.cluster_id() == name;
+    let read: Vec<String> = clusters
+        .iter()
+        .map(|(_, s)| format!("{} (cluster {})", s.context, s.cluster_id()))
+        .collect();
+    let Some((client, source)) = clusters.iter().find(|(_, s)| matches(s, from)) else {
+        bail!("{from:?} is neither a kubeconfig context nor the cluster ID of a context read ({}); pass it as a context (`kubectl config get-contexts`) or add its context with --context", read.join(", "));
+    };
+    let to_id = clusters
+        .iter()
+        .find(|(_, s)| matches(s, to))
+        .map_or(to, |(_, s)| s.cluster_id())
+        .to_owned();
+    if to_id == source.cluster_id() {
+        bail!("{from:?} and {to:?} are both cluster {to_id}; benchmark two different clusters");
+    }
+    let params = BenchParams::new(&to_id, seconds, streams)?;
+    let pod = verify::find_gateway_pod(client, source, k8s_openapi::jiff::Timestamp::now()).await?;
+    let from_id = source.cluster_id().to_owned();
+    let bar = std::io::stderr().is_terminal();
+    eprintln!(
+        "benchmark {from_id} -> {to_id}: {seconds} s, {streams} stream{} from gateway pod {}/{} on {}",
+        if streams == 1 { "" } else { "s" },
+        pod.namespace,
+        pod.pod,
+        pod.node
+    );
+    let body = pod.stream(client, &params.path()).await?;
+    let mut lines = body.lines();
+    let mut result: Option<BenchResult> = None;
+    loop {
+        let Ok(next) = tokio::time::timeout(LINE_TIMEOUT, lines.next()).await else {
+            bail!(
+                "gateway pod {} sent nothing for {LINE_TIMEOUT:?}; check its log",
+                pod.pod
+            );
+        };
+        let Some(line) = next else { break };
+        let line =
+            line.with_context(|| format!("reading the benchmark from gateway pod {}", pod.pod))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let parsed: BenchLine = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "gateway pod {} sent {line:?}; is it older than this plugin?",
+                pod.pod
+            )
+        })?;
+        match parsed {
+            BenchLine::Latency { probes_sent, rtt } => match rtt {
+                Some(r) => eprintln!(
+                    "idle rtt: min {:.3} ms, avg {:.3} ms, p99 {:.3} ms ({}/{probes_sent} probes)",
+                    r.min_ms, r.avg_ms, r.p99_ms, r.samples
+                ),
+                None => eprintln!("idle rtt: none of {probes_sent} probes answered"),
+            },
+            BenchLine::Progress {
+                elapsed_seconds,
+                bytes,
+            } => {
+                let text = benchmark::progress_text(
+                    &from_id,
+                    &to_id,
+                    elapsed_seconds,
+                    seconds,
+                    bytes,
+                    bar,
+                );
+                if bar {
+                    eprint!("\r{text}");
+                    let _ = std::io::stderr().flush();
+                } else {
+                    eprintln!("{text}");
+                }
+            }
+            BenchLine::Result(mut r) => {
+                r.from = from_id.clone();
+                result = Some(r);
+            }
+            BenchLine::Error { message } => {
+                if bar {
+                    eprintln!();
+                }
+                bail!("gateway pod {} ({from_id}): {message}", pod.pod);
+            }
+        }
+    }
+    if bar {
+        eprintln!();
+    }
+    let Some(result) = result else {
+        bail!(
+            "gateway pod {} ended the benchmark without figures; check its log",
+            pod.pod
+        );
+    };
+    match cli.output {
+        Output::Table => print!("{}", benchmark::summary(&result)),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&result)?),
+        Output::Yaml => print!("{}", serde_yaml::to_string(&result)?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn run(cli: Cli) -> Result<ExitCode> {
     let kubeconfig = cli.kubeconfig.as_deref();
     let read = || plugin::load_snapshots(kubeconfig, &cli.contexts, &cli.namespace);
@@ -227,7 +487,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Export { service } => {
             let (namespace, name) = export::parse_target(service)?;
-            for (context, client) in plugin::clients(kubeconfig, &cli.contexts).await? {
+            for (context, client) in plugin::clients(kubeconfig, &cli.contexts, true).await? {
                 let what = match export::export_service(client, &context, &namespace, &name).await?
                 {
                     export::ExportOutcome::Created => "exported",
@@ -237,6 +497,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Verify { services, no_dns } => run_verify(&cli, services, *no_dns).await,
+        Command::Benchmark {
+            from,
+            to,
+            seconds,
+            streams,
+        } => run_benchmark(&cli, from, to, *seconds, *streams).await,
     }
 }
 

@@ -426,8 +426,11 @@ mod tests {
                 rtt_max: None,
                 rx_bytes,
                 tx_bytes: rx_bytes,
+                first_attempt: None,
+                handshake_attempts: None,
             }],
             conditions: vec![],
+            ..GatewayStatus::default()
         });
         gateway
     }

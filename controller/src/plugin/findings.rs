@@ -2,18 +2,24 @@
 //! clusters. Pure: the same snapshots and the same `now` give the same findings, each
 //! naming the object and what to do. CIDR overlaps, duplicate IDs and bad keys come
 //! from `causeway_crds::validate`, the same checks the controller refuses objects with.
+//!
+//! Thresholds: handshakes count as unanswered once a gateway has had no answer for
+//! [`UNANSWERED_AFTER`] (and, when it counts them, sent at least
+//! [`UNANSWERED_ATTEMPTS`] initiations): WireGuard retries every 5 s, so that is six
+//! tries, well past a slow first answer. Versions are skewed when their major.minor
+//! differs; patch releases mix freely.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use causeway_crds::names::gateway_lease;
+use causeway_crds::names::{gateway_lease, VERSION_ANNOTATION};
 use causeway_crds::validate::{object_name, validate_clusterset, validate_endpoint};
-use causeway_crds::{ClusterEndpoint, ConnectionState, GatewayRole};
-use k8s_openapi::api::coordination::v1::Lease;
+use causeway_crds::{ClusterEndpoint, ConnectionState, ConnectionStatus, Gateway, GatewayRole};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
 use super::snapshot::ClusterSnapshot;
+use crate::local::lease_holder;
 
 /// What kind of problem a finding is; stable names for scripts (`-o json`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -43,7 +49,24 @@ pub enum FindingClass {
     ExportInvalid,
     /// A ServiceExport conflicts with another cluster's export of the same service.
     ExportConflict,
+    /// The active gateway keeps sending handshake initiations to a remote gateway that never answers.
+    UnansweredHandshakes,
+    /// Connected gateways use different tunnel MTUs, or a tunnel MTU too large for its underlay.
+    MtuMismatch,
+    /// A gateway candidate's node lacks some of the routes it should hold.
+    RoutesMissing,
+    /// Components of the clusterset run releases with different major.minor versions.
+    VersionSkew,
 }
+
+/// No answer for this long to handshake initiations makes them unanswered.
+pub const UNANSWERED_AFTER: SignedDuration = SignedDuration::from_secs(30);
+/// At least this many initiations, when the gateway counts them, make them unanswered.
+pub const UNANSWERED_ATTEMPTS: u64 = 3;
+/// Bytes WireGuard adds to a packet over an IPv4 underlay (IPv4 20, UDP 8, WireGuard 32).
+pub const WIREGUARD_OVERHEAD_V4: u32 = 60;
+/// Bytes WireGuard adds to a packet over an IPv6 underlay (IPv6 40, UDP 8, WireGuard 32).
+pub const WIREGUARD_OVERHEAD_V6: u32 = 80;
 
 impl FindingClass {
     /// The kebab-case name, as in JSON output.
@@ -61,6 +84,10 @@ impl FindingClass {
             Self::MissingConnection => "missing-connection",
             Self::ExportInvalid => "export-invalid",
             Self::ExportConflict => "export-conflict",
+            Self::UnansweredHandshakes => "unanswered-handshakes",
+            Self::MtuMismatch => "mtu-mismatch",
+            Self::RoutesMissing => "routes-missing",
+            Self::VersionSkew => "version-skew",
         }
     }
 }
@@ -91,10 +118,15 @@ pub fn diagnose(snapshots: &[ClusterSnapshot], now: Timestamp) -> Vec<Finding> {
     for s in snapshots {
         endpoints(s, &mut out);
         gateways(s, now, &mut out);
+        handshakes(s, now, &mut out);
+        underlay_mtu(s, now, &mut out);
+        routes(s, &mut out);
         exports(s, &mut out);
     }
     clusterset(snapshots, &mut out);
     mirrors(snapshots, &mut out);
+    tunnel_mtus(snapshots, now, &mut out);
+    versions(snapshots, &mut out);
     out.into_iter().collect()
 }
 
@@ -179,15 +211,6 @@ fn endpoints(s: &ClusterSnapshot, out: &mut BTreeSet<Finding>) {
     }
 }
 
-/// Whether a Lease is held and unexpired at `now`.
-fn lease_holder(lease: &Lease, now: Timestamp) -> Option<&str> {
-    let spec = lease.spec.as_ref()?;
-    let holder = spec.holder_identity.as_deref().filter(|h| !h.is_empty())?;
-    let renewed = spec.renew_time.as_ref().or(spec.acquire_time.as_ref())?.0;
-    let duration = SignedDuration::from_secs(i64::from(spec.lease_duration_seconds.unwrap_or(0)));
-    (renewed + duration > now).then_some(holder)
-}
-
 /// The active gateway, and its connections to every remote cluster this cluster mirrors.
 fn gateways(s: &ClusterSnapshot, now: Timestamp, out: &mut BTreeSet<Finding>) {
     let Some(local) = s.local() else { return };
@@ -201,16 +224,7 @@ fn gateways(s: &ClusterSnapshot, now: Timestamp, out: &mut BTreeSet<Finding>) {
         .iter()
         .find(|l| l.metadata.name.as_deref() == Some(&lease_name));
     let holder = lease.and_then(|l| lease_holder(l, now));
-    let ours = || s.gateways.iter().filter(|g| g.spec.cluster_id == *id);
-    let reporting_active = ours()
-        .filter(|g| g.status.as_ref().and_then(|st| st.role) == Some(GatewayRole::Active))
-        .collect::<Vec<_>>();
-    // The Lease names the active gateway; a gateway holding over without the API server
-    // still says `active` itself, which is enough to carry traffic.
-    let active = holder
-        .and_then(|h| ours().find(|g| g.metadata.name.as_deref() == Some(h)))
-        .or_else(|| reporting_active.first().copied());
-    let Some(active) = active else {
+    let Some(active) = active_gateway(s, now) else {
         let lease_state = match (lease, holder) {
             (None, _) => format!("Lease {lease_name} does not exist"),
             (Some(_), None) => format!("Lease {lease_name} is expired or unheld"),
@@ -271,6 +285,295 @@ fn gateways(s: &ClusterSnapshot, now: Timestamp, out: &mut BTreeSet<Finding>) {
                 format!(
                     "the active gateway {gw_name} of {id:?} reports no tunnel to {remote:?}, whose ClusterEndpoint is mirrored here; \
                      the gateway may not have seen the mirror yet or refused it — see its logs"
+                ),
+            );
+        }
+    }
+}
+
+/// This cluster's active gateway: the one the gateway Lease names, else one that says
+/// it is active (a gateway holding over without the API server still carries traffic).
+/// The cluster's active gateway: the gateway Lease's holder, else a Gateway saying it is
+/// active (one holding over without the API server still carries traffic).
+pub fn active_gateway(s: &ClusterSnapshot, now: Timestamp) -> Option<&Gateway> {
+    let id = s.cluster_id();
+    let lease_name = gateway_lease(id);
+    let holder = s
+        .leases
+        .iter()
+        .find(|l| l.metadata.name.as_deref() == Some(&lease_name))
+        .and_then(|l| lease_holder(l, now));
+    let ours = || s.gateways.iter().filter(|g| g.spec.cluster_id == id);
+    holder
+        .and_then(|h| ours().find(|g| g.metadata.name.as_deref() == Some(h)))
+        .or_else(|| {
+            ours().find(|g| g.status.as_ref().and_then(|st| st.role) == Some(GatewayRole::Active))
+        })
+}
+
+fn gateway_name(g: &Gateway) -> &str {
+    g.metadata.name.as_deref().unwrap_or_default()
+}
+
+fn gateway_ref(s: &ClusterSnapshot, g: &Gateway) -> String {
+    format!("gateway/{}/{}", s.namespace, gateway_name(g))
+}
+
+/// A duration for people: `45s`, `2m`, `2m5s`, `1h5m`.
+pub fn human_duration(d: SignedDuration) -> String {
+    let secs = d.as_secs().max(0);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 if secs % 60 == 0 => format!("{}m", secs / 60),
+        60..3600 => format!("{}m{}s", secs / 60, secs % 60),
+        _ => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+    }
+}
+
+/// Handshake initiations the active gateway keeps sending without an answer: the remote
+/// gateway's UDP port is not reachable from here (a firewall, or NAT without a mapping).
+fn handshakes(s: &ClusterSnapshot, now: Timestamp, out: &mut BTreeSet<Finding>) {
+    let Some(gw) = active_gateway(s, now) else {
+        return;
+    };
+    let id = s.cluster_id();
+    let connections = gw.status.iter().flat_map(|st| st.connections.iter());
+    for c in connections {
+        let Some(first) = c.first_attempt.as_ref().map(|t| t.0) else {
+            continue;
+        };
+        let unanswered = now.duration_since(first);
+        let attempts = c.handshake_attempts;
+        if unanswered <= UNANSWERED_AFTER || attempts.is_some_and(|n| n < UNANSWERED_ATTEMPTS) {
+            continue;
+        }
+        push(
+            out,
+            s,
+            FindingClass::UnansweredHandshakes,
+            gateway_ref(s, gw),
+            unanswered_message(s, id, gateway_name(gw), c, unanswered),
+        );
+    }
+}
+
+fn unanswered_message(
+    s: &ClusterSnapshot,
+    id: &str,
+    gw: &str,
+    c: &ConnectionStatus,
+    unanswered: SignedDuration,
+) -> String {
+    let remote = &c.cluster_id;
+    let endpoint = c.endpoint.as_deref().unwrap_or("the remote gateway");
+    let port = c
+        .endpoint
+        .as_deref()
+        .and_then(|e| e.parse::<std::net::SocketAddr>().ok())
+        .map_or(51820, |e| e.port());
+    // Which of the remote cluster's gateways that is, from the mirror of its ClusterEndpoint.
+    let node = s
+        .mirrors()
+        .filter(|m| m.spec.cluster_id == *remote)
+        .flat_map(|m| m.spec.gateways.iter())
+        .find(|g| Some(g.public_endpoint.as_str()) == c.endpoint.as_deref())
+        .map(|g| format!(", gateway {}", g.node_name))
+        .unwrap_or_default();
+    let sent = match c.handshake_attempts {
+        Some(n) => {
+            format!("has sent {n} handshake initiations to {endpoint} ({remote}{node}) over")
+        }
+        None => {
+            format!("has been sending handshake initiations to {endpoint} ({remote}{node}) for")
+        }
+    };
+    format!(
+        "{id}'s gateway {gw} {sent} {} without an answer: allow UDP {port} inbound to {remote}'s gateway \
+         (firewall/security group), or set --public-endpoint on it if it is behind NAT",
+        human_duration(unanswered)
+    )
+}
+
+/// WireGuard's overhead on the underlay a gateway's public endpoint is on.
+fn overhead(g: &Gateway) -> (u32, &'static str) {
+    match g
+        .spec
+        .endpoint
+        .public_endpoint
+        .parse::<std::net::SocketAddr>()
+    {
+        Ok(std::net::SocketAddr::V6(_)) => (WIREGUARD_OVERHEAD_V6, "IPv6"),
+        _ => (WIREGUARD_OVERHEAD_V4, "IPv4"),
+    }
+}
+
+/// A tunnel MTU whose encapsulated packets do not fit the underlay.
+fn underlay_mtu(s: &ClusterSnapshot, now: Timestamp, out: &mut BTreeSet<Finding>) {
+    let Some(gw) = active_gateway(s, now) else {
+        return;
+    };
+    let Some(st) = &gw.status else { return };
+    let (Some(tunnel), Some(underlay)) = (st.tunnel_mtu, st.underlay_mtu) else {
+        return;
+    };
+    let (overhead, family) = overhead(gw);
+    if tunnel + overhead <= underlay {
+        return;
+    }
+    push(
+        out,
+        s,
+        FindingClass::MtuMismatch,
+        gateway_ref(s, gw),
+        format!(
+            "{}'s gateway {} has tunnel MTU {tunnel}, but its underlay MTU is {underlay}: with WireGuard's {overhead} bytes over {family} \
+             a full-size packet is {} bytes and is fragmented or dropped; set --mtu {} on it (or leave --mtu unset to derive it from the underlay)",
+            s.cluster_id(),
+            gateway_name(gw),
+            tunnel + overhead,
+            underlay.saturating_sub(overhead)
+        ),
+    );
+}
+
+/// Connected clusters whose active gateways use different tunnel MTUs: packets that fit
+/// one direction do not fit the other. Reported once per pair, where the MTU is larger.
+fn tunnel_mtus(snapshots: &[ClusterSnapshot], now: Timestamp, out: &mut BTreeSet<Finding>) {
+    let actives: Vec<(&ClusterSnapshot, &Gateway, u32)> = snapshots
+        .iter()
+        .filter_map(|s| {
+            let gw = active_gateway(s, now)?;
+            let mtu = gw.status.as_ref()?.tunnel_mtu?;
+            Some((s, gw, mtu))
+        })
+        .collect();
+    let connected = |from: &Gateway, to: &ClusterSnapshot| {
+        from.status
+            .iter()
+            .flat_map(|st| st.connections.iter())
+            .any(|c| c.cluster_id == to.cluster_id())
+    };
+    for (s, gw, mtu) in &actives {
+        for (other, other_gw, other_mtu) in &actives {
+            if other_mtu >= mtu || !(connected(gw, other) || connected(other_gw, s)) {
+                continue;
+            }
+            push(
+                out,
+                s,
+                FindingClass::MtuMismatch,
+                gateway_ref(s, gw),
+                format!(
+                    "{}'s gateway {} uses tunnel MTU {mtu} but {}'s gateway {} uses {other_mtu}: packets of {} to {mtu} bytes fit one way and not the other; \
+                     set the same --mtu on both gateways ({other_mtu}, the smaller) or give both underlays the same MTU",
+                    s.cluster_id(),
+                    gateway_name(gw),
+                    other.cluster_id(),
+                    gateway_name(other_gw),
+                    other_mtu + 1
+                ),
+            );
+        }
+    }
+}
+
+/// Gateway candidates (active or passive) whose node lacks routes it should hold. Route
+/// agents have no Gateway object and are not seen here.
+fn routes(s: &ClusterSnapshot, out: &mut BTreeSet<Finding>) {
+    let id = s.cluster_id();
+    for gw in s.gateways.iter().filter(|g| g.spec.cluster_id == id) {
+        let Some(r) = gw.status.as_ref().and_then(|st| st.routes.as_ref()) else {
+            continue;
+        };
+        if r.installed >= r.desired {
+            continue;
+        }
+        let missing = r.desired - r.installed;
+        let more = if (missing as usize) > r.missing.len() {
+            format!(" and {} more", missing as usize - r.missing.len())
+        } else {
+            String::new()
+        };
+        let node = &gw.spec.endpoint.node_name;
+        push(
+            out,
+            s,
+            FindingClass::RoutesMissing,
+            gateway_ref(s, gw),
+            format!(
+                "{id}'s gateway {} holds {} of the {} routes it should on node {node}; missing: {}{more}: the kernel refused them — \
+                 check the log of the causeway-gateway pod on {node} (`kubectl -n {} logs`) for the route errors, and whether another route manager \
+                 (the CNI, another VPN) holds routes to those CIDRs (`ip route show {}` on the node)",
+                gateway_name(gw),
+                r.installed,
+                r.desired,
+                r.missing.join(", "),
+                s.namespace,
+                r.missing.first().map_or("<cidr>", String::as_str)
+            ),
+        );
+    }
+}
+
+/// The major.minor of a version, as numbers to order by; `None` when it is not `x.y…`.
+fn major_minor(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.trim_start_matches('v').split(['.', '-', '+']);
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// Components (controllers, gateways) of the clusterset on different major.minor releases:
+/// each one behind the newest is a finding listing who runs what.
+fn versions(snapshots: &[ClusterSnapshot], out: &mut BTreeSet<Finding>) {
+    // (snapshot, object, who, version)
+    let mut components: Vec<(&ClusterSnapshot, String, String, &str)> = Vec::new();
+    for s in snapshots {
+        let id = s.cluster_id();
+        if let Some(local) = s.local() {
+            let annotation = local
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(VERSION_ANNOTATION));
+            if let Some(v) = annotation {
+                components.push((s, endpoint_ref(s, local), format!("{id} controller"), v));
+            }
+        }
+        for gw in s.gateways.iter().filter(|g| g.spec.cluster_id == id) {
+            if let Some(v) = gw.status.as_ref().and_then(|st| st.version.as_deref()) {
+                components.push((
+                    s,
+                    gateway_ref(s, gw),
+                    format!("{id} gateway {}", gateway_name(gw)),
+                    v,
+                ));
+            }
+        }
+    }
+    let releases: BTreeMap<(u64, u64), &str> = components
+        .iter()
+        .filter_map(|(_, _, _, v)| Some((major_minor(v)?, *v)))
+        .collect();
+    let Some((newest, newest_text)) = releases.last_key_value() else {
+        return;
+    };
+    if releases.len() < 2 {
+        return;
+    }
+    let listing = components
+        .iter()
+        .map(|(_, _, who, v)| format!("{who} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    for (s, object, who, v) in &components {
+        if major_minor(v).is_some_and(|mm| mm < *newest) {
+            push(
+                out,
+                s,
+                FindingClass::VersionSkew,
+                object.clone(),
+                format!(
+                    "{who} runs {v}, behind the newest release in the clusterset ({newest_text}): {listing}; \
+                     upgrade every cluster's Causeway (`helm upgrade` of the chart) to the same release"
                 ),
             );
         }

@@ -119,9 +119,14 @@ pub fn is_local(ep: &ClusterEndpoint) -> bool {
 }
 
 /// A client per context: the named ones, else the kubeconfig's current context.
+///
+/// `retry: false` turns off kube's retries of 503 and 429. Through the pod proxy a 503
+/// means "the gateway does not answer", which is the finding, and the default policy
+/// would retry it with growing waits for minutes.
 pub async fn clients(
     kubeconfig: Option<&Path>,
     contexts: &[String],
+    retry: bool,
 ) -> Result<Vec<(String, Client)>, PluginError> {
     let config = match kubeconfig {
         Some(path) => Kubeconfig::read_from(path),
@@ -147,9 +152,10 @@ pub async fn clients(
                 context: name.clone(),
                 source,
             };
-        let client_config = kube::Config::from_custom_kubeconfig(config.clone(), &options)
+        let mut client_config = kube::Config::from_custom_kubeconfig(config.clone(), &options)
             .await
             .map_err(|e| context_error(Box::new(e)))?;
+        client_config.default_retry = retry;
         let client = Client::try_from(client_config).map_err(|e| context_error(Box::new(e)))?;
         out.push((name, client));
     }
@@ -162,7 +168,7 @@ pub async fn load_snapshots(
     contexts: &[String],
     namespace: &str,
 ) -> Result<Vec<ClusterSnapshot>, PluginError> {
-    let clients = clients(kubeconfig, contexts).await?;
+    let clients = clients(kubeconfig, contexts, true).await?;
     let reads = clients
         .into_iter()
         .map(|(context, client)| snapshot(client, context, namespace.to_owned()));

@@ -420,6 +420,16 @@ fn triggers(config: &SyncConfig) -> Vec<Triggers> {
 /// A failed pass is logged and retried at the next change or resync; it never
 /// ends the loop. Returns the number of passes run.
 pub async fn run(config: SyncConfig, shutdown: impl Future<Output = ()>) -> u64 {
+    run_reporting(config, shutdown, |_| {}).await
+}
+
+/// [`run`], telling `reported` the outcome of every pass (`Some` with the error of a
+/// failed one), e.g. for the readiness probe.
+pub async fn run_reporting(
+    config: SyncConfig,
+    shutdown: impl Future<Output = ()>,
+    reported: impl Fn(Option<String>),
+) -> u64 {
     let span = info_span!("broker_sync", cluster = %config.cluster_id);
     async move {
         info!(
@@ -433,13 +443,16 @@ pub async fn run(config: SyncConfig, shutdown: impl Future<Output = ()>) -> u64 
             "broker sync started"
         );
         let config = &config;
+        let reported = &reported;
         let passes = run_passes(
             triggers(config),
             config.resync,
             config.debounce,
             shutdown,
             |passes| async move {
-                match config.sync_once().await {
+                let outcome = config.sync_once().await;
+                reported(outcome.as_ref().err().map(ToString::to_string));
+                match outcome {
                     Ok(report) if report.wrote() => info!(?report, "sync pass changed objects"),
                     // The first pass is the one an operator (or a test) waits for after a
                     // restart: it proves the controller is in sync without having written.

@@ -13,8 +13,10 @@
 //! - A broker object claiming this cluster's ID under another name is refused
 //!   (whatever its age): the object named after the ID is the cluster's own.
 //! - The same spec is written locally as the *local copy*: ClusterEndpoint
-//!   `<cluster-id>` in the local namespace, labelled [`LOCAL_LABEL`]`=true`, created
-//!   or replaced only when its spec or labels differ. A local object of that name
+//!   `<cluster-id>` in the local namespace, labelled [`LOCAL_LABEL`]`=true` and
+//!   annotated [`VERSION_ANNOTATION`] with this controller's release (so `kubectl
+//!   causeway diagnose` sees version skew), created or replaced only when its spec,
+//!   labels or that annotation differ. A local object of that name
 //!   that is neither labelled so nor a mirror is someone else's: reported, untouched.
 //!   (A stale mirror of that name is taken over as the local copy.)
 //! - The `Valid` condition about our own object goes on the broker object and on
@@ -41,7 +43,7 @@ use crate::local::LocalSpecError;
 
 // Re-exported so that callers importing them from here keep compiling; the one
 // definition is in `causeway_crds::names`.
-use causeway_crds::names::has_true_label;
+use causeway_crds::names::{has_true_label, VERSION_ANNOTATION};
 pub use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL};
 
 /// The condition type written on this cluster's own broker object and local copy.
@@ -496,19 +498,27 @@ fn plan_local_copy(
     match desired {
         Ok(Some(spec)) => {
             let labels = local_labels(existing.and_then(|o| o.metadata.labels.as_ref()));
+            let annotations =
+                local_annotations(existing.and_then(|o| o.metadata.annotations.as_ref()));
             plan.local_upsert = match existing {
                 None => Some(Upsert::Create(ClusterEndpoint {
                     metadata: ObjectMeta {
                         name: Some(local_cluster.to_owned()),
                         labels: Some(labels),
+                        annotations: Some(annotations),
                         ..ObjectMeta::default()
                     },
                     spec: (*spec).clone(),
                     status: None,
                 })),
-                Some(o) if o.spec != **spec || o.metadata.labels.as_ref() != Some(&labels) => {
+                Some(o)
+                    if o.spec != **spec
+                        || o.metadata.labels.as_ref() != Some(&labels)
+                        || o.metadata.annotations.as_ref() != Some(&annotations) =>
+                {
                     let mut metadata = o.metadata.clone();
                     metadata.labels = Some(labels);
+                    metadata.annotations = Some(annotations);
                     Some(Upsert::Replace(ClusterEndpoint {
                         metadata,
                         spec: (*spec).clone(),
@@ -558,6 +568,16 @@ fn local_labels(existing: Option<&BTreeMap<String, String>>) -> BTreeMap<String,
     labels.remove(SOURCE_CLUSTER_LABEL);
     labels.insert(LOCAL_LABEL.to_owned(), "true".to_owned());
     labels
+}
+
+/// The annotations of the local copy: `existing` ones kept, our release set.
+fn local_annotations(existing: Option<&BTreeMap<String, String>>) -> BTreeMap<String, String> {
+    let mut annotations = existing.cloned().unwrap_or_default();
+    annotations.insert(
+        VERSION_ANNOTATION.to_owned(),
+        env!("CARGO_PKG_VERSION").to_owned(),
+    );
+    annotations
 }
 
 /// The labels of a mirror of `cluster_id`: `existing` ones kept, ours set.

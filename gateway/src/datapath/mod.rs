@@ -37,9 +37,15 @@ const BUF_SIZE: usize = 65_535;
 const OVERHEAD: usize = 148;
 /// WireGuard's bytes around each inner packet: 16 of header, 16 of tag.
 const DATA_OVERHEAD: usize = 32;
-/// Encrypted datagrams of one TSO super-packet: 64 KiB at the smallest MSS Linux sends
-/// (48 bytes), each with up to 120 bytes of headers and WireGuard's 32.
-const WIRE_ARENA: usize = MAX_PACKET + (MAX_PACKET / 48 + 1) * (120 + DATA_OVERHEAD) + OVERHEAD;
+/// Room the encrypted datagrams of one `len`-byte TUN read can take at most: segments at
+/// the smallest MSS Linux sends (48 bytes), each with up to 120 bytes of headers and
+/// WireGuard's 32, plus a handshake.
+const fn wire_room(len: usize) -> usize {
+    len + (len / 48 + 1) * (120 + DATA_OVERHEAD) + OVERHEAD
+}
+/// Encrypted datagrams waiting to be sent: room for one TSO super-packet at worst, and for
+/// hundreds of small packets (acknowledgements) gathered over several TUN reads.
+const WIRE_ARENA: usize = wire_room(MAX_PACKET);
 /// How long a blocked read waits before checking whether to stop.
 const POLL: Duration = Duration::from_millis(200);
 /// How often handshake, rekey and keepalive timers run (boringtun's own device uses 250 ms).
@@ -259,11 +265,13 @@ impl Datapath {
             let Some(slot) = state.by_index(*index) else {
                 continue;
             };
+            let current = slot == state.current;
             let session = &mut state.sessions[slot];
             if let (TunnResult::WriteToNetwork(init), Some(to)) = (
                 session.tunn.format_handshake_initiation(&mut buf, false),
                 session.endpoint,
             ) {
+                count_initiation(&peer.counters, init, current);
                 send_udp(&self.shared, init, to);
             }
         }
@@ -447,6 +455,7 @@ impl Datapath {
                     tx_packets: c.tx_packets.load(Ordering::Relaxed),
                     handshakes: c.handshakes.load(Ordering::Relaxed),
                     last_handshake: (ms > 0).then(|| UNIX_EPOCH + Duration::from_millis(ms)),
+                    unanswered_initiations: c.initiations.load(Ordering::Relaxed),
                     rtt: None,
                 }
             })
@@ -524,23 +533,39 @@ fn io_loop(shared: &Shared) -> std::io::Result<()> {
 const DRAIN_LIMIT: usize = 64;
 
 /// Reads and sends whatever the TUN interface holds now, without waiting.
+///
+/// Datagrams are gathered over the reads and sent when the TUN interface is empty (or the
+/// arena full): a burst of small packets to one peer, such as the acknowledgements of a
+/// bulk stream, leaves in one GSO send instead of one `sendto` each, and arrives in one
+/// GRO receive. A lone packet (a ping, a query) leaves after the one read that finds
+/// nothing more, exactly as soon as before.
 fn drain_tun(shared: &Shared, tx: &mut TxPath) -> std::io::Result<usize> {
     let mut handled = 0;
-    while handled < DRAIN_LIMIT {
-        let Some(n) = shared.tun.try_recv(&mut tx.packet)? else {
-            break;
+    let outcome = loop {
+        if handled == DRAIN_LIMIT {
+            break Ok(handled);
+        }
+        let n = match shared.tun.try_recv(&mut tx.packet) {
+            Ok(Some(n)) => n,
+            Ok(None) => break Ok(handled),
+            Err(e) => break Err(e),
         };
         handled += 1;
         let Some(hdr) = VnetHdr::decode(&tx.packet[..n]) else {
             shared.drops.count(DropReason::Malformed);
             continue;
         };
+        if tx.wire.tail() + wire_room(n) > tx.wire.buf.len() {
+            tx.wire.send(shared);
+        }
         encrypt_batch(shared, &hdr, &mut tx.packet[VNET_HDR_LEN..n], &mut tx.wire);
-    }
-    Ok(handled)
+    };
+    tx.wire.send(shared);
+    outcome
 }
 
-/// Encrypted datagrams waiting to be sent: runs of equal-size datagrams, each run one GSO send.
+/// Encrypted datagrams waiting to be sent: runs of equal-size datagrams to one
+/// destination, each run one GSO send.
 struct Wire {
     buf: Vec<u8>,
     runs: Vec<Run>,
@@ -552,6 +577,7 @@ struct Run {
     start: usize,
     end: usize,
     segment: usize,
+    to: SocketAddr,
 }
 
 impl Wire {
@@ -563,9 +589,19 @@ impl Wire {
         }
     }
 
-    fn clear(&mut self) {
+    /// Sends every gathered run and empties the arena.
+    fn send(&mut self, shared: &Shared) {
+        for run in &self.runs {
+            if let Err(e) =
+                shared
+                    .udp
+                    .send_segments(&self.buf[run.start..run.end], run.segment, run.to)
+            {
+                tracing::debug!(to = %run.to, error = %e, "udp send failed");
+                shared.drops.count(DropReason::SendFailed);
+            }
+        }
         self.runs.clear();
-        self.handshake.clear();
     }
 
     /// Where the next datagram is written.
@@ -573,13 +609,14 @@ impl Wire {
         self.runs.last().map_or(0, |r| r.end)
     }
 
-    /// Records a datagram of `len` bytes just written at [`Wire::tail`].
-    fn push(&mut self, len: usize) {
+    /// Records a datagram of `len` bytes for `to` just written at [`Wire::tail`].
+    fn push(&mut self, len: usize, to: SocketAddr) {
         let at = self.tail();
         match self.runs.last_mut() {
             // A run continues while every datagram but the last is exactly one segment long.
             Some(run)
-                if (run.end - run.start) % run.segment == 0
+                if run.to == to
+                    && (run.end - run.start) % run.segment == 0
                     && len <= run.segment
                     && (run.end - run.start) / run.segment < MAX_SEGMENTS
                     && run.end + len - run.start <= MAX_GSO_BYTES =>
@@ -590,12 +627,14 @@ impl Wire {
                 start: at,
                 end: at + len,
                 segment: len,
+                to,
             }),
         }
     }
 }
 
-/// Encrypts the segments of one TUN read for their peer and sends them.
+/// Encrypts the segments of one TUN read for their peer into `wire`; a handshake it
+/// starts is sent at once.
 fn encrypt_batch(shared: &Shared, hdr: &VnetHdr, packet: &mut [u8], wire: &mut Wire) {
     let Some(dst) = Tunn::dst_address(packet) else {
         shared.drops.count(DropReason::Malformed);
@@ -611,7 +650,7 @@ fn encrypt_batch(shared: &Shared, hdr: &VnetHdr, packet: &mut [u8], wire: &mut W
         shared.drops.count(DropReason::NoPeer);
         return;
     };
-    wire.clear();
+    wire.handshake.clear();
     let (mut bytes, mut packets) = (0, 0);
     let mut state = peer.state.lock();
     let Some(session) = state.current_mut() else {
@@ -627,7 +666,7 @@ fn encrypt_batch(shared: &Shared, hdr: &VnetHdr, packet: &mut [u8], wire: &mut W
         match session.tunn.encapsulate(segment, &mut wire.buf[at..]) {
             TunnResult::WriteToNetwork(datagram) if is_data(datagram) => {
                 let n = datagram.len();
-                wire.push(n);
+                wire.push(n, to);
                 bytes += segment.len();
                 packets += 1;
             }
@@ -647,21 +686,13 @@ fn encrypt_batch(shared: &Shared, hdr: &VnetHdr, packet: &mut [u8], wire: &mut W
         tracing::debug!(error = ?e, ?hdr, "unusable packet from the TUN interface");
         shared.drops.count(DropReason::Malformed);
     }
-    // Send without holding the peer's lock, so its receive path is never kept waiting.
+    // Release the peer's lock before counting and sending, so its receive path is never kept waiting.
     drop(state);
     PeerCounters::add(&peer.counters.tx_bytes, bytes);
     PeerCounters::add(&peer.counters.tx_packets, packets);
     if !wire.handshake.is_empty() {
+        count_initiation(&peer.counters, &wire.handshake, true);
         send_udp(shared, &wire.handshake, to);
-    }
-    for run in &wire.runs {
-        if let Err(e) = shared
-            .udp
-            .send_segments(&wire.buf[run.start..run.end], run.segment, to)
-        {
-            tracing::debug!(%to, error = %e, "udp send failed");
-            shared.drops.count(DropReason::SendFailed);
-        }
     }
 }
 
@@ -954,7 +985,7 @@ fn timer_loop(shared: &Shared) -> std::io::Result<()> {
             let mut state = peer.state.lock();
             let current = state.current;
             for (slot, session) in state.sessions.iter_mut().enumerate() {
-                tick_session(shared, session, slot == current, &mut out);
+                tick_session(shared, &peer.counters, session, slot == current, &mut out);
                 retiring_in_use |= keys
                     .retiring
                     .as_ref()
@@ -985,10 +1016,17 @@ fn timer_loop(shared: &Shared) -> std::io::Result<()> {
 }
 
 /// Runs one session's handshake, rekey and keepalive timers.
-fn tick_session(shared: &Shared, session: &mut Session, current: bool, out: &mut [u8]) {
+fn tick_session(
+    shared: &Shared,
+    counters: &PeerCounters,
+    session: &mut Session,
+    current: bool,
+    out: &mut [u8],
+) {
     match session.tunn.update_timers(out) {
         TunnResult::WriteToNetwork(datagram) => {
             if let Some(to) = session.endpoint {
+                count_initiation(counters, datagram, current);
                 send_udp(shared, datagram, to);
             }
         }
@@ -1008,11 +1046,21 @@ fn tick_session(shared: &Shared, session: &mut Session, current: bool, out: &mut
                 if let TunnResult::WriteToNetwork(init) =
                     session.tunn.format_handshake_initiation(out, false)
                 {
+                    count_initiation(counters, init, current);
                     send_udp(shared, init, to);
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// Counts a handshake initiation to the session traffic goes to, which the status reports
+/// while unanswered. Standby candidates are knocked on by design and never answer; their
+/// initiations say nothing about the path.
+fn count_initiation(counters: &PeerCounters, datagram: &[u8], current: bool) {
+    if current && datagram.first() == Some(&MSG_INIT) {
+        counters.initiations.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -1028,6 +1076,7 @@ fn note_handshake(counters: &PeerCounters, since: Duration) {
     if at > last + 1_000 {
         counters.last_handshake_ms.store(at, Ordering::Relaxed);
         counters.handshakes.fetch_add(1, Ordering::Relaxed);
+        counters.initiations.store(0, Ordering::Relaxed);
     }
 }
 

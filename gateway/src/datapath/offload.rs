@@ -71,15 +71,23 @@ impl VnetHdr {
 }
 
 /// Ones'-complement sum of `data` (big-endian 16-bit words) onto `initial`, unfolded.
+///
+/// Adds eight bytes at a time in native order with end-around carry, then swaps the
+/// folded sum into network order (RFC 1071 §2(B): the sum is byte-order independent);
+/// every segment of a bulk stream is summed twice, once by each gateway.
 #[inline]
 pub fn checksum_add(data: &[u8], initial: u64) -> u64 {
-    let mut acc = initial;
-    let mut words = data.chunks_exact(4);
+    let mut wide: u64 = 0;
+    let mut words = data.chunks_exact(8);
     for w in &mut words {
-        acc += u64::from(u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+        let (sum, carry) = wide.overflowing_add(u64::from_ne_bytes([
+            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+        ]));
+        wide = sum + u64::from(carry);
     }
-    let rest = words.remainder();
-    let mut pairs = rest.chunks_exact(2);
+    let native = fold(wide);
+    let mut acc = initial + u64::from(u16::from_be(native));
+    let mut pairs = words.remainder().chunks_exact(2);
     for p in &mut pairs {
         acc += u64::from(u16::from_be_bytes([p[0], p[1]]));
     }

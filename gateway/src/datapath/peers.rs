@@ -121,6 +121,8 @@ pub struct PeerCounters {
     pub last_handshake_ms: AtomicU64,
     /// Times another session (a remote failover, a key rotation) became the current one.
     pub switches: AtomicU64,
+    /// Handshake initiations sent to the current session since the last completed handshake.
+    pub initiations: AtomicU64,
 }
 
 impl PeerCounters {
@@ -221,7 +223,7 @@ pub struct PeerTable {
     /// Every peer.
     pub peers: Vec<Arc<Peer>>,
     /// Peers by our session index (of any of their sessions).
-    pub by_index: HashMap<u32, Arc<Peer>>,
+    pub by_index: HashMap<u32, Arc<Peer>, IndexHasher>,
     /// Peers by a remote gateway's public key, to match handshake initiations.
     pub by_key: HashMap<[u8; 32], Arc<Peer>>,
     /// Cryptokey routing: which peer owns an address.
@@ -239,7 +241,7 @@ impl PeerTable {
                 .iter()
                 .filter_map(move |net| peer.map(|p| (*net, Arc::clone(p))))
         }));
-        let mut by_index = HashMap::new();
+        let mut by_index = HashMap::with_hasher(IndexHasher);
         let mut by_key = HashMap::new();
         for peer in &peers {
             let state = peer.state.lock();
@@ -383,5 +385,37 @@ mod tests {
         }
         let same = [a];
         assert!(plan_peers(&same, &same).is_empty());
+    }
+}
+
+/// Hashes our session indexes for the per-packet lookup. They are handed out by us from a
+/// random start, so they are spread already and SipHash's flood resistance buys nothing:
+/// a sender can choose which index it asks for, never which ones the table holds.
+#[derive(Clone, Copy, Default)]
+pub struct IndexHasher;
+
+impl std::hash::BuildHasher for IndexHasher {
+    type Hasher = IndexHash;
+    fn build_hasher(&self) -> IndexHash {
+        IndexHash(0)
+    }
+}
+
+/// The [`IndexHasher`]'s state: a multiplicative hash of one `u32`.
+#[derive(Clone, Copy, Default)]
+pub struct IndexHash(u64);
+
+impl std::hash::Hasher for IndexHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_u32(&mut self, i: u32) {
+        // Fibonacci hashing: the high bits, which hashbrown uses, depend on every input bit.
+        self.0 = (u64::from(i) ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     }
 }

@@ -15,7 +15,7 @@ use crate::liveness::{self, Liveness, LIVENESS_PORT};
 use crate::metrics;
 use crate::netlink::{Netlink, NetlinkError};
 use crate::node::{Node, Probes, Reloaded, Role, Tunnel, TunnelError, TunnelSetup};
-use crate::status::{observe, plan_status, PeerObservation};
+use crate::status::{observe, plan_status, LocalObservation, PeerObservation};
 use causeway_controller::leader::{campaign, Campaign, LeaderError, Leadership};
 use causeway_crds::keys::format_key;
 use causeway_crds::names::{gateway_key_secret, gateway_lease};
@@ -905,8 +905,22 @@ impl Gateway {
 
     /// What the Gateway's status should say now.
     fn observed_status(&self) -> GatewayStatus {
+        let previous = self.candidate.as_ref().and_then(|c| c.written.as_ref());
+        let (tunnel_mtu, underlay_mtu) = self.node.tunnel_mtus().unzip();
+        // A passive candidate routes like a route agent, so its routes are reported too.
+        let local = LocalObservation {
+            tunnel_mtu,
+            underlay_mtu,
+            routes: self.node.status().route_status(),
+        };
         let Some(datapath) = self.node.status().datapath() else {
-            return observe(GatewayRole::Passive, &[], SystemTime::now());
+            return observe(
+                GatewayRole::Passive,
+                &local,
+                &[],
+                previous,
+                SystemTime::now(),
+            );
         };
         let health = self.node.health();
         let targets = self.node.probes().targets();
@@ -920,11 +934,18 @@ impl Gateway {
                     configured_endpoint: self.node.peer_endpoint(&id),
                     health_target: targets.iter().find(|(c, _)| *c == id).map(|(_, a)| *a),
                     since_last_reply: health.since_last_reply(&id),
+                    unanswered_initiations: Some(snapshot.unanswered_initiations),
                     snapshot,
                 }
             })
             .collect();
-        observe(GatewayRole::Active, &peers, SystemTime::now())
+        observe(
+            GatewayRole::Active,
+            &local,
+            &peers,
+            previous,
+            SystemTime::now(),
+        )
     }
 
     async fn write_status(&mut self) {
@@ -1008,7 +1029,13 @@ impl Gateway {
                 tracing::warn!(error = %e, "withdrawing routes failed");
             }
             if was_active {
-                let passive = observe(GatewayRole::Passive, &[], SystemTime::now());
+                let passive = observe(
+                    GatewayRole::Passive,
+                    &LocalObservation::default(),
+                    &[],
+                    None,
+                    SystemTime::now(),
+                );
                 let write =
                     api::write_status(&client, &config.namespace, &config.node_name, &passive);
                 match tokio::time::timeout(SHUTDOWN_CALL, write).await {

@@ -22,7 +22,8 @@ use super::selector::{FieldSelector, LabelSelector};
 use super::store::{Filter, Patch, Preconditions, SharedStore, Target, WriteOptions};
 use super::traffic::{RequestRecord, Traffic, WriteVerb};
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// Every response body: whole or streamed (watches, the pod proxy).
+pub(super) type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 /// State shared by every connection of one server (and kept across restarts).
 #[derive(Debug)]
@@ -33,6 +34,8 @@ pub struct ServerState {
     pub traffic: Mutex<Traffic>,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// The network namespace file the pod proxy dials pods from; `None`: the server's own.
+    pub pod_netns: Option<std::path::PathBuf>,
 }
 
 impl ServerState {
@@ -81,6 +84,18 @@ async fn handle(state: Arc<ServerState>, req: Request<Incoming>) -> Response<Bod
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
+    if let Some(target) = super::proxy::parse(&path) {
+        let response = super::proxy::forward(&state, target, req)
+            .await
+            .unwrap_or_else(|e| error_response(&e));
+        state.traffic().log(RequestRecord {
+            method: method.to_string(),
+            path,
+            query: raw_query,
+            status: response.status().as_u16(),
+        });
+        return response;
+    }
     let (parts, body) = req.into_parts();
     let response = match body.collect().await {
         Ok(body) => {

@@ -36,7 +36,9 @@
 //! - namespace deletion is immediate (no `Terminating` phase), and ignores
 //!   finalizers of the objects inside; `propagationPolicy` is ignored
 //!   (always background);
-//! - no protobuf, no HTTP/2, no TLS, no field validation of object bodies.
+//! - no protobuf, no HTTP/2, no TLS, no field validation of object bodies;
+//! - the only subresource besides `status` is the pod proxy ([`proxy`]), which dials
+//!   `status.podIP` from [`ApiServerOptions::pod_netns`].
 //!
 //! One store can be served on several listeners at once, each possibly in
 //! another network namespace ([`ApiServer::add_listener`]); `stop` and
@@ -52,6 +54,7 @@ pub mod discovery;
 pub mod error;
 mod http;
 pub mod patch;
+pub mod proxy;
 pub mod resource;
 pub mod selector;
 pub mod store;
@@ -85,6 +88,9 @@ pub struct ApiServerOptions {
     /// How often a watch with `allowWatchBookmarks` gets a BOOKMARK (the real
     /// server waits about a minute; tests want to see them quickly).
     pub bookmark_interval: Duration,
+    /// The network namespace (its file, e.g. `/var/run/netns/<name>`) where pod IPs are
+    /// reachable: the pod proxy dials from there. `None`: from the server's own.
+    pub pod_netns: Option<std::path::PathBuf>,
 }
 
 impl Default for ApiServerOptions {
@@ -92,6 +98,7 @@ impl Default for ApiServerOptions {
         ApiServerOptions {
             history_limit: store::DEFAULT_HISTORY_LIMIT,
             bookmark_interval: Duration::from_secs(1),
+            pod_netns: None,
         }
     }
 }
@@ -166,6 +173,7 @@ impl ApiServer {
             store: Arc::new(SharedStore::new(options.history_limit)),
             traffic: Mutex::new(Traffic::default()),
             bookmark_interval: options.bookmark_interval,
+            pod_netns: options.pod_netns,
         });
         let netns = socket_netns(&listener);
         let running = spawn(listener, state.clone())?;

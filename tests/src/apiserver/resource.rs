@@ -121,6 +121,8 @@ pub fn builtin() -> Vec<ResourceType> {
         ResourceType::cluster("", "v1", "Namespace", "namespaces").with_status(),
         ResourceType::cluster("", "v1", "Node", "nodes").with_status(),
         ResourceType::namespaced("", "v1", "Service", "services").with_status(),
+        // Read by `kubectl causeway verify` to find gateway pods (and their proxy).
+        ResourceType::namespaced("", "v1", "Pod", "pods").with_status(),
         ResourceType::namespaced("", "v1", "Secret", "secrets"),
         ResourceType::namespaced("", "v1", "Event", "events"),
         ResourceType::namespaced("", "v1", "ConfigMap", "configmaps"),

@@ -12,6 +12,12 @@
 //!   broker API              127.0.0.1:6444 in every site's worker (the controller's home)
 //! ```
 //!
+//! Every gateway candidate also has a Pod object, as its DaemonSet would make it
+//! (the chart's labels, `spec.nodeName`, hostNetwork so `status.podIP` is the node's
+//! address, container port `metrics`), and serves metrics on the node address too, so
+//! the API servers' pod proxy (dialling from the site's worker, on the node network)
+//! reaches it as `kubectl causeway verify` does.
+//!
 //! The binaries are found by name next to the test executable, so they must
 //! have been built (`cargo build --bins`) before a world's processes start.
 
@@ -27,7 +33,10 @@ use ::kube::Client;
 use causeway_crds::names;
 use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeAddress, NodeSpec, NodeStatus};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, Namespace, Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodIP,
+    PodSpec, PodStatus,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::mesh::metric;
@@ -53,6 +62,17 @@ pub const CLUSTER_API_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LO
 pub const BROKER_API_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6444);
 /// Where a gateway candidate serves metrics, on loopback inside its namespace.
 pub const GATEWAY_METRICS_ADDR: SocketAddr = METRICS_ADDR;
+/// What a gateway candidate binds its metrics server to: every address of its namespace,
+/// loopback (for [`GATEWAY_METRICS_ADDR`]) and the node address (for the pod proxy).
+pub const GATEWAY_METRICS_BIND: SocketAddr =
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), METRICS_ADDR.port());
+/// The port a controller serves `clusterset.local` on when a test gives it
+/// `--dns-listen 0.0.0.0:53`; candidates are pointed at it with `--dns-server`.
+pub const CONTROLLER_DNS_PORT: u16 = 53;
+/// Name of a gateway candidate's Pod object: `causeway-gateway-<node>`.
+pub fn gateway_pod_name(node: &str) -> String {
+    format!("causeway-gateway-{node}")
+}
 /// Where the route agent serves metrics, on loopback inside the worker's namespace.
 pub const AGENT_METRICS_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9470);
 /// Gateway candidates per site in a [`KubeWorld`].
@@ -192,7 +212,12 @@ impl KubeWorld {
     fn build_cluster(&self, i: usize) -> Result<ClusterApi, HarnessError> {
         let site = self.site(i);
         let id = site.spec.cluster_id();
-        let server = serve_in_root(&format!("{id} cluster API"))?;
+        // The pod proxy dials gateway pods' node addresses from the worker, on the node network.
+        let options = crate::apiserver::ApiServerOptions {
+            pod_netns: Some(site.worker.path()),
+            ..Default::default()
+        };
+        let server = serve_in_root_with(&format!("{id} cluster API"), options)?;
         for ns in site.candidates().into_iter().chain([&site.worker]) {
             listen_in(&server, ns, CLUSTER_API_ADDR, &format!("{id} cluster API"))?;
         }
@@ -320,6 +345,15 @@ impl KubeWorld {
             .spawn_logged(&mut cmd, &log)
             .map_err(io_context(format!("start {component}")))?;
         self.processes.insert(component, child);
+        if let Component::Gateway(i, k) = component {
+            let c = self.spec(i).candidate(k);
+            let pod = gateway_pod(&c.node_name(), c.node_ip(), c.node_ip6());
+            self.clusters[i]
+                .server
+                .store()
+                .put(&pod)
+                .map_err(|e| HarnessError::Topology(format!("seed the Pod of {component}: {e}")))?;
+        }
         Ok(())
     }
 
@@ -605,7 +639,12 @@ impl KubeWorld {
                     .arg("--lease-seconds")
                     .arg(GATEWAY_LEASE_SECONDS.to_string())
                     .arg("--metrics-addr")
-                    .arg(GATEWAY_METRICS_ADDR.to_string());
+                    .arg(GATEWAY_METRICS_BIND.to_string())
+                    .arg("--dns-server")
+                    .arg(
+                        SocketAddr::new(spec.worker_node_ip().into(), CONTROLLER_DNS_PORT)
+                            .to_string(),
+                    );
                 cmd
             }
             Component::RouteAgent(_) => {
@@ -896,10 +935,76 @@ fn join(nets: &[IpNet]) -> String {
 /// An API server on a free loopback port of the test's own namespace: binding
 /// a port changes nothing there.
 fn serve_in_root(what: &str) -> Result<ApiServer, HarnessError> {
+    serve_in_root_with(what, Default::default())
+}
+
+fn serve_in_root_with(
+    what: &str,
+    options: crate::apiserver::ApiServerOptions,
+) -> Result<ApiServer, HarnessError> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .map_err(io_context(format!("bind {what} on 127.0.0.1:0")))?;
-    ApiServer::try_start_with(listener, Default::default())
-        .map_err(io_context(format!("start {what}")))
+    ApiServer::try_start_with(listener, options).map_err(io_context(format!("start {what}")))
+}
+
+/// The Pod the gateway DaemonSet would run on a candidate node (hostNetwork: the pod's IP
+/// is the node's), labelled and with ports as in the chart.
+pub fn gateway_pod(node: &str, node_ip: Ipv4Addr, node_ip6: std::net::Ipv6Addr) -> Pod {
+    let port = |name: &str, port: u16, protocol: &str| ContainerPort {
+        name: Some(name.to_string()),
+        container_port: i32::from(port),
+        protocol: Some(protocol.to_string()),
+        ..ContainerPort::default()
+    };
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(gateway_pod_name(node)),
+            namespace: Some(CLUSTER_NAMESPACE.to_string()),
+            labels: Some(BTreeMap::from([
+                ("app.kubernetes.io/name".to_string(), "causeway".to_string()),
+                (
+                    "app.kubernetes.io/instance".to_string(),
+                    "causeway".to_string(),
+                ),
+                (
+                    "app.kubernetes.io/component".to_string(),
+                    "gateway".to_string(),
+                ),
+            ])),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            node_name: Some(node.to_string()),
+            host_network: Some(true),
+            dns_policy: Some("ClusterFirstWithHostNet".to_string()),
+            containers: vec![Container {
+                name: "gateway".to_string(),
+                ports: Some(vec![
+                    port("wireguard", GATEWAY_PORT, "UDP"),
+                    port("health", causeway_gateway::health::PROBE_PORT, "UDP"),
+                    port("liveness", 51822, "UDP"),
+                    port("benchmark", causeway_gateway::agent::BENCH_PORT, "TCP"),
+                    port("metrics", GATEWAY_METRICS_BIND.port(), "TCP"),
+                ]),
+                ..Container::default()
+            }],
+            ..PodSpec::default()
+        }),
+        status: Some(PodStatus {
+            phase: Some("Running".to_string()),
+            pod_ip: Some(node_ip.to_string()),
+            pod_ips: Some(vec![
+                PodIP {
+                    ip: node_ip.to_string(),
+                },
+                PodIP {
+                    ip: node_ip6.to_string(),
+                },
+            ]),
+            host_ip: Some(node_ip.to_string()),
+            ..PodStatus::default()
+        }),
+    }
 }
 
 /// Serves `server` on `addr` inside `ns` too.

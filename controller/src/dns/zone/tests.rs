@@ -775,9 +775,12 @@ fn gateway(
                 rtt_max: None,
                 rx_bytes: 0,
                 tx_bytes: 0,
+                first_attempt: None,
+                handshake_attempts: None,
             })
             .collect(),
         conditions: vec![],
+        ..GatewayStatus::default()
     });
     gateway
 }

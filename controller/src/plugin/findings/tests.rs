@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 
 use causeway_crds::keys::format_key;
 use causeway_crds::mcs::ServiceExportStatus;
-use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL};
+use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL, VERSION_ANNOTATION};
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, ConnectionState, ConnectionStatus,
-    Gateway, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus, ServiceExport,
+    Gateway, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus, RouteStatus, ServiceExport,
 };
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta, Time};
@@ -45,6 +45,12 @@ fn endpoint(id: &str, n: u8, local: bool) -> ClusterEndpoint {
     );
     ep.metadata.namespace = Some("causeway".into());
     ep.metadata.labels = Some(labels);
+    if local {
+        ep.metadata.annotations = Some(BTreeMap::from([(
+            VERSION_ANNOTATION.to_owned(),
+            "0.3.0".to_owned(),
+        )]));
+    }
     ep
 }
 
@@ -72,9 +78,19 @@ fn gateway(id: &str, n: u8, remotes: &[&str]) -> Gateway {
                 rtt_max: None,
                 rx_bytes: 1,
                 tx_bytes: 1,
+                first_attempt: None,
+                handshake_attempts: None,
             })
             .collect(),
         conditions: vec![],
+        version: Some("0.3.1".into()),
+        tunnel_mtu: Some(1420),
+        underlay_mtu: Some(1500),
+        routes: Some(RouteStatus {
+            desired: 2,
+            installed: 2,
+            missing: vec![],
+        }),
     });
     g
 }
@@ -273,6 +289,51 @@ fn each_breakage_gives_its_finding() {
             FindingClass::ExportConflict,
             "PortConflict",
         ),
+        (
+            "handshakes unanswered",
+            |c| {
+                let conn = &mut c[0].gateways[0]
+                    .status
+                    .as_mut()
+                    .expect("status")
+                    .connections[0];
+                conn.endpoint = Some("198.18.0.2:51820".into());
+                conn.first_attempt = Some(Time(now() - k8s_openapi::jiff::SignedDuration::from_secs(120)));
+                conn.handshake_attempts = Some(12);
+            },
+            FindingClass::UnansweredHandshakes,
+            "site-a's gateway site-a-gw has sent 12 handshake initiations to 198.18.0.2:51820 (site-b, gateway site-b-gw) over 2m without an answer: allow UDP 51820 inbound to site-b's gateway",
+        ),
+        (
+            "tunnel MTUs differ",
+            |c| c[1].gateways[0].status.as_mut().expect("status").tunnel_mtu = Some(1380),
+            FindingClass::MtuMismatch,
+            "site-a's gateway site-a-gw uses tunnel MTU 1420 but site-b's gateway site-b-gw uses 1380",
+        ),
+        (
+            "tunnel MTU above the underlay's",
+            |c| c[0].gateways[0].status.as_mut().expect("status").underlay_mtu = Some(1450),
+            FindingClass::MtuMismatch,
+            "set --mtu 1390",
+        ),
+        (
+            "routes refused",
+            |c| {
+                c[0].gateways[0].status.as_mut().expect("status").routes = Some(RouteStatus {
+                    desired: 2,
+                    installed: 1,
+                    missing: vec!["10.2.0.0/16".into()],
+                })
+            },
+            FindingClass::RoutesMissing,
+            "holds 1 of the 2 routes it should on node site-a-gw; missing: 10.2.0.0/16",
+        ),
+        (
+            "old gateway",
+            |c| c[1].gateways[0].status.as_mut().expect("status").version = Some("0.2.7".into()),
+            FindingClass::VersionSkew,
+            "site-b gateway site-b-gw runs 0.2.7, behind the newest release in the clusterset (0.3.",
+        ),
     ];
     for (name, breakage, class, text) in table {
         let mut c = healthy();
@@ -289,6 +350,56 @@ fn each_breakage_gives_its_finding() {
             !hit.object.is_empty() && !hit.context.is_empty(),
             "{name}: {hit:?}"
         );
+    }
+}
+
+#[test]
+fn thresholds_keep_quiet_about_what_may_still_resolve() {
+    let unanswered = |ago: i64, attempts: Option<u64>| {
+        let mut c = healthy();
+        let conn = &mut c[0].gateways[0]
+            .status
+            .as_mut()
+            .expect("status")
+            .connections[0];
+        conn.first_attempt = Some(Time(
+            now() - k8s_openapi::jiff::SignedDuration::from_secs(ago),
+        ));
+        conn.handshake_attempts = attempts;
+        diagnose(&c, now())
+            .iter()
+            .any(|f| f.class == FindingClass::UnansweredHandshakes)
+    };
+    assert!(!unanswered(30, Some(7)), "30 s is not yet unanswered");
+    assert!(unanswered(31, None), "uncounted: the time alone decides");
+    assert!(!unanswered(300, Some(2)), "two initiations are not enough");
+    assert!(unanswered(300, Some(3)));
+
+    // Patch releases mix freely.
+    let mut c = healthy();
+    c[1].gateways[0].status.as_mut().expect("status").version = Some("0.3.9".into());
+    assert_eq!(diagnose(&c, now()), vec![]);
+    // The MTU fits exactly.
+    let mut c = healthy();
+    c[0].gateways[0]
+        .status
+        .as_mut()
+        .expect("status")
+        .underlay_mtu = Some(1480);
+    assert_eq!(diagnose(&c, now()), vec![]);
+}
+
+#[test]
+fn durations_read_like_a_person_writes_them() {
+    use k8s_openapi::jiff::SignedDuration;
+    for (secs, text) in [
+        (45, "45s"),
+        (120, "2m"),
+        (125, "2m5s"),
+        (3900, "1h5m"),
+        (-3, "0s"),
+    ] {
+        assert_eq!(human_duration(SignedDuration::from_secs(secs)), text);
     }
 }
 

@@ -99,6 +99,7 @@ fn copy_with(spec: ClusterEndpointSpec, condition: &ValidCondition) -> ClusterEn
             namespace: Some("local".to_owned()),
             resource_version: Some("9".to_owned()),
             labels: Some(local_labels(None)),
+            annotations: Some(local_annotations(None)),
             ..ObjectMeta::default()
         },
         spec,

@@ -132,6 +132,28 @@ fn checksum_matches_the_reference_on_odd_and_even_lengths() {
 }
 
 #[test]
+fn checksum_matches_the_reference_at_every_length_and_carry() {
+    // All-ones words carry on every add; the byte pattern makes every alignment differ.
+    let ones = [0xffu8; 100];
+    let pattern: Vec<u8> = (0..3000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    for data in [&ones[..], &pattern[..]] {
+        for len in 0..data.len().min(200) {
+            let d = &data[..len];
+            assert_eq!(
+                fold(checksum_add(d, 0)),
+                reference_sum(d) as u16,
+                "length {len}"
+            );
+        }
+        let fast = fold(checksum_add(data, 0x1_2345));
+        let slow = fold(u64::from(reference_sum(data) as u16) + 0x1_2345);
+        assert_eq!(fast, slow, "with an initial sum, length {}", data.len());
+    }
+}
+
+#[test]
 fn vnet_header_round_trips() {
     let hdr = VnetHdr {
         flags: 1,

@@ -1,0 +1,378 @@
+//! `kubectl causeway verify` and `benchmark`, the real binary, against a two-site
+//! clusterset in Kubernetes mode (`KubeWorld`): the plugin, in the test's own namespace,
+//! reaches each site's active gateway only through that site's API server's pod proxy,
+//! as it would from an operator's laptop. Also the binary's flag handling and exit codes.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use causeway_controller::plugin::benchmark::BenchResult;
+use causeway_controller::plugin::verify::{Outcome, VerifyRow};
+use causeway_crds::{ServiceExport, ServiceImport};
+use causeway_tests::harness::kube::{
+    Component, KubeWorld, CANDIDATES, CONTROLLER_DNS_PORT, READY_TIMEOUT,
+};
+use causeway_tests::harness::{find_workspace_binary, HarnessError, ScratchDir};
+use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, PostParams};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+const A: usize = 0;
+const B: usize = 1;
+const NS: &str = "prod";
+const SVC: &str = "echo";
+const PORT: u16 = 7000;
+const WAIT: Duration = Duration::from_secs(30);
+/// One plugin run's bound: verify takes about a second, a benchmark its seconds plus a few.
+const RUN_TIMEOUT: Duration = Duration::from_secs(40);
+
+fn fail(e: HarnessError) -> ! {
+    panic!("{e}")
+}
+
+fn object<K: DeserializeOwned>(value: Value) -> K {
+    serde_json::from_value(value).expect("a well-formed object")
+}
+
+fn plugin() -> Command {
+    let path = find_workspace_binary("kubectl-causeway")
+        .unwrap_or_else(|e| panic!("{e}; run `cargo build --bins` first"));
+    let mut cmd = Command::new(path);
+    // The test's kubeconfig and nothing of the developer's.
+    cmd.env_remove("KUBECONFIG");
+    cmd
+}
+
+/// Runs the plugin with `args`, bounded by [`RUN_TIMEOUT`].
+fn run(kubeconfig: &Path, args: &[&str]) -> Output {
+    let mut cmd = plugin();
+    cmd.arg("--kubeconfig").arg(kubeconfig).args(args);
+    run_bounded(cmd, args)
+}
+
+fn run_bounded(mut cmd: Command, args: &[&str]) -> Output {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start kubectl-causeway");
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    while child
+        .try_wait()
+        .expect("wait for kubectl-causeway")
+        .is_none()
+    {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("kubectl-causeway {args:?} ran longer than {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+        .wait_with_output()
+        .expect("collect kubectl-causeway output")
+}
+
+fn text(out: &[u8]) -> String {
+    String::from_utf8_lossy(out).into_owned()
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    )
+}
+
+/// A kubeconfig naming both sites' API servers, as an operator's would.
+fn kubeconfig(kube: &KubeWorld, dir: &Path) -> std::path::PathBuf {
+    let mut clusters = String::new();
+    let mut contexts = String::new();
+    for i in [A, B] {
+        let id = kube.spec(i).cluster_id();
+        clusters += &format!(
+            "- name: {id}\n  cluster:\n    server: {}\n",
+            kube.cluster_api(i).url()
+        );
+        contexts += &format!("- name: {id}\n  context:\n    cluster: {id}\n    user: tester\n");
+    }
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: site-a\nusers:\n- name: tester\n  user: {{}}\n"
+    );
+    let path = dir.join("operator.kubeconfig");
+    std::fs::write(&path, text).expect("write the operator's kubeconfig");
+    path
+}
+
+/// `verify -o json` over both contexts: its exit code and rows, or what it said instead.
+fn verify_rows(kubeconfig: &Path, extra: &[&str]) -> Result<(i32, Vec<VerifyRow>), String> {
+    let mut args = vec![
+        "--context",
+        "site-a",
+        "--context",
+        "site-b",
+        "verify",
+        "-o",
+        "json",
+    ];
+    args.extend_from_slice(extra);
+    let out = run(kubeconfig, &args);
+    let rows = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("verify -o json is not rows ({e}):\n{}", describe(&out)))?;
+    Ok((out.status.code().unwrap_or(-1), rows))
+}
+
+fn row<'a>(rows: &'a [VerifyRow], from: &str, check: &str) -> &'a VerifyRow {
+    rows.iter()
+        .find(|r| r.from == from && r.check == check)
+        .unwrap_or_else(|| panic!("no {check} row from {from} in {rows:#?}"))
+}
+
+#[test]
+fn verify_and_benchmark_through_the_pod_proxy() {
+    let mut kube = KubeWorld::new(2).unwrap_or_else(|e| fail(e));
+    for i in [A, B] {
+        let listen = format!("0.0.0.0:{CONTROLLER_DNS_PORT}");
+        kube.set_extra_args(Component::Controller(i), &["--dns-listen", &listen]);
+        kube.start_controller(i).unwrap_or_else(|e| fail(e));
+        for k in 0..CANDIDATES {
+            kube.start_gateway(i, k).unwrap_or_else(|e| fail(e));
+        }
+        kube.start_agent(i).unwrap_or_else(|e| fail(e));
+    }
+    kube.wait_ready(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
+    let scratch = ScratchDir::new("cw-verify").expect("scratch dir");
+    let config = kubeconfig(&kube, scratch.path());
+
+    // Site A serves `echo` from its pod (a listener the kernel completes handshakes for)
+    // and exports it; both sites have the namespace (namespace sameness).
+    let pod_ip = kube.spec(A).pod_ip();
+    let _listener: TcpListener = kube
+        .site(A)
+        .pod
+        .try_run(|| TcpListener::bind(SocketAddr::new(pod_ip.into(), PORT)))
+        .expect("enter site-a's pod")
+        .expect("listen in site-a's pod");
+    let pp = PostParams::default();
+    for i in [A, B] {
+        let namespaces: Api<Namespace> = Api::all(kube.cluster_client(i));
+        kube.block_on(namespaces.create(&pp, &object(json!({"metadata": {"name": NS}}))))
+            .expect("create namespace prod");
+    }
+    let a = kube.cluster_client(A);
+    let service: Service = object(json!({
+        "metadata": {"name": SVC, "namespace": NS},
+        "spec": {"clusterIP": "None", "ports": [{"name": "echo", "port": PORT, "protocol": "TCP"}]}
+    }));
+    let slice: EndpointSlice = object(json!({
+        "metadata": {"name": format!("{SVC}-abcde"), "namespace": NS,
+                     "labels": {"kubernetes.io/service-name": SVC}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [pod_ip.to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "echo", "port": PORT, "protocol": "TCP"}]
+    }));
+    kube.block_on(Api::<Service>::namespaced(a.clone(), NS).create(&pp, &service))
+        .expect("create Service");
+    kube.block_on(Api::<EndpointSlice>::namespaced(a.clone(), NS).create(&pp, &slice))
+        .expect("create EndpointSlice");
+    let exports: Api<ServiceExport> = Api::namespaced(a.clone(), NS);
+    kube.block_on(exports.create(&pp, &ServiceExport::new(SVC, Default::default())))
+        .expect("create ServiceExport");
+    let imports_b: Api<ServiceImport> = Api::namespaced(kube.cluster_client(B), NS);
+    kube.wait_for("site-b to import prod/echo", WAIT, |k| {
+        k.block_on(imports_b.get(SVC)).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+
+    // Healthy: every check passes once site-b's DNS has the name (within a second or so).
+    let dns_check = format!("dns {SVC}.{NS}.svc.clusterset.local");
+    let rows = kube
+        .wait_for("verify to pass every check", WAIT, |_| {
+            match verify_rows(&config, &[])? {
+                (0, rows) => Ok(rows),
+                (code, rows) => Err(format!("exit {code}: {rows:#?}")),
+            }
+        })
+        .unwrap_or_else(|e| fail(e));
+    for (from, to) in [("site-a", "site-b"), ("site-b", "site-a")] {
+        let tunnel = row(&rows, from, "tunnel");
+        assert_eq!((tunnel.to.as_str(), tunnel.outcome), (to, Outcome::Ok));
+        assert!(tunnel.detail.starts_with("handshake "), "{tunnel:?}");
+        let rtt = row(&rows, from, "rtt");
+        assert!(rtt.detail.contains(" ms ("), "a fresh RTT: {rtt:?}");
+    }
+    let dns = row(&rows, "site-b", &dns_check);
+    assert_eq!(dns.to, "site-a");
+    assert!(
+        dns.detail
+            .contains(&format!("{pod_ip}; tcp {pod_ip}:{PORT} connected")),
+        "site-b resolves site-a's export and connects to it: {dns:?}"
+    );
+    let table = run(
+        &config,
+        &["--context", "site-a", "--context", "site-b", "verify"],
+    );
+    assert!(table.status.success(), "{}", describe(&table));
+    let table_text = text(&table.stdout);
+    assert!(table_text.starts_with("FROM "), "{table_text}");
+    eprintln!("verify, healthy:\n{table_text}");
+
+    // Benchmark from site-b to site-a: progress lines (stderr is no terminal), figures.
+    let out = run(
+        &config,
+        &[
+            "--context",
+            "site-b",
+            "benchmark",
+            "site-b",
+            "site-a",
+            "--seconds",
+            "2",
+            "--streams",
+            "2",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(
+        stderr.contains("site-b -> site-a: "),
+        "no progress line:\n{stderr}"
+    );
+    assert!(stderr.contains("idle rtt: min "), "{stderr}");
+    assert!(
+        stdout.contains("throughput: ") && stdout.contains("Gbit/s"),
+        "{stdout}"
+    );
+    eprintln!("benchmark:\n{stderr}{stdout}");
+    let out = run(
+        &config,
+        &[
+            "benchmark",
+            "site-a",
+            "site-b",
+            "--seconds",
+            "1",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let result: BenchResult = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("benchmark -o json ({e}):\n{}", describe(&out)));
+    assert_eq!(
+        (result.from.as_str(), result.to.as_str()),
+        ("site-a", "site-b")
+    );
+    assert!(
+        result.bits_per_second > 0.0 && result.bytes > 0,
+        "{result:?}"
+    );
+    let rtt = result.rtt.expect("idle RTT figures");
+    assert!(
+        rtt.min_ms <= rtt.avg_ms && rtt.avg_ms <= rtt.p99_ms,
+        "{rtt:?}"
+    );
+
+    // Withdrawn export: the named service no longer resolves in site-b.
+    kube.block_on(exports.delete(SVC, &DeleteParams::default()))
+        .expect("delete the ServiceExport");
+    let service_arg = format!("{NS}/{SVC}");
+    let rows = kube
+        .wait_for("verify to fail site-b's DNS check", WAIT, |_| {
+            let (code, rows) = verify_rows(&config, &["--service", &service_arg])?;
+            let dns_failed = rows
+                .iter()
+                .any(|r| r.from == "site-b" && r.check == dns_check && r.outcome == Outcome::Fail);
+            match (code, dns_failed) {
+                (1, true) => Ok(rows),
+                _ => Err(format!("exit {code}: {rows:#?}")),
+            }
+        })
+        .unwrap_or_else(|e| fail(e));
+    let dns = row(&rows, "site-b", &dns_check);
+    assert!(dns.detail.contains("with no address"), "{dns:?}");
+    assert!(
+        dns.fix
+            .as_deref()
+            .is_some_and(|f| f.contains("clusterset.local")),
+        "{dns:?}"
+    );
+    assert_eq!(row(&rows, "site-b", "tunnel").outcome, Outcome::Ok);
+
+    // Site A's gateways stopped: site-b's fresh probes go unanswered, site-a has no gateway.
+    for k in 0..CANDIDATES {
+        kube.kill_gateway(A, k).unwrap_or_else(|e| fail(e));
+    }
+    let out = run(
+        &config,
+        &[
+            "--context",
+            "site-a",
+            "--context",
+            "site-b",
+            "verify",
+            "--no-dns",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("FAIL site-b -> site-a rtt: none of 5 probes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("FAIL site-a -> * gateway: "), "{stdout}");
+    assert!(stdout.contains("  fix: "), "{stdout}");
+    eprintln!("verify, site-a's gateways stopped:\n{stdout}");
+}
+
+#[test]
+fn flags_and_contexts_are_checked_with_clear_messages() {
+    let scratch = ScratchDir::new("cw-verify-flags").expect("scratch dir");
+    let config = scratch.path().join("kubeconfig");
+    // Nothing listens there: only the context lookup is exercised.
+    std::fs::write(
+        &config,
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: http://127.0.0.1:1\ncontexts:\n- name: site-a\n  context:\n    cluster: c\n    user: u\ncurrent-context: site-a\nusers:\n- name: u\n  user: {}\n",
+    )
+    .expect("write kubeconfig");
+    for (args, says) in [
+        (&["verify", "--bogus"][..], "unexpected argument '--bogus'"),
+        (
+            &["benchmark", "site-a", "site-b", "--seconds", "61"],
+            "61 is not in 1..=60",
+        ),
+        (
+            &["benchmark", "site-a", "site-b", "--streams", "9"],
+            "9 is not in 1..=8",
+        ),
+        (
+            &["benchmark", "site-a"],
+            "required arguments were not provided",
+        ),
+    ] {
+        let out = run(&config, args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", describe(&out));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            describe(&out)
+        );
+    }
+    let out = run(&config, &["--context", "nope", "verify"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("kubeconfig context \"nope\""), "{stderr}");
+    let out = run(&config, &["verify", "--service", "no-slash"]);
+    assert_eq!(out.status.code(), Some(2), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("write it as namespace/name"),
+        "{}",
+        describe(&out)
+    );
+}
