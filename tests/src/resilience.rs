@@ -417,11 +417,7 @@ pub fn roaming() -> Result<Figure, HarnessError> {
         kube.set_wildcard_listen(B, k);
     }
     for i in [A, B] {
-        kube.start_controller(i)?;
-        for k in 0..CANDIDATES {
-            kube.start_gateway(i, k)?;
-        }
-        kube.start_agent(i)?;
+        kube.start_site(i)?;
     }
     kube.wait_ready(READY_TIMEOUT)?;
     // The roaming side sends: its packets from the new address are what A learns it from.

@@ -6,7 +6,7 @@
 
 use causeway_crds::mcs::CONDITION_CONFLICT;
 use causeway_crds::{ServiceExport, ServiceImport};
-use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, READY_TIMEOUT};
+use causeway_tests::harness::kube::{Component, KubeWorld, READY_TIMEOUT};
 use causeway_tests::harness::postgres::Postgres;
 use causeway_tests::harness::{HarnessError, Netns, ScratchDir};
 use hickory_proto::op::{Message, Query, ResponseCode};
@@ -119,11 +119,7 @@ fn a_standby_in_site_b_follows_its_primary_in_site_a_by_dns_name_alone() {
     for i in [A, B] {
         let listen = format!("0.0.0.0:{DNS_PORT}");
         kube.set_extra_args(Component::Controller(i), &["--dns-listen", &listen]);
-        kube.start_controller(i).unwrap_or_else(|e| fail(e));
-        for k in 0..CANDIDATES {
-            kube.start_gateway(i, k).unwrap_or_else(|e| fail(e));
-        }
-        kube.start_agent(i).unwrap_or_else(|e| fail(e));
+        kube.start_site(i).unwrap_or_else(|e| fail(e));
     }
     kube.wait_ready(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
     let dns_b = SocketAddr::new(kube.spec(B).worker_pod_gateway_ip().into(), DNS_PORT);

@@ -140,11 +140,7 @@ fn verify_and_benchmark_through_the_pod_proxy() {
     for i in [A, B] {
         let listen = format!("0.0.0.0:{CONTROLLER_DNS_PORT}");
         kube.set_extra_args(Component::Controller(i), &["--dns-listen", &listen]);
-        kube.start_controller(i).unwrap_or_else(|e| fail(e));
-        for k in 0..CANDIDATES {
-            kube.start_gateway(i, k).unwrap_or_else(|e| fail(e));
-        }
-        kube.start_agent(i).unwrap_or_else(|e| fail(e));
+        kube.start_site(i).unwrap_or_else(|e| fail(e));
     }
     kube.wait_ready(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
     let scratch = ScratchDir::new("cw-verify").expect("scratch dir");

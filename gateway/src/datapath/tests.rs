@@ -95,6 +95,28 @@ struct World {
 
 /// A datapath with one peer, "b", whose handshake has completed.
 fn world() -> World {
+    let (mut w, init) = configured();
+    respond(&mut w, &init);
+    wait_for("the handshake to complete", || {
+        w.datapath.peer_snapshots()[0].last_handshake.map(|_| ())
+    });
+    w
+}
+
+/// The peer answers the gateway's handshake initiation `init`.
+fn respond(w: &mut World, init: &[u8]) {
+    let mut out = [0u8; 2048];
+    match w.peer.decapsulate(Some(w.gateway.ip()), init, &mut out) {
+        TunnResult::WriteToNetwork(response) => {
+            w.peer_socket.send_to(response, w.gateway).unwrap();
+        }
+        other => panic!("peer could not answer: {other:?}"),
+    }
+}
+
+/// A datapath with one peer, "b", and the handshake initiation it sent the peer at once
+/// (not answered yet).
+fn configured() -> (World, Vec<u8>) {
     let tun = Tun::open("cwdp0").expect("TUN");
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let gateway = udp.local_addr().unwrap();
@@ -114,7 +136,7 @@ fn world() -> World {
         cidrs: vec!["10.2.0.0/16".parse().unwrap()],
         persistent_keepalive: None,
     }]);
-    let mut peer = Tunn::new(
+    let peer = Tunn::new(
         secret,
         PublicKey::from(datapath.public_key()),
         None,
@@ -122,27 +144,35 @@ fn world() -> World {
         1,
         None,
     );
-    // The gateway initiates as soon as the peer is configured: answer it.
     let mut buf = [0u8; 2048];
-    let mut out = [0u8; 2048];
-    let (n, from) = peer_socket
+    let (n, _) = peer_socket
         .recv_from(&mut buf)
         .expect("handshake initiation from the gateway");
-    match peer.decapsulate(Some(from.ip()), &buf[..n], &mut out) {
-        TunnResult::WriteToNetwork(response) => {
-            peer_socket.send_to(response, gateway).unwrap();
-        }
-        other => panic!("peer could not answer: {other:?}"),
-    }
-    wait_for("the handshake to complete", || {
-        datapath.peer_snapshots()[0].last_handshake.map(|_| ())
-    });
-    World {
+    let world = World {
         datapath,
         gateway,
         peer,
         peer_socket,
-    }
+    };
+    (world, buf[..n].to_vec())
+}
+
+#[test]
+fn unanswered_initiations_are_counted_until_a_handshake_completes() {
+    in_fresh_netns(|| {
+        let (mut w, init) = configured();
+        assert_eq!(init[0], MSG_INIT);
+        assert_eq!(
+            w.datapath.peer_snapshots()[0].unanswered_initiations,
+            1,
+            "the initiation sent when the peer was configured"
+        );
+        respond(&mut w, &init);
+        wait_for("the count to clear once the handshake completed", || {
+            let s = &w.datapath.peer_snapshots()[0];
+            (s.last_handshake.is_some() && s.unanswered_initiations == 0).then_some(())
+        });
+    });
 }
 
 #[test]

@@ -129,11 +129,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
             "starting per site the controller, both gateway candidates and the route agent (no endpoints file)",
         );
         for i in 0..2 {
-            kube.start_controller(i)?;
-            for k in 0..2 {
-                kube.start_gateway(i, k)?;
-            }
-            kube.start_agent(i)?;
+            kube.start_site(i)?;
         }
         kube.wait_ready(Duration::from_secs(30))?;
         for i in 0..2 {

@@ -466,6 +466,15 @@ impl KubeWorld {
         Ok(public)
     }
 
+    /// Starts all of site `i`: its controller, every gateway candidate and the route agent.
+    pub fn start_site(&mut self, i: usize) -> Result<(), HarnessError> {
+        self.start_controller(i)?;
+        for k in 0..CANDIDATES {
+            self.start_gateway(i, k)?;
+        }
+        self.start_agent(i)
+    }
+
     /// Starts site `i`'s controller in its worker's namespace.
     pub fn start_controller(&mut self, i: usize) -> Result<(), HarnessError> {
         self.start_process(Component::Controller(i))
