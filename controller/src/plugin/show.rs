@@ -276,8 +276,35 @@ pub fn imports(snapshots: &[ClusterSnapshot]) -> Vec<ImportRow> {
     rows
 }
 
-/// A plain-text table with a header, columns padded to their widest cell.
+/// A table with a header, columns padded to their widest cell; coloured when stdout is a
+/// terminal and `NO_COLOR` is unset (<https://no-color.org>), so pipes and scripts get
+/// plain text.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    use std::io::IsTerminal;
+    let colour = std::io::stdout().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    table_in(header, rows, colour)
+}
+
+const BOLD: &str = "\x1b[1m";
+const GREEN: &str = "\x1b[32m";
+const YELLOW: &str = "\x1b[33m";
+const RED: &str = "\x1b[31m";
+const RESET: &str = "\x1b[0m";
+
+/// The colour a cell is shown in: the words that say whether something works.
+fn tone(cell: &str) -> Option<&'static str> {
+    match cell {
+        "connected" | "active" | "ok" | "True" | "Ready" => Some(GREEN),
+        "connecting" | "holding-over" | "Unknown" | "Pending" => Some(YELLOW),
+        "error" | "FAIL" | "False" => Some(RED),
+        _ => None,
+    }
+}
+
+/// [`table`] with colour chosen by the caller: a bold header, and state words in green
+/// (working), yellow (on the way) or red (broken). Padding counts visible characters only.
+pub fn table_in(header: &[&str], rows: &[Vec<String>], colour: bool) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -285,10 +312,22 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         }
     }
     let mut out = String::new();
-    let mut line = |cells: Vec<&str>| {
+    let mut line = |cells: Vec<&str>, heading: bool| {
         let last = cells.len().saturating_sub(1);
         for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            out.push_str(cell);
+            let paint = match (colour, heading) {
+                (false, _) => None,
+                (true, true) => Some(BOLD),
+                (true, false) => tone(cell),
+            };
+            match paint {
+                Some(code) => {
+                    out.push_str(code);
+                    out.push_str(cell);
+                    out.push_str(RESET);
+                }
+                None => out.push_str(cell),
+            }
             if i < last {
                 let pad = w - cell.chars().count() + 3;
                 out.extend(std::iter::repeat_n(' ', pad));
@@ -296,9 +335,9 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         }
         out.push('\n');
     };
-    line(header.to_vec());
+    line(header.to_vec(), true);
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row.iter().map(String::as_str).collect(), false);
     }
     out
 }
@@ -309,16 +348,47 @@ mod tests {
 
     #[test]
     fn table_pads_columns_to_the_widest_cell() {
-        let t = table(
+        let t = table_in(
             &["CLUSTER", "STATE"],
             &[
                 vec!["site-a".into(), "connected".into()],
                 vec!["a-much-longer-id".into(), "error".into()],
             ],
+            false,
         );
         assert_eq!(
             t,
             "CLUSTER            STATE\nsite-a             connected\na-much-longer-id   error\n"
+        );
+    }
+
+    #[test]
+    fn colour_marks_states_without_moving_the_columns() {
+        let rows = [
+            vec!["site-a".into(), "connected".into(), "x".into()],
+            vec!["a-much-longer-id".into(), "error".into(), "y".into()],
+        ];
+        let plain = table_in(&["CLUSTER", "STATE", "NOTE"], &rows, false);
+        let coloured = table_in(&["CLUSTER", "STATE", "NOTE"], &rows, true);
+        assert!(
+            coloured.contains("\x1b[32mconnected\x1b[0m"),
+            "{coloured:?}"
+        );
+        assert!(coloured.contains("\x1b[31merror\x1b[0m"), "{coloured:?}");
+        assert!(
+            coloured.starts_with("\x1b[1mCLUSTER\x1b[0m"),
+            "{coloured:?}"
+        );
+        assert!(!plain.contains('\x1b'), "{plain:?}");
+        let strip = |s: &str| {
+            [BOLD, GREEN, YELLOW, RED, RESET]
+                .iter()
+                .fold(s.to_owned(), |t, code| t.replace(code, ""))
+        };
+        assert_eq!(
+            strip(&coloured),
+            plain,
+            "the same table once the colour is taken out"
         );
     }
 
