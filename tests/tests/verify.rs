@@ -275,6 +275,73 @@ fn verify_and_benchmark_through_the_pod_proxy() {
         "{rtt:?}"
     );
 
+    // Diagnose, healthy: every cluster's DNS answers what its ServiceImport promises.
+    let diagnose = |extra: &[&str]| {
+        let mut args = vec!["--context", "site-a", "--context", "site-b", "diagnose"];
+        args.extend_from_slice(extra);
+        run(&config, &args)
+    };
+    let out = diagnose(&[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        !text(&out.stdout).contains("dns-answer"),
+        "{}",
+        describe(&out)
+    );
+
+    // Site-b's controller, its DNS server, stopped: site-b's gateway gets no answer.
+    kube.stop_controller(B).unwrap_or_else(|e| fail(e));
+    let finding = kube
+        .wait_for("diagnose to find site-b's DNS answer wrong", WAIT, |_| {
+            let out = diagnose(&[]);
+            let stdout = text(&out.stdout);
+            let line = stdout.lines().find(|l| {
+                l.contains("dns-answer") && l.contains(&format!("serviceimport/{NS}/{SVC}"))
+            });
+            match (out.status.code(), line) {
+                (Some(1), Some(line)) => Ok(line.to_owned()),
+                _ => Err(describe(&out)),
+            }
+        })
+        .unwrap_or_else(|e| fail(e));
+    for says in [
+        "cluster site-b resolves echo.prod.svc.clusterset.local wrongly",
+        &format!("expected {pod_ip}"),
+        "causeway-dns Service",
+    ] {
+        assert!(finding.contains(says), "{says:?} not in {finding}");
+    }
+    eprintln!("diagnose, site-b's DNS down:\n{finding}");
+    let out = diagnose(&["-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let findings: Vec<Value> = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("diagnose -o json ({e}):\n{}", describe(&out)));
+    let dns_findings: Vec<&Value> = findings
+        .iter()
+        .filter(|f| f["class"] == "dns-answer")
+        .collect();
+    assert_eq!(
+        dns_findings.len(),
+        1,
+        "only site-b's answer is wrong: {findings:#?}"
+    );
+    assert_eq!(dns_findings[0]["context"], "site-b", "{findings:#?}");
+    let out = diagnose(&["--no-dns"]);
+    assert!(
+        !text(&out.stdout).contains("dns-answer"),
+        "{}",
+        describe(&out)
+    );
+    kube.start_controller(B).unwrap_or_else(|e| fail(e));
+    kube.wait_for("diagnose to be healthy again", WAIT, |_| {
+        let out = diagnose(&[]);
+        match out.status.code() {
+            Some(0) => Ok(()),
+            _ => Err(describe(&out)),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+
     // Withdrawn export: the named service no longer resolves in site-b.
     kube.block_on(exports.delete(SVC, &DeleteParams::default()))
         .expect("delete the ServiceExport");

@@ -51,7 +51,11 @@ enum Command {
         what: What,
     },
     /// Report everything wrong with the clusterset; exit 0 when nothing is, 1 when something is.
-    Diagnose,
+    Diagnose {
+        /// Skip the live check of every ServiceImport's DNS answer through the active gateways.
+        #[arg(long)]
+        no_dns: bool,
+    },
     /// Export a Service to the clusterset (creates its ServiceExport) in every context given.
     Export {
         /// The Service, as namespace/name (a bare name is in `default`).
@@ -317,6 +321,57 @@ async fn run_verify(cli: &Cli, only: &[String], no_dns: bool) -> Result<ExitCode
     })
 }
 
+/// `diagnose`'s findings: the snapshot classes, then (unless `no_dns`) `dns-answer` from
+/// every cluster whose active gateway answers. A gateway that cannot be asked gives no
+/// DNS finding (the snapshot classes report gateway trouble), only a note on stderr.
+async fn run_diagnose(cli: &Cli, no_dns: bool) -> Result<Vec<plugin::Finding>> {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    if no_dns {
+        let snapshots =
+            plugin::load_snapshots(cli.kubeconfig.as_deref(), &cli.contexts, &cli.namespace)
+                .await?;
+        return Ok(plugin::diagnose(&snapshots, now));
+    }
+    let clusters =
+        read_with_clients(cli.kubeconfig.as_deref(), &cli.contexts, &cli.namespace).await?;
+    let snapshots: Vec<ClusterSnapshot> = clusters.iter().map(|(_, s)| s.clone()).collect();
+    let mut findings = plugin::diagnose(&snapshots, now);
+    let asks = clusters.iter().map(|(client, s)| async move {
+        // Nothing to resolve: no need to reach the gateway (nor to say it was not reached).
+        if s.imports.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ask = async {
+            let slices = verify::causeway_slices(client, &s.context).await?;
+            let expected = verify::dns_expectations(s, &slices);
+            let checks: Vec<_> = expected.iter().map(|e| e.service.clone()).collect();
+            let pod = verify::find_gateway_pod(client, s, now).await?;
+            let answer = pod.verify(client, &checks).await?;
+            // The cluster's DNS answers any gateway pod alike, passive or active.
+            Ok::<_, verify::VerifyError>(verify::dns_findings(s, &expected, &answer))
+        };
+        let ask = async { ask.await.map_err(|e| e.to_string()) };
+        match tokio::time::timeout(ASK_TIMEOUT, ask).await {
+            Ok(result) => result.map_err(|reason| (s.cluster_id().to_owned(), reason)),
+            Err(_) => Err((
+                s.cluster_id().to_owned(),
+                format!(
+                    "no answer from the API server or the active gateway within {ASK_TIMEOUT:?}"
+                ),
+            )),
+        }
+    });
+    for result in futures::future::join_all(asks).await {
+        match result {
+            Ok(found) => findings.extend(found),
+            Err((cluster, reason)) => eprintln!("DNS not checked for {cluster}: {reason}"),
+        }
+    }
+    findings.sort();
+    findings.dedup();
+    Ok(findings)
+}
+
 /// The kubeconfig's context names, to tell a context from a cluster ID.
 fn context_names(kubeconfig: Option<&Path>) -> Result<Vec<String>, PluginError> {
     let config = match kubeconfig {
@@ -459,8 +514,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             show_rows(cli.output, *what, &read().await?)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Diagnose => {
-            let findings = plugin::diagnose(&read().await?, k8s_openapi::jiff::Timestamp::now());
+        Command::Diagnose { no_dns } => {
+            let findings = run_diagnose(&cli, *no_dns).await?;
             if cli.output != Output::Table {
                 print(cli.output, &findings, &[], |_| vec![])?;
             } else if !findings.is_empty() {

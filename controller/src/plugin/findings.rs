@@ -57,6 +57,10 @@ pub enum FindingClass {
     RoutesMissing,
     /// Components of the clusterset run releases with different major.minor versions.
     VersionSkew,
+    /// A cluster's DNS does not resolve an imported service, or answers addresses it does
+    /// not promise (checked live by the binary through the active gateway, see
+    /// [`super::verify::dns_findings`]; never produced by [`diagnose`]).
+    DnsAnswer,
 }
 
 /// No answer for this long to handshake initiations makes them unanswered.
@@ -88,6 +92,7 @@ impl FindingClass {
             Self::MtuMismatch => "mtu-mismatch",
             Self::RoutesMissing => "routes-missing",
             Self::VersionSkew => "version-skew",
+            Self::DnsAnswer => "dns-answer",
         }
     }
 }

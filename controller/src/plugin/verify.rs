@@ -6,21 +6,26 @@
 //! right now, resolves the asked names with its cluster's DNS and connects to the answer.
 //! This module holds the wire types the gateway answers with (the gateway crate uses
 //! them too), how a gateway pod is found, and the pure judgement of the answers
-//! ([`rows`]); the binary only fetches and prints.
+//! ([`rows`]); the binary only fetches and prints. `diagnose`'s live `dns-answer` class
+//! asks the same agent and is judged here too ([`dns_findings`]).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
+use causeway_crds::mcs::{LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER};
 use causeway_crds::names::gateway_lease;
-use causeway_crds::ServiceImport;
+use causeway_crds::{ServiceImport, ServiceImportType};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::ListParams;
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::{findings, ClusterSnapshot};
+use super::{findings, ClusterSnapshot, Finding, FindingClass};
+use crate::dns::zone::{healthy_clusters, MANAGED_BY, MANAGED_BY_LABEL};
 
 /// Label of the gateway DaemonSet's pods (the chart's selector labels).
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
@@ -182,6 +187,15 @@ pub enum VerifyError {
         path: String,
         /// What the API server or the agent said.
         reason: String,
+    },
+    /// Listing Causeway's EndpointSlices failed.
+    #[error("context {context:?}: cannot list EndpointSlices labelled {MANAGED_BY_LABEL}={MANAGED_BY} in all namespaces: {source}; check that you may list endpointslices.discovery.k8s.io")]
+    ListSlices {
+        /// The context.
+        context: String,
+        /// What the API server said.
+        #[source]
+        source: Box<kube::Error>,
     },
     /// The agent answered something that is not its JSON.
     #[error("context {context:?}: gateway pod {pod} answered {path} with something unexpected ({reason}); is the gateway older than this plugin?")]
@@ -616,6 +630,184 @@ fn dns_row(from: &str, service: &ServiceCheck, answer: &AgentVerify) -> VerifyRo
     }
 }
 
+/// Causeway's EndpointSlices of every namespace (the imported ones, which DNS answers from).
+pub async fn causeway_slices(
+    client: &Client,
+    context: &str,
+) -> Result<Vec<EndpointSlice>, VerifyError> {
+    Api::<EndpointSlice>::all(client.clone())
+        .list(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}")))
+        .await
+        .map(|l| l.items)
+        .map_err(|source| VerifyError::ListSlices {
+            context: context.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+/// What one cluster's DNS may answer for one of its ServiceImports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsExpectation {
+    /// The name checked, its DNS name and port (none: `diagnose` connects to nothing).
+    pub service: ServiceCheck,
+    /// The import's type.
+    pub type_: ServiceImportType,
+    /// Every address the import promises; an answer is right when it holds one of them.
+    pub addresses: BTreeSet<IpAddr>,
+}
+
+/// What the snapshot's cluster's DNS may answer for each of its ServiceImports (pure).
+///
+/// The addresses are the import's `spec.ips` plus the ready addresses (unset readiness
+/// counts as ready, as in Kubernetes) of Causeway's EndpointSlices of the service whose
+/// source cluster is this one or a remote one whose tunnel is up ([`healthy_clusters`]),
+/// the clusters the controller's zone answers from (`docs/services.md`, "DNS"). Causeway
+/// allocates no clusterset VIP, so a member cluster's `spec.ips` is empty and a
+/// ClusterSetIP answer is an exporter's ClusterIP, which is that exporter's slice's one
+/// endpoint; `spec.ips` is counted for an import another MCS implementation gave a VIP.
+/// The set is deliberately a superset (local-first may answer fewer): judging "at least
+/// one answered address is promised" catches a wrong forward without guessing the zone.
+pub fn dns_expectations(s: &ClusterSnapshot, slices: &[EndpointSlice]) -> Vec<DnsExpectation> {
+    let local = s.cluster_id().to_ascii_lowercase();
+    let healthy = healthy_clusters(&s.gateways);
+    let reachable = |cluster: &str| {
+        let cluster = cluster.to_ascii_lowercase();
+        cluster == local || healthy.contains(&cluster)
+    };
+    let mut out: Vec<DnsExpectation> = Vec::new();
+    for import in &s.imports {
+        let (Some(namespace), Some(name)) = (&import.metadata.namespace, &import.metadata.name)
+        else {
+            continue;
+        };
+        let mut addresses: BTreeSet<IpAddr> = import
+            .spec
+            .ips
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect();
+        for slice in slices {
+            let label = |key: &str| {
+                slice
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(key))
+                    .map(String::as_str)
+            };
+            let ours = label(MANAGED_BY_LABEL) == Some(MANAGED_BY)
+                && slice.metadata.namespace.as_deref() == Some(namespace.as_str())
+                && label(LABEL_SERVICE_NAME) == Some(name.as_str())
+                && label(LABEL_SOURCE_CLUSTER).is_some_and(reachable);
+            if !ours {
+                continue;
+            }
+            let ready = slice
+                .endpoints
+                .iter()
+                .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
+            addresses.extend(
+                ready
+                    .flat_map(|e| &e.addresses)
+                    .filter_map(|a| a.parse::<IpAddr>().ok()),
+            );
+        }
+        out.push(DnsExpectation {
+            service: ServiceCheck {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                port: None,
+                exporters: Vec::new(),
+            },
+            type_: import.spec.type_,
+            addresses,
+        });
+    }
+    out.sort_by(|a, b| a.service.cmp(&b.service));
+    out
+}
+
+/// What is wrong with one DNS answer, given the promised addresses; `None`: it is right
+/// (pure). Wrong: no answer, an error code (NXDOMAIN included: the import exists, so the
+/// name must), no address while addresses are promised, or only unpromised addresses.
+/// No address while none is promised is right (NODATA): the service has no ready
+/// backend in a reachable cluster, which is no DNS problem.
+pub fn dns_answer_problem(expected: &BTreeSet<IpAddr>, dns: &AgentDns) -> Option<String> {
+    let server = &dns.server;
+    if let Some(error) = &dns.error {
+        return Some(format!("DNS server {server} did not answer: {error}"));
+    }
+    let rcode = dns.rcode.as_deref().unwrap_or("nothing");
+    if rcode != "NoError" {
+        return Some(format!("DNS server {server} answered {rcode}"));
+    }
+    let answered: BTreeSet<IpAddr> = dns
+        .addresses
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect();
+    if answered.is_empty() {
+        return (!expected.is_empty())
+            .then(|| format!("DNS server {server} answered NoError with no address"));
+    }
+    if answered.iter().any(|a| expected.contains(a)) {
+        return None;
+    }
+    Some(format!(
+        "DNS server {server} answered {}, none of them promised",
+        dns.addresses.join(",")
+    ))
+}
+
+/// `dns-answer` findings of one cluster from its gateway's answer to the names of
+/// `expected` (pure).
+pub fn dns_findings(
+    s: &ClusterSnapshot,
+    expected: &[DnsExpectation],
+    answer: &AgentVerify,
+) -> Vec<Finding> {
+    let cluster = s.cluster_id();
+    let mut out = Vec::new();
+    for e in expected {
+        let name = e.service.dns_name();
+        let (ns, svc) = (&e.service.namespace, &e.service.name);
+        let problem = match answer.dns.iter().find(|d| d.name == name) {
+            Some(dns) => dns_answer_problem(&e.addresses, dns),
+            None => Some(
+                "the active gateway did not resolve it (is the gateway older than this plugin?)"
+                    .to_owned(),
+            ),
+        };
+        let Some(problem) = problem else { continue };
+        let promised = match e.addresses.is_empty() {
+            true => "no address (no ready endpoint in a reachable cluster)".to_owned(),
+            false => e
+                .addresses
+                .iter()
+                .map(IpAddr::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        };
+        let source = match e.type_ {
+            ServiceImportType::Headless => "ready endpoints of its EndpointSlices",
+            ServiceImportType::ClusterSetIP => "exporters' ClusterIPs and spec.ips",
+        };
+        out.push(Finding {
+            context: s.context.clone(),
+            class: FindingClass::DnsAnswer,
+            object: format!("serviceimport/{ns}/{svc}"),
+            message: format!(
+                "cluster {cluster} resolves {name} wrongly: {problem}; expected {promised} ({source}). \
+                 Check that {cluster}'s CoreDNS forwards clusterset.local to the causeway-dns Service \
+                 (docs/services.md) and that the controller serving it runs and logs no DNS error \
+                 (`kubectl -n {} logs deploy/causeway-controller`)",
+                s.namespace
+            ),
+        });
+    }
+    out
+}
+
 fn human_seconds(secs: f64) -> String {
     super::findings::human_duration(SignedDuration::from_secs_f64(secs.max(0.0)))
 }
@@ -807,5 +999,141 @@ mod tests {
         assert_eq!(unknown.len(), 1);
         assert_eq!((unknown[0].name.as_str(), unknown[0].port), ("other", None));
         assert_eq!(service().dns_param(), "db.prod.svc.clusterset.local:5432");
+    }
+
+    fn slice(cluster: &str, ready: &[(&str, Option<bool>)]) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("db-{cluster}-ipv4"), "namespace": "prod", "labels": {
+                "endpointslice.kubernetes.io/managed-by": "causeway.dev",
+                "multicluster.kubernetes.io/service-name": "db",
+                "multicluster.kubernetes.io/source-cluster": cluster}},
+            "addressType": "IPv4",
+            "endpoints": ready.iter().map(|(ip, ready)| serde_json::json!({
+                "addresses": [ip], "conditions": {"ready": ready}})).collect::<Vec<_>>()
+        }))
+        .unwrap()
+    }
+
+    fn snapshot_with_import(type_: &str, ips: &[&str], connected: &[&str]) -> ClusterSnapshot {
+        let import: ServiceImport = serde_json::from_value(serde_json::json!({
+            "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ServiceImport",
+            "metadata": {"name": "db", "namespace": "prod"},
+            "spec": {"type": type_, "ips": ips, "ports": [{"port": 5432, "protocol": "TCP"}]}
+        }))
+        .unwrap();
+        let gateway: causeway_crds::Gateway = serde_json::from_value(serde_json::json!({
+            "apiVersion": "causeway.dev/v1alpha1", "kind": "Gateway",
+            "metadata": {"name": "gw-1", "namespace": "causeway"},
+            "spec": {"clusterID": "site-a", "nodeName": "gw-1",
+                     "publicEndpoint": "198.18.0.1:51820", "publicKey": "unused"},
+            "status": {"role": "active", "connections": connected.iter().map(|c| serde_json::json!(
+                {"clusterID": c, "state": "connected"})).collect::<Vec<_>>()}
+        }))
+        .unwrap();
+        ClusterSnapshot {
+            context: "site-a".into(),
+            namespace: "causeway".into(),
+            imports: vec![import],
+            gateways: vec![gateway],
+            ..ClusterSnapshot::default()
+        }
+    }
+
+    fn ips(list: &[&str]) -> BTreeSet<IpAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn dns_expects_ready_slice_addresses_of_reachable_clusters_and_spec_ips() {
+        let slices = [
+            slice(
+                "site-b",
+                &[
+                    ("10.2.1.10", Some(true)),
+                    ("10.2.1.11", None),
+                    ("10.2.1.12", Some(false)),
+                ],
+            ),
+            slice("site-c", &[("10.3.1.10", Some(true))]),
+        ];
+        let s = snapshot_with_import("Headless", &[], &["site-b"]);
+        let expected = dns_expectations(&s, &slices);
+        assert_eq!(expected.len(), 1);
+        assert_eq!(
+            expected[0].service.dns_name(),
+            "db.prod.svc.clusterset.local"
+        );
+        // Not-ready and site-c's (tunnel not up) addresses are not promised.
+        assert_eq!(expected[0].addresses, ips(&["10.2.1.10", "10.2.1.11"]));
+        let s = snapshot_with_import("ClusterSetIP", &["10.9.0.1"], &[]);
+        assert_eq!(
+            dns_expectations(&s, &slices)[0].addresses,
+            ips(&["10.9.0.1"])
+        );
+    }
+
+    #[test]
+    fn dns_answer_is_judged_against_the_promised_addresses() {
+        let expected = ips(&["10.2.1.10", "10.2.1.11"]);
+        let mut nx = dns(&[], None);
+        nx.rcode = Some("NXDomain".into());
+        let mut down = dns(&[], None);
+        (down.rcode, down.error) = (None, Some("no answer from 10.96.0.10:53 within 2s".into()));
+        let cases: [(&AgentDns, &BTreeSet<IpAddr>, Option<&str>); 7] = [
+            (&dns(&["10.2.1.11"], None), &expected, None),
+            (&dns(&["10.2.1.11", "192.0.2.1"], None), &expected, None),
+            (&dns(&[], None), &BTreeSet::new(), None),
+            (
+                &dns(&["192.0.2.1"], None),
+                &expected,
+                Some("answered 192.0.2.1, none of them promised"),
+            ),
+            (&dns(&[], None), &expected, Some("NoError with no address")),
+            (&nx, &BTreeSet::new(), Some("answered NXDomain")),
+            (&down, &expected, Some("did not answer: no answer from")),
+        ];
+        for (answer, expected, says) in cases {
+            let problem = dns_answer_problem(expected, answer);
+            match says {
+                None => assert_eq!(problem, None, "{answer:?}"),
+                Some(says) => assert!(
+                    problem
+                        .as_deref()
+                        .is_some_and(|p| p.contains(says) && p.contains("10.96.0.10:53")),
+                    "{says:?} not in {problem:?}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn dns_findings_name_cluster_service_answer_expectation_and_fix() {
+        let s = snapshot_with_import("Headless", &[], &["site-b"]);
+        let slices = [slice("site-b", &[("10.2.1.10", Some(true))])];
+        let expected = dns_expectations(&s, &slices);
+        let healthy = answer(vec![], vec![dns(&["10.2.1.10"], None)]);
+        assert_eq!(dns_findings(&s, &expected, &healthy), []);
+        let wrong = answer(vec![], vec![dns(&["192.0.2.1"], None)]);
+        let found = dns_findings(&s, &expected, &wrong);
+        assert_eq!(found.len(), 1, "{found:#?}");
+        let f = &found[0];
+        assert_eq!(
+            (f.class, f.object.as_str()),
+            (FindingClass::DnsAnswer, "serviceimport/prod/db")
+        );
+        for says in [
+            "cluster site-a",
+            "db.prod.svc.clusterset.local",
+            "192.0.2.1",
+            "expected 10.2.1.10",
+            "10.96.0.10:53",
+            "causeway-dns Service",
+        ] {
+            assert!(f.message.contains(says), "{says:?} not in {}", f.message);
+        }
+        let unanswered = answer(vec![], vec![]);
+        assert!(dns_findings(&s, &expected, &unanswered)[0]
+            .message
+            .contains("did not resolve it"));
     }
 }
