@@ -343,7 +343,30 @@ fn the_data_plane_outlives_the_broker_the_api_server_and_the_controller() {
         "the stream to carry on without the broker",
     );
 
-    // Then site A's own API server and its controller go too.
+    // Then site A's own API server and its controller go too. The outage outlasts the
+    // gateway Lease, so what keeps the restarted controller's order is the active
+    // gateway's status saying so: wait until it does, as it would long before an outage.
+    let active_a = kube
+        .spec(A)
+        .candidate(kube.active_gateway(A).expect("active gateway"))
+        .node_name();
+    kube.wait_for(
+        "site-a's active gateway to report role active in its Gateway status",
+        WAIT,
+        |k| {
+            let roles: Vec<(Option<String>, Option<GatewayRole>)> = gateways(k, A)
+                .into_iter()
+                .map(|g| (g.metadata.name, g.status.and_then(|s| s.role)))
+                .collect();
+            match roles.iter().any(|(n, r)| {
+                n.as_deref() == Some(active_a.as_str()) && *r == Some(GatewayRole::Active)
+            }) {
+                true => Ok(()),
+                false => Err(format!("roles {roles:?}, active {active_a}")),
+            }
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
     let gateway_a = Component::Gateway(A, kube.active_gateway(A).expect("active gateway"));
     let agent_a = Component::RouteAgent(A);
     let marks: Vec<usize> = [gateway_a, agent_a]
