@@ -154,8 +154,12 @@ fn endpoint_ref(s: &ClusterSnapshot, ep: &ClusterEndpoint) -> String {
     format!("clusterendpoint/{}/{}", s.namespace, object_name(ep))
 }
 
-fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
-    conditions.iter().find(|c| c.type_ == type_)
+/// The condition of `type_` in `conditions`, if it has `status`.
+fn condition<'a>(conditions: &'a [Condition], type_: &str, status: &str) -> Option<&'a Condition> {
+    conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .filter(|c| c.status == status)
 }
 
 /// Each ClusterEndpoint on its own, its `Valid` condition, and the local one's gateways.
@@ -191,7 +195,7 @@ fn endpoints(s: &ClusterSnapshot, out: &mut BTreeSet<Finding>) {
             .as_ref()
             .map(|st| st.conditions.as_slice())
             .unwrap_or_default();
-        if let Some(c) = condition(conditions, "Valid").filter(|c| c.status == "False") {
+        if let Some(c) = condition(conditions, "Valid", "False") {
             push(
                 out,
                 s,
@@ -598,7 +602,7 @@ fn exports(s: &ClusterSnapshot, out: &mut BTreeSet<Finding>) {
             .as_ref()
             .map(|st| st.conditions.as_slice())
             .unwrap_or_default();
-        if let Some(c) = condition(conditions, "Valid").filter(|c| c.status == "False") {
+        if let Some(c) = condition(conditions, "Valid", "False") {
             push(
                 out,
                 s,
@@ -607,7 +611,7 @@ fn exports(s: &ClusterSnapshot, out: &mut BTreeSet<Finding>) {
                 format!("{}: {}", c.reason, c.message),
             );
         }
-        if let Some(c) = condition(conditions, "Conflict").filter(|c| c.status == "True") {
+        if let Some(c) = condition(conditions, "Conflict", "True") {
             push(
                 out,
                 s,

@@ -161,6 +161,18 @@ fn measure_into(kind: Kind, s: &Settings, result: &mut ConfigResult) -> Result<(
         result.errors.push(format!("no ping replies out of {sent}"));
     }
     s.check_interrupted()?;
+    progress(kind, &format!("{} pings back to back to {target}", s.pings));
+    // Bounded: each echo waits at most the timeout, so the series ends within pings x 1 s.
+    let rtts = pair
+        .a
+        .ping_back_to_back(IpAddr::V4(target), s.pings, Duration::from_secs(1))?;
+    result.rtt_back_to_back = RttSummary::from_samples(s.pings, &rtts);
+    if result.rtt_back_to_back.is_none() {
+        result
+            .errors
+            .push(format!("no replies to {} back-to-back pings", s.pings));
+    }
+    s.check_interrupted()?;
 
     let _server = iperf::start_server(&pair.b, target)?;
     let hz = ticks_per_second();

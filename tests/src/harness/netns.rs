@@ -276,6 +276,20 @@ impl Netns {
 }
 
 impl Netns {
+    /// Sends `count` ICMP echo requests to `dst` from one thread inside the namespace,
+    /// each as soon as the previous one was answered (or timed out after `timeout`);
+    /// the round-trip times of the replies, in order.
+    pub fn ping_back_to_back(
+        &self,
+        dst: IpAddr,
+        count: u32,
+        timeout: Duration,
+    ) -> io::Result<Vec<Duration>> {
+        self.try_run(|| (0..count).filter_map(|_| echo(dst, timeout).ok()).collect())
+    }
+}
+
+impl Netns {
     /// Deletes every connection-tracking entry in the namespace, IPv4 and IPv6 (what
     /// `conntrack -F` does), over ctnetlink, so the tests need no conntrack tool.
     pub fn flush_conntrack(&self) -> io::Result<()> {
