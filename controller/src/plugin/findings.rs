@@ -262,7 +262,8 @@ fn gateways(s: &ClusterSnapshot, now: Timestamp, out: &mut BTreeSet<Finding>) {
         .map(|st| st.connections.as_slice())
         .unwrap_or_default();
     for c in connections {
-        if c.state != ConnectionState::Connected {
+        // Unanswered handshakes say the same about this tunnel, and name the fix.
+        if c.state != ConnectionState::Connected && unanswered_for(c, now).is_none() {
             let state = match c.state {
                 ConnectionState::Connecting => "connecting",
                 ConnectionState::Error => "error",
@@ -348,14 +349,9 @@ fn handshakes(s: &ClusterSnapshot, now: Timestamp, out: &mut BTreeSet<Finding>) 
     let id = s.cluster_id();
     let connections = gw.status.iter().flat_map(|st| st.connections.iter());
     for c in connections {
-        let Some(first) = c.first_attempt.as_ref().map(|t| t.0) else {
+        let Some(unanswered) = unanswered_for(c, now) else {
             continue;
         };
-        let unanswered = now.duration_since(first);
-        let attempts = c.handshake_attempts;
-        if unanswered <= UNANSWERED_AFTER || attempts.is_some_and(|n| n < UNANSWERED_ATTEMPTS) {
-            continue;
-        }
         push(
             out,
             s,
@@ -364,6 +360,16 @@ fn handshakes(s: &ClusterSnapshot, now: Timestamp, out: &mut BTreeSet<Finding>) 
             unanswered_message(s, id, gateway_name(gw), c, unanswered),
         );
     }
+}
+
+/// How long `c`'s handshakes have gone unanswered, once that is long enough (and, when
+/// counted, often enough) to be a finding.
+fn unanswered_for(c: &ConnectionStatus, now: Timestamp) -> Option<SignedDuration> {
+    let unanswered = now.duration_since(c.first_attempt.as_ref()?.0);
+    let too_few = c
+        .handshake_attempts
+        .is_some_and(|n| n < UNANSWERED_ATTEMPTS);
+    (unanswered > UNANSWERED_AFTER && !too_few).then_some(unanswered)
 }
 
 fn unanswered_message(

@@ -375,6 +375,30 @@ fn thresholds_keep_quiet_about_what_may_still_resolve() {
     assert!(!unanswered(300, Some(2)), "two initiations are not enough");
     assert!(unanswered(300, Some(3)));
 
+    // A tunnel down for want of answers is one finding, the one that names the fix.
+    let mut c = healthy();
+    let conn = &mut c[0].gateways[0]
+        .status
+        .as_mut()
+        .expect("status")
+        .connections[0];
+    conn.state = ConnectionState::Connecting;
+    conn.first_attempt = Some(Time(
+        now() - k8s_openapi::jiff::SignedDuration::from_secs(120),
+    ));
+    conn.handshake_attempts = Some(12);
+    let classes: Vec<_> = diagnose(&c, now()).iter().map(|f| f.class).collect();
+    assert_eq!(classes, [FindingClass::UnansweredHandshakes], "{classes:?}");
+    // Before the handshakes count as unanswered, the tunnel is still reported down.
+    let conn = &mut c[0].gateways[0]
+        .status
+        .as_mut()
+        .expect("status")
+        .connections[0];
+    conn.handshake_attempts = Some(2);
+    let classes: Vec<_> = diagnose(&c, now()).iter().map(|f| f.class).collect();
+    assert_eq!(classes, [FindingClass::ConnectionDown], "{classes:?}");
+
     // Patch releases mix freely.
     let mut c = healthy();
     c[1].gateways[0].status.as_mut().expect("status").version = Some("0.3.9".into());
