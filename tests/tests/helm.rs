@@ -1083,10 +1083,68 @@ fn rbac_is_least_privilege() {
         ]),
         "gateway Role"
     );
+    let viewer_cluster = named(&cluster_roles, "causeway-viewer-causeway");
+    assert_eq!(
+        rules(viewer_cluster.rules.as_deref().unwrap_or_default()),
+        expand(&[
+            ("multicluster.x-k8s.io", "serviceexports", &["get", "list"]),
+            ("multicluster.x-k8s.io", "serviceimports", &["get", "list"]),
+            ("discovery.k8s.io", "endpointslices", &["get", "list"]),
+        ]),
+        "viewer ClusterRole: what show and diagnose read cluster-wide, read only"
+    );
+    let viewer_ns = named(&roles, "causeway-viewer");
+    assert_eq!(viewer_ns.metadata.namespace.as_deref(), Some(NAMESPACE));
+    assert_eq!(
+        rules(viewer_ns.rules.as_deref().unwrap_or_default()),
+        expand(&[
+            ("causeway.dev", "clusterendpoints", &["get", "list"]),
+            ("causeway.dev", "gateways", &["get", "list"]),
+            ("coordination.k8s.io", "leases", &["get", "list"]),
+            ("", "pods", &["get", "list"]),
+            ("", "pods/proxy", &["get"]),
+        ]),
+        "viewer Role: Causeway's objects and the gateway agent through the pod proxy, no Secrets"
+    );
+    let bound: Vec<String> = pick!(objects, ClusterRoleBinding)
+        .iter()
+        .map(|b| b.role_ref.name.clone())
+        .chain(
+            pick!(objects, RoleBinding)
+                .iter()
+                .map(|b| b.role_ref.name.clone()),
+        )
+        .collect();
+    assert!(
+        bound.iter().all(|r| !r.starts_with("causeway-viewer")),
+        "the chart binds the viewer roles to nobody: {bound:?}"
+    );
     let secrets = pick!(objects, Secret);
     assert!(
         secrets.is_empty(),
         "the default install holds no credentials"
+    );
+}
+
+#[test]
+fn viewer_roles_can_be_left_out() {
+    let objects = parsed("nat");
+    let names: Vec<String> = pick!(objects, ClusterRole)
+        .iter()
+        .filter_map(|r| r.metadata.name.clone())
+        .chain(
+            pick!(objects, Role)
+                .iter()
+                .filter_map(|r| r.metadata.name.clone()),
+        )
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with("causeway-viewer")),
+        "viewer.create=false renders no viewer role: {names:?}"
+    );
+    assert!(
+        names.iter().any(|n| n == "causeway-controller"),
+        "the member parts are still there: {names:?}"
     );
 }
 
