@@ -72,19 +72,24 @@ impl VnetHdr {
 
 /// Ones'-complement sum of `data` (big-endian 16-bit words) onto `initial`, unfolded.
 ///
-/// Adds eight bytes at a time in native order with end-around carry, then swaps the
-/// folded sum into network order (RFC 1071 §2(B): the sum is byte-order independent);
-/// every segment of a bulk stream is summed twice, once by each gateway.
+/// Sums native-order 32-bit words into four independent 64-bit lanes: there is no carry
+/// chain between the additions (a lane holds 2^32 words, far more than any packet), so
+/// the loop vectorises, about twice as fast as an add-with-carry chain. Folding a sum of
+/// 32-bit words gives the same ones'-complement sum as of 16-bit words, and the folded sum
+/// is swapped into network order at the end (RFC 1071 §2(B): byte-order independence).
+/// Every segment of a bulk stream is summed twice, once by each gateway.
 #[inline]
 pub fn checksum_add(data: &[u8], initial: u64) -> u64 {
-    let mut wide: u64 = 0;
-    let mut words = data.chunks_exact(8);
-    for w in &mut words {
-        let (sum, carry) = wide.overflowing_add(u64::from_ne_bytes([
-            w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
-        ]));
-        wide = sum + u64::from(carry);
+    let word = |w: &[u8]| u64::from(u32::from_ne_bytes([w[0], w[1], w[2], w[3]]));
+    let mut lanes = [0u64; 4];
+    let mut blocks = data.chunks_exact(16);
+    for block in &mut blocks {
+        for (lane, w) in lanes.iter_mut().zip(block.chunks_exact(4)) {
+            *lane += word(w);
+        }
     }
+    let mut words = blocks.remainder().chunks_exact(4);
+    let wide = lanes.iter().sum::<u64>() + (&mut words).map(word).sum::<u64>();
     let native = fold(wide);
     let mut acc = initial + u64::from(u16::from_be(native));
     let mut pairs = words.remainder().chunks_exact(2);
