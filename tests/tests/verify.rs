@@ -392,6 +392,29 @@ fn verify_and_benchmark_through_the_pod_proxy() {
     assert!(stdout.contains("FAIL site-a -> * gateway: "), "{stdout}");
     assert!(stdout.contains("  fix: "), "{stdout}");
     eprintln!("verify, site-a's gateways stopped:\n{stdout}");
+
+    // With a name to resolve again, diagnose says on stderr which cluster's DNS it could
+    // not check through a gateway, and why. Its exit code depends on whether site-a's
+    // objects already show the dead gateways (the Lease may not have expired yet).
+    kube.wait_for("the ServiceExport to be created again", WAIT, |k| {
+        k.block_on(exports.create(&pp, &ServiceExport::new(SVC, Default::default())))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+    let imports_a: Api<ServiceImport> = Api::namespaced(a.clone(), NS);
+    kube.wait_for("site-a to import prod/echo again", WAIT, |k| {
+        k.block_on(imports_a.get(SVC)).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+    let out = diagnose(&[]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("DNS not checked for site-a: ")
+            && stderr.contains("did not answer /verify"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
