@@ -273,9 +273,7 @@ impl Netns {
             ))
         })?
     }
-}
 
-impl Netns {
     /// Sends `count` ICMP echo requests to `dst` from one thread inside the namespace,
     /// each as soon as the previous one was answered (or timed out after `timeout`);
     /// the round-trip times of the replies, in order.

@@ -122,6 +122,15 @@ fn cluster(id: &str, n: u8, other: (&str, u8)) -> ClusterSnapshot {
     }
 }
 
+/// Site A's active gateway's tunnel to site B, as the healthy world reports it.
+fn site_a_to_b(c: &mut [ClusterSnapshot]) -> &mut ConnectionStatus {
+    &mut c[0].gateways[0]
+        .status
+        .as_mut()
+        .expect("status")
+        .connections[0]
+}
+
 fn healthy() -> Vec<ClusterSnapshot> {
     vec![
         cluster("site-a", 1, ("site-b", 2)),
@@ -239,11 +248,7 @@ fn each_breakage_gives_its_finding() {
         (
             "tunnel down",
             |c| {
-                let conn = &mut c[0].gateways[0]
-                    .status
-                    .as_mut()
-                    .expect("status")
-                    .connections[0];
+                let conn = site_a_to_b(c);
                 conn.state = ConnectionState::Error;
                 conn.reason = Some("no handshake in 2m: is UDP 51820 open?".into());
             },
@@ -292,11 +297,7 @@ fn each_breakage_gives_its_finding() {
         (
             "handshakes unanswered",
             |c| {
-                let conn = &mut c[0].gateways[0]
-                    .status
-                    .as_mut()
-                    .expect("status")
-                    .connections[0];
+                let conn = site_a_to_b(c);
                 conn.endpoint = Some("198.18.0.2:51820".into());
                 conn.first_attempt = Some(Time(now() - k8s_openapi::jiff::SignedDuration::from_secs(120)));
                 conn.handshake_attempts = Some(12);
@@ -357,11 +358,7 @@ fn each_breakage_gives_its_finding() {
 fn thresholds_keep_quiet_about_what_may_still_resolve() {
     let unanswered = |ago: i64, attempts: Option<u64>| {
         let mut c = healthy();
-        let conn = &mut c[0].gateways[0]
-            .status
-            .as_mut()
-            .expect("status")
-            .connections[0];
+        let conn = site_a_to_b(&mut c);
         conn.first_attempt = Some(Time(
             now() - k8s_openapi::jiff::SignedDuration::from_secs(ago),
         ));
@@ -377,11 +374,7 @@ fn thresholds_keep_quiet_about_what_may_still_resolve() {
 
     // A tunnel down for want of answers is one finding, the one that names the fix.
     let mut c = healthy();
-    let conn = &mut c[0].gateways[0]
-        .status
-        .as_mut()
-        .expect("status")
-        .connections[0];
+    let conn = site_a_to_b(&mut c);
     conn.state = ConnectionState::Connecting;
     conn.first_attempt = Some(Time(
         now() - k8s_openapi::jiff::SignedDuration::from_secs(120),
@@ -390,11 +383,7 @@ fn thresholds_keep_quiet_about_what_may_still_resolve() {
     let classes: Vec<_> = diagnose(&c, now()).iter().map(|f| f.class).collect();
     assert_eq!(classes, [FindingClass::UnansweredHandshakes], "{classes:?}");
     // Before the handshakes count as unanswered, the tunnel is still reported down.
-    let conn = &mut c[0].gateways[0]
-        .status
-        .as_mut()
-        .expect("status")
-        .connections[0];
+    let conn = site_a_to_b(&mut c);
     conn.handshake_attempts = Some(2);
     let classes: Vec<_> = diagnose(&c, now()).iter().map(|f| f.class).collect();
     assert_eq!(classes, [FindingClass::ConnectionDown], "{classes:?}");
