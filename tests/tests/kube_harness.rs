@@ -1,22 +1,23 @@
-//! The Kubernetes-mode harness itself, without starting any Causeway process:
-//! the namespaces, the API servers and their listeners inside the sites, the
-//! seeded objects, the kubeconfig files, and that nothing is left behind.
-//! Needs root.
+//! The Kubernetes-mode harness itself, without starting any Causeway process: the
+//! namespaces, the real API servers and where each node reaches them, the chart's objects
+//! and RBAC as each component's credentials see them, the kubeconfig files, and that
+//! nothing is left behind. Needs root and `scripts/kube build`.
 
 use std::process::Command;
 use std::time::Duration;
 
 use causeway_crds::names;
+use causeway_crds::ClusterEndpoint;
 use causeway_tests::harness::kube::{
-    Component, KubeWorld, BROKER_API_ADDR, BROKER_NAMESPACE, CANDIDATES, CLUSTER_API_ADDR,
+    Component, KubeWorld, BROKER_API_ADDR, BROKER_NAMESPACE, CANDIDATES, CLUSTER_API_PORT,
     CLUSTER_NAMESPACE,
 };
 use causeway_tests::harness::netns::run_ok;
-use causeway_tests::harness::{http_get, HarnessError, Netns};
+use causeway_tests::harness::{HarnessError, Netns};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 
@@ -56,15 +57,36 @@ fn netns_list() -> Vec<String> {
         .collect()
 }
 
-/// `GET path` from inside `ns`; panics unless the answer has `status`.
-fn get(ns: &Netns, addr: std::net::SocketAddr, path: &str, status: u16) -> String {
-    match http_get(ns, addr, path) {
-        Ok((got, body)) if got == status => body,
-        Ok((got, body)) => panic!(
-            "GET http://{addr}{path} in {}: status {got}, expected {status}: {body}",
-            ns.name()
-        ),
-        Err(e) => panic!("GET in {}: {e}", ns.name()),
+/// Runs `f` with a client built from `kubeconfig`, on a thread inside `ns`: what a process
+/// of that node with that kubeconfig would get.
+fn in_namespace<T, F>(ns: &Netns, kubeconfig: &std::path::Path, f: impl FnOnce(Client) -> F + Send) -> T
+where
+    F: std::future::Future<Output = T>,
+    T: Send,
+{
+    let path = kubeconfig.to_path_buf();
+    ns.run(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async move {
+            let kubeconfig = Kubeconfig::read_from(&path).expect("read the kubeconfig");
+            let config =
+                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                    .await
+                    .expect("a config from the kubeconfig");
+            f(Client::try_from(config).expect("a client")).await
+        })
+    })
+}
+
+/// The API's status code of a failed request, `None` if it succeeded.
+fn code<T>(result: Result<T, kube::Error>) -> Option<u16> {
+    match result {
+        Ok(_) => None,
+        Err(kube::Error::Api(s)) => Some(s.code),
+        Err(e) => panic!("not an API answer: {e}"),
     }
 }
 
@@ -79,9 +101,11 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
     let before = root_state();
     let world = KubeWorld::new(2).expect("build a two-site Kubernetes world");
 
-    // Every namespace exists: the WAN, and per site two candidates, a worker and a pod.
-    let namespaces = world.namespace_names();
-    assert_eq!(namespaces.len(), 9, "{namespaces:?}");
+    // Every namespace exists: the WAN, per site two candidates, a worker and a pod, and the
+    // broker's.
+    let mut namespaces = world.namespace_names();
+    namespaces.push(world.broker_ns().name().to_string());
+    assert_eq!(namespaces.len(), 10, "{namespaces:?}");
     let listed = netns_list();
     for name in &namespaces {
         assert!(listed.contains(name), "{name} missing from {listed:?}");
@@ -91,7 +115,7 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
     let broker_ns: Api<Namespace> = Api::all(world.broker_client());
     world
         .block_on(broker_ns.get(BROKER_NAMESPACE))
-        .expect("the broker namespace is seeded");
+        .expect("the chart's broker mode made the broker namespace");
     for i in 0..world.n_sites() {
         let spec = world.spec(i);
         let id = spec.cluster_id();
@@ -129,77 +153,67 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
         let own: Api<Namespace> = Api::all(client);
         world
             .block_on(own.get(CLUSTER_NAMESPACE))
-            .expect("the cluster namespace is seeded");
+            .expect("the chart's release namespace exists");
     }
 
-    // Inside each site, its own cluster API answers on 127.0.0.1:6443; the
-    // broker only in the worker, on 127.0.0.1:6444.
+    // Inside each site, its cluster API answers at the worker's node address, to every
+    // node, with the rights the chart gives: the gateway's token may read a Node, not list
+    // them, and no Secret outside Causeway's namespace.
     for i in 0..world.n_sites() {
         let spec = world.spec(i);
         let other = world.spec(1 - i);
         let site = world.site(i);
+        let gateway_kubeconfig = world.gateway_kubeconfig_path(i).to_path_buf();
         for ns in site.candidates().into_iter().chain([&site.worker]) {
-            let version = get(ns, CLUSTER_API_ADDR, "/version", 200);
-            assert!(version.contains("\"major\""), "{version}");
-            // The right cluster: its own Node is there, the other site's is not.
-            get(
-                ns,
-                CLUSTER_API_ADDR,
-                &format!("/api/v1/nodes/{}", spec.candidate(1).node_name()),
-                200,
-            );
-            get(
-                ns,
-                CLUSTER_API_ADDR,
-                &format!("/api/v1/nodes/{}", other.gateway_node_name()),
-                404,
-            );
+            let own = spec.candidate(1).node_name();
+            let foreign = other.gateway_node_name();
+            let (own_node, foreign_node, list, secrets) =
+                in_namespace(ns, &gateway_kubeconfig, |client| async move {
+                    let nodes: Api<Node> = Api::all(client.clone());
+                    let secrets: Api<Secret> = Api::namespaced(client, "kube-system");
+                    (
+                        nodes.get(&own).await.map(|n| n.name_any()),
+                        code(nodes.get(&foreign).await),
+                        code(nodes.list(&ListParams::default()).await),
+                        code(secrets.list(&ListParams::default()).await),
+                    )
+                });
+            assert_eq!(own_node.expect("the gateway reads its Node"), spec.candidate(1).node_name());
+            assert_eq!(foreign_node, Some(404), "another site's Node is not in this cluster");
+            assert_eq!(list, Some(403), "the gateway may not list Nodes");
+            assert_eq!(secrets, Some(403), "the gateway may not read kube-system's Secrets");
         }
-        get(
-            &site.worker,
-            BROKER_API_ADDR,
-            &format!("/api/v1/namespaces/{BROKER_NAMESPACE}"),
-            200,
-        );
-        // Gateways have no business with the broker.
-        assert!(
-            http_get(&site.gateway, BROKER_API_ADDR, "/version").is_err(),
-            "the broker must not listen in a gateway namespace"
-        );
+        // The broker: from the worker, with the member's token, ClusterEndpoints may be
+        // listed, Namespaces not; a gateway node has no route to it.
+        let broker_kubeconfig = world.broker_kubeconfig_path(i).to_path_buf();
+        let (endpoints, namespaces) = in_namespace(&site.worker, &broker_kubeconfig, |client| async move {
+            let endpoints: Api<ClusterEndpoint> = Api::namespaced(client.clone(), BROKER_NAMESPACE);
+            let namespaces: Api<Namespace> = Api::all(client);
+            (
+                endpoints.list(&ListParams::default()).await.map(|l| l.items.len()),
+                code(namespaces.list(&ListParams::default()).await),
+            )
+        });
+        assert_eq!(endpoints.expect("a member lists the broker's ClusterEndpoints"), 0);
+        assert_eq!(namespaces, Some(403));
+        let reached = site.gateway.run(|| {
+            std::net::TcpStream::connect_timeout(&BROKER_API_ADDR, Duration::from_secs(1)).is_ok()
+        });
+        assert!(!reached, "the broker must not be reachable from a gateway namespace");
     }
 
-    // The kubeconfig files name the in-namespace addresses, and the real
-    // client loads them inside a gateway namespace.
+    // The kubeconfig files name the in-cluster addresses over TLS, with tokens.
     let cluster_kubeconfig = std::fs::read_to_string(world.kubeconfig_path(0)).unwrap();
-    assert!(
-        cluster_kubeconfig.contains(&format!("server: http://{CLUSTER_API_ADDR}")),
-        "{cluster_kubeconfig}"
-    );
+    let server = format!("server: https://{}:{CLUSTER_API_PORT}", world.spec(0).worker_node_ip());
+    assert!(cluster_kubeconfig.contains(&server), "{cluster_kubeconfig}");
     assert!(cluster_kubeconfig.contains(&format!("namespace: {CLUSTER_NAMESPACE}")));
+    assert!(cluster_kubeconfig.contains("token: "));
     let broker_kubeconfig = std::fs::read_to_string(world.broker_kubeconfig_path(0)).unwrap();
     assert!(
-        broker_kubeconfig.contains(&format!("server: http://{BROKER_API_ADDR}")),
+        broker_kubeconfig.contains(&format!("server: https://{BROKER_API_ADDR}")),
         "{broker_kubeconfig}"
     );
     assert!(broker_kubeconfig.contains(&format!("namespace: {BROKER_NAMESPACE}")));
-    let path = world.kubeconfig_path(0).to_path_buf();
-    let seen = world.candidate_ns(0, 1).run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let kubeconfig = Kubeconfig::read_from(&path).expect("read the kubeconfig");
-            let config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                    .await
-                    .expect("a config from the kubeconfig");
-            assert_eq!(config.default_namespace, CLUSTER_NAMESPACE);
-            let nodes: Api<Node> = Api::all(Client::try_from(config).expect("a client"));
-            sorted_names(nodes.list(&ListParams::default()).await.unwrap().items)
-        })
-    });
-    assert_eq!(seen, ["site-a-gw", "site-a-gw2", "site-a-worker"]);
 
     // Candidate 1 is on the WAN and on the node bridge.
     let (a, b) = (world.spec(0), world.spec(1));
@@ -250,8 +264,10 @@ fn the_active_gateway_is_the_lease_holder_and_waits_say_what_they_awaited() {
             ..LeaseSpec::default()
         }),
     };
-    let store = world.cluster_api(1).store();
-    store.put(&lease("site-b-gw2")).unwrap();
+    let leases: Api<Lease> = Api::namespaced(world.cluster_client(1), CLUSTER_NAMESPACE);
+    world
+        .block_on(leases.create(&PostParams::default(), &lease("site-b-gw2")))
+        .expect("create the Lease");
     assert_eq!(world.active_gateway(1), Some(1));
     assert_eq!(world.active_gateway(0), None, "site-a's Lease is its own");
     assert_eq!(
@@ -260,7 +276,13 @@ fn the_active_gateway_is_the_lease_holder_and_waits_say_what_they_awaited() {
             .unwrap(),
         1
     );
-    store.put(&lease("site-b-worker")).unwrap();
+    let mut moved = world
+        .block_on(leases.get(&names::gateway_lease("site-b")))
+        .expect("read the Lease");
+    moved.spec = lease("site-b-worker").spec;
+    world
+        .block_on(leases.replace(&names::gateway_lease("site-b"), &PostParams::default(), &moved))
+        .expect("move the Lease");
     assert_eq!(world.active_gateway(1), None);
     assert_eq!(world.lease_holder(1).as_deref(), Some("site-b-worker"));
     // Nothing was started, so the world holds no process.

@@ -1,22 +1,30 @@
-//! A clusterset in Kubernetes mode: per site two gateway candidates, a worker
-//! with a pod, an in-memory cluster API server, and one broker API server for
-//! all sites; the controller, gateways and route agents find each other only
-//! through those APIs (see `docs/kubernetes.md`).
+//! A clusterset in Kubernetes mode on real Kubernetes: per site two gateway candidates, a
+//! worker with a pod, a real kube-apiserver and kube-controller-manager, and one broker
+//! cluster for all sites; the controller, gateways and route agents find each other only
+//! through those APIs (see `docs/kubernetes.md`), each with the credentials and rights the
+//! chart gives it.
 //!
-//! Every API server listens on a loopback port of the test's own namespace
-//! (for the test's clients; nothing there is changed) and on a fixed loopback
-//! address inside each namespace where a process that uses it runs:
+//! How each site is set up, as a user would ([`super::control_plane::install`]): the chart,
+//! rendered by real Helm, applied with `kubectl apply --server-side`; the broker cluster gets
+//! the chart in broker mode, and each site's broker kubeconfig is built from the token Secret
+//! it creates (deploy/examples/README.md); the controller runs with a token of the chart's
+//! `causeway-controller` ServiceAccount, the gateway candidates and the route agent with one
+//! of `causeway-gateway`; `kubectl causeway` runs as a person bound to the viewer roles only.
+//!
+//! Where the API servers are:
 //!
 //! ```text
-//!   cluster API of site X   127.0.0.1:6443 in site-X-gw, site-X-gw2 and the worker
-//!   broker API              127.0.0.1:6444 in every site's worker (the controller's home)
+//!   cluster API of site X   https://198.19.X.2:6443: on the worker node (its node address),
+//!                           reached over the node network by the candidates
+//!   broker API              in a namespace of its own; https://127.0.0.1:6444 in every
+//!                           site's worker (a forwarder: the controller's route to it)
+//!   both                    https://127.0.0.1:<port> in the test's own namespace (forwarders)
 //! ```
 //!
-//! Every gateway candidate also has a Pod object, as its DaemonSet would make it
-//! (the chart's labels, `spec.nodeName`, hostNetwork so `status.podIP` is the node's
-//! address, container port `metrics`), and serves metrics on the node address too, so
-//! the API servers' pod proxy (dialling from the site's worker, on the node network)
-//! reaches it as `kubectl causeway verify` does.
+//! Every gateway candidate also has a Pod object, made from the chart's DaemonSet template
+//! as the DaemonSet controller would (`spec.nodeName`, hostNetwork so `status.podIP` is the
+//! node's address), and serves metrics on the node address too, so the API server's pod
+//! proxy (on the worker, on the node network) reaches it as `kubectl causeway verify` does.
 //!
 //! The binaries are found by name next to the test executable, so they must
 //! have been built (`cargo build --bins`) before a world's processes start.
@@ -24,21 +32,23 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
+use ::kube::api::{Api, Patch, PatchParams, PostParams};
 use ::kube::Client;
 use causeway_crds::names;
 use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, Namespace, Node, NodeAddress, NodeSpec, NodeStatus, Pod, PodIP,
-    PodSpec, PodStatus,
-};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{json, Value};
 
+use super::control_plane::install::{self, CONTROLLER_ACCOUNT, GATEWAY_ACCOUNT};
+use super::control_plane::apiserver::kubeconfig_yaml;
+use super::control_plane::{ApiServerSpec, Etcd, Forwarder, KubeApiServer};
 use super::mesh::metric;
 use super::netns::Netns;
 use super::process::ChildGuard;
@@ -47,19 +57,22 @@ use super::topology::{
     GATEWAY_PORT, METRICS_ADDR,
 };
 use super::wait::wait_until_ok;
-use super::{io_context, HarnessError};
-use crate::apiserver::ApiServer;
+use super::{io_context, HarnessError, ScratchDir};
 
 /// Name of the controller binary built by this workspace.
 pub const CONTROLLER_BINARY: &str = "causeway-controller";
-/// The namespace of Causeway's objects in every cluster API.
-pub const CLUSTER_NAMESPACE: &str = "causeway";
+/// The namespace of Causeway's objects in every cluster API (the chart's release namespace).
+pub const CLUSTER_NAMESPACE: &str = install::RELEASE_NAMESPACE;
 /// The namespace of the broker's ClusterEndpoints.
 pub const BROKER_NAMESPACE: &str = "causeway-broker";
-/// Where a site's cluster API is reached from inside its candidates' and worker's namespaces.
-pub const CLUSTER_API_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6443);
+/// The port a site's cluster API serves on, at its worker's node address.
+pub const CLUSTER_API_PORT: u16 = super::control_plane::apiserver::API_PORT;
 /// Where the broker API is reached from inside every worker's namespace.
 pub const BROKER_API_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 6444);
+/// The broker API server's own address, in its namespace.
+pub const BROKER_ADVERTISE_IP: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 250);
+/// The broker cluster's service range (it runs no services; kube-apiserver needs one).
+const BROKER_SERVICE_CIDR: &str = "10.99.0.0/16";
 /// Where a gateway candidate serves metrics, on loopback inside its namespace.
 pub const GATEWAY_METRICS_ADDR: SocketAddr = METRICS_ADDR;
 /// What a gateway candidate binds its metrics server to: every address of its namespace,
@@ -131,16 +144,22 @@ impl fmt::Display for Component {
 
 /// One site's cluster API server and what the test needs to use it.
 struct ClusterApi {
-    server: ApiServer,
+    server: KubeApiServer,
     client: Client,
-    kubeconfig: PathBuf,
+    /// The controller's kubeconfig (the chart's `causeway-controller` ServiceAccount).
+    controller_kubeconfig: PathBuf,
+    /// The gateway candidates' and route agent's kubeconfig (`causeway-gateway`).
+    gateway_kubeconfig: PathBuf,
+    /// The controller's broker kubeconfig (the broker's `causeway-member-<site>` token).
     broker_kubeconfig: PathBuf,
+    /// The chart's gateway DaemonSet pod template, which candidates' Pod objects are made from.
+    gateway_pod_template: Value,
 }
 
 /// A clusterset in Kubernetes mode; see the module docs.
 ///
-/// Fields drop in order after [`Drop::drop`] has stopped every process:
-/// the API servers stop before the namespaces their listeners live in go.
+/// Fields drop in order after [`Drop::drop`] has stopped every process: the API servers,
+/// then the forwarders, etcd and the broker's namespace, then the sites' namespaces.
 pub struct KubeWorld {
     processes: BTreeMap<Component, ChildGuard>,
     /// Pod CIDRs a site's controller publishes instead of its own (to test refusals).
@@ -154,15 +173,42 @@ pub struct KubeWorld {
     /// thread or runtime, also while a test thread blocks in a wait.
     runtime: Option<tokio::runtime::Runtime>,
     clusters: Vec<ClusterApi>,
-    broker: ApiServer,
+    broker: KubeApiServer,
     broker_client: Client,
+    /// Each worker's route to the broker ([`BROKER_API_ADDR`]).
+    _broker_routes: Vec<Forwarder>,
+    _etcd: Etcd,
+    broker_ns: Netns,
+    /// The control plane's PKI, data and logs (kept when a test fails).
+    control_dir: ScratchDir,
     /// The namespaces and addresses (two candidates per site).
     pub world: Clusterset,
 }
 
+/// Chart values for site `spec`: what an operator would give `helm install`.
+fn site_values(spec: &SiteSpec) -> Value {
+    let list = |nets: Vec<IpNet>| nets.iter().map(ToString::to_string).collect::<Vec<_>>();
+    json!({
+        "clusterID": spec.cluster_id(),
+        "cidrs": {"pods": list(spec.pod_cidrs()), "services": list(spec.service_cidrs())},
+        "brokerConnection": {"namespace": BROKER_NAMESPACE},
+    })
+}
+
+/// Chart values for the broker cluster: broker mode for `members`, no member parts.
+fn broker_values(members: &[String]) -> Value {
+    json!({
+        "broker": {"enabled": true, "namespace": BROKER_NAMESPACE, "clusters": members},
+        "controller": {"enabled": false},
+        "gateway": {"enabled": false},
+        "routeAgent": {"enabled": false},
+    })
+}
+
 impl KubeWorld {
-    /// Builds `n_sites` sites with two gateway candidates each, the broker and
-    /// the cluster API servers, seeded with namespaces and Nodes; nothing runs yet.
+    /// Builds `n_sites` sites with two gateway candidates each, a real API server per site
+    /// and one for the broker (all started at once), installs the chart in each the way a
+    /// user would, and registers the sites' Nodes; no Causeway process runs yet.
     pub fn new(n_sites: usize) -> Result<KubeWorld, HarnessError> {
         let world = Clusterset::with_candidates(n_sites, CANDIDATES)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -171,10 +217,74 @@ impl KubeWorld {
             .enable_all()
             .build()
             .map_err(io_context("runtime for the test's kube clients"))?;
-        let broker = serve_in_root("broker API")?;
-        seed_namespace(&broker, BROKER_NAMESPACE)?;
-        let broker_client = client_for(&runtime, &broker, BROKER_NAMESPACE)?;
-        // Built inside the guard so a failure half-way tears down what exists.
+        let control_dir = ScratchDir::new("cw-control-plane-")
+            .map_err(io_context("scratch directory for the control plane"))?;
+        let broker_ns = Netns::new("broker").map_err(io_context("broker namespace"))?;
+        broker_ns
+            .add_addr("lo", IpNet::new(BROKER_ADVERTISE_IP.into(), 32).map_err(|e| {
+                HarnessError::Topology(e.to_string())
+            })?)
+            .map_err(io_context("broker address"))?;
+        let etcd = Etcd::start(&broker_ns, control_dir.path())?;
+
+        // The API servers start and take their chart at once: each is minutes of CPU
+        // otherwise spent one after another.
+        let members: Vec<String> = world.sites().iter().map(|s| s.spec.cluster_id()).collect();
+        let dir = control_dir.path();
+        let (broker, sites) = std::thread::scope(|scope| {
+            let broker = scope.spawn(|| -> Result<KubeApiServer, HarnessError> {
+                let spec = ApiServerSpec {
+                    name: "broker".into(),
+                    advertise: BROKER_ADVERTISE_IP.into(),
+                    service_cidrs: vec![BROKER_SERVICE_CIDR
+                        .parse()
+                        .map_err(|e| HarnessError::Topology(format!("{e}")))?],
+                    dir: dir.join("broker"),
+                };
+                let server = KubeApiServer::start(spec, &broker_ns, &etcd)?;
+                install::install(&server, &broker_values(&members), CLUSTER_NAMESPACE)?;
+                Ok(server)
+            });
+            let sites: Vec<_> = world
+                .sites()
+                .iter()
+                .map(|site| {
+                    let etcd = &etcd;
+                    scope.spawn(move || -> Result<(KubeApiServer, Vec<Value>), HarnessError> {
+                        let spec = ApiServerSpec {
+                            name: site.spec.cluster_id(),
+                            advertise: site.spec.worker_node_ip().into(),
+                            service_cidrs: site.spec.service_cidrs(),
+                            dir: dir.join(site.spec.cluster_id()),
+                        };
+                        let server = KubeApiServer::start(spec, &site.worker, etcd)?;
+                        let objects =
+                            install::install(&server, &site_values(&site.spec), CLUSTER_NAMESPACE)?;
+                        Ok((server, objects))
+                    })
+                })
+                .collect();
+            let broker = joined(broker.join());
+            let sites: Vec<_> = sites.into_iter().map(|h| joined(h.join())).collect();
+            (broker, sites)
+        });
+        let broker = broker?;
+        let broker_client = client_for(&runtime, broker.admin_config(BROKER_NAMESPACE))?;
+        let mut broker_routes = Vec::with_capacity(n_sites);
+        for site in world.sites() {
+            broker_routes.push(
+                Forwarder::start(
+                    Some(&site.worker),
+                    BROKER_API_ADDR,
+                    Some(&broker_ns),
+                    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), CLUSTER_API_PORT),
+                )
+                .map_err(io_context(format!(
+                    "route {}'s worker to the broker",
+                    site.spec.cluster_id()
+                )))?,
+            );
+        }
         let mut kube = KubeWorld {
             processes: BTreeMap::new(),
             pod_cidrs: BTreeMap::new(),
@@ -184,10 +294,15 @@ impl KubeWorld {
             clusters: Vec::with_capacity(n_sites),
             broker,
             broker_client,
+            _broker_routes: broker_routes,
+            _etcd: etcd,
+            broker_ns,
+            control_dir,
             world,
         };
-        for i in 0..n_sites {
-            let cluster = kube.build_cluster(i)?;
+        for (i, started) in sites.into_iter().enumerate() {
+            let (server, objects) = started?;
+            let cluster = kube.build_cluster(i, server, &objects)?;
             kube.clusters.push(cluster);
         }
         Ok(kube)
@@ -209,47 +324,60 @@ impl KubeWorld {
         Ok(kube)
     }
 
-    fn build_cluster(&self, i: usize) -> Result<ClusterApi, HarnessError> {
+    /// Registers site `i`'s Nodes with its (installed) API server and writes each
+    /// component's kubeconfig.
+    fn build_cluster(
+        &self,
+        i: usize,
+        server: KubeApiServer,
+        objects: &[Value],
+    ) -> Result<ClusterApi, HarnessError> {
         let site = self.site(i);
         let id = site.spec.cluster_id();
-        // The pod proxy dials gateway pods' node addresses from the worker, on the node network.
-        let options = crate::apiserver::ApiServerOptions {
-            pod_netns: Some(site.worker.path()),
-            ..Default::default()
-        };
-        let server = serve_in_root_with(&format!("{id} cluster API"), options)?;
-        for ns in site.candidates().into_iter().chain([&site.worker]) {
-            listen_in(&server, ns, CLUSTER_API_ADDR, &format!("{id} cluster API"))?;
-        }
-        // The controller, in the worker, is the broker's only client.
-        listen_in(&self.broker, &site.worker, BROKER_API_ADDR, "broker API")?;
-
-        seed_namespace(&server, CLUSTER_NAMESPACE)?;
+        let client = client_for(self.runtime(), server.admin_config(CLUSTER_NAMESPACE))?;
+        let nodes: Api<Node> = Api::all(client.clone());
         for node in site_nodes(&site.spec) {
-            server
-                .store()
-                .put(&node)
-                .map_err(|e| HarnessError::Topology(format!("seed Node in {id}: {e}")))?;
+            let name = node.metadata.name.clone().unwrap_or_default();
+            self.block_on(nodes.create(&PostParams::default(), &node))
+                .map_err(|e| HarnessError::ControlPlane(format!("register Node {name} in {id}: {e}")))?;
         }
+        let gateway_pod_template = objects
+            .iter()
+            .find(|o| o["kind"] == "DaemonSet" && o["metadata"]["name"] == "causeway-gateway")
+            .map(|ds| ds["spec"]["template"].clone())
+            .ok_or_else(|| {
+                HarnessError::ControlPlane("the chart rendered no causeway-gateway DaemonSet".into())
+            })?;
 
-        let kubeconfig = site.dir().join("cluster.kubeconfig");
+        // Every process in the site reaches its API server at the worker's node address.
+        let url = server.url_in_cluster();
+        let controller_kubeconfig = site.dir().join("controller.kubeconfig");
+        let token = install::account_token(&server, CLUSTER_NAMESPACE, CONTROLLER_ACCOUNT)?;
+        server.write_kubeconfig(&controller_kubeconfig, &url, &token, CLUSTER_NAMESPACE)?;
+        let gateway_kubeconfig = site.dir().join("gateway.kubeconfig");
+        let token = install::account_token(&server, CLUSTER_NAMESPACE, GATEWAY_ACCOUNT)?;
+        server.write_kubeconfig(&gateway_kubeconfig, &url, &token, CLUSTER_NAMESPACE)?;
+
+        // As deploy/examples/README.md builds it: the member's token Secret at the broker.
         let broker_kubeconfig = site.dir().join("broker.kubeconfig");
-        std::fs::write(
-            &kubeconfig,
-            server.kubeconfig_at(CLUSTER_API_ADDR, CLUSTER_NAMESPACE),
-        )
-        .map_err(io_context(format!("write {}", kubeconfig.display())))?;
-        std::fs::write(
+        let token = install::secret_token(
+            &self.broker,
+            BROKER_NAMESPACE,
+            &format!("causeway-member-{id}-token"),
+        )?;
+        self.broker.write_kubeconfig(
             &broker_kubeconfig,
-            self.broker.kubeconfig_at(BROKER_API_ADDR, BROKER_NAMESPACE),
-        )
-        .map_err(io_context(format!("write {}", broker_kubeconfig.display())))?;
-        let client = client_for(self.runtime(), &server, CLUSTER_NAMESPACE)?;
+            &format!("https://{BROKER_API_ADDR}"),
+            &token,
+            BROKER_NAMESPACE,
+        )?;
         Ok(ClusterApi {
             server,
             client,
-            kubeconfig,
+            controller_kubeconfig,
+            gateway_kubeconfig,
             broker_kubeconfig,
+            gateway_pod_template,
         })
     }
 
@@ -282,13 +410,41 @@ impl KubeWorld {
     }
 
     /// The broker API server (stop and restart it to test an outage).
-    pub fn broker(&self) -> &ApiServer {
+    pub fn broker(&self) -> &KubeApiServer {
         &self.broker
     }
 
     /// Site `i`'s cluster API server.
-    pub fn cluster_api(&self, i: usize) -> &ApiServer {
+    pub fn cluster_api(&self, i: usize) -> &KubeApiServer {
         &self.clusters[i].server
+    }
+
+    /// The broker's network namespace.
+    pub fn broker_ns(&self) -> &Netns {
+        &self.broker_ns
+    }
+
+    /// The control plane's scratch directory (PKI, API server logs, audit logs).
+    pub fn control_dir(&self) -> &Path {
+        self.control_dir.path()
+    }
+
+    /// A kubeconfig for an operator who runs `kubectl causeway` from the test's namespace:
+    /// one context per site (named after it) as a person bound only to the chart's viewer
+    /// roles (bound here, as the chart's README says). Written to `path`.
+    pub fn write_operator_kubeconfig(&self, path: &Path) -> Result<(), HarnessError> {
+        let mut contexts = Vec::new();
+        for (i, cluster) in self.clusters.iter().enumerate() {
+            let viewer = install::bind_viewer(&cluster.server, CLUSTER_NAMESPACE)?;
+            contexts.push(cluster.server.kubeconfig_context(
+                &self.spec(i).cluster_id(),
+                &cluster.server.url(),
+                &viewer,
+                CLUSTER_NAMESPACE,
+            ));
+        }
+        let text = kubeconfig_yaml(&contexts, &self.spec(0).cluster_id());
+        std::fs::write(path, text).map_err(io_context(format!("write {}", path.display())))
     }
 
     /// A client of the broker for the test (default namespace [`BROKER_NAMESPACE`]).
@@ -301,9 +457,15 @@ impl KubeWorld {
         self.clusters[i].client.clone()
     }
 
-    /// Site `i`'s kubeconfig for its cluster API, as seen from inside the site's namespaces.
+    /// Site `i`'s controller's kubeconfig for its cluster API (the chart's controller
+    /// ServiceAccount), as seen from inside the site's namespaces.
     pub fn kubeconfig_path(&self, i: usize) -> &Path {
-        &self.clusters[i].kubeconfig
+        &self.clusters[i].controller_kubeconfig
+    }
+
+    /// Site `i`'s gateways' and route agent's kubeconfig (the chart's gateway ServiceAccount).
+    pub fn gateway_kubeconfig_path(&self, i: usize) -> &Path {
+        &self.clusters[i].gateway_kubeconfig
     }
 
     /// Site `i`'s kubeconfig for the broker, as seen from inside its worker's namespace.
@@ -346,15 +508,39 @@ impl KubeWorld {
             .map_err(io_context(format!("start {component}")))?;
         self.processes.insert(component, child);
         if let Component::Gateway(i, k) = component {
-            let c = self.spec(i).candidate(k);
-            let pod = gateway_pod(&c.node_name(), c.node_ip(), c.node_ip6());
-            self.clusters[i]
-                .server
-                .store()
-                .put(&pod)
-                .map_err(|e| HarnessError::Topology(format!("seed the Pod of {component}: {e}")))?;
+            self.ensure_gateway_pod(i, k)?;
         }
         Ok(())
+    }
+
+    /// Makes the Pod object of site `i`'s candidate `k` exist and say it runs, as the
+    /// DaemonSet controller and the kubelet would: made from the chart's pod template, bound
+    /// to the node, hostNetwork (its IPs are the node's), Running and Ready.
+    fn ensure_gateway_pod(&self, i: usize, k: usize) -> Result<(), HarnessError> {
+        let c = self.spec(i).candidate(k);
+        let (pod, status) = gateway_pod(
+            &self.clusters[i].gateway_pod_template,
+            &c.node_name(),
+            c.node_ip(),
+            c.node_ip6(),
+        )?;
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.cluster_client(i), CLUSTER_NAMESPACE);
+        let fail = |e: ::kube::Error| {
+            HarnessError::ControlPlane(format!(
+                "Pod {CLUSTER_NAMESPACE}/{name} in {}: {e}",
+                self.spec(i).cluster_id()
+            ))
+        };
+        match self.block_on(pods.create(&PostParams::default(), &pod)) {
+            Ok(_) => {}
+            Err(::kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => return Err(fail(e)),
+        }
+        let patch = json!({"status": status});
+        self.block_on(pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+            .map(drop)
+            .map_err(fail)
     }
 
     /// Stops `component` with SIGTERM (SIGKILL after [`STOP_GRACE`]); its exit status, or `None` if it was not running.
@@ -598,7 +784,7 @@ impl KubeWorld {
                     .arg("--namespace")
                     .arg(CLUSTER_NAMESPACE)
                     .arg("--kubeconfig")
-                    .arg(&api.kubeconfig)
+                    .arg(&api.controller_kubeconfig)
                     .arg("--broker-kubeconfig")
                     .arg(&api.broker_kubeconfig)
                     .arg("--broker-namespace")
@@ -628,7 +814,7 @@ impl KubeWorld {
                     .arg("--namespace")
                     .arg(CLUSTER_NAMESPACE)
                     .arg("--kubeconfig")
-                    .arg(&api.kubeconfig)
+                    .arg(&api.gateway_kubeconfig)
                     .arg("--role")
                     .arg("gateway")
                     .arg("--listen")
@@ -666,7 +852,7 @@ impl KubeWorld {
                     .arg("--namespace")
                     .arg(CLUSTER_NAMESPACE)
                     .arg("--kubeconfig")
-                    .arg(&api.kubeconfig)
+                    .arg(&api.gateway_kubeconfig)
                     .arg("--role")
                     .arg("route-agent")
                     .arg("--metrics-addr")
@@ -700,12 +886,12 @@ impl KubeWorld {
 
     // ---- queries ----
 
-    /// The holder of site `i`'s gateway Lease (a node name), read from its API server's store.
+    /// The holder of site `i`'s gateway Lease (a node name), read from its API server;
+    /// `None` also while that server is down.
     pub fn lease_holder(&self, i: usize) -> Option<String> {
-        let lease: Lease = self.clusters[i].server.store().get(
-            Some(CLUSTER_NAMESPACE),
-            &names::gateway_lease(&self.spec(i).cluster_id()),
-        )?;
+        let leases: Api<Lease> = Api::namespaced(self.cluster_client(i), CLUSTER_NAMESPACE);
+        let name = names::gateway_lease(&self.spec(i).cluster_id());
+        let lease = self.block_on(leases.get_opt(&name)).ok()??;
         lease.spec?.holder_identity
     }
 
@@ -941,122 +1127,58 @@ fn join(nets: &[IpNet]) -> String {
         .join(",")
 }
 
-/// An API server on a free loopback port of the test's own namespace: binding
-/// a port changes nothing there.
-fn serve_in_root(what: &str) -> Result<ApiServer, HarnessError> {
-    serve_in_root_with(what, Default::default())
+/// The Pod the chart's gateway DaemonSet would run on candidate node `node`, made from its
+/// pod `template`, and the status the kubelet would give it (hostNetwork: the pod's IPs are
+/// the node's).
+pub fn gateway_pod(
+    template: &Value,
+    node: &str,
+    node_ip: Ipv4Addr,
+    node_ip6: std::net::Ipv6Addr,
+) -> Result<(Pod, Value), HarnessError> {
+    let mut pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": template["metadata"].clone(),
+        "spec": template["spec"].clone(),
+    });
+    pod["metadata"]["name"] = json!(gateway_pod_name(node));
+    pod["metadata"]["namespace"] = json!(CLUSTER_NAMESPACE);
+    pod["spec"]["nodeName"] = json!(node);
+    let pod: Pod = serde_json::from_value(pod).map_err(|e| {
+        HarnessError::ControlPlane(format!("the chart's gateway pod template is not a Pod: {e}"))
+    })?;
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});
+    let status = json!({
+        "phase": "Running",
+        "podIP": node_ip.to_string(),
+        "podIPs": [{"ip": node_ip.to_string()}, {"ip": node_ip6.to_string()}],
+        "hostIP": node_ip.to_string(),
+        "hostIPs": [{"ip": node_ip.to_string()}, {"ip": node_ip6.to_string()}],
+        "startTime": now,
+        "conditions": [condition("PodScheduled"), condition("Initialized"), condition("ContainersReady"), condition("Ready")],
+    });
+    Ok((pod, status))
 }
 
-fn serve_in_root_with(
-    what: &str,
-    options: crate::apiserver::ApiServerOptions,
-) -> Result<ApiServer, HarnessError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(io_context(format!("bind {what} on 127.0.0.1:0")))?;
-    ApiServer::try_start_with(listener, options).map_err(io_context(format!("start {what}")))
-}
-
-/// The Pod the gateway DaemonSet would run on a candidate node (hostNetwork: the pod's IP
-/// is the node's), labelled and with ports as in the chart.
-pub fn gateway_pod(node: &str, node_ip: Ipv4Addr, node_ip6: std::net::Ipv6Addr) -> Pod {
-    let port = |name: &str, port: u16, protocol: &str| ContainerPort {
-        name: Some(name.to_string()),
-        container_port: i32::from(port),
-        protocol: Some(protocol.to_string()),
-        ..ContainerPort::default()
-    };
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(gateway_pod_name(node)),
-            namespace: Some(CLUSTER_NAMESPACE.to_string()),
-            labels: Some(BTreeMap::from([
-                ("app.kubernetes.io/name".to_string(), "causeway".to_string()),
-                (
-                    "app.kubernetes.io/instance".to_string(),
-                    "causeway".to_string(),
-                ),
-                (
-                    "app.kubernetes.io/component".to_string(),
-                    "gateway".to_string(),
-                ),
-            ])),
-            ..ObjectMeta::default()
-        },
-        spec: Some(PodSpec {
-            node_name: Some(node.to_string()),
-            host_network: Some(true),
-            dns_policy: Some("ClusterFirstWithHostNet".to_string()),
-            containers: vec![Container {
-                name: "gateway".to_string(),
-                ports: Some(vec![
-                    port("wireguard", GATEWAY_PORT, "UDP"),
-                    port("health", causeway_gateway::health::PROBE_PORT, "UDP"),
-                    port("liveness", 51822, "UDP"),
-                    port("benchmark", causeway_gateway::agent::BENCH_PORT, "TCP"),
-                    port("metrics", GATEWAY_METRICS_BIND.port(), "TCP"),
-                ]),
-                ..Container::default()
-            }],
-            ..PodSpec::default()
-        }),
-        status: Some(PodStatus {
-            phase: Some("Running".to_string()),
-            pod_ip: Some(node_ip.to_string()),
-            pod_ips: Some(vec![
-                PodIP {
-                    ip: node_ip.to_string(),
-                },
-                PodIP {
-                    ip: node_ip6.to_string(),
-                },
-            ]),
-            host_ip: Some(node_ip.to_string()),
-            ..PodStatus::default()
-        }),
+/// A scoped thread's result, its panic carried on.
+fn joined<T>(result: std::thread::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(panic) => std::panic::resume_unwind(panic),
     }
-}
-
-/// Serves `server` on `addr` inside `ns` too.
-fn listen_in(
-    server: &ApiServer,
-    ns: &Netns,
-    addr: SocketAddr,
-    what: &str,
-) -> Result<(), HarnessError> {
-    let context = format!("{what} on {addr} in {}", ns.name());
-    let listener = ns
-        .try_run(|| TcpListener::bind(addr))
-        .and_then(|bound| bound)
-        .map_err(io_context(format!("bind {context}")))?;
-    server
-        .add_listener(listener)
-        .map_err(io_context(format!("serve {context}")))
-}
-
-fn seed_namespace(server: &ApiServer, name: &str) -> Result<(), HarnessError> {
-    let namespace = Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_string()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    };
-    server
-        .store()
-        .put(&namespace)
-        .map(drop)
-        .map_err(|e| HarnessError::Topology(format!("seed namespace {name}: {e}")))
 }
 
 fn client_for(
     runtime: &tokio::runtime::Runtime,
-    server: &ApiServer,
-    namespace: &str,
+    config: ::kube::Config,
 ) -> Result<Client, HarnessError> {
+    let url = config.cluster_url.to_string();
     // The client's background task is spawned on the runtime entered here.
     let _entered = runtime.enter();
-    Client::try_from(server.client_config(namespace)).map_err(|e| HarnessError::Http {
-        url: server.url(),
+    Client::try_from(config).map_err(|e| HarnessError::Http {
+        url,
         reason: format!("cannot build a kube client: {e}"),
     })
 }

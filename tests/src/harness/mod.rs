@@ -4,6 +4,7 @@
 //! Everything here runs as root and touches only namespaces it created: the
 //! root network namespace is never modified.
 
+pub mod control_plane;
 pub mod kube;
 pub mod mesh;
 pub mod netns;
@@ -58,6 +59,9 @@ pub enum HarnessError {
         status: String,
         log_tail: String,
     },
+    /// The real Kubernetes control plane could not be built, started or used.
+    #[error("Kubernetes control plane: {0}")]
+    ControlPlane(String),
     /// An HTTP exchange with a process under test went wrong.
     #[error("HTTP GET {url}: {reason}")]
     Http { url: String, reason: String },

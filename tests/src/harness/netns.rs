@@ -173,35 +173,7 @@ impl Netns {
 
     /// Starts `cmd` inside the namespace with stdout and stderr appended to `log`.
     pub fn spawn_logged(&self, cmd: &mut Command, log: &Path) -> io::Result<ChildGuard> {
-        let mut wrapped = Command::new("ip");
-        wrapped
-            .args(["netns", "exec", &self.name])
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
-        for (key, value) in cmd.get_envs() {
-            match value {
-                Some(value) => wrapped.env(key, value),
-                None => wrapped.env_remove(key),
-            };
-        }
-        if let Some(dir) = cmd.get_current_dir() {
-            wrapped.current_dir(dir);
-        }
-        let line = command_line(&wrapped);
-        let mut out = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| io::Error::new(e.kind(), format!("open log {}: {e}", log.display())))?;
-        writeln!(out, "# {line}")?;
-        let err = out.try_clone()?;
-        let child = wrapped
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| io::Error::new(e.kind(), format!("spawn `{line}`: {e}")))?;
-        Ok(ChildGuard::new(child, line, log.to_path_buf()))
+        spawn_logged_in(&self.name, cmd, log)
     }
 
     /// Adds `addr` to interface `dev` (IPv6 without duplicate address detection).
@@ -382,6 +354,40 @@ impl Drop for Netns {
             eprintln!("causeway-tests: {e}");
         }
     }
+}
+
+/// Starts `cmd` inside the namespace named `netns` (as `ip netns list` shows it) with stdout
+/// and stderr appended to `log`: for a holder of the name that outlives a borrow of [`Netns`].
+pub fn spawn_logged_in(netns: &str, cmd: &mut Command, log: &Path) -> io::Result<ChildGuard> {
+    let mut wrapped = Command::new("ip");
+    wrapped
+    .args(["netns", "exec", netns])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => wrapped.env(key, value),
+            None => wrapped.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        wrapped.current_dir(dir);
+    }
+    let line = command_line(&wrapped);
+    let mut out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| io::Error::new(e.kind(), format!("open log {}: {e}", log.display())))?;
+    writeln!(out, "# {line}")?;
+    let err = out.try_clone()?;
+    let child = wrapped
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("spawn `{line}`: {e}")))?;
+    Ok(ChildGuard::new(child, line, log.to_path_buf()))
 }
 
 /// Creates a veth pair inside `a` and moves its peer into `b`, then addresses both ends and brings them up.

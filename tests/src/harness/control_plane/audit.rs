@@ -1,0 +1,226 @@
+//! The API server's audit log, read back as the requests each user made: what the tests
+//! count writes with, and what the RBAC check compares with the chart's rules.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The audit policy every test API server runs with: the metadata of every request but
+/// the control plane's own (the API server's loopback client and the controller manager),
+/// logged once a response starts (watches) or completes.
+pub const POLICY: &str = "\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [\"RequestReceived\"]
+rules:
+- level: None
+  users: [\"system:apiserver\", \"system:kube-controller-manager\"]
+- level: None
+  userGroups: [\"system:serviceaccounts:kube-system\"]
+- level: Metadata
+";
+
+/// Verbs that change what the server stores.
+pub const WRITE_VERBS: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
+
+/// One request as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The authenticated user, e.g. `system:serviceaccount:causeway:causeway-gateway`.
+    pub user: String,
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, ...
+    pub verb: String,
+    /// The API group, `""` for the core group.
+    pub api_group: String,
+    /// The resource (plural), e.g. `leases`; empty for non-resource URLs.
+    pub resource: String,
+    /// The subresource, e.g. `status`, or empty.
+    pub subresource: String,
+    /// The namespace, or empty for cluster-scoped requests.
+    pub namespace: String,
+    /// The object's name, or empty for collections.
+    pub name: String,
+    /// The HTTP status code of the response (0 if the log has none).
+    pub code: u16,
+    /// The request URI, for messages.
+    pub uri: String,
+}
+
+impl Request {
+    /// Whether the request changes what the server stores.
+    pub fn is_write(&self) -> bool {
+        WRITE_VERBS.contains(&self.verb.as_str())
+    }
+
+    /// `resource` or `resource/subresource`, as RBAC rules name it.
+    pub fn rbac_resource(&self) -> String {
+        match self.subresource.as_str() {
+            "" => self.resource.clone(),
+            sub => format!("{}/{sub}", self.resource),
+        }
+    }
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} {} -> {} (by {})",
+            self.verb, self.uri, self.name, self.code, self.user
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Event {
+    #[serde(rename = "auditID")]
+    audit_id: String,
+    stage: String,
+    verb: String,
+    #[serde(default)]
+    request_uri: String,
+    user: User,
+    #[serde(default)]
+    object_ref: Option<ObjectRef>,
+    #[serde(default)]
+    response_status: Option<ResponseStatus>,
+}
+
+#[derive(Deserialize)]
+struct User {
+    #[serde(default)]
+    username: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectRef {
+    #[serde(default)]
+    resource: String,
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    api_group: String,
+    #[serde(default)]
+    subresource: String,
+}
+
+#[derive(Deserialize)]
+struct ResponseStatus {
+    #[serde(default)]
+    code: u16,
+}
+
+/// An audit log file and how far into it a reader has looked.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+}
+
+/// A position in an [`AuditLog`]: requests logged after it are "since" it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Mark(u64);
+
+impl AuditLog {
+    /// The log the API server writes to `path`.
+    pub fn new(path: &Path) -> AuditLog {
+        AuditLog {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The log's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The end of what is logged now.
+    pub fn mark(&self) -> Mark {
+        Mark(std::fs::metadata(&self.path).map_or(0, |m| m.len()))
+    }
+
+    /// Every request logged after `since`, once each (a watch is logged when its response
+    /// starts and again when it ends; the first record counts).
+    pub fn requests_since(&self, since: Mark) -> std::io::Result<Vec<Request>> {
+        let mut text = String::new();
+        match std::fs::File::open(&self.path) {
+            Ok(mut file) => {
+                file.seek(SeekFrom::Start(since.0))?;
+                file.read_to_string(&mut text)?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+        Ok(parse(&text))
+    }
+}
+
+/// The requests in audit log text; a line not yet complete (the server is writing it) or
+/// not an event is skipped.
+pub fn parse(text: &str) -> Vec<Request> {
+    let mut seen = BTreeSet::new();
+    let mut requests = Vec::new();
+    for line in text.lines() {
+        let Ok(event) = serde_json::from_str::<Event>(line) else {
+            continue;
+        };
+        if !matches!(
+            event.stage.as_str(),
+            "ResponseStarted" | "ResponseComplete" | "Panic"
+        ) || !seen.insert(event.audit_id)
+        {
+            continue;
+        }
+        let object = event.object_ref.unwrap_or(ObjectRef {
+            resource: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+            api_group: String::new(),
+            subresource: String::new(),
+        });
+        requests.push(Request {
+            user: event.user.username,
+            verb: event.verb,
+            api_group: object.api_group,
+            resource: object.resource,
+            subresource: object.subresource,
+            namespace: object.namespace,
+            name: object.name,
+            code: event.response_status.map_or(0, |s| s.code),
+            uri: event.request_uri,
+        });
+    }
+    requests
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_counts_once_and_a_partial_line_not_at_all() {
+        let text = concat!(
+            r#"{"kind":"Event","level":"Metadata","auditID":"a","stage":"ResponseStarted","requestURI":"/apis/causeway.dev/v1alpha1/namespaces/causeway/clusterendpoints?watch=true","verb":"watch","user":{"username":"system:serviceaccount:causeway:causeway-gateway"},"objectRef":{"resource":"clusterendpoints","namespace":"causeway","apiGroup":"causeway.dev","apiVersion":"v1alpha1"},"responseStatus":{"code":200}}"#,
+            "\n",
+            r#"{"kind":"Event","level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/apis/causeway.dev/v1alpha1/namespaces/causeway/clusterendpoints?watch=true","verb":"watch","user":{"username":"system:serviceaccount:causeway:causeway-gateway"},"objectRef":{"resource":"clusterendpoints","namespace":"causeway","apiGroup":"causeway.dev","apiVersion":"v1alpha1"},"responseStatus":{"code":200}}"#,
+            "\n",
+            r#"{"kind":"Event","level":"Metadata","auditID":"b","stage":"ResponseComplete","requestURI":"/apis/coordination.k8s.io/v1/namespaces/causeway/leases/x","verb":"patch","user":{"username":"u"},"objectRef":{"resource":"leases","namespace":"causeway","name":"x","apiGroup":"coordination.k8s.io"},"responseStatus":{"code":403}}"#,
+            "\n",
+            r#"{"kind":"Event","level":"Metadata","auditID":"c","stage":"Resp"#,
+        );
+        let requests = parse(text);
+        assert_eq!(requests.len(), 2, "{requests:?}");
+        assert_eq!(requests[0].verb, "watch");
+        assert_eq!(requests[0].rbac_resource(), "clusterendpoints");
+        assert!(!requests[0].is_write());
+        assert_eq!(requests[1].code, 403);
+        assert!(requests[1].is_write());
+        assert_eq!(requests[1].name, "x");
+    }
+}
