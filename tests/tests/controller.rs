@@ -1,9 +1,10 @@
-//! The controller's broker sync against in-memory API servers (a broker and one
-//! or two clusters), through the real `kube` client: publish, mirror, delete,
-//! refusals with conditions, no-op passes that write nothing, the watch loop,
-//! and a broker outage; the spec built from Nodes, Gateways and the gateway
-//! Lease, with its local copy, a gateway failover and an expired Lease; and the
-//! binary. Every server listens on 127.0.0.1 port 0.
+//! The controller's broker sync against real API servers (a broker and one or two member
+//! clusters, the chart installed in each), through the real `kube` client and with the
+//! credentials the chart gives the controller (its ServiceAccount in a member, the member's
+//! token at the broker): publish, mirror, delete, refusals with conditions, no-op passes
+//! that write nothing, the watch loop, and a broker outage; the spec built from Nodes,
+//! Gateways and the gateway Lease, with its local copy, a gateway failover and an expired
+//! Lease; and the binary. The test seeds objects as cluster-admin.
 
 use std::ffi::OsString;
 use std::net::TcpListener;
@@ -18,10 +19,10 @@ use causeway_crds::names::gateway_lease;
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, Gateway, GatewayEndpoint, GatewayRole, GatewaySpec,
 };
-use causeway_tests::apiserver::ApiServer;
+use causeway_tests::harness::control_plane::{ClusterKind, Credentials, KubeApiServer, TestCluster};
 use causeway_tests::harness::{workspace_binary, ChildGuard};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Namespace, Node, NodeSpec};
+use k8s_openapi::api::core::v1::{Node, NodeSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -32,38 +33,64 @@ const BROKER_NS: &str = "causeway-broker";
 const LOCAL_NS: &str = "causeway";
 const WAIT: Duration = Duration::from_secs(20);
 
-/// One in-memory API server and a client for it.
+/// One real cluster (the broker or a member, the chart installed); the test acts in it as
+/// cluster-admin through `client`, the controller with the credentials the chart gives it.
 struct Cluster {
-    server: ApiServer,
+    cluster: TestCluster,
     client: Client,
 }
 
 impl Cluster {
-    async fn start(namespace: &str) -> Cluster {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let server = ApiServer::start(listener);
-        let client = Client::try_from(server.client_config(namespace)).expect("a client");
-        let namespaces: Api<Namespace> = Api::all(client.clone());
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(namespace.to_owned()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
-        namespaces
-            .create(&PostParams::default(), &ns)
-            .await
-            .expect("create the namespace");
-        Cluster { server, client }
-    }
-
     fn endpoints(&self, namespace: &str) -> Api<ClusterEndpoint> {
         Api::namespaced(self.client.clone(), namespace)
     }
 
+    fn server(&self) -> &KubeApiServer {
+        self.cluster.server()
+    }
+
+    /// ClusterEndpoint writes by anyone but the test.
     fn writes(&self) -> u64 {
-        self.server.writes_of::<ClusterEndpoint>().total()
+        self.server().writes_of::<ClusterEndpoint>().total()
+    }
+
+    /// What cluster `id`'s controller acts with here: the chart's controller ServiceAccount
+    /// in a member cluster, member `id`'s token at the broker.
+    fn credentials(&self, id: &str) -> Credentials {
+        self.cluster
+            .controller_credentials(id)
+            .unwrap_or_else(|e| panic!("credentials of {id}'s controller: {e}"))
+    }
+
+    /// A client as cluster `id`'s controller (see [`Cluster::credentials`]).
+    fn controller(&self, id: &str, namespace: &str) -> Client {
+        let config = self.cluster.config(&self.credentials(id), namespace);
+        Client::try_from(config).expect("a client")
+    }
+}
+
+/// The broker (with credentials for sites a, b and c) and `members` member clusters
+/// (site-a, site-b, ...), started at once.
+fn start<const N: usize>(members: usize) -> [Cluster; N] {
+    assert_eq!(N, members + 1, "the broker and {members} members");
+    let ids = ["site-a", "site-b", "site-c"];
+    let mut kinds = vec![ClusterKind::broker(&ids)];
+    for (n, id) in ids.iter().enumerate().take(members) {
+        kinds.push(ClusterKind::member(id, n as u8 + 1));
+    }
+    let clusters: Vec<Cluster> = TestCluster::start_all(&kinds)
+        .unwrap_or_else(|e| panic!("start the clusters: {e}"))
+        .into_iter()
+        .enumerate()
+        .map(|(i, cluster)| {
+            let namespace = if i == 0 { BROKER_NS } else { LOCAL_NS };
+            let client = Client::try_from(cluster.admin_config(namespace)).expect("a client");
+            Cluster { cluster, client }
+        })
+        .collect();
+    match clusters.try_into() {
+        Ok(all) => all,
+        Err(_) => unreachable!("N clusters were asked for"),
     }
 }
 
@@ -121,9 +148,9 @@ async fn sync_source(
     source: &SpecSource,
 ) -> Result<sync::SyncReport, SyncError> {
     sync::sync_once(
-        &broker.client,
+        &broker.controller(cluster, BROKER_NS),
         BROKER_NS,
-        &local.client,
+        &local.controller(cluster, LOCAL_NS),
         LOCAL_NS,
         cluster,
         Some(source),
@@ -198,9 +225,7 @@ fn label<'a>(obj: &'a ClusterEndpoint, key: &str) -> Option<&'a str> {
 
 #[tokio::test]
 async fn a_publishes_b_is_mirrored_and_removed_with_its_broker_object() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
-    let b = Cluster::start(LOCAL_NS).await;
+    let [broker, a, b] = start(2);
 
     // B publishes first; A publishes and mirrors B.
     let report_b = sync_as(&broker, &b, "site-b", &spec_b()).await;
@@ -277,25 +302,24 @@ async fn a_publishes_b_is_mirrored_and_removed_with_its_broker_object() {
 
 #[tokio::test]
 async fn a_second_sync_with_no_change_writes_nothing() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     create_at_broker(&broker, "site-b", spec_b()).await;
     let first = sync_a(&broker, &a, &spec_a()).await.expect("first sync");
     assert!(first.wrote());
 
-    let broker_before = broker.server.writes_of::<ClusterEndpoint>();
-    let a_before = a.server.writes_of::<ClusterEndpoint>();
+    let broker_before = broker.server().writes_of::<ClusterEndpoint>();
+    let a_before = a.server().writes_of::<ClusterEndpoint>();
     for _ in 0..3 {
         let again = sync_a(&broker, &a, &spec_a()).await.expect("sync again");
         assert!(!again.wrote(), "{again:?}");
     }
     assert_eq!(
-        broker.server.writes_of::<ClusterEndpoint>(),
+        broker.server().writes_of::<ClusterEndpoint>(),
         broker_before,
         "no write to the broker"
     );
     assert_eq!(
-        a.server.writes_of::<ClusterEndpoint>(),
+        a.server().writes_of::<ClusterEndpoint>(),
         a_before,
         "no write to cluster A"
     );
@@ -303,9 +327,7 @@ async fn a_second_sync_with_no_change_writes_nothing() {
 
 #[tokio::test]
 async fn an_overlapping_cluster_is_refused_with_a_condition_and_others_are_unaffected() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
-    let b = Cluster::start(LOCAL_NS).await;
+    let [broker, a, b] = start(2);
     sync_a(&broker, &a, &spec_a()).await.expect("A publishes");
     let a_object = broker
         .endpoints(BROKER_NS)
@@ -363,8 +385,7 @@ async fn an_overlapping_cluster_is_refused_with_a_condition_and_others_are_unaff
 
 #[tokio::test]
 async fn an_object_claiming_our_cluster_id_is_not_mirrored_and_ours_is_untouched() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     // The impostor is even older than A's own object.
     create_at_broker(
         &broker,
@@ -408,8 +429,7 @@ async fn an_object_claiming_our_cluster_id_is_not_mirrored_and_ours_is_untouched
 
 #[tokio::test]
 async fn local_objects_that_are_not_mirrors_are_left_alone() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     let mine = ClusterEndpoint::new("site-b", spec("site-q", "10.7.0.0/16", "10.107.0.0/16", 6));
     a.endpoints(LOCAL_NS)
         .create(&PostParams::default(), &mine)
@@ -437,12 +457,11 @@ async fn local_objects_that_are_not_mirrors_are_left_alone() {
 
 #[tokio::test]
 async fn a_broker_outage_fails_the_pass_and_keeps_the_mirrors() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     create_at_broker(&broker, "site-b", spec_b()).await;
     sync_a(&broker, &a, &spec_a()).await.expect("sync A");
 
-    broker.server.stop();
+    broker.server().stop();
     let before = a.writes();
     match sync_a(&broker, &a, &spec_a()).await {
         Err(SyncError::List { side, .. }) => assert_eq!(side, Side::Broker),
@@ -451,7 +470,7 @@ async fn a_broker_outage_fails_the_pass_and_keeps_the_mirrors() {
     assert_eq!(a.writes(), before, "nothing local changes");
     assert_eq!(mirror_names(&a).await, ["site-b"]);
 
-    broker.server.restart().expect("restart the broker");
+    broker.server().restart().expect("restart the broker");
     let report = sync_a(&broker, &a, &spec_a())
         .await
         .expect("sync A after restart");
@@ -468,12 +487,11 @@ async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
 
 #[tokio::test]
 async fn run_follows_broker_changes_and_settles_without_writing() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     let config = SyncConfig {
-        broker: broker.client.clone(),
+        broker: broker.controller("site-a", BROKER_NS),
         broker_namespace: BROKER_NS.to_owned(),
-        local: a.client.clone(),
+        local: a.controller("site-a", LOCAL_NS),
         local_namespace: LOCAL_NS.to_owned(),
         cluster_id: "site-a".to_owned(),
         source: Some(SpecSource::File(spec_a())),
@@ -559,11 +577,11 @@ fn start_controller_with(
     let broker_kubeconfig = dir.join("broker.kubeconfig");
     let local_kubeconfig = dir.join("a.kubeconfig");
     broker
-        .server
-        .write_kubeconfig(&broker_kubeconfig, BROKER_NS)
+        .cluster
+        .write_kubeconfig(&broker_kubeconfig, &broker.credentials("site-a"), BROKER_NS)
         .expect("write the broker kubeconfig");
-    a.server
-        .write_kubeconfig(&local_kubeconfig, LOCAL_NS)
+    a.cluster
+        .write_kubeconfig(&local_kubeconfig, &a.credentials("site-a"), LOCAL_NS)
         .expect("write A's kubeconfig");
     let log_path = dir.join(format!("{label}.log"));
     let log = std::fs::File::create(&log_path).expect("create the log");
@@ -591,8 +609,7 @@ fn start_controller_with(
 
 #[tokio::test]
 async fn the_binary_publishes_mirrors_and_stops_on_sigterm() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     create_at_broker(&broker, "site-b", spec_b()).await;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let endpoint_file = dir.path().join("site-a.yaml");
@@ -649,8 +666,7 @@ async fn http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, String
 
 #[tokio::test]
 async fn the_binary_answers_health_and_readiness_probes() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let endpoint_file = dir.path().join("site-a.yaml");
     std::fs::write(&endpoint_file, manifest("site-a", &spec_a())).expect("write the endpoint file");
@@ -718,8 +734,7 @@ async fn the_binary_answers_health_and_readiness_probes() {
 
 #[tokio::test]
 async fn the_local_copy_says_which_release_wrote_it_and_a_rerun_writes_nothing() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     sync_a(&broker, &a, &spec_a()).await.expect("first sync");
     let local = a
         .endpoints(LOCAL_NS)
@@ -734,16 +749,15 @@ async fn the_local_copy_says_which_release_wrote_it_and_a_rerun_writes_nothing()
         Some(env!("CARGO_PKG_VERSION")),
         "the controller's release (the workspace's)"
     );
-    let before = a.server.writes_of::<ClusterEndpoint>();
+    let before = a.server().writes_of::<ClusterEndpoint>();
     let again = sync_a(&broker, &a, &spec_a()).await.expect("sync again");
     assert!(!again.wrote(), "{again:?}");
-    assert_eq!(a.server.writes_of::<ClusterEndpoint>(), before);
+    assert_eq!(a.server().writes_of::<ClusterEndpoint>(), before);
 }
 
 #[tokio::test]
 async fn the_binary_refuses_an_endpoint_file_for_another_cluster() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let endpoint_file = dir.path().join("wrong.yaml");
     std::fs::write(&endpoint_file, manifest("site-b", &spec_b())).expect("write the endpoint file");
@@ -781,7 +795,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 async fn one_replica_leads_and_a_resignation_releases_the_lease_for_the_other() {
     use causeway_controller::leader::{campaign, Campaign};
     use k8s_openapi::api::coordination::v1::Lease;
-    let cluster = Cluster::start(LOCAL_NS).await;
+    let [_broker, cluster] = start(1);
     const LEASE: &str = "causeway-controller-site-a";
     let (duration, grace) = (Duration::from_secs(4), Duration::from_secs(1));
     let how = |identity: &str| Campaign {
@@ -801,11 +815,11 @@ async fn one_replica_leads_and_a_resignation_releases_the_lease_for_the_other() 
             .and_then(|s| s.holder_identity)
     };
 
-    let first = campaign(cluster.client.clone(), &how("replica-1"))
+    let first = campaign(cluster.controller("site-a", LOCAL_NS), &how("replica-1"))
         .await
         .expect("join");
     eventually("replica-1 to lead", || first.is_leader()).await;
-    let second = campaign(cluster.client.clone(), &how("replica-2"))
+    let second = campaign(cluster.controller("site-a", LOCAL_NS), &how("replica-2"))
         .await
         .expect("join");
     // While the first renews, the second must never lead: watch it over two lease periods.
@@ -991,8 +1005,7 @@ async fn published_and_local(broker: &Cluster, a: &Cluster) -> (ClusterEndpoint,
 
 #[tokio::test]
 async fn the_spec_is_built_from_the_cluster_and_follows_the_lease_holder() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     create_at_broker(&broker, "site-b", spec_b()).await;
     seed_a(&a, "gw-c").await;
 
@@ -1021,8 +1034,8 @@ async fn the_spec_is_built_from_the_cluster_and_follows_the_lease_holder() {
     assert_eq!(mirror_names(&a).await, ["site-b"]);
 
     // The Lease changes hands: one write at the broker, one locally, gateways reordered.
-    broker.server.reset_counters();
-    a.server.reset_counters();
+    broker.server().reset_counters();
+    a.server().reset_counters();
     set_gateway_lease(&a, "gw-a", Duration::ZERO, 30).await;
     let report = sync_source(&broker, &a, "site-a", &from_cluster())
         .await
@@ -1039,8 +1052,8 @@ async fn the_spec_is_built_from_the_cluster_and_follows_the_lease_holder() {
     );
 
     // Nothing changed since: a pass writes nothing on either side.
-    broker.server.reset_counters();
-    a.server.reset_counters();
+    broker.server().reset_counters();
+    a.server().reset_counters();
     let report = sync_source(&broker, &a, "site-a", &from_cluster())
         .await
         .expect("sync A");
@@ -1051,8 +1064,7 @@ async fn the_spec_is_built_from_the_cluster_and_follows_the_lease_holder() {
 
 #[tokio::test]
 async fn an_expired_gateway_lease_falls_back_to_the_active_role() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     seed_a(&a, "gw-c").await;
     // gw-c stopped renewing a minute ago; gw-b says it is active.
     set_gateway_lease(&a, "gw-c", Duration::from_secs(60), 15).await;
@@ -1082,8 +1094,7 @@ async fn an_expired_gateway_lease_falls_back_to_the_active_role() {
 
 #[tokio::test]
 async fn a_spec_that_fails_validation_is_not_published_and_the_local_copy_says_why() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     seed_a(&a, "gw-c").await;
     sync_source(&broker, &a, "site-a", &from_cluster())
         .await
@@ -1104,7 +1115,7 @@ async fn a_spec_that_fails_validation_is_not_published_and_the_local_copy_says_w
     api.create(&PostParams::default(), &bad)
         .await
         .expect("create gw-d");
-    broker.server.reset_counters();
+    broker.server().reset_counters();
     let report = sync_source(&broker, &a, "site-a", &from_cluster())
         .await
         .expect("the pass itself succeeds");
@@ -1128,7 +1139,7 @@ async fn a_spec_that_fails_validation_is_not_published_and_the_local_copy_says_w
     assert!(message.contains("not-a-key"), "{message}");
 
     // Said once: the next pass writes nothing anywhere.
-    a.server.reset_counters();
+    a.server().reset_counters();
     let report = sync_source(&broker, &a, "site-a", &from_cluster())
         .await
         .expect("sync A");
@@ -1156,8 +1167,7 @@ async fn a_spec_that_fails_validation_is_not_published_and_the_local_copy_says_w
 
 #[tokio::test]
 async fn without_node_pod_cidrs_nothing_is_published_until_they_are_configured() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     create_gateway(&a, "gw-a", "site-a", 11, None).await;
     let report = sync_source(&broker, &a, "site-a", &from_cluster())
         .await
@@ -1180,14 +1190,13 @@ async fn without_node_pod_cidrs_nothing_is_published_until_they_are_configured()
 
 #[tokio::test]
 async fn the_local_copy_follows_a_failover_while_the_broker_is_down() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     seed_a(&a, "gw-c").await;
     sync_source(&broker, &a, "site-a", &from_cluster())
         .await
         .expect("sync A");
 
-    broker.server.stop();
+    broker.server().stop();
     set_gateway_lease(&a, "gw-a", Duration::ZERO, 30).await;
     match sync_source(&broker, &a, "site-a", &from_cluster()).await {
         Err(SyncError::List { side, .. }) => assert_eq!(side, Side::Broker),
@@ -1200,8 +1209,8 @@ async fn the_local_copy_follows_a_failover_while_the_broker_is_down() {
         .expect("the local copy");
     assert_eq!(gateway_order(&copy.spec), ["gw-a", "gw-b", "gw-c"]);
 
-    broker.server.restart().expect("restart the broker");
-    a.server.reset_counters();
+    broker.server().restart().expect("restart the broker");
+    a.server().reset_counters();
     let report = sync_source(&broker, &a, "site-a", &from_cluster())
         .await
         .expect("sync A after the restart");
@@ -1213,13 +1222,12 @@ async fn the_local_copy_follows_a_failover_while_the_broker_is_down() {
 
 #[tokio::test]
 async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     seed_a(&a, "gw-c").await;
     let config = SyncConfig {
-        broker: broker.client.clone(),
+        broker: broker.controller("site-a", BROKER_NS),
         broker_namespace: BROKER_NS.to_owned(),
-        local: a.client.clone(),
+        local: a.controller("site-a", LOCAL_NS),
         local_namespace: LOCAL_NS.to_owned(),
         cluster_id: "site-a".to_owned(),
         source: Some(from_cluster()),
@@ -1271,7 +1279,7 @@ async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() 
     // they start no pass at all (no list at the broker), so nothing is written.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let a_before = a.writes();
-    broker.server.reset_counters();
+    broker.server().reset_counters();
     let leases: Api<Lease> = Api::namespaced(a.client.clone(), LOCAL_NS);
     let gateways: Api<Gateway> = Api::namespaced(a.client.clone(), LOCAL_NS);
     for i in 0..5u64 {
@@ -1295,11 +1303,10 @@ async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() 
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let broker_lists = broker
-        .server
+        .server()
         .requests()
         .iter()
-        .filter(|r| r.method == "GET" && r.path.ends_with("/clusterendpoints"))
-        .filter(|r| !r.query.contains("watch=true"))
+        .filter(|r| r.verb == "list" && r.resource == "clusterendpoints")
         .count();
     assert_eq!(broker_lists, 0, "no pass was started by renewals or status");
     assert_eq!(broker.writes(), 0, "no write at the broker");
@@ -1315,8 +1322,7 @@ async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() 
 
 #[tokio::test]
 async fn the_binary_builds_the_spec_from_the_cluster_publishes_and_mirrors() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     create_at_broker(&broker, "site-b", spec_b()).await;
     seed_a(&a, "gw-c").await;
     let dir = tempfile::tempdir().expect("a temporary directory");
@@ -1374,8 +1380,7 @@ async fn the_binary_builds_the_spec_from_the_cluster_publishes_and_mirrors() {
 
 #[tokio::test]
 async fn the_binary_refuses_bad_cidr_flags_with_the_fix() {
-    let broker = Cluster::start(BROKER_NS).await;
-    let a = Cluster::start(LOCAL_NS).await;
+    let [broker, a] = start(1);
     let dir = tempfile::tempdir().expect("a temporary directory");
     let cases: &[(&[&str], &str)] = &[
         (

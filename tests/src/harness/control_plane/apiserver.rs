@@ -82,7 +82,7 @@ pub struct ApiServerSpec {
 }
 
 /// Write requests the audit log recorded, for counts and messages.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Writes(pub Vec<Request>);
 
 impl Writes {

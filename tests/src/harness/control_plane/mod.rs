@@ -18,6 +18,7 @@
 
 pub mod apiserver;
 pub mod audit;
+pub mod cluster;
 pub mod forward;
 pub mod install;
 pub mod pki;
@@ -28,6 +29,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub use apiserver::{ApiServerSpec, Credentials, KubeApiServer, Writes};
+pub use cluster::{ClusterKind, TestCluster};
 pub use forward::Forwarder;
 
 use super::netns::Netns;
