@@ -1,32 +1,16 @@
-//! The real control plane the Kubernetes tests run on: etcd, kube-apiserver and
-//! kube-controller-manager from `scripts/kube build`, with the chart installed by kubectl.
+//! Scratch.
+use causeway_tests::harness::control_plane::workload::{self, Backend};
+use causeway_tests::harness::control_plane::{ClusterKind, TestCluster};
 
-use causeway_tests::harness::control_plane::install::{self, RELEASE_NAMESPACE};
-use causeway_tests::harness::control_plane::{ApiServerSpec, Etcd, KubeApiServer};
-use causeway_tests::harness::{Netns, ScratchDir};
-use std::time::Instant;
-
-#[test]
-fn smoke() {
-    let ns = Netns::new("cp").expect("netns");
-    ns.ip(["addr", "add", "198.19.250.1/32", "dev", "lo"]).expect("addr");
-    let dir = ScratchDir::new("cw-cp-").expect("dir");
-    let t = Instant::now();
-    let etcd = Etcd::start(&ns, dir.path()).expect("etcd");
-    eprintln!("etcd {:?}", t.elapsed());
-    let spec = ApiServerSpec {
-        name: "one".into(),
-        advertise: "198.19.250.1".parse().unwrap(),
-        service_cidrs: vec!["10.250.0.0/16".parse().unwrap()],
-        dir: dir.path().join("one"),
-    };
-    let server = KubeApiServer::start(spec, &ns, &etcd).expect("apiserver");
-    eprintln!("apiserver {:?}", t.elapsed());
-    let values = serde_json::json!({"clusterID": "site-a", "cidrs": {"pods": ["10.1.0.0/16"], "services": ["10.250.0.0/16"]}});
-    let objects = install::install(&server, &values, RELEASE_NAMESPACE).expect("install");
-    eprintln!("installed {} objects {:?}", objects.len(), t.elapsed());
-    let token = install::account_token(&server, RELEASE_NAMESPACE, install::GATEWAY_ACCOUNT).expect("token");
-    eprintln!("token {:?}", t.elapsed());
-    let _ = token;
-    eprintln!("{}", server.requests().len());
+#[tokio::test]
+async fn smoke() {
+    let c = TestCluster::start(ClusterKind::member("site-a", 1)).expect("start");
+    let client = kube::Client::try_from(c.admin_config("default")).unwrap();
+    c.server().kubectl_ok(&["create", "namespace", "prod"], None).unwrap();
+    let svc = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"db","namespace":"prod"},"spec":{"clusterIP":"None","selector":{"app":"db"},"ports":[{"name":"pg","port":5432}]}}"#;
+    c.server().kubectl_ok(&["apply", "-f", "-"], Some(svc)).unwrap();
+    let r = workload::set_backends(&client, "prod", "db", "node-1", &[Backend::new("10.1.0.6", Some("db-0"), true)]).await;
+    eprintln!("{r:?}");
+    eprintln!("{}", c.server().kubectl_ok(&["-n", "prod", "get", "pods,endpointslices", "-o", "yaml"], None).unwrap());
+    eprintln!("{}", c.server().kubectl_ok(&["get", "nodes", "-o", "wide"], None).unwrap());
 }

@@ -1,14 +1,14 @@
-//! Service export and import (docs/services.md) against in-memory API servers — a
-//! broker and three clusters — through the real `kube` client: publication at the
-//! broker, imports and slices in every cluster with their labels, readiness
-//! changes, conflicts, withdrawal on unexport / Service deletion / namespace
-//! deletion, no-op passes that write nothing, a broker outage, the watch loop with
-//! a burst of changes, and the controller binary. Every server listens on
-//! 127.0.0.1 port 0.
+//! Service export and import (docs/services.md) against real API servers — a broker and
+//! three member clusters, the chart installed in each — through the real `kube` client
+//! with the credentials the chart gives the controller: publication at the broker,
+//! imports and slices in every cluster with their labels, readiness changes (pods whose
+//! status the test writes, sliced by the real EndpointSlice controller), conflicts,
+//! withdrawal on unexport / Service deletion / namespace deletion, no-op passes that
+//! write nothing, a broker outage, the watch loop with a burst of changes, and the
+//! controller binary.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use causeway_controller::exports::{self, ExportConfig, ExportError, ExportReport};
@@ -23,10 +23,11 @@ use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, GatewayEndpoint, ServiceExport, ServiceImport,
     ServiceImportType,
 };
-use causeway_tests::apiserver::ApiServer;
+use causeway_tests::harness::control_plane::workload::{self, Backend};
+use causeway_tests::harness::control_plane::{ClusterKind, KubeApiServer, TestCluster};
 use causeway_tests::harness::{workspace_binary, ChildGuard};
 use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::Client;
@@ -35,24 +36,30 @@ use serde_json::json;
 const BROKER_NS: &str = "causeway-broker";
 const CONTROLLER_NS: &str = "causeway";
 const WAIT: Duration = Duration::from_secs(20);
+/// The node every test pod runs on.
+const NODE: &str = "node-1";
 
-/// One in-memory API server, a client for it, and its cluster ID.
+/// One real cluster (the chart installed) and its cluster ID; the test acts in it as
+/// cluster-admin through `client`, the controller with the credentials the chart gives it.
 struct Cluster {
     id: &'static str,
-    server: ApiServer,
+    cluster: TestCluster,
     client: Client,
 }
 
 impl Cluster {
-    async fn start(id: &'static str, namespaces: &[&str]) -> Cluster {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let server = ApiServer::start(listener);
-        let client = Client::try_from(server.client_config("default")).expect("a client");
-        let cluster = Cluster { id, server, client };
-        for ns in namespaces {
-            cluster.create_namespace(ns).await;
-        }
-        cluster
+    fn server(&self) -> &KubeApiServer {
+        self.cluster.server()
+    }
+
+    /// A client as cluster `id`'s controller here (its ServiceAccount, or its member token
+    /// at the broker).
+    fn controller(&self, id: &str) -> Client {
+        let credentials = self
+            .cluster
+            .controller_credentials(id)
+            .unwrap_or_else(|e| panic!("credentials of {id}'s controller: {e}"));
+        Client::try_from(self.cluster.config(&credentials, "default")).expect("a client")
     }
 
     async fn create_namespace(&self, name: &str) {
@@ -78,21 +85,27 @@ impl Cluster {
 
     /// Every write of the kinds the export sync writes.
     fn export_writes(&self) -> u64 {
-        self.server.writes_of::<ServiceImport>().total()
-            + self.server.writes_of::<EndpointSlice>().total()
-            + self.server.writes_of::<ServiceExport>().total()
+        self.server().writes_of::<ServiceImport>().total()
+            + self.server().writes_of::<EndpointSlice>().total()
+            + self.server().writes_of::<ServiceExport>().total()
     }
 
     /// One export pass as this cluster.
     async fn pass(&self, broker: &Cluster) -> Result<ExportReport, ExportError> {
-        exports::sync_once(&broker.client, BROKER_NS, &self.client, self.id).await
+        exports::sync_once(
+            &broker.controller(self.id),
+            BROKER_NS,
+            &self.controller(self.id),
+            self.id,
+        )
+        .await
     }
 
     fn config(&self, broker: &Cluster) -> ExportConfig {
         ExportConfig {
-            broker: broker.client.clone(),
+            broker: broker.controller(self.id),
             broker_namespace: BROKER_NS.to_owned(),
-            local: self.client.clone(),
+            local: self.controller(self.id),
             cluster_id: self.id.to_owned(),
             resync: Duration::from_secs(3600),
             debounce: Duration::from_millis(50),
@@ -138,10 +151,23 @@ struct World {
 
 impl World {
     async fn start() -> World {
-        let broker = Cluster::start("broker", &[BROKER_NS]).await;
-        let mut clusters = Vec::new();
-        for id in ["site-a", "site-b", "site-c"] {
-            clusters.push(Cluster::start(id, &[CONTROLLER_NS, "prod"]).await);
+        let ids = ["site-a", "site-b", "site-c"];
+        let mut kinds = vec![ClusterKind::broker(&ids)];
+        for (n, id) in ids.iter().enumerate() {
+            kinds.push(ClusterKind::member(id, n as u8 + 1));
+        }
+        let mut started = TestCluster::start_all(&kinds)
+            .unwrap_or_else(|e| panic!("start the clusters: {e}"))
+            .into_iter()
+            .zip(std::iter::once("broker").chain(ids))
+            .map(|(cluster, id)| {
+                let client = Client::try_from(cluster.admin_config("default")).expect("a client");
+                Cluster { id, cluster, client }
+            });
+        let broker = started.next().expect("the broker");
+        let clusters: Vec<Cluster> = started.collect();
+        for cluster in &clusters {
+            cluster.create_namespace("prod").await;
         }
         World { broker, clusters }
     }
@@ -175,9 +201,9 @@ impl World {
     }
 
     fn reset_counters(&self) {
-        self.broker.server.reset_counters();
+        self.broker.server().reset_counters();
         for c in &self.clusters {
-            c.server.reset_counters();
+            c.server().reset_counters();
         }
     }
 
@@ -274,54 +300,16 @@ async fn create_service(
         .unwrap_or_else(|e| panic!("create Service {ns}/{name} in {}: {e}", cluster.id));
 }
 
-/// The Service's own EndpointSlice, as the EndpointSlice controller writes it:
-/// (address, hostname, ready) per endpoint.
-fn own_slice(service: &str, endpoints: &[(&str, Option<&str>, bool)]) -> EndpointSlice {
-    EndpointSlice {
-        metadata: ObjectMeta {
-            name: Some(format!("{service}-abcde")),
-            labels: Some(BTreeMap::from([
-                ("kubernetes.io/service-name".to_owned(), service.to_owned()),
-                (
-                    ENDPOINTSLICE_MANAGED_BY_LABEL.to_owned(),
-                    "endpointslice-controller.k8s.io".to_owned(),
-                ),
-            ])),
-            ..ObjectMeta::default()
-        },
-        address_type: "IPv4".to_owned(),
-        endpoints: endpoints
-            .iter()
-            .map(|(addr, hostname, ready)| Endpoint {
-                addresses: vec![(*addr).to_owned()],
-                hostname: hostname.map(str::to_owned),
-                conditions: Some(EndpointConditions {
-                    ready: Some(*ready),
-                    ..EndpointConditions::default()
-                }),
-                ..Endpoint::default()
-            })
-            .collect(),
-        ports: None,
-    }
-}
-
-async fn create_slice(cluster: &Cluster, ns: &str, slice: &EndpointSlice) {
-    cluster
-        .api::<EndpointSlice>(ns)
-        .create(&PostParams::default(), slice)
+/// Makes `service`'s backends in `cluster` exactly `endpoints` (address, hostname, ready):
+/// pods as a kubelet would report them, and the real EndpointSlice controller's slices.
+async fn backends(cluster: &Cluster, ns: &str, service: &str, endpoints: &[(&str, Option<&str>, bool)]) {
+    let backends: Vec<Backend> = endpoints
+        .iter()
+        .map(|(ip, hostname, ready)| Backend::new(ip, *hostname, *ready))
+        .collect();
+    workload::set_backends(&cluster.client, ns, service, NODE, &backends)
         .await
-        .unwrap_or_else(|e| panic!("create EndpointSlice in {}: {e}", cluster.id));
-}
-
-async fn replace_slice(cluster: &Cluster, ns: &str, mut slice: EndpointSlice) {
-    let api = cluster.api::<EndpointSlice>(ns);
-    let name = slice.metadata.name.clone().unwrap_or_default();
-    let current = api.get(&name).await.expect("get the Service's slice");
-    slice.metadata.resource_version = current.metadata.resource_version;
-    api.replace(&name, &PostParams::default(), &slice)
-        .await
-        .expect("replace the Service's slice");
+        .unwrap_or_else(|e| panic!("the backends of {ns}/{service} in {}: {e}", cluster.id));
 }
 
 async fn export(cluster: &Cluster, ns: &str, name: &str) {
@@ -343,17 +331,10 @@ async fn export(cluster: &Cluster, ns: &str, name: &str) {
 /// A headless `db` with two StatefulSet pods (one not ready), exported from `cluster`.
 async fn export_headless_db(cluster: &Cluster, prefix: &str) {
     create_service(cluster, "prod", "db", "None", vec![port("pg", 5432)]).await;
-    create_slice(
-        cluster,
-        "prod",
-        &own_slice(
-            "db",
-            &[
+    backends(cluster, "prod", "db", &[
                 (&format!("{prefix}.6"), Some("db-0"), true),
                 (&format!("{prefix}.7"), Some("db-1"), false),
-            ],
-        ),
-    )
+            ])
     .await;
     export(cluster, "prod", "db").await;
 }
@@ -361,11 +342,7 @@ async fn export_headless_db(cluster: &Cluster, prefix: &str) {
 /// A ClusterSetIP `web` with one ready backend, exported from `cluster`.
 async fn export_web(cluster: &Cluster, cluster_ip: &str) {
     create_service(cluster, "prod", "web", cluster_ip, vec![port("http", 80)]).await;
-    create_slice(
-        cluster,
-        "prod",
-        &own_slice("web", &[("10.9.9.9", None, true)]),
-    )
+    backends(cluster, "prod", "web", &[("10.9.9.9", None, true)])
     .await;
     export(cluster, "prod", "web").await;
 }
@@ -503,17 +480,10 @@ async fn a_readiness_change_reaches_every_cluster() {
     let world = World::start().await;
     export_headless_db(world.a(), "10.1.0").await;
     world.settle().await;
-    replace_slice(
-        world.a(),
-        "prod",
-        own_slice(
-            "db",
-            &[
+    backends(world.a(), "prod", "db", &[
                 ("10.1.0.6", Some("db-0"), false),
                 ("10.1.0.7", Some("db-1"), true),
-            ],
-        ),
-    )
+            ])
     .await;
     world.reset_counters();
     world.settle().await;
@@ -533,8 +503,8 @@ async fn a_readiness_change_reaches_every_cluster() {
             cluster.id
         );
         // Only the slice changed: no ServiceImport or condition write.
-        assert_eq!(cluster.server.writes_of::<ServiceImport>().total(), 0);
-        assert_eq!(cluster.server.writes_of::<ServiceExport>().total(), 0);
+        assert_eq!(cluster.server().writes_of::<ServiceImport>().total(), 0);
+        assert_eq!(cluster.server().writes_of::<ServiceExport>().total(), 0);
     }
     world.assert_settled("after the readiness change").await;
 }
@@ -554,11 +524,7 @@ async fn conflicting_exports_get_the_condition_on_both_sides_and_the_oldest_stay
         vec![port("pg", 5433)],
     )
     .await;
-    create_slice(
-        world.b(),
-        "prod",
-        &own_slice("db", &[("10.2.0.6", None, true)]),
-    )
+    backends(world.b(), "prod", "db", &[("10.2.0.6", None, true)])
     .await;
     export(world.b(), "prod", "db").await;
     world.settle().await;
@@ -612,14 +578,16 @@ async fn conflicting_exports_get_the_condition_on_both_sides_and_the_oldest_stay
     }
     world.assert_settled("with a conflict").await;
 
-    // B fixes its Service: the conflict clears and B's slice is imported too.
-    let fixed = json!({"spec": {"clusterIP": "None", "clusterIPs": ["None"], "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}});
+    // B fixes its Service (a ClusterIP cannot become headless in place: it is recreated):
+    // the conflict clears and B's slice is imported too.
     world
         .b()
         .api::<Service>("prod")
-        .patch("db", &PatchParams::default(), &Patch::Merge(&fixed))
+        .delete("db", &DeleteParams::default())
         .await
-        .expect("fix B's Service");
+        .expect("delete B's Service");
+    create_service(world.b(), "prod", "db", "None", vec![port("pg", 5432)]).await;
+    backends(world.b(), "prod", "db", &[("10.2.0.6", None, true)]).await;
     world.settle().await;
     for cluster in &world.clusters {
         assert_eq!(
@@ -748,7 +716,7 @@ async fn a_broker_outage_fails_the_pass_and_deletes_nothing() {
     let world = World::start().await;
     export_headless_db(world.a(), "10.1.0").await;
     world.settle().await;
-    world.broker.server.stop();
+    world.broker.server().stop();
     for cluster in &world.clusters {
         let error = cluster
             .pass(&world.broker)
@@ -770,7 +738,7 @@ async fn a_broker_outage_fails_the_pass_and_deletes_nothing() {
             vec!["db-site-a-ipv4"]
         );
     }
-    world.broker.server.restart().expect("restart the broker");
+    world.broker.server().restart().expect("restart the broker");
     world.assert_settled("after the outage").await;
 }
 
@@ -820,11 +788,7 @@ async fn run_follows_changes_makes_one_pass_per_burst_and_settles_without_writin
     })
     .await;
     // Readiness of db changes in A: B follows.
-    replace_slice(
-        world.a(),
-        "prod",
-        own_slice("db", &[("10.1.0.6", Some("db-0"), false)]),
-    )
+    backends(world.a(), "prod", "db", &[("10.1.0.6", Some("db-0"), false)])
     .await;
     wait_for("B sees db-0 not ready", async || {
         world
@@ -921,13 +885,18 @@ fn start_controller(
 ) -> ChildGuard {
     let broker_kubeconfig = dir.join(format!("broker-for-{}.kubeconfig", cluster.id));
     let local_kubeconfig = dir.join(format!("{}.kubeconfig", cluster.id));
+    let credentials = |on: &Cluster| {
+        on.cluster
+            .controller_credentials(cluster.id)
+            .unwrap_or_else(|e| panic!("credentials of {}'s controller: {e}", cluster.id))
+    };
     broker
-        .server
-        .write_kubeconfig(&broker_kubeconfig, BROKER_NS)
+        .cluster
+        .write_kubeconfig(&broker_kubeconfig, &credentials(broker), BROKER_NS)
         .expect("write the broker kubeconfig");
     cluster
-        .server
-        .write_kubeconfig(&local_kubeconfig, CONTROLLER_NS)
+        .cluster
+        .write_kubeconfig(&local_kubeconfig, &credentials(cluster), CONTROLLER_NS)
         .expect("write the cluster's kubeconfig");
     let log_path = dir.join(format!("controller-{}.log", cluster.id));
     let log = std::fs::File::create(&log_path).expect("create the log");

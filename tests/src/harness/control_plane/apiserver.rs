@@ -214,7 +214,8 @@ impl KubeApiServer {
             ))
             .arg(format!("--root-ca-file={}", server.pki.path("ca.crt").display()))
             .arg("--leader-elect=false")
-            .arg("--use-service-account-credentials=false")
+            // As kubeadm runs it: each controller with its own ServiceAccount and role.
+            .arg("--use-service-account-credentials=true")
             // No serving: nothing scrapes it, and a port would be one more thing to clash.
             .arg("--secure-port=0");
         let log = server.spec.dir.join("kube-controller-manager.log");

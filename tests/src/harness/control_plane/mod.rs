@@ -22,6 +22,7 @@ pub mod cluster;
 pub mod forward;
 pub mod install;
 pub mod pki;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
