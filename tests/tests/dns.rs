@@ -1,17 +1,18 @@
-//! `clusterset.local` DNS fed from an in-memory API server through the real `kube`
-//! client: ServiceImports, Causeway's EndpointSlices and a Gateway's connection
-//! status in, real DNS queries over UDP and TCP out. A slice change and a tunnel
-//! going down show in the answers within a second; an API server outage keeps the
-//! last zone served. Every server listens on 127.0.0.1 port 0.
+//! `clusterset.local` DNS fed from a real API server (the chart installed, read with the
+//! controller's ServiceAccount) through the real `kube` client: ServiceImports, Causeway's
+//! EndpointSlices and a Gateway's connection status in, real DNS queries over UDP and TCP
+//! out. A slice change and a tunnel going down show in the answers within a second; lists
+//! refused (RBAC revoked) or an API server outage keep the last zone served. The DNS
+//! servers listen on 127.0.0.1 port 0.
 
 use std::collections::BTreeSet;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use causeway_controller::dns::{Dns, DnsConfig, DEFAULT_TTL};
 use causeway_crds::{Gateway, ServiceImport};
-use causeway_tests::apiserver::ApiServer;
+use causeway_tests::harness::control_plane::{ClusterKind, KubeApiServer, TestCluster};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use k8s_openapi::api::core::v1::Namespace;
@@ -83,24 +84,24 @@ fn gateway_status(site_b: &str) -> Value {
     }})
 }
 
-/// The API server with the app namespace, the controller's, and the objects.
+/// A real cluster with the chart installed and the app namespace; the test seeds the
+/// objects as cluster-admin through `client`, DNS reads as the chart's controller.
 struct World {
-    server: ApiServer,
+    cluster: TestCluster,
     client: Client,
 }
 
 impl World {
     async fn start() -> World {
-        let server = ApiServer::start(TcpListener::bind("127.0.0.1:0").expect("bind"));
-        let client = Client::try_from(server.client_config(NS)).expect("a client");
-        for ns in [NS, APP_NS] {
-            let namespace: Namespace = object(json!({"metadata": {"name": ns}}));
-            Api::<Namespace>::all(client.clone())
-                .create(&PostParams::default(), &namespace)
-                .await
-                .expect("create a namespace");
-        }
-        let world = World { server, client };
+        let cluster = TestCluster::start(ClusterKind::member("site-a", 1))
+            .unwrap_or_else(|e| panic!("start the cluster: {e}"));
+        let client = Client::try_from(cluster.admin_config(NS)).expect("a client");
+        let namespace: Namespace = object(json!({"metadata": {"name": APP_NS}}));
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .expect("create the app namespace");
+        let world = World { cluster, client };
         let imports = world.imports();
         for (name, type_) in [
             ("pg", "Headless"),
@@ -151,6 +152,19 @@ impl World {
             .expect("create the Gateway");
         world.set_site_b("connected").await;
         world
+    }
+
+    fn server(&self) -> &KubeApiServer {
+        self.cluster.server()
+    }
+
+    /// A client as the chart's controller, what the DNS server reads with.
+    fn controller(&self) -> Client {
+        let credentials = self
+            .cluster
+            .controller()
+            .unwrap_or_else(|e| panic!("the controller's credentials: {e}"));
+        Client::try_from(self.cluster.config(&credentials, NS)).expect("a client")
     }
 
     fn imports(&self) -> Api<ServiceImport> {
@@ -298,7 +312,7 @@ async fn until(addr: SocketAddr, name: &str, qtype: RecordType, want: &Answer, w
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_follows_slices_and_tunnel_health() {
     let world = World::start().await;
-    let replica = Replica::start(world.client.clone()).await;
+    let replica = Replica::start(world.controller()).await;
     let addr = replica.addr;
 
     // The seeded world: local-first ClusterSetIP, headless from both clusters.
@@ -412,45 +426,45 @@ async fn dns_follows_slices_and_tunnel_health() {
     replica.stop().await;
 }
 
-/// Zone builds that listed ServiceImports since the last counter reset: the
-/// feed's plain lists, not the watchers' (which carry `watch`, `limit` or a
-/// `resourceVersion`).
-fn import_lists(server: &ApiServer) -> usize {
+/// Zone builds that listed ServiceImports since the last counter reset (the feed's lists;
+/// watches are another verb), allowed or not.
+fn import_lists(server: &KubeApiServer) -> usize {
     server
         .requests()
         .iter()
-        .filter(|r| r.method == "GET" && r.path.ends_with("/serviceimports"))
-        .filter(|r| {
-            !["watch", "limit", "resourceVersion"]
-                .iter()
-                .any(|p| r.query.contains(p))
-        })
+        .filter(|r| r.verb == "list" && r.resource == "serviceimports")
+        .count()
+}
+
+/// Those of [`import_lists`] the server refused (403).
+fn refused_import_lists(server: &KubeApiServer) -> usize {
+    server
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "list" && r.resource == "serviceimports" && r.code == 403)
         .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_zone_is_served_while_the_api_cannot_be_read() {
     let world = World::start().await;
-    let replica = Replica::start(world.client.clone()).await;
+    let replica = Replica::start(world.controller()).await;
     let addr = replica.addr;
     let seeded = addresses(&["10.1.0.5", "10.2.0.5"]);
     until(addr, PG, RecordType::A, &seeded, WAIT).await;
 
-    // An object the client cannot decode makes every list of ServiceImports fail.
-    world.server.reset_counters();
-    let resource = kube::api::ApiResource::erase::<ServiceImport>(&());
-    let broken: kube::api::DynamicObject = object(json!({
-        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
-        "kind": "ServiceImport",
-        "metadata": {"name": "broken", "namespace": APP_NS},
-        "spec": {"type": "NotAType"},
-    }));
-    let dynamic: Api<kube::api::DynamicObject> =
-        Api::namespaced_with(world.client.clone(), APP_NS, &resource);
-    dynamic
-        .create(&PostParams::default(), &broken)
-        .await
-        .expect("create an undecodable ServiceImport");
+    // The controller loses the right to read ServiceImports (its ClusterRoleBinding is
+    // deleted, as a botched RBAC change would): every list fails with 403.
+    world.server().reset_counters();
+    let binding = "clusterrolebinding/causeway-controller-causeway";
+    let saved = world
+        .server()
+        .kubectl_ok(&["get", binding, "-o", "json"], None)
+        .expect("read the controller's ClusterRoleBinding");
+    world
+        .server()
+        .kubectl_ok(&["delete", binding], None)
+        .expect("delete the controller's ClusterRoleBinding");
     let moved = slice(
         "pg",
         "site-b",
@@ -459,8 +473,12 @@ async fn the_last_zone_is_served_while_the_api_cannot_be_read() {
     world.put_slice(&moved).await;
     // A failed build and at least one retry ...
     let start = Instant::now();
-    while import_lists(&world.server) < 2 {
-        assert!(start.elapsed() < WAIT, "no rebuild was tried");
+    while refused_import_lists(world.server()) < 2 {
+        assert!(
+            start.elapsed() < WAIT,
+            "no refused rebuild and retry ({} lists)",
+            import_lists(world.server())
+        );
         tokio::time::sleep(POLL).await;
     }
     // ... leave the last zone in place.
@@ -471,10 +489,17 @@ async fn the_last_zone_is_served_while_the_api_cannot_be_read() {
     assert_eq!(ask(addr, PG, RecordType::A, true).await, Some(seeded));
 
     // Fixed, the next build (a retry or the watch) serves the change.
-    dynamic
-        .delete("broken", &Default::default())
-        .await
-        .expect("delete the undecodable ServiceImport");
+    let mut restored: Value = serde_json::from_str(&saved).expect("the binding as JSON");
+    for field in ["resourceVersion", "uid", "creationTimestamp", "managedFields"] {
+        restored["metadata"]
+            .as_object_mut()
+            .expect("metadata")
+            .remove(field);
+    }
+    world
+        .server()
+        .kubectl_ok(&["create", "-f", "-"], Some(&restored.to_string()))
+        .expect("restore the controller's ClusterRoleBinding");
     until(
         addr,
         PG,
@@ -486,12 +511,12 @@ async fn the_last_zone_is_served_while_the_api_cannot_be_read() {
 
     // With the API server gone altogether the zone is still answered, and after it
     // is back the watchers reconnect and changes show again.
-    world.server.stop();
+    world.server().stop();
     assert_eq!(
         ask(addr, PG, RecordType::A, true).await,
         Some(addresses(&["10.1.0.5", "10.2.0.9"]))
     );
-    world.server.restart().expect("restart the API server");
+    world.server().restart().expect("restart the API server");
     world
         .put_slice(&slice(
             "pg",
@@ -513,10 +538,10 @@ async fn the_last_zone_is_served_while_the_api_cannot_be_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_returns_at_shutdown_and_a_taken_port_fails_the_start() {
     let world = World::start().await;
-    let replica = Replica::start(world.client.clone()).await;
+    let replica = Replica::start(world.controller()).await;
     let taken = replica.addr;
     let second = causeway_controller::dns::serve(
-        world.client.clone(),
+        world.controller(),
         DnsConfig {
             listen: taken,
             cluster_id: "site-a".to_owned(),
