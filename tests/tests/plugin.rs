@@ -1,11 +1,11 @@
-//! `kubectl causeway` against in-memory API servers: two clusters behind two contexts
-//! of one kubeconfig, seeded healthy and then with one breakage per finding class.
-//! The plugin reads them through the real `kube` client (`load_snapshots`), exactly
-//! as the binary does, and `diagnose` must name each breakage; the healthy
-//! clusterset has no findings, which is exit 0 for the binary.
+//! `kubectl causeway` against real API servers: two clusters (the chart installed) behind
+//! two contexts of one kubeconfig, as a person bound only to the chart's viewer roles,
+//! seeded healthy and then with one breakage per finding class. The plugin reads them
+//! through the real `kube` client (`load_snapshots`), exactly as the binary does, and
+//! `diagnose` must name each breakage; the healthy clusterset has no findings, which is
+//! exit 0 for the binary.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 
 use causeway_controller::plugin::{self, show, FindingClass};
 use causeway_crds::keys::format_key;
@@ -15,7 +15,8 @@ use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, ConnectionState, ConnectionStatus,
     Gateway, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus, RouteStatus, ServiceExport,
 };
-use causeway_tests::apiserver::ApiServer;
+use causeway_tests::harness::control_plane::apiserver::kubeconfig_yaml;
+use causeway_tests::harness::control_plane::{ClusterKind, TestCluster};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta, Time};
@@ -157,9 +158,12 @@ fn export(conditions: Vec<Condition>) -> ServiceExport {
     e
 }
 
-/// Two API servers holding `seeds`, and a kubeconfig with contexts kind-site-a and kind-site-b.
+/// Real clusters (the chart installed, a `prod` namespace), and a kubeconfig with contexts
+/// kind-site-a, kind-site-b, ... for a person bound only to the chart's viewer roles; the
+/// test seeds them as cluster-admin through `admins`.
 struct World {
-    _servers: Vec<ApiServer>,
+    _clusters: Vec<TestCluster>,
+    admins: Vec<Client>,
     _dir: tempfile::TempDir,
     kubeconfig: std::path::PathBuf,
     contexts: Vec<String>,
@@ -186,19 +190,26 @@ where
     }
 }
 
-async fn world(seeds: Vec<Seed>) -> World {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut servers = Vec::new();
-    let mut clusters = String::new();
-    let mut contexts = String::new();
-    let mut names = Vec::new();
-    for (i, seed) in seeds.iter().enumerate() {
-        let server = ApiServer::start(TcpListener::bind("127.0.0.1:0").expect("bind"));
-        let client = Client::try_from(server.client_config(NS)).expect("client");
-        for ns in [NS, "prod"] {
+impl World {
+    /// `n` clusters, empty but for the chart and `prod`.
+    async fn start(n: usize) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let kinds: Vec<ClusterKind> = (0..n)
+            .map(|i| {
+                let letter = (b'a' + i as u8) as char;
+                ClusterKind::member(&format!("site-{letter}"), i as u8 + 1)
+            })
+            .collect();
+        let clusters =
+            TestCluster::start_all(&kinds).unwrap_or_else(|e| panic!("start the clusters: {e}"));
+        let mut contexts = Vec::new();
+        let mut names = Vec::new();
+        let mut admins = Vec::new();
+        for (i, cluster) in clusters.iter().enumerate() {
+            let client = Client::try_from(cluster.admin_config(NS)).expect("client");
             let namespace = Namespace {
                 metadata: ObjectMeta {
-                    name: Some(ns.into()),
+                    name: Some("prod".into()),
                     ..ObjectMeta::default()
                 },
                 ..Namespace::default()
@@ -207,66 +218,80 @@ async fn world(seeds: Vec<Seed>) -> World {
                 .create(&PostParams::default(), &namespace)
                 .await
                 .expect("namespace");
+            let name = format!("kind-site-{}", (b'a' + i as u8) as char);
+            let viewer = cluster.viewer().expect("bind the viewer roles");
+            contexts.push(
+                cluster
+                    .server()
+                    .kubeconfig_context(&name, &cluster.server().url(), &viewer, NS),
+            );
+            names.push(name);
+            admins.push(client);
         }
-        let eps: Api<ClusterEndpoint> = Api::namespaced(client.clone(), NS);
-        for ep in &seed.endpoints {
-            create_with_status(&eps, ep).await;
+        let kubeconfig = dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, kubeconfig_yaml(&contexts, &names[0]))
+            .expect("write kubeconfig");
+        World {
+            _clusters: clusters,
+            admins,
+            _dir: dir,
+            kubeconfig,
+            contexts: names,
         }
-        let gws: Api<Gateway> = Api::namespaced(client.clone(), NS);
-        for g in &seed.gateways {
-            create_with_status(&gws, g).await;
-        }
-        let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
-        for l in &seed.leases {
-            leases
-                .create(&PostParams::default(), l)
-                .await
-                .expect("lease");
-        }
-        let exports: Api<ServiceExport> = Api::namespaced(client.clone(), "prod");
-        for e in &seed.exports {
-            create_with_status(&exports, e).await;
-        }
-        let name = format!("kind-site-{}", (b'a' + i as u8) as char);
-        clusters.push_str(&format!(
-            "- name: {name}\n  cluster:\n    server: {}\n",
-            server.url()
-        ));
-        contexts.push_str(&format!(
-            "- name: {name}\n  context:\n    cluster: {name}\n    user: tester\n    namespace: {NS}\n"
-        ));
-        names.push(name);
-        servers.push(server);
     }
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: {}\nusers:\n- name: tester\n  user: {{}}\n",
-            names[0]
-        ),
-    )
-    .expect("write kubeconfig");
-    World {
-        _servers: servers,
-        _dir: dir,
-        kubeconfig,
-        contexts: names,
+
+    /// Makes the clusters hold exactly `seeds`: what an earlier seed made goes first.
+    async fn seed(&self, seeds: &[Seed]) {
+        assert_eq!(seeds.len(), self.admins.len(), "one seed per cluster");
+        for (seed, client) in seeds.iter().zip(&self.admins) {
+            let eps: Api<ClusterEndpoint> = Api::namespaced(client.clone(), NS);
+            let gws: Api<Gateway> = Api::namespaced(client.clone(), NS);
+            let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
+            let exports: Api<ServiceExport> = Api::namespaced(client.clone(), "prod");
+            let all = Default::default();
+            eps.delete_collection(&Default::default(), &all).await.expect("clear");
+            gws.delete_collection(&Default::default(), &all).await.expect("clear");
+            leases.delete_collection(&Default::default(), &all).await.expect("clear");
+            exports.delete_collection(&Default::default(), &all).await.expect("clear");
+            for ep in &seed.endpoints {
+                create_with_status(&eps, ep).await;
+            }
+            for g in &seed.gateways {
+                create_with_status(&gws, g).await;
+            }
+            for l in &seed.leases {
+                leases
+                    .create(&PostParams::default(), l)
+                    .await
+                    .expect("lease");
+            }
+            for e in &seed.exports {
+                create_with_status(&exports, e).await;
+            }
+        }
+    }
+
+    /// What `diagnose` finds in `seeds` as of now.
+    async fn findings(&self, seeds: Vec<Seed>) -> Vec<plugin::Finding> {
+        self.findings_at(seeds, Timestamp::now()).await
+    }
+
+    /// The findings as of `now`, so that durations in messages are exact.
+    async fn findings_at(&self, seeds: Vec<Seed>, now: Timestamp) -> Vec<plugin::Finding> {
+        self.seed(&seeds).await;
+        let snapshots = plugin::load_snapshots(Some(&self.kubeconfig), &self.contexts, NS)
+            .await
+            .expect("read both clusters");
+        assert_eq!(snapshots.len(), 2);
+        plugin::diagnose(&snapshots, now)
     }
 }
 
-async fn findings(seeds: Vec<Seed>) -> Vec<plugin::Finding> {
-    findings_at(seeds, Timestamp::now()).await
-}
-
-/// The findings as of `now`, so that durations in messages are exact.
-async fn findings_at(seeds: Vec<Seed>, now: Timestamp) -> Vec<plugin::Finding> {
-    let w = world(seeds).await;
-    let snapshots = plugin::load_snapshots(Some(&w.kubeconfig), &w.contexts, NS)
-        .await
-        .expect("read both clusters");
-    assert_eq!(snapshots.len(), 2);
-    plugin::diagnose(&snapshots, now)
+/// Clusters holding `seeds`.
+async fn world(seeds: Vec<Seed>) -> World {
+    let w = World::start(seeds.len()).await;
+    w.seed(&seeds).await;
+    w
 }
 
 /// A whole second, as the API server stores times.
@@ -427,10 +452,11 @@ async fn every_failure_class_is_detected_with_its_message() {
             )]));
         }),
     ];
+    let w = World::start(2).await;
     for (class, text, breakage) in table {
         let mut seeds = healthy();
         breakage(&mut seeds);
-        let found = findings(seeds).await;
+        let found = w.findings(seeds).await;
         let hit = found
             .iter()
             .find(|f| f.class == class)
@@ -448,11 +474,10 @@ async fn export_creates_the_service_export_once_and_refuses_a_missing_service() 
     use causeway_controller::plugin::export::{export_service, ExportOutcome};
     use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 
+    // Exporting is the service owner's act, not the viewer's: here the cluster's admin.
     let w = world(healthy()).await;
-    let clients = plugin::clients(Some(&w.kubeconfig), &w.contexts, true)
-        .await
-        .expect("clients");
-    let (context, client) = clients[0].clone();
+    let context = w.contexts[0].clone();
+    let client = w.admins[0].clone();
     let service = Service {
         metadata: ObjectMeta {
             name: Some("db".into()),
@@ -493,6 +518,7 @@ async fn export_creates_the_service_export_once_and_refuses_a_missing_service() 
 
 #[tokio::test]
 async fn unanswered_handshakes_name_the_endpoint_and_the_port_to_open() {
+    let w = World::start(2).await;
     let now = this_second();
     let mut seeds = healthy();
     let c = &mut status_of(&mut seeds, 0).connections[0];
@@ -501,7 +527,7 @@ async fn unanswered_handshakes_name_the_endpoint_and_the_port_to_open() {
     c.last_handshake = None;
     c.first_attempt = Some(Time(now - SignedDuration::from_mins(2)));
     c.handshake_attempts = Some(12);
-    let found = findings_at(seeds, now).await;
+    let found = w.findings_at(seeds, now).await;
     assert_eq!(
         of_class(&found, FindingClass::UnansweredHandshakes),
         vec![(
@@ -518,7 +544,7 @@ async fn unanswered_handshakes_name_the_endpoint_and_the_port_to_open() {
     let c = &mut status_of(&mut seeds, 0).connections[0];
     c.endpoint = Some("198.18.0.2:51820".into());
     c.first_attempt = Some(Time(now - SignedDuration::from_secs(95)));
-    let found = findings_at(seeds.clone(), now).await;
+    let found = w.findings_at(seeds.clone(), now).await;
     let messages = of_class(&found, FindingClass::UnansweredHandshakes);
     assert_eq!(messages.len(), 1, "{found:#?}");
     assert!(
@@ -527,14 +553,15 @@ async fn unanswered_handshakes_name_the_endpoint_and_the_port_to_open() {
     );
     status_of(&mut seeds, 0).connections[0].first_attempt =
         Some(Time(now - SignedDuration::from_secs(20)));
-    assert_eq!(findings_at(seeds, now).await, vec![]);
+    assert_eq!(w.findings_at(seeds, now).await, vec![]);
 }
 
 #[tokio::test]
 async fn mtu_mismatches_between_gateways_and_with_the_underlay_are_found() {
+    let w = World::start(2).await;
     let mut seeds = healthy();
     status_of(&mut seeds, 1).tunnel_mtu = Some(1380);
-    let found = findings(seeds).await;
+    let found = w.findings(seeds).await;
     assert_eq!(
         of_class(&found, FindingClass::MtuMismatch),
         vec![(
@@ -548,7 +575,7 @@ async fn mtu_mismatches_between_gateways_and_with_the_underlay_are_found() {
 
     let mut seeds = healthy();
     status_of(&mut seeds, 1).underlay_mtu = Some(1450);
-    let found = findings(seeds).await;
+    let found = w.findings(seeds).await;
     assert_eq!(
         of_class(&found, FindingClass::MtuMismatch),
         vec![(
@@ -563,6 +590,7 @@ async fn mtu_mismatches_between_gateways_and_with_the_underlay_are_found() {
 
 #[tokio::test]
 async fn routes_the_kernel_refused_are_named_with_the_node() {
+    let w = World::start(2).await;
     let mut seeds = healthy();
     status_of(&mut seeds, 1).routes = Some(RouteStatus {
         desired: 7,
@@ -577,7 +605,7 @@ async fn routes_the_kernel_refused_are_named_with_the_node() {
         .map(String::from)
         .to_vec(),
     });
-    let found = findings(seeds).await;
+    let found = w.findings(seeds).await;
     assert_eq!(
         of_class(&found, FindingClass::RoutesMissing),
         vec![(
@@ -594,6 +622,7 @@ async fn routes_the_kernel_refused_are_named_with_the_node() {
 
 #[tokio::test]
 async fn version_skew_lists_who_runs_what() {
+    let w = World::start(2).await;
     let mut seeds = healthy();
     // site-b's controller was upgraded; its gateway and site-a were not.
     seeds[1].endpoints[0]
@@ -602,7 +631,7 @@ async fn version_skew_lists_who_runs_what() {
         .as_mut()
         .expect("annotations")
         .insert(VERSION_ANNOTATION.into(), "0.5.0".into());
-    let found = findings(seeds).await;
+    let found = w.findings(seeds).await;
     let listing = "site-a controller 0.4.0, site-a gateway site-a-gw 0.4.2, site-b controller 0.5.0, site-b gateway site-b-gw 0.4.2";
     let message = |who: &str, v: &str| {
         format!(
