@@ -29,9 +29,8 @@ use causeway_tests::harness::{workspace_binary, ChildGuard};
 use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
-use serde_json::json;
 
 const BROKER_NS: &str = "causeway-broker";
 const CONTROLLER_NS: &str = "causeway";

@@ -1,18 +1,18 @@
 //! End-to-end test of cross-cluster service discovery: a PostgreSQL primary in site A,
 //! exported as a headless service, and a standby in site B that knows it only by its
 //! `clusterset.local` name — resolved by site B's controller, the way CoreDNS would
-//! forward it. Everything else is Kubernetes mode as in `kube_e2e`: a broker and one
-//! in-memory API server per cluster, real controllers, gateways and route agents.
+//! forward it. Everything else is Kubernetes mode as in `kube_e2e`: a broker and a real API
+//! server per cluster, real controllers, gateways and route agents.
 
 use causeway_crds::mcs::CONDITION_CONFLICT;
 use causeway_crds::{ServiceExport, ServiceImport};
+use causeway_tests::harness::control_plane::workload::Backend;
 use causeway_tests::harness::kube::{Component, KubeWorld, READY_TIMEOUT};
 use causeway_tests::harness::postgres::Postgres;
 use causeway_tests::harness::{HarnessError, Netns, ScratchDir};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -98,19 +98,18 @@ fn ask(
 fn headless_service() -> Service {
     object(json!({
         "metadata": {"name": SVC, "namespace": NS},
-        "spec": {"clusterIP": "None", "ports": [{"name": "postgresql", "port": 5432, "protocol": "TCP"}]}
+        "spec": {"clusterIP": "None", "selector": {"app": SVC},
+                 "ports": [{"name": "postgresql", "port": 5432, "protocol": "TCP"}]}
     }))
 }
 
-fn slice(ip: Ipv4Addr) -> EndpointSlice {
-    object(json!({
-        "metadata": {"name": format!("{SVC}-x7k2p"), "namespace": NS,
-                     "labels": {"kubernetes.io/service-name": SVC}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [ip.to_string()], "hostname": "pg-0",
-                       "conditions": {"ready": true}}],
-        "ports": [{"name": "postgresql", "port": 5432, "protocol": "TCP"}]
-    }))
+/// The StatefulSet's pod pg-0 at `ip` (its hostname is what the DNS name is made of).
+fn pg_0(ip: Ipv4Addr) -> Backend {
+    Backend {
+        ip: ip.into(),
+        hostname: Some("pg-0".into()),
+        ready: true,
+    }
 }
 
 #[test]
@@ -125,8 +124,9 @@ fn a_standby_in_site_b_follows_its_primary_in_site_a_by_dns_name_alone() {
     let dns_b = SocketAddr::new(kube.spec(B).worker_pod_gateway_ip().into(), DNS_PORT);
     let _resolver = Resolver::point(&kube.site(B).pod, dns_b.ip());
 
-    // Site A: the namespace, a headless Service with its EndpointSlice (what the
-    // StatefulSet's pod and the endpoint controller would make), and the export.
+    // Site A: the namespace, a headless Service, its StatefulSet's pod pg-0 as a Pod object
+    // in the site's pod namespace (the real EndpointSlice controller slices it), and the
+    // export.
     // Site B has the namespace too (namespace sameness).
     let pp = PostParams::default();
     for i in [A, B] {
@@ -136,13 +136,12 @@ fn a_standby_in_site_b_follows_its_primary_in_site_a_by_dns_name_alone() {
     }
     let a = kube.cluster_client(A);
     let services: Api<Service> = Api::namespaced(a.clone(), NS);
-    let slices: Api<EndpointSlice> = Api::namespaced(a.clone(), NS);
     let exports: Api<ServiceExport> = Api::namespaced(a.clone(), NS);
     let primary_ip = kube.spec(A).pod_ip();
     kube.block_on(services.create(&pp, &headless_service()))
         .expect("create Service");
-    kube.block_on(slices.create(&pp, &slice(primary_ip)))
-        .expect("create EndpointSlice");
+    kube.set_service_backends(A, NS, SVC, &[pg_0(primary_ip)])
+        .unwrap_or_else(|e| fail(e));
     kube.block_on(exports.create(&pp, &ServiceExport::new(SVC, Default::default())))
         .expect("create ServiceExport");
 
@@ -204,7 +203,8 @@ fn a_standby_in_site_b_follows_its_primary_in_site_a_by_dns_name_alone() {
         "checksums differ after the first load"
     );
 
-    // The primary's pod moves to a new IP; the endpoint controller updates the slice.
+    // The primary's pod is rescheduled with a new IP (the same name, pg-0); the
+    // EndpointSlice controller updates the slice.
     let moved_ip = Ipv4Addr::new(10, 1, 1, 11);
     kube.site(A)
         .pod
@@ -213,12 +213,8 @@ fn a_standby_in_site_b_follows_its_primary_in_site_a_by_dns_name_alone() {
     let primary = primary
         .move_to(&kube.site(A).pod, moved_ip.into())
         .unwrap_or_else(|e| fail(e));
-    let mut current = kube
-        .block_on(slices.get(&format!("{SVC}-x7k2p")))
-        .expect("get slice");
-    current.endpoints[0].addresses = vec![moved_ip.to_string()];
-    kube.block_on(slices.replace(&format!("{SVC}-x7k2p"), &pp, &current))
-        .expect("update the slice");
+    kube.set_service_backends(A, NS, SVC, &[pg_0(moved_ip)])
+        .unwrap_or_else(|e| fail(e));
     wait_answer(&mut kube, moved_ip);
     primary
         .sql("UPDATE accounts SET balance = balance + 1 WHERE id % 3 = 0")

@@ -1,7 +1,9 @@
-//! `kubectl causeway verify` and `benchmark`, the real binary, against a two-site
-//! clusterset in Kubernetes mode (`KubeWorld`): the plugin, in the test's own namespace,
-//! reaches each site's active gateway only through that site's API server's pod proxy,
-//! as it would from an operator's laptop. Also the binary's flag handling and exit codes.
+//! `kubectl causeway verify` and `benchmark`, run through the real kubectl's plugin
+//! discovery, against a two-site clusterset in Kubernetes mode on real API servers
+//! (`KubeWorld`): the plugin, in the test's own namespace and as a person bound only to the
+//! chart's viewer roles, reaches each site's active gateway only through that site's API
+//! server's pod proxy, as it would from an operator's laptop. Also the binary's flag
+//! handling and exit codes.
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
@@ -14,9 +16,9 @@ use causeway_crds::{ServiceExport, ServiceImport};
 use causeway_tests::harness::kube::{
     Component, KubeWorld, CANDIDATES, CONTROLLER_DNS_PORT, READY_TIMEOUT,
 };
-use causeway_tests::harness::{find_workspace_binary, HarnessError, ScratchDir};
+use causeway_tests::harness::control_plane::kubectl_causeway;
+use causeway_tests::harness::{HarnessError, ScratchDir};
 use k8s_openapi::api::core::v1::{Namespace, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -38,13 +40,9 @@ fn object<K: DeserializeOwned>(value: Value) -> K {
     serde_json::from_value(value).expect("a well-formed object")
 }
 
+/// `kubectl causeway`, through kubectl's plugin discovery.
 fn plugin() -> Command {
-    let path = find_workspace_binary("kubectl-causeway")
-        .unwrap_or_else(|e| panic!("{e}; run `cargo build --bins` first"));
-    let mut cmd = Command::new(path);
-    // The test's kubeconfig and nothing of the developer's.
-    cmd.env_remove("KUBECONFIG");
-    cmd
+    kubectl_causeway().unwrap_or_else(|e| panic!("{e}; run `cargo build --bins` first"))
 }
 
 /// Runs the plugin with `args`, bounded by [`RUN_TIMEOUT`].
@@ -90,23 +88,12 @@ fn describe(out: &Output) -> String {
     )
 }
 
-/// A kubeconfig naming both sites' API servers, as an operator's would.
+/// A kubeconfig naming both sites' API servers, as an operator's would: a person bound only
+/// to the chart's viewer roles.
 fn kubeconfig(kube: &KubeWorld, dir: &Path) -> std::path::PathBuf {
-    let mut clusters = String::new();
-    let mut contexts = String::new();
-    for i in [A, B] {
-        let id = kube.spec(i).cluster_id();
-        clusters += &format!(
-            "- name: {id}\n  cluster:\n    server: {}\n",
-            kube.cluster_api(i).url()
-        );
-        contexts += &format!("- name: {id}\n  context:\n    cluster: {id}\n    user: tester\n");
-    }
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n{clusters}contexts:\n{contexts}current-context: site-a\nusers:\n- name: tester\n  user: {{}}\n"
-    );
     let path = dir.join("operator.kubeconfig");
-    std::fs::write(&path, text).expect("write the operator's kubeconfig");
+    kube.write_operator_kubeconfig(&path)
+        .unwrap_or_else(|e| panic!("the operator's kubeconfig: {e}"));
     path
 }
 
@@ -164,19 +151,13 @@ fn verify_and_benchmark_through_the_pod_proxy() {
     let a = kube.cluster_client(A);
     let service: Service = object(json!({
         "metadata": {"name": SVC, "namespace": NS},
-        "spec": {"clusterIP": "None", "ports": [{"name": "echo", "port": PORT, "protocol": "TCP"}]}
-    }));
-    let slice: EndpointSlice = object(json!({
-        "metadata": {"name": format!("{SVC}-abcde"), "namespace": NS,
-                     "labels": {"kubernetes.io/service-name": SVC}},
-        "addressType": "IPv4",
-        "endpoints": [{"addresses": [pod_ip.to_string()], "conditions": {"ready": true}}],
-        "ports": [{"name": "echo", "port": PORT, "protocol": "TCP"}]
+        "spec": {"clusterIP": "None", "selector": {"app": SVC},
+                 "ports": [{"name": "echo", "port": PORT, "protocol": "TCP"}]}
     }));
     kube.block_on(Api::<Service>::namespaced(a.clone(), NS).create(&pp, &service))
         .expect("create Service");
-    kube.block_on(Api::<EndpointSlice>::namespaced(a.clone(), NS).create(&pp, &slice))
-        .expect("create EndpointSlice");
+    kube.back_service_with_pod(A, NS, SVC, None)
+        .unwrap_or_else(|e| fail(e));
     let exports: Api<ServiceExport> = Api::namespaced(a.clone(), NS);
     kube.block_on(exports.create(&pp, &ServiceExport::new(SVC, Default::default())))
         .expect("create ServiceExport");

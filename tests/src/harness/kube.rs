@@ -48,6 +48,7 @@ use serde_json::{json, Value};
 
 use super::control_plane::install::{self, CONTROLLER_ACCOUNT, GATEWAY_ACCOUNT};
 use super::control_plane::apiserver::kubeconfig_yaml;
+use super::control_plane::workload::Backend;
 use super::control_plane::{ApiServerSpec, Etcd, Forwarder, KubeApiServer};
 use super::mesh::metric;
 use super::netns::Netns;
@@ -445,6 +446,41 @@ impl KubeWorld {
         }
         let text = kubeconfig_yaml(&contexts, &self.spec(0).cluster_id());
         std::fs::write(path, text).map_err(io_context(format!("write {}", path.display())))
+    }
+
+    /// Backs Service `namespace/service` of site `i` with the site's pod (its network
+    /// namespace), at the pod's IP; see [`KubeWorld::set_service_backends`].
+    pub fn back_service_with_pod(
+        &self,
+        i: usize,
+        namespace: &str,
+        service: &str,
+        hostname: Option<&str>,
+    ) -> Result<(), HarnessError> {
+        let backend = Backend {
+            ip: self.spec(i).pod_ip().into(),
+            hostname: hostname.map(str::to_string),
+            ready: true,
+        };
+        self.set_service_backends(i, namespace, service, &[backend])
+    }
+
+    /// Makes Service `namespace/service` of site `i` (selecting `app=<service>`) backed by
+    /// exactly `backends`: Pod objects `<service>-0`, `-1`, ... on the worker node, Running,
+    /// at their IPs (a pod whose IP changes is recreated, as a rescheduled StatefulSet pod
+    /// is); waits until the real EndpointSlice controller lists them.
+    pub fn set_service_backends(
+        &self,
+        i: usize,
+        namespace: &str,
+        service: &str,
+        backends: &[Backend],
+    ) -> Result<(), HarnessError> {
+        let client = self.cluster_client(i);
+        let node = self.spec(i).worker_node_name();
+        self.block_on(super::control_plane::workload::set_backends(
+            &client, namespace, service, &node, backends,
+        ))
     }
 
     /// A client of the broker for the test (default namespace [`BROKER_NAMESPACE`]).

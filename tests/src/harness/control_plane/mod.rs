@@ -99,6 +99,26 @@ pub fn binaries() -> Result<Binaries, HarnessError> {
     })
 }
 
+/// `kubectl causeway` as users run it: the real kubectl, finding the plugin
+/// (`kubectl-causeway`, built by this workspace) on `PATH` by its own plugin discovery.
+/// Nothing of the developer's kubeconfig: callers pass `--kubeconfig` to the plugin.
+pub fn kubectl_causeway() -> Result<Command, HarnessError> {
+    let plugin = super::find_workspace_binary("kubectl-causeway")?;
+    let dir = plugin
+        .parent()
+        .ok_or_else(|| HarnessError::Topology(format!("{} has no parent", plugin.display())))?;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![dir.to_path_buf()];
+    dirs.extend(std::env::split_paths(&path));
+    let joined = std::env::join_paths(dirs)
+        .map_err(|e| HarnessError::Topology(format!("PATH with {}: {e}", dir.display())))?;
+    let mut cmd = Command::new(binaries()?.kubectl);
+    cmd.env("PATH", joined)
+        .env_remove("KUBECONFIG")
+        .arg("causeway");
+    Ok(cmd)
+}
+
 /// How long etcd may take to accept connections on its socket.
 const ETCD_READY: Duration = Duration::from_secs(20);
 
