@@ -119,7 +119,7 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
     let lab = if args.kubernetes {
         step(
             1,
-            "building site-a and site-b (two gateway candidates, a worker and a pod each), a WAN, a broker API and one API server per site",
+            "building site-a and site-b (two gateway candidates, a worker and a pod each), a WAN, and real Kubernetes control planes (kube-apiserver, kube-controller-manager, one etcd) for each site and the broker, the chart installed in each",
         );
         let mut kube = KubeWorld::new(2).context("building the sites")?;
         describe(|i| kube.site(i));
@@ -136,11 +136,11 @@ fn run(args: &Args, interrupted: &AtomicBool) -> Result<()> {
             let spec = kube.spec(i);
             let active = kube.active_gateway(i).context("no active gateway")?;
             println!(
-                "      {}: active gateway {} (Lease {}), kubeconfig {}",
+                "      {}: active gateway {} (Lease {}); look with: kubectl --kubeconfig {} -n causeway get clusterendpoints,gateways,leases",
                 spec.cluster_id(),
                 spec.candidate(active).node_name(),
                 causeway_crds::names::gateway_lease(&spec.cluster_id()),
-                kube.kubeconfig_path(i).display()
+                kube.cluster_api(i).admin_kubeconfig()?.display()
             );
         }
         Lab::Kubernetes(Box::new(kube))
