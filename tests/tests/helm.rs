@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{
     Container, EnvVar, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use causeway_crds::rbac;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -469,14 +470,59 @@ fn rules(r: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
     out
 }
 
-fn expand(table: &[(&str, &str, &[&str])]) -> BTreeSet<(String, String, String)> {
+/// The (group, resource, verb) triples of one of the RBAC contract's grants.
+fn granted(grant: &rbac::Grant) -> BTreeSet<(String, String, String)> {
     let mut out = BTreeSet::new();
-    for (g, res, verbs) in table {
-        for v in *verbs {
-            out.insert((g.to_string(), res.to_string(), v.to_string()));
+    for rule in grant.rules {
+        for res in rule.resources {
+            for v in rule.verbs {
+                out.insert((rule.api_group.to_string(), res.to_string(), v.to_string()));
+            }
         }
     }
     out
+}
+
+/// The chart's ClusterRoles and Roles are exactly `identities`' grants in
+/// `crds/src/rbac.rs` (which the real-API tests hold every request against), no more.
+fn check_grants(scenario: &str, objects: &[Object], identities: &[&rbac::Identity]) {
+    let cluster_roles = pick!(objects, ClusterRole);
+    let roles = pick!(objects, Role);
+    let mut expected_cluster = BTreeSet::new();
+    let mut expected_ns = BTreeSet::new();
+    for identity in identities {
+        for grant in identity.grants {
+            let name = grant.object_name(NAMESPACE);
+            let rendered = match grant.scope {
+                rbac::Scope::Cluster => {
+                    expected_cluster.insert(name.clone());
+                    named(&cluster_roles, &name).rules.clone()
+                }
+                rbac::Scope::Namespace => {
+                    expected_ns.insert(name.clone());
+                    named(&roles, &name).rules.clone()
+                }
+            };
+            assert_eq!(
+                rules(rendered.as_deref().unwrap_or_default()),
+                granted(grant),
+                "{scenario}: the chart's {} differs from crds/src/rbac.rs ({})",
+                grant.describe(NAMESPACE),
+                identity.what
+            );
+        }
+    }
+    let names = |v: Vec<Option<String>>| v.into_iter().flatten().collect::<BTreeSet<_>>();
+    assert_eq!(
+        names(cluster_roles.iter().map(|r| r.metadata.name.clone()).collect()),
+        expected_cluster,
+        "{scenario}: ClusterRoles beyond the contract"
+    );
+    assert_eq!(
+        names(roles.iter().map(|r| r.metadata.name.clone()).collect()),
+        expected_ns,
+        "{scenario}: Roles beyond the contract"
+    );
 }
 
 /// RBAC in every scenario: no wildcard anywhere, no Secret access cluster-wide, every
@@ -1011,101 +1057,15 @@ fn controller_deployment_dns_service_and_pdb() {
 fn rbac_is_least_privilege() {
     let objects = parsed("default");
     check_member("default", &objects);
-    let cluster_roles = pick!(objects, ClusterRole);
+    check_grants(
+        "default",
+        &objects,
+        &[&rbac::CONTROLLER, &rbac::GATEWAY, &rbac::VIEWER],
+    );
     let roles = pick!(objects, Role);
-    let controller_cluster = named(&cluster_roles, "causeway-controller-causeway");
-    assert_eq!(
-        rules(controller_cluster.rules.as_deref().unwrap_or_default()),
-        expand(&[
-            ("", "nodes", &["get", "list", "watch"]),
-            ("", "services", &["get", "list", "watch"]),
-            ("", "namespaces", &["get", "list", "watch"]),
-            (
-                "multicluster.x-k8s.io",
-                "serviceexports",
-                &["get", "list", "watch"]
-            ),
-            ("multicluster.x-k8s.io", "serviceexports/status", &["patch"]),
-            (
-                "multicluster.x-k8s.io",
-                "serviceimports",
-                &["get", "list", "watch", "create", "update", "delete"]
-            ),
-            ("multicluster.x-k8s.io", "serviceimports/status", &["patch"]),
-            (
-                "discovery.k8s.io",
-                "endpointslices",
-                &["get", "list", "watch", "create", "update", "delete"]
-            ),
-        ]),
-        "controller ClusterRole"
-    );
-    let controller_ns = named(&roles, "causeway-controller");
-    assert_eq!(controller_ns.metadata.namespace.as_deref(), Some(NAMESPACE));
-    assert_eq!(
-        rules(controller_ns.rules.as_deref().unwrap_or_default()),
-        expand(&[
-            (
-                "causeway.dev",
-                "clusterendpoints",
-                &["get", "list", "watch", "create", "update", "delete"]
-            ),
-            ("causeway.dev", "clusterendpoints/status", &["patch"]),
-            ("causeway.dev", "gateways", &["get", "list", "watch"]),
-            (
-                "coordination.k8s.io",
-                "leases",
-                &["get", "list", "watch", "create", "update", "patch"]
-            ),
-        ]),
-        "controller Role"
-    );
-    let gateway_cluster = named(&cluster_roles, "causeway-gateway-causeway");
-    assert_eq!(
-        rules(gateway_cluster.rules.as_deref().unwrap_or_default()),
-        expand(&[("", "nodes", &["get"])]),
-        "gateway ClusterRole: only its Node's label"
-    );
-    let gateway_ns = named(&roles, "causeway-gateway");
-    assert_eq!(gateway_ns.metadata.namespace.as_deref(), Some(NAMESPACE));
-    assert_eq!(
-        rules(gateway_ns.rules.as_deref().unwrap_or_default()),
-        expand(&[
-            ("", "secrets", &["get", "list", "watch", "create"]),
-            ("causeway.dev", "gateways", &["get", "create", "update"]),
-            ("causeway.dev", "gateways/status", &["patch"]),
-            ("causeway.dev", "clusterendpoints", &["list", "watch"]),
-            (
-                "coordination.k8s.io",
-                "leases",
-                &["get", "create", "update"]
-            ),
-        ]),
-        "gateway Role"
-    );
-    let viewer_cluster = named(&cluster_roles, "causeway-viewer-causeway");
-    assert_eq!(
-        rules(viewer_cluster.rules.as_deref().unwrap_or_default()),
-        expand(&[
-            ("multicluster.x-k8s.io", "serviceexports", &["get", "list"]),
-            ("multicluster.x-k8s.io", "serviceimports", &["get", "list"]),
-            ("discovery.k8s.io", "endpointslices", &["get", "list"]),
-        ]),
-        "viewer ClusterRole: what show and diagnose read cluster-wide, read only"
-    );
-    let viewer_ns = named(&roles, "causeway-viewer");
-    assert_eq!(viewer_ns.metadata.namespace.as_deref(), Some(NAMESPACE));
-    assert_eq!(
-        rules(viewer_ns.rules.as_deref().unwrap_or_default()),
-        expand(&[
-            ("causeway.dev", "clusterendpoints", &["get", "list"]),
-            ("causeway.dev", "gateways", &["get", "list"]),
-            ("coordination.k8s.io", "leases", &["get", "list"]),
-            ("", "pods", &["get", "list"]),
-            ("", "pods/proxy", &["get"]),
-        ]),
-        "viewer Role: Causeway's objects and the gateway agent through the pod proxy, no Secrets"
-    );
+    for name in ["causeway-controller", "causeway-gateway", "causeway-viewer"] {
+        assert_eq!(named(&roles, name).metadata.namespace.as_deref(), Some(NAMESPACE));
+    }
     let bound: Vec<String> = pick!(objects, ClusterRoleBinding)
         .iter()
         .map(|b| b.role_ref.name.clone())
@@ -1186,28 +1146,7 @@ fn broker_mode_prepares_namespace_and_per_cluster_credentials() {
         member.metadata.namespace.as_deref(),
         Some("causeway-broker")
     );
-    assert_eq!(
-        rules(member.rules.as_deref().unwrap_or_default()),
-        expand(&[
-            (
-                "causeway.dev",
-                "clusterendpoints",
-                &["get", "list", "watch", "create", "update"]
-            ),
-            ("causeway.dev", "clusterendpoints/status", &["patch"]),
-            (
-                "multicluster.x-k8s.io",
-                "serviceimports",
-                &["get", "list", "watch", "create", "update", "delete"]
-            ),
-            (
-                "discovery.k8s.io",
-                "endpointslices",
-                &["get", "list", "watch", "create", "update", "delete"]
-            ),
-        ]),
-        "member Role at the broker"
-    );
+    check_grants("broker", &objects, &[&rbac::MEMBER]);
     assert!(
         pick!(objects, ClusterRole).is_empty(),
         "members get nothing cluster-wide at the broker"

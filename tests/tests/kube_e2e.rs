@@ -647,3 +647,228 @@ fn three_clusters_join_and_an_overlapping_cidr_is_refused_without_harm() {
         .unwrap_or_else(|e| panic!("the A->B stream broke: {e}\n{}", kube.logs()));
     assert!(chunks >= n);
 }
+
+/// Every request of every Causeway identity across a clusterset's life (start, an export
+/// and its readiness change and withdrawal, `kubectl causeway` as a viewer, a key rotation,
+/// a gateway failover, a member evicted at the broker and back, a controller restart),
+/// recorded by the real API servers' audit logs, against the chart's rules: everything each
+/// component does is granted, nothing was refused, and nothing granted goes unused.
+#[test]
+fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
+    use causeway_crds::{ServiceExport, ServiceImport};
+    use causeway_tests::harness::control_plane::audit::check_rbac;
+    use causeway_tests::harness::control_plane::kubectl_causeway;
+    use causeway_tests::harness::control_plane::workload::Backend;
+    use causeway_tests::harness::kube::{CONTROLLER_DNS_PORT, READY_TIMEOUT};
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    use kube::api::{DeleteParams, PostParams};
+
+    let mut kube = KubeWorld::new(2).unwrap_or_else(|e| fail(e));
+    // Site B's controller takes its pod CIDRs from its Nodes (the chart's default).
+    kube.set_pod_cidrs(B, Vec::new());
+    for i in [A, B] {
+        let listen = format!("0.0.0.0:{CONTROLLER_DNS_PORT}");
+        kube.set_extra_args(Component::Controller(i), &["--dns-listen", &listen]);
+        kube.start_site(i).unwrap_or_else(|e| fail(e));
+    }
+    kube.wait_ready(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
+    let pp = PostParams::default();
+
+    // An export from A, imported in B; then its port changes.
+    for i in [A, B] {
+        let namespaces: Api<Namespace> = Api::all(kube.cluster_client(i));
+        let prod: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "prod"}}))
+            .expect("a Namespace");
+        kube.block_on(namespaces.create(&pp, &prod)).expect("create prod");
+    }
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "echo", "namespace": "prod"},
+        "spec": {"clusterIP": "None", "selector": {"app": "echo"},
+                 "ports": [{"name": "echo", "port": ECHO_PORT, "protocol": "TCP"}]}
+    }))
+    .expect("a Service");
+    kube.block_on(Api::<Service>::namespaced(kube.cluster_client(A), "prod").create(&pp, &service))
+        .expect("create the Service");
+    kube.back_service_with_pod(A, "prod", "echo", Some("echo-0"))
+        .unwrap_or_else(|e| fail(e));
+    let exports: Api<ServiceExport> = Api::namespaced(kube.cluster_client(A), "prod");
+    kube.block_on(exports.create(&pp, &ServiceExport::new("echo", Default::default())))
+        .expect("create the ServiceExport");
+    let imports_b: Api<ServiceImport> = Api::namespaced(kube.cluster_client(B), "prod");
+    kube.wait_for("site-b to import prod/echo", WAIT, |k| {
+        k.block_on(imports_b.get("echo")).map_err(|e| e.to_string())
+    })
+    .unwrap_or_else(|e| fail(e));
+    let services_a: Api<Service> = Api::namespaced(kube.cluster_client(A), "prod");
+    let moved_port = serde_json::json!({"spec": {"ports": [{"name": "echo", "port": ECHO_PORT + 1, "protocol": "TCP"}]}});
+    kube.block_on(services_a.patch(
+        "echo",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&moved_port),
+    ))
+    .expect("change the Service's port");
+    kube.wait_for("site-b's import to carry the new port", WAIT, |k| {
+        let import = k.block_on(imports_b.get("echo")).map_err(|e| e.to_string())?;
+        match import.spec.ports.first().map(|p| p.port) {
+            Some(port) if port == i32::from(ECHO_PORT + 1) => Ok(()),
+            other => Err(format!("port {other:?}")),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+
+    // An operator looks, as a viewer: with the plugin, and by hand as the README shows.
+    let scratch = causeway_tests::harness::ScratchDir::new("cw-rbac").expect("scratch dir");
+    let operator = scratch.path().join("operator.kubeconfig");
+    kube.write_operator_kubeconfig(&operator)
+        .unwrap_or_else(|e| fail(e));
+    for args in [
+        &["show", "clusters"][..],
+        &["diagnose"],
+        &["verify"],
+        &["benchmark", "site-a", "site-b", "--seconds", "1"],
+    ] {
+        let out = kubectl_causeway()
+            .unwrap_or_else(|e| fail(e))
+            .arg("--kubeconfig")
+            .arg(&operator)
+            .args(["--context", "site-a", "--context", "site-b"])
+            .args(args)
+            .output()
+            .expect("run kubectl causeway");
+        assert!(
+            out.status.code().is_some_and(|c| c <= 1),
+            "kubectl causeway {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    let by_hand: [&[&str]; 7] = [
+        &["-n", "causeway", "get", "clusterendpoint", "site-b"],
+        &["-n", "causeway", "get", "gateway", "site-a-gw"],
+        &["-n", "causeway", "get", "lease", "causeway-gateway-site-a"],
+        &["-n", "causeway", "get", "pod", "causeway-gateway-site-a-gw"],
+        &["-n", "prod", "get", "serviceexport", "echo"],
+        &["-n", "prod", "get", "serviceimport", "echo"],
+        &["-n", "prod", "get", "endpointslice", "echo-site-a-ipv4"],
+    ];
+    let kubectl = causeway_tests::harness::control_plane::binaries()
+        .unwrap_or_else(|e| fail(e))
+        .kubectl;
+    for args in by_hand {
+        let out = std::process::Command::new(&kubectl)
+            .env_remove("KUBECONFIG")
+            .arg("--kubeconfig")
+            .arg(&operator)
+            .args(["--context", "site-a"])
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} as a viewer: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    // The pod stops being ready, then the export is withdrawn.
+    let not_ready = Backend {
+        ip: kube.spec(A).pod_ip().into(),
+        hostname: Some("echo-0".into()),
+        ready: false,
+    };
+    kube.set_service_backends(A, "prod", "echo", &[not_ready])
+        .unwrap_or_else(|e| fail(e));
+    let slices_b: Api<k8s_openapi::api::discovery::v1::EndpointSlice> =
+        Api::namespaced(kube.cluster_client(B), "prod");
+    kube.wait_for("site-b to see echo-0 not ready", WAIT, |k| {
+        let slices = k
+            .block_on(slices_b.list(&ListParams::default().labels("multicluster.kubernetes.io/service-name=echo")))
+            .map_err(|e| e.to_string())?;
+        let ready: Vec<Option<bool>> = slices
+            .items
+            .iter()
+            .flat_map(|s| &s.endpoints)
+            .map(|e| e.conditions.as_ref().and_then(|c| c.ready))
+            .collect();
+        match ready.as_slice() {
+            [Some(false)] => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+    kube.block_on(exports.delete("echo", &DeleteParams::default()))
+        .expect("delete the ServiceExport");
+    kube.wait_for("site-b to drop prod/echo", WAIT, |k| {
+        match k.block_on(imports_b.get_opt("echo")).map_err(|e| e.to_string())? {
+            None => Ok(()),
+            Some(_) => Err("still imported".into()),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+
+    // A gateway key rotates; A's active gateway dies and the standby takes over.
+    let active = kube.active_gateway(A).expect("an active gateway");
+    let rotated = kube.rotate_gateway_key(A, 1 - active).unwrap_or_else(|e| fail(e));
+    let endpoints_b: Api<ClusterEndpoint> = Api::namespaced(kube.cluster_client(B), CLUSTER_NAMESPACE);
+    kube.wait_for("site-b's mirror of site-a to carry the rotated key", WAIT, |k| {
+        let mirror = k
+            .block_on(endpoints_b.get("site-a"))
+            .map_err(|e| e.to_string())?;
+        match mirror.spec.gateways.iter().any(|g| g.public_key == rotated) {
+            true => Ok(()),
+            false => Err("old key".into()),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+    kube.kill_gateway(A, active).unwrap_or_else(|e| fail(e));
+    kube.wait_for("site-a's standby to take the Lease", WAIT, |k| {
+        match k.active_gateway(A) {
+            Some(k2) if k2 != active => Ok(()),
+            other => Err(format!("active {other:?}")),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+    kube.start_gateway(A, active).unwrap_or_else(|e| fail(e));
+
+    // The broker's admin evicts site-b's object; site-a drops its mirror, site-b publishes
+    // itself again.
+    let at_broker: Api<ClusterEndpoint> = Api::namespaced(kube.broker_client(), BROKER_NAMESPACE);
+    let endpoints_a: Api<ClusterEndpoint> = Api::namespaced(kube.cluster_client(A), CLUSTER_NAMESPACE);
+    kube.block_on(at_broker.delete("site-b", &DeleteParams::default()))
+        .expect("delete site-b at the broker");
+    kube.wait_for("site-b to be published again and mirrored in site-a", WAIT, |k| {
+        let published = k.block_on(at_broker.get_opt("site-b")).map_err(|e| e.to_string())?;
+        let mirror = k.block_on(endpoints_a.get_opt("site-b")).map_err(|e| e.to_string())?;
+        match (published, mirror) {
+            (Some(_), Some(_)) => Ok(()),
+            other => Err(format!("published/mirrored: {:?}", (other.0.is_some(), other.1.is_some()))),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+
+    // A controller restarts.
+    kube.restart_controller(A).unwrap_or_else(|e| fail(e));
+    kube.wait_converged(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
+
+    let mut requests = kube.broker().requests();
+    for i in [A, B] {
+        requests.extend(kube.cluster_api(i).requests());
+    }
+    let report = check_rbac(&requests);
+    eprintln!("requests checked: {:?}", report.checked);
+    let list = |rs: &[causeway_tests::harness::control_plane::audit::Request]| {
+        rs.iter().map(|r| format!("  {r}\n")).collect::<String>()
+    };
+    assert!(report.refused.is_empty(), "requests refused (403):\n{}", list(&report.refused));
+    assert!(
+        report.ungranted.is_empty(),
+        "requests the chart's rules do not grant:\n{}",
+        list(&report.ungranted)
+    );
+    assert!(
+        report.unused.is_empty(),
+        "granted but never used:\n  {}",
+        report.unused.join("\n  ")
+    );
+}

@@ -623,7 +623,8 @@ impl KubeWorld {
         self.processes.get_mut(&component)
     }
 
-    /// Makes site `i`'s controller, when next started, publish `cidrs` as its pod CIDRs.
+    /// Makes site `i`'s controller, when next started, publish `cidrs` as its pod CIDRs;
+    /// none: without `--pod-cidrs`, so it takes the aggregate of its Nodes' podCIDRs.
     pub fn set_pod_cidrs(&mut self, i: usize, cidrs: Vec<IpNet>) {
         self.pod_cidrs.insert(i, cidrs);
     }
@@ -825,10 +826,11 @@ impl KubeWorld {
                     .arg(&api.broker_kubeconfig)
                     .arg("--broker-namespace")
                     .arg(BROKER_NAMESPACE)
-                    .arg("--pod-cidrs")
-                    .arg(join(
-                        self.pod_cidrs.get(&i).map_or(&spec.pod_cidrs(), |c| c),
-                    ))
+                    .args(match self.pod_cidrs.get(&i).map_or(spec.pod_cidrs(), Clone::clone) {
+                        // None given: the chart's default, the aggregate of the Nodes' podCIDRs.
+                        cidrs if cidrs.is_empty() => Vec::new(),
+                        cidrs => vec!["--pod-cidrs".to_string(), join(&cidrs)],
+                    })
                     .arg("--service-cidrs")
                     .arg(join(&spec.service_cidrs()))
                     .arg("--lease-seconds")

@@ -81,7 +81,7 @@ struct Event {
     audit_id: String,
     stage: String,
     verb: String,
-    #[serde(default)]
+    #[serde(default, rename = "requestURI")]
     request_uri: String,
     user: User,
     #[serde(default)]
@@ -222,5 +222,100 @@ mod tests {
         assert_eq!(requests[1].code, 403);
         assert!(requests[1].is_write());
         assert_eq!(requests[1].name, "x");
+        assert_eq!(requests[1].uri, "/apis/coordination.k8s.io/v1/namespaces/causeway/leases/x");
     }
+}
+
+/// The requests of Causeway's identities held against the chart's rules
+/// ([`causeway_crds::rbac`]), both ways.
+#[derive(Debug, Default)]
+pub struct RbacReport {
+    /// Requests no rule of the requester's roles grants.
+    pub ungranted: Vec<Request>,
+    /// Requests the server refused (403).
+    pub refused: Vec<Request>,
+    /// Rules, one verb and resource each, that no request used: `"<role>: <verb> <resource>"`.
+    pub unused: Vec<String>,
+    /// How many requests were checked, by identity.
+    pub checked: std::collections::BTreeMap<&'static str, usize>,
+}
+
+/// Which of the chart's identities `user` is, and the namespace its Roles live in; `None`
+/// for anyone else (the harness, the control plane).
+pub fn identity_of(user: &str) -> Option<(&'static causeway_crds::rbac::Identity, &'static str)> {
+    use causeway_crds::rbac::{CONTROLLER, GATEWAY, MEMBER, VIEWER};
+    const SA: &str = "system:serviceaccount:";
+    match user.strip_prefix(SA) {
+        Some("causeway:causeway-controller") => Some((&CONTROLLER, "causeway")),
+        Some("causeway:causeway-gateway") => Some((&GATEWAY, "causeway")),
+        Some(member) if member.starts_with("causeway-broker:causeway-member-") => {
+            Some((&MEMBER, "causeway-broker"))
+        }
+        _ if user == super::install::VIEWER_USER => Some((&VIEWER, "causeway")),
+        _ => None,
+    }
+}
+
+/// Checks `requests` (from every API server of a world) against the chart's rules.
+pub fn check_rbac(requests: &[Request]) -> RbacReport {
+    use causeway_crds::rbac::{Scope, IDENTITIES};
+    let mut report = RbacReport::default();
+    let mut used: BTreeSet<(&'static str, &'static str, String, String)> = BTreeSet::new();
+    for r in requests {
+        let Some((identity, role_ns)) = identity_of(&r.user) else {
+            continue;
+        };
+        // Discovery and other non-resource URLs: every authenticated user may (the
+        // system:discovery and system:basic-user roles), not the chart's business.
+        if r.resource.is_empty() {
+            continue;
+        }
+        *report.checked.entry(identity.what).or_default() += 1;
+        if r.code == 403 {
+            report.refused.push(r.clone());
+        }
+        let namespace = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
+        match identity.granting(&r.verb, &r.api_group, &r.rbac_resource(), namespace, role_ns) {
+            Some(grant) => {
+                used.insert((
+                    identity.what,
+                    grant.name,
+                    r.verb.clone(),
+                    format!("{}|{}", r.api_group, r.rbac_resource()),
+                ));
+            }
+            None => report.ungranted.push(r.clone()),
+        }
+    }
+    for identity in IDENTITIES {
+        for grant in identity.grants {
+            for rule in grant.rules {
+                for resource in rule.resources {
+                    for verb in rule.verbs {
+                        let key = (
+                            identity.what,
+                            grant.name,
+                            verb.to_string(),
+                            format!("{}|{resource}", rule.api_group),
+                        );
+                        if !used.contains(&key) {
+                            let kind = match grant.scope {
+                                Scope::Cluster => "ClusterRole",
+                                Scope::Namespace => "Role",
+                            };
+                            report.unused.push(format!(
+                                "{kind} {}: {verb} {resource}{}",
+                                grant.name,
+                                match rule.api_group {
+                                    "" => String::new(),
+                                    g => format!(".{g}"),
+                                }
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    report
 }
