@@ -11,7 +11,6 @@
 pub mod dns;
 pub mod exports;
 pub mod health;
-pub mod leader;
 pub mod local;
 pub mod plugin;
 pub mod sync;

@@ -5,7 +5,9 @@
 //! (docs/services.md). Replicas elect a leader on Lease
 //! `causeway-controller-<cluster>`; only the leader syncs, both loops at once.
 
-use causeway_controller::leader::{campaign, Campaign};
+use causeway_crds::rbac;
+use causeway_k8s::client::{client, load};
+use causeway_k8s::leader::{campaign, Campaign};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +24,6 @@ use causeway_crds::validate::validate_endpoint;
 use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, ValidationError};
 use clap::Parser;
 use ipnet::IpNet;
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
 /// Build this cluster's ClusterEndpoint, publish it to the broker and mirror the other clusters', and export and import services.
 #[derive(Debug, Parser)]
@@ -88,13 +88,17 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let source = spec_source(&args)?;
-    let broker = client_from(&args.broker_kubeconfig)
-        .await
-        .context("cannot build a client for the broker")?;
-    let local = match &args.kubeconfig {
-        Some(path) => client_from(path).await,
-        None => Ok(Client::try_from(Config::infer().await?)?),
-    }
+    let broker = client(
+        load(Some(&args.broker_kubeconfig)).await?,
+        &rbac::MEMBER,
+        &args.broker_namespace,
+    )
+    .context("cannot build a client for the broker")?;
+    let local = client(
+        load(args.kubeconfig.as_deref()).await?,
+        &rbac::CONTROLLER,
+        &args.namespace,
+    )
     .context("cannot build a client for the local cluster")?;
     let how = Campaign {
         namespace: args.namespace.clone(),
@@ -334,15 +338,6 @@ fn load_spec(path: &Path, cluster: &str) -> anyhow::Result<ClusterEndpointSpec> 
         bail!("endpoint file {}: {}", path.display(), messages.join("; "));
     }
     Ok(endpoint.spec.clone())
-}
-
-async fn client_from(path: &Path) -> anyhow::Result<Client> {
-    let kubeconfig = Kubeconfig::read_from(path)
-        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("kubeconfig {} is not usable", path.display()))?;
-    Ok(Client::try_from(config)?)
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -62,11 +62,23 @@ impl Grant {
     }
 }
 
+/// Who holds an identity, which decides the fix for a refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// A Causeway process, bound to its roles by the chart: a refusal means the installed
+    /// RBAC is not the release's.
+    Component,
+    /// A person, bound to the chart's viewer roles by the cluster's admin.
+    Person,
+}
+
 /// Who acts in the API, and what the chart grants it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
     /// What a person calls it: "the controller", "a gateway or route agent", ...
     pub what: &'static str,
+    /// A process or a person.
+    pub holder: Holder,
     /// Its ServiceAccount's name (in the release namespace, or the broker namespace for a
     /// member), or `None` for people.
     pub account: Option<&'static str>,
@@ -105,6 +117,7 @@ const OWN: &[&str] = &["list", "watch", "create", "update", "delete"];
 /// The controller (ServiceAccount `causeway-controller`) in its own cluster.
 pub const CONTROLLER: Identity = Identity {
     what: "the controller",
+    holder: Holder::Component,
     account: Some("causeway-controller"),
     grants: &[
         Grant {
@@ -178,6 +191,7 @@ pub const CONTROLLER: Identity = Identity {
 /// Gateway candidates and route agents (ServiceAccount `causeway-gateway`).
 pub const GATEWAY: Identity = Identity {
     what: "a gateway or route agent",
+    holder: Holder::Component,
     account: Some("causeway-gateway"),
     grants: &[Grant {
         scope: Scope::Namespace,
@@ -219,6 +233,7 @@ pub const GATEWAY: Identity = Identity {
 /// in the broker namespace).
 pub const MEMBER: Identity = Identity {
     what: "a member cluster's controller at the broker",
+    holder: Holder::Component,
     account: None,
     grants: &[Grant {
         scope: Scope::Namespace,
@@ -251,6 +266,7 @@ pub const MEMBER: Identity = Identity {
 /// The people who run `kubectl causeway` (the chart's viewer roles, bound by the operator).
 pub const VIEWER: Identity = Identity {
     what: "a person running kubectl causeway",
+    holder: Holder::Person,
     account: None,
     grants: &[
         Grant {
@@ -384,7 +400,11 @@ pub fn parse_request(method: &str, path_and_query: &str) -> Option<ApiRequest> {
 /// What to tell the operator when `identity` was refused `request`: what was refused, which
 /// of the chart's roles grants it (so the installed RBAC is not the chart's of this release)
 /// and how to fix it.
-pub fn explain_forbidden(identity: &Identity, request: &ApiRequest, role_namespace: &str) -> String {
+pub fn explain_forbidden(
+    identity: &Identity,
+    request: &ApiRequest,
+    role_namespace: &str,
+) -> String {
     let granting = identity.granting(
         &request.verb,
         &request.api_group,
@@ -392,18 +412,30 @@ pub fn explain_forbidden(identity: &Identity, request: &ApiRequest, role_namespa
         request.namespace.as_deref(),
         role_namespace,
     );
-    match granting {
-        Some(grant) => format!(
+    match (granting, identity.holder) {
+        (Some(grant), Holder::Component) => format!(
             "forbidden: {} may not {request}; the chart's {} grants it, so the RBAC installed \
              is not this release's: upgrade the release with this version's chart (helm upgrade), \
              or add the rule to that role",
             identity.what,
             grant.describe(role_namespace),
         ),
-        None => format!(
+        (Some(grant), Holder::Person) => format!(
+            "forbidden: you may not {request}; the chart's {} grants it: ask your cluster's \
+             admin to bind the viewer roles to you or your group (`kubectl create \
+             clusterrolebinding NAME --clusterrole=causeway-viewer-{role_namespace} --group=GROUP` \
+             and `kubectl -n {role_namespace} create rolebinding NAME --role=causeway-viewer \
+             --group=GROUP`)",
+            grant.describe(role_namespace),
+        ),
+        (None, Holder::Component) => format!(
             "forbidden: {} may not {request}, and no role of the chart grants it: this is a bug \
              in Causeway (report it, with this line)",
             identity.what
+        ),
+        (None, Holder::Person) => format!(
+            "forbidden: you may not {request}; the chart's viewer roles do not grant it (they \
+             only read): ask your cluster's admin for that right"
         ),
     }
 }
@@ -456,9 +488,8 @@ mod tests {
             ("GET", "/readyz", None),
         ];
         for (method, path, want) in cases {
-            let got = parse_request(method, path).map(|r| {
-                (r.verb, r.api_group, r.resource, r.namespace, r.name)
-            });
+            let got = parse_request(method, path)
+                .map(|r| (r.verb, r.api_group, r.resource, r.namespace, r.name));
             let want = want.map(|(v, g, r, ns, n)| {
                 (
                     v.to_string(),
@@ -481,23 +512,56 @@ mod tests {
         .unwrap();
         let text = explain_forbidden(&GATEWAY, &request, "causeway");
         assert!(text.contains("a gateway or route agent may not patch leases.coordination.k8s.io \"causeway-gateway-site-a\" in namespace \"causeway\""), "{text}");
-        assert!(text.contains("Role causeway-gateway (namespace causeway)"), "{text}");
+        assert!(
+            text.contains("Role causeway-gateway (namespace causeway)"),
+            "{text}"
+        );
         assert!(text.contains("helm upgrade"), "{text}");
 
         // The same request in another namespace: a Role does not reach there.
-        let elsewhere = parse_request("PATCH", "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/x").unwrap();
+        let elsewhere = parse_request(
+            "PATCH",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/x",
+        )
+        .unwrap();
         let text = explain_forbidden(&GATEWAY, &elsewhere, "causeway");
         assert!(text.contains("no role of the chart grants it"), "{text}");
 
-        let list = parse_request("GET", "/apis/discovery.k8s.io/v1/namespaces/prod/endpointslices").unwrap();
+        let list = parse_request(
+            "GET",
+            "/apis/discovery.k8s.io/v1/namespaces/prod/endpointslices",
+        )
+        .unwrap();
         let text = explain_forbidden(&CONTROLLER, &list, "causeway");
-        assert!(text.contains("ClusterRole causeway-controller-causeway"), "{text}");
+        assert!(
+            text.contains("ClusterRole causeway-controller-causeway"),
+            "{text}"
+        );
+
+        // A person is told who can let them in, and how.
+        let proxy = parse_request(
+            "GET",
+            "/api/v1/namespaces/causeway/pods/gw:9469/proxy/verify",
+        )
+        .unwrap();
+        let text = explain_forbidden(&VIEWER, &proxy, "causeway");
+        assert!(
+            text.starts_with("forbidden: you may not get pods/proxy"),
+            "{text}"
+        );
+        assert!(text.contains("--role=causeway-viewer"), "{text}");
     }
 
     #[test]
     fn every_grant_is_named_as_the_chart_names_it() {
-        assert_eq!(CONTROLLER.grants[0].object_name("causeway"), "causeway-controller-causeway");
-        assert_eq!(CONTROLLER.grants[1].object_name("causeway"), "causeway-controller");
+        assert_eq!(
+            CONTROLLER.grants[0].object_name("causeway"),
+            "causeway-controller-causeway"
+        );
+        assert_eq!(
+            CONTROLLER.grants[1].object_name("causeway"),
+            "causeway-controller"
+        );
         assert_eq!(VIEWER.grants[0].object_name("ops"), "causeway-viewer-ops");
         for identity in IDENTITIES {
             for grant in identity.grants {

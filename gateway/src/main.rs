@@ -305,13 +305,11 @@ async fn run_kubernetes(args: KubeArgs) -> Result<()> {
     if let Some(server) = args.dns_server {
         causeway_gateway::agent::set_dns_server(server);
     }
-    let client = match &args.kubeconfig {
-        Some(path) => client_from(path).await,
-        None => kube::Config::infer()
-            .await
-            .context("no kubeconfig: not in a pod and no usable ~/.kube/config; pass --kubeconfig")
-            .and_then(|c| Ok(kube::Client::try_from(c)?)),
-    }
+    let client = causeway_k8s::client::client(
+        causeway_k8s::client::load(args.kubeconfig.as_deref()).await?,
+        &causeway_crds::rbac::GATEWAY,
+        &args.namespace,
+    )
     .context("cannot build a Kubernetes client")?;
     let candidate = match args.role {
         RoleArg::Gateway => true,
@@ -365,18 +363,6 @@ async fn run_kubernetes(args: KubeArgs) -> Result<()> {
     kubernetes::run(client, config, shutdown).await?;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn client_from(path: &Path) -> Result<kube::Client> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .with_context(|| format!("kubeconfig {} is not usable", path.display()))?;
-    Ok(kube::Client::try_from(config)?)
 }
 
 /// Refuses to start on an invalid file, with the same message a reload would log.

@@ -19,7 +19,9 @@ use causeway_crds::names::gateway_lease;
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, Gateway, GatewayEndpoint, GatewayRole, GatewaySpec,
 };
-use causeway_tests::harness::control_plane::{ClusterKind, Credentials, KubeApiServer, TestCluster};
+use causeway_tests::harness::control_plane::{
+    ClusterKind, Credentials, KubeApiServer, TestCluster,
+};
 use causeway_tests::harness::{workspace_binary, ChildGuard};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeSpec};
@@ -793,7 +795,7 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_leads_and_a_resignation_releases_the_lease_for_the_other() {
-    use causeway_controller::leader::{campaign, Campaign};
+    use causeway_k8s::leader::{campaign, Campaign};
     use k8s_openapi::api::coordination::v1::Lease;
     let [_broker, cluster] = start(1);
     const LEASE: &str = "causeway-controller-site-a";

@@ -490,7 +490,12 @@ async fn the_last_zone_is_served_while_the_api_cannot_be_read() {
 
     // Fixed, the next build (a retry or the watch) serves the change.
     let mut restored: Value = serde_json::from_str(&saved).expect("the binding as JSON");
-    for field in ["resourceVersion", "uid", "creationTimestamp", "managedFields"] {
+    for field in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "managedFields",
+    ] {
         restored["metadata"]
             .as_object_mut()
             .expect("metadata")

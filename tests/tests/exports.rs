@@ -161,7 +161,11 @@ impl World {
             .zip(std::iter::once("broker").chain(ids))
             .map(|(cluster, id)| {
                 let client = Client::try_from(cluster.admin_config("default")).expect("a client");
-                Cluster { id, cluster, client }
+                Cluster {
+                    id,
+                    cluster,
+                    client,
+                }
             });
         let broker = started.next().expect("the broker");
         let clusters: Vec<Cluster> = started.collect();
@@ -301,7 +305,12 @@ async fn create_service(
 
 /// Makes `service`'s backends in `cluster` exactly `endpoints` (address, hostname, ready):
 /// pods as a kubelet would report them, and the real EndpointSlice controller's slices.
-async fn backends(cluster: &Cluster, ns: &str, service: &str, endpoints: &[(&str, Option<&str>, bool)]) {
+async fn backends(
+    cluster: &Cluster,
+    ns: &str,
+    service: &str,
+    endpoints: &[(&str, Option<&str>, bool)],
+) {
     let backends: Vec<Backend> = endpoints
         .iter()
         .map(|(ip, hostname, ready)| Backend::new(ip, *hostname, *ready))
@@ -330,10 +339,15 @@ async fn export(cluster: &Cluster, ns: &str, name: &str) {
 /// A headless `db` with two StatefulSet pods (one not ready), exported from `cluster`.
 async fn export_headless_db(cluster: &Cluster, prefix: &str) {
     create_service(cluster, "prod", "db", "None", vec![port("pg", 5432)]).await;
-    backends(cluster, "prod", "db", &[
-                (&format!("{prefix}.6"), Some("db-0"), true),
-                (&format!("{prefix}.7"), Some("db-1"), false),
-            ])
+    backends(
+        cluster,
+        "prod",
+        "db",
+        &[
+            (&format!("{prefix}.6"), Some("db-0"), true),
+            (&format!("{prefix}.7"), Some("db-1"), false),
+        ],
+    )
     .await;
     export(cluster, "prod", "db").await;
 }
@@ -341,8 +355,7 @@ async fn export_headless_db(cluster: &Cluster, prefix: &str) {
 /// A ClusterSetIP `web` with one ready backend, exported from `cluster`.
 async fn export_web(cluster: &Cluster, cluster_ip: &str) {
     create_service(cluster, "prod", "web", cluster_ip, vec![port("http", 80)]).await;
-    backends(cluster, "prod", "web", &[("10.9.9.9", None, true)])
-    .await;
+    backends(cluster, "prod", "web", &[("10.9.9.9", None, true)]).await;
     export(cluster, "prod", "web").await;
 }
 
@@ -479,10 +492,15 @@ async fn a_readiness_change_reaches_every_cluster() {
     let world = World::start().await;
     export_headless_db(world.a(), "10.1.0").await;
     world.settle().await;
-    backends(world.a(), "prod", "db", &[
-                ("10.1.0.6", Some("db-0"), false),
-                ("10.1.0.7", Some("db-1"), true),
-            ])
+    backends(
+        world.a(),
+        "prod",
+        "db",
+        &[
+            ("10.1.0.6", Some("db-0"), false),
+            ("10.1.0.7", Some("db-1"), true),
+        ],
+    )
     .await;
     world.reset_counters();
     world.settle().await;
@@ -523,8 +541,7 @@ async fn conflicting_exports_get_the_condition_on_both_sides_and_the_oldest_stay
         vec![port("pg", 5433)],
     )
     .await;
-    backends(world.b(), "prod", "db", &[("10.2.0.6", None, true)])
-    .await;
+    backends(world.b(), "prod", "db", &[("10.2.0.6", None, true)]).await;
     export(world.b(), "prod", "db").await;
     world.settle().await;
 
@@ -787,7 +804,12 @@ async fn run_follows_changes_makes_one_pass_per_burst_and_settles_without_writin
     })
     .await;
     // Readiness of db changes in A: B follows.
-    backends(world.a(), "prod", "db", &[("10.1.0.6", Some("db-0"), false)])
+    backends(
+        world.a(),
+        "prod",
+        "db",
+        &[("10.1.0.6", Some("db-0"), false)],
+    )
     .await;
     wait_for("B sees db-0 not ready", async || {
         world

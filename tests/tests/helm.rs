@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use causeway_crds::rbac;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use causeway_crds::rbac;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -514,7 +514,12 @@ fn check_grants(scenario: &str, objects: &[Object], identities: &[&rbac::Identit
     }
     let names = |v: Vec<Option<String>>| v.into_iter().flatten().collect::<BTreeSet<_>>();
     assert_eq!(
-        names(cluster_roles.iter().map(|r| r.metadata.name.clone()).collect()),
+        names(
+            cluster_roles
+                .iter()
+                .map(|r| r.metadata.name.clone())
+                .collect()
+        ),
         expected_cluster,
         "{scenario}: ClusterRoles beyond the contract"
     );
@@ -1064,7 +1069,10 @@ fn rbac_is_least_privilege() {
     );
     let roles = pick!(objects, Role);
     for name in ["causeway-controller", "causeway-gateway", "causeway-viewer"] {
-        assert_eq!(named(&roles, name).metadata.namespace.as_deref(), Some(NAMESPACE));
+        assert_eq!(
+            named(&roles, name).metadata.namespace.as_deref(),
+            Some(NAMESPACE)
+        );
     }
     let bound: Vec<String> = pick!(objects, ClusterRoleBinding)
         .iter()

@@ -677,9 +677,11 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
     // An export from A, imported in B; then its port changes.
     for i in [A, B] {
         let namespaces: Api<Namespace> = Api::all(kube.cluster_client(i));
-        let prod: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "prod"}}))
-            .expect("a Namespace");
-        kube.block_on(namespaces.create(&pp, &prod)).expect("create prod");
+        let prod: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "prod"}}))
+                .expect("a Namespace");
+        kube.block_on(namespaces.create(&pp, &prod))
+            .expect("create prod");
     }
     let service: Service = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "echo", "namespace": "prod"},
@@ -708,7 +710,9 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
     ))
     .expect("change the Service's port");
     kube.wait_for("site-b's import to carry the new port", WAIT, |k| {
-        let import = k.block_on(imports_b.get("echo")).map_err(|e| e.to_string())?;
+        let import = k
+            .block_on(imports_b.get("echo"))
+            .map_err(|e| e.to_string())?;
         match import.spec.ports.first().map(|p| p.port) {
             Some(port) if port == i32::from(ECHO_PORT + 1) => Ok(()),
             other => Err(format!("port {other:?}")),
@@ -783,7 +787,9 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
         Api::namespaced(kube.cluster_client(B), "prod");
     kube.wait_for("site-b to see echo-0 not ready", WAIT, |k| {
         let slices = k
-            .block_on(slices_b.list(&ListParams::default().labels("multicluster.kubernetes.io/service-name=echo")))
+            .block_on(slices_b.list(
+                &ListParams::default().labels("multicluster.kubernetes.io/service-name=echo"),
+            ))
             .map_err(|e| e.to_string())?;
         let ready: Vec<Option<bool>> = slices
             .items
@@ -800,7 +806,10 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
     kube.block_on(exports.delete("echo", &DeleteParams::default()))
         .expect("delete the ServiceExport");
     kube.wait_for("site-b to drop prod/echo", WAIT, |k| {
-        match k.block_on(imports_b.get_opt("echo")).map_err(|e| e.to_string())? {
+        match k
+            .block_on(imports_b.get_opt("echo"))
+            .map_err(|e| e.to_string())?
+        {
             None => Ok(()),
             Some(_) => Err("still imported".into()),
         }
@@ -809,17 +818,24 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
 
     // A gateway key rotates; A's active gateway dies and the standby takes over.
     let active = kube.active_gateway(A).expect("an active gateway");
-    let rotated = kube.rotate_gateway_key(A, 1 - active).unwrap_or_else(|e| fail(e));
-    let endpoints_b: Api<ClusterEndpoint> = Api::namespaced(kube.cluster_client(B), CLUSTER_NAMESPACE);
-    kube.wait_for("site-b's mirror of site-a to carry the rotated key", WAIT, |k| {
-        let mirror = k
-            .block_on(endpoints_b.get("site-a"))
-            .map_err(|e| e.to_string())?;
-        match mirror.spec.gateways.iter().any(|g| g.public_key == rotated) {
-            true => Ok(()),
-            false => Err("old key".into()),
-        }
-    })
+    let rotated = kube
+        .rotate_gateway_key(A, 1 - active)
+        .unwrap_or_else(|e| fail(e));
+    let endpoints_b: Api<ClusterEndpoint> =
+        Api::namespaced(kube.cluster_client(B), CLUSTER_NAMESPACE);
+    kube.wait_for(
+        "site-b's mirror of site-a to carry the rotated key",
+        WAIT,
+        |k| {
+            let mirror = k
+                .block_on(endpoints_b.get("site-a"))
+                .map_err(|e| e.to_string())?;
+            match mirror.spec.gateways.iter().any(|g| g.public_key == rotated) {
+                true => Ok(()),
+                false => Err("old key".into()),
+            }
+        },
+    )
     .unwrap_or_else(|e| fail(e));
     kube.kill_gateway(A, active).unwrap_or_else(|e| fail(e));
     kube.wait_for("site-a's standby to take the Lease", WAIT, |k| {
@@ -834,22 +850,35 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
     // The broker's admin evicts site-b's object; site-a drops its mirror, site-b publishes
     // itself again.
     let at_broker: Api<ClusterEndpoint> = Api::namespaced(kube.broker_client(), BROKER_NAMESPACE);
-    let endpoints_a: Api<ClusterEndpoint> = Api::namespaced(kube.cluster_client(A), CLUSTER_NAMESPACE);
+    let endpoints_a: Api<ClusterEndpoint> =
+        Api::namespaced(kube.cluster_client(A), CLUSTER_NAMESPACE);
     kube.block_on(at_broker.delete("site-b", &DeleteParams::default()))
         .expect("delete site-b at the broker");
-    kube.wait_for("site-b to be published again and mirrored in site-a", WAIT, |k| {
-        let published = k.block_on(at_broker.get_opt("site-b")).map_err(|e| e.to_string())?;
-        let mirror = k.block_on(endpoints_a.get_opt("site-b")).map_err(|e| e.to_string())?;
-        match (published, mirror) {
-            (Some(_), Some(_)) => Ok(()),
-            other => Err(format!("published/mirrored: {:?}", (other.0.is_some(), other.1.is_some()))),
-        }
-    })
+    kube.wait_for(
+        "site-b to be published again and mirrored in site-a",
+        WAIT,
+        |k| {
+            let published = k
+                .block_on(at_broker.get_opt("site-b"))
+                .map_err(|e| e.to_string())?;
+            let mirror = k
+                .block_on(endpoints_a.get_opt("site-b"))
+                .map_err(|e| e.to_string())?;
+            match (published, mirror) {
+                (Some(_), Some(_)) => Ok(()),
+                other => Err(format!(
+                    "published/mirrored: {:?}",
+                    (other.0.is_some(), other.1.is_some())
+                )),
+            }
+        },
+    )
     .unwrap_or_else(|e| fail(e));
 
     // A controller restarts.
     kube.restart_controller(A).unwrap_or_else(|e| fail(e));
-    kube.wait_converged(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
+    kube.wait_converged(READY_TIMEOUT)
+        .unwrap_or_else(|e| fail(e));
 
     let mut requests = kube.broker().requests();
     for i in [A, B] {
@@ -860,7 +889,11 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
     let list = |rs: &[causeway_tests::harness::control_plane::audit::Request]| {
         rs.iter().map(|r| format!("  {r}\n")).collect::<String>()
     };
-    assert!(report.refused.is_empty(), "requests refused (403):\n{}", list(&report.refused));
+    assert!(
+        report.refused.is_empty(),
+        "requests refused (403):\n{}",
+        list(&report.refused)
+    );
     assert!(
         report.ungranted.is_empty(),
         "requests the chart's rules do not grant:\n{}",
@@ -871,4 +904,86 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
         "granted but never used:\n  {}",
         report.unused.join("\n  ")
     );
+}
+
+/// The issue's example, on a real API server: a cluster whose gateway Role is the previous
+/// release's (Leases get, create and update, not patch) never gets an active gateway, and the
+/// gateway says exactly why and how to fix it; granting the rule fixes it without a restart.
+#[test]
+fn a_gateway_refused_by_stale_rbac_names_the_rule_and_the_role_that_grants_it() {
+    let mut kube = KubeWorld::new(2).unwrap_or_else(|e| fail(e));
+    let api = kube.cluster_api(A);
+    let role = api
+        .kubectl_ok(
+            &[
+                "-n",
+                CLUSTER_NAMESPACE,
+                "get",
+                "role",
+                "causeway-gateway",
+                "-o",
+                "json",
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| fail(e));
+    let mut role: serde_json::Value = serde_json::from_str(&role).expect("a Role as JSON");
+    let current = role.clone();
+    let rules = role["rules"].as_array_mut().expect("rules");
+    let leases = rules
+        .iter_mut()
+        .find(|r| r["resources"][0] == "leases")
+        .expect("a rule for Leases");
+    leases["verbs"] = serde_json::json!(["get", "create", "update"]);
+    api.kubectl_ok(&["replace", "-f", "-"], Some(&role.to_string()))
+        .unwrap_or_else(|e| fail(e));
+
+    kube.start_controller(A).unwrap_or_else(|e| fail(e));
+    kube.start_gateway(A, 0).unwrap_or_else(|e| fail(e));
+    let gateway = Component::Gateway(A, 0);
+    let says = "forbidden: a gateway or route agent may not patch leases.coordination.k8s.io \
+                \"causeway-gateway-site-a\" in namespace \"causeway\"; the chart's Role \
+                causeway-gateway (namespace causeway) grants it, so the RBAC installed is not \
+                this release's: upgrade the release with this version's chart (helm upgrade)";
+    kube.wait_for("the gateway to explain the refusal", WAIT, |k| {
+        match k.full_log(gateway).contains(says) {
+            true => Ok(()),
+            false => Err("not said yet".into()),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+    assert_eq!(
+        kube.active_gateway(A),
+        None,
+        "a gateway became active without the right"
+    );
+    // Once a minute per refusal, not once per retry.
+    assert_eq!(
+        count(&kube.full_log(gateway), "causeway_k8s::client: forbidden: "),
+        1,
+        "{}",
+        kube.full_log(gateway)
+    );
+
+    // The operator upgrades the chart: the gateway becomes active, no restart needed.
+    let mut fixed = current;
+    fixed["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("resourceVersion");
+    kube.cluster_api(A)
+        .kubectl_ok(
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=helm",
+                "-f",
+                "-",
+            ],
+            Some(&fixed.to_string()),
+        )
+        .unwrap_or_else(|e| fail(e));
+    kube.wait_active_gateway(A, WAIT)
+        .unwrap_or_else(|e| fail(e));
 }

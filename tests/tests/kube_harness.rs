@@ -59,7 +59,11 @@ fn netns_list() -> Vec<String> {
 
 /// Runs `f` with a client built from `kubeconfig`, on a thread inside `ns`: what a process
 /// of that node with that kubeconfig would get.
-fn in_namespace<T, F>(ns: &Netns, kubeconfig: &std::path::Path, f: impl FnOnce(Client) -> F + Send) -> T
+fn in_namespace<T, F>(
+    ns: &Netns,
+    kubeconfig: &std::path::Path,
+    f: impl FnOnce(Client) -> F + Send,
+) -> T
 where
     F: std::future::Future<Output = T>,
     T: Send,
@@ -178,33 +182,58 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
                         code(secrets.list(&ListParams::default()).await),
                     )
                 });
-            assert_eq!(own_node.expect("the gateway reads its Node"), spec.candidate(1).node_name());
-            assert_eq!(foreign_node, Some(404), "another site's Node is not in this cluster");
+            assert_eq!(
+                own_node.expect("the gateway reads its Node"),
+                spec.candidate(1).node_name()
+            );
+            assert_eq!(
+                foreign_node,
+                Some(404),
+                "another site's Node is not in this cluster"
+            );
             assert_eq!(list, Some(403), "the gateway may not list Nodes");
-            assert_eq!(secrets, Some(403), "the gateway may not read kube-system's Secrets");
+            assert_eq!(
+                secrets,
+                Some(403),
+                "the gateway may not read kube-system's Secrets"
+            );
         }
         // The broker: from the worker, with the member's token, ClusterEndpoints may be
         // listed, Namespaces not; a gateway node has no route to it.
         let broker_kubeconfig = world.broker_kubeconfig_path(i).to_path_buf();
-        let (endpoints, namespaces) = in_namespace(&site.worker, &broker_kubeconfig, |client| async move {
-            let endpoints: Api<ClusterEndpoint> = Api::namespaced(client.clone(), BROKER_NAMESPACE);
-            let namespaces: Api<Namespace> = Api::all(client);
-            (
-                endpoints.list(&ListParams::default()).await.map(|l| l.items.len()),
-                code(namespaces.list(&ListParams::default()).await),
-            )
-        });
-        assert_eq!(endpoints.expect("a member lists the broker's ClusterEndpoints"), 0);
+        let (endpoints, namespaces) =
+            in_namespace(&site.worker, &broker_kubeconfig, |client| async move {
+                let endpoints: Api<ClusterEndpoint> =
+                    Api::namespaced(client.clone(), BROKER_NAMESPACE);
+                let namespaces: Api<Namespace> = Api::all(client);
+                (
+                    endpoints
+                        .list(&ListParams::default())
+                        .await
+                        .map(|l| l.items.len()),
+                    code(namespaces.list(&ListParams::default()).await),
+                )
+            });
+        assert_eq!(
+            endpoints.expect("a member lists the broker's ClusterEndpoints"),
+            0
+        );
         assert_eq!(namespaces, Some(403));
         let reached = site.gateway.run(|| {
             std::net::TcpStream::connect_timeout(&BROKER_API_ADDR, Duration::from_secs(1)).is_ok()
         });
-        assert!(!reached, "the broker must not be reachable from a gateway namespace");
+        assert!(
+            !reached,
+            "the broker must not be reachable from a gateway namespace"
+        );
     }
 
     // The kubeconfig files name the in-cluster addresses over TLS, with tokens.
     let cluster_kubeconfig = std::fs::read_to_string(world.kubeconfig_path(0)).unwrap();
-    let server = format!("server: https://{}:{CLUSTER_API_PORT}", world.spec(0).worker_node_ip());
+    let server = format!(
+        "server: https://{}:{CLUSTER_API_PORT}",
+        world.spec(0).worker_node_ip()
+    );
     assert!(cluster_kubeconfig.contains(&server), "{cluster_kubeconfig}");
     assert!(cluster_kubeconfig.contains(&format!("namespace: {CLUSTER_NAMESPACE}")));
     assert!(cluster_kubeconfig.contains("token: "));
@@ -281,7 +310,11 @@ fn the_active_gateway_is_the_lease_holder_and_waits_say_what_they_awaited() {
         .expect("read the Lease");
     moved.spec = lease("site-b-worker").spec;
     world
-        .block_on(leases.replace(&names::gateway_lease("site-b"), &PostParams::default(), &moved))
+        .block_on(leases.replace(
+            &names::gateway_lease("site-b"),
+            &PostParams::default(),
+            &moved,
+        ))
         .expect("move the Lease");
     assert_eq!(world.active_gateway(1), None);
     assert_eq!(world.lease_holder(1).as_deref(), Some("site-b-worker"));

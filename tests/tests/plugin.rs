@@ -220,11 +220,12 @@ impl World {
                 .expect("namespace");
             let name = format!("kind-site-{}", (b'a' + i as u8) as char);
             let viewer = cluster.viewer().expect("bind the viewer roles");
-            contexts.push(
-                cluster
-                    .server()
-                    .kubeconfig_context(&name, &cluster.server().url(), &viewer, NS),
-            );
+            contexts.push(cluster.server().kubeconfig_context(
+                &name,
+                &cluster.server().url(),
+                &viewer,
+                NS,
+            ));
             names.push(name);
             admins.push(client);
         }
@@ -249,10 +250,20 @@ impl World {
             let leases: Api<Lease> = Api::namespaced(client.clone(), NS);
             let exports: Api<ServiceExport> = Api::namespaced(client.clone(), "prod");
             let all = Default::default();
-            eps.delete_collection(&Default::default(), &all).await.expect("clear");
-            gws.delete_collection(&Default::default(), &all).await.expect("clear");
-            leases.delete_collection(&Default::default(), &all).await.expect("clear");
-            exports.delete_collection(&Default::default(), &all).await.expect("clear");
+            eps.delete_collection(&Default::default(), &all)
+                .await
+                .expect("clear");
+            gws.delete_collection(&Default::default(), &all)
+                .await
+                .expect("clear");
+            leases
+                .delete_collection(&Default::default(), &all)
+                .await
+                .expect("clear");
+            exports
+                .delete_collection(&Default::default(), &all)
+                .await
+                .expect("clear");
             for ep in &seed.endpoints {
                 create_with_status(&eps, ep).await;
             }

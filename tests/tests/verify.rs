@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 use causeway_controller::plugin::benchmark::BenchResult;
 use causeway_controller::plugin::verify::{Outcome, VerifyRow};
 use causeway_crds::{ServiceExport, ServiceImport};
+use causeway_tests::harness::control_plane::kubectl_causeway;
 use causeway_tests::harness::kube::{
     Component, KubeWorld, CANDIDATES, CONTROLLER_DNS_PORT, READY_TIMEOUT,
 };
-use causeway_tests::harness::control_plane::kubectl_causeway;
 use causeway_tests::harness::{HarnessError, ScratchDir};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, DeleteParams, PostParams};

@@ -236,7 +236,7 @@ async fn read_with_clients(
     contexts: &[String],
     namespace: &str,
 ) -> Result<Vec<(Client, ClusterSnapshot)>, PluginError> {
-    let clients = plugin::clients(kubeconfig, contexts, false).await?;
+    let clients = plugin::clients(kubeconfig, contexts, namespace, false).await?;
     let reads = clients.into_iter().map(|(context, client)| async move {
         let snapshot =
             plugin::snapshot::snapshot(client.clone(), context, namespace.to_owned()).await?;
@@ -542,7 +542,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Export { service } => {
             let (namespace, name) = export::parse_target(service)?;
-            for (context, client) in plugin::clients(kubeconfig, &cli.contexts, true).await? {
+            for (context, client) in
+                plugin::clients(kubeconfig, &cli.contexts, &cli.namespace, true).await?
+            {
                 let what = match export::export_service(client, &context, &namespace, &name).await?
                 {
                     export::ExportOutcome::Created => "exported",

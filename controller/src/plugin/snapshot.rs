@@ -120,12 +120,14 @@ pub fn is_local(ep: &ClusterEndpoint) -> bool {
 
 /// A client per context: the named ones, else the kubeconfig's current context.
 ///
-/// `retry: false` turns off kube's retries of 503 and 429. Through the pod proxy a 503
+/// A refusal is explained as one of a person bound to the viewer roles in `namespace`
+/// (Causeway's). `retry: false` turns off kube's retries of 503 and 429. Through the pod proxy a 503
 /// means "the gateway does not answer", which is the finding, and the default policy
 /// would retry it with growing waits for minutes.
 pub async fn clients(
     kubeconfig: Option<&Path>,
     contexts: &[String],
+    namespace: &str,
     retry: bool,
 ) -> Result<Vec<(String, Client)>, PluginError> {
     let config = match kubeconfig {
@@ -156,7 +158,9 @@ pub async fn clients(
             .await
             .map_err(|e| context_error(Box::new(e)))?;
         client_config.default_retry = retry;
-        let client = Client::try_from(client_config).map_err(|e| context_error(Box::new(e)))?;
+        let client =
+            causeway_k8s::client::client(client_config, &causeway_crds::rbac::VIEWER, namespace)
+                .map_err(|e| context_error(Box::new(e)))?;
         out.push((name, client));
     }
     Ok(out)
@@ -168,7 +172,7 @@ pub async fn load_snapshots(
     contexts: &[String],
     namespace: &str,
 ) -> Result<Vec<ClusterSnapshot>, PluginError> {
-    let clients = clients(kubeconfig, contexts, true).await?;
+    let clients = clients(kubeconfig, contexts, namespace, true).await?;
     let reads = clients
         .into_iter()
         .map(|(context, client)| snapshot(client, context, namespace.to_owned()));

@@ -46,8 +46,8 @@ use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 
-use super::control_plane::install::{self, CONTROLLER_ACCOUNT, GATEWAY_ACCOUNT};
 use super::control_plane::apiserver::kubeconfig_yaml;
+use super::control_plane::install::{self, CONTROLLER_ACCOUNT, GATEWAY_ACCOUNT};
 use super::control_plane::workload::Backend;
 use super::control_plane::{ApiServerSpec, Etcd, Forwarder, KubeApiServer};
 use super::mesh::metric;
@@ -222,9 +222,11 @@ impl KubeWorld {
             .map_err(io_context("scratch directory for the control plane"))?;
         let broker_ns = Netns::new("broker").map_err(io_context("broker namespace"))?;
         broker_ns
-            .add_addr("lo", IpNet::new(BROKER_ADVERTISE_IP.into(), 32).map_err(|e| {
-                HarnessError::Topology(e.to_string())
-            })?)
+            .add_addr(
+                "lo",
+                IpNet::new(BROKER_ADVERTISE_IP.into(), 32)
+                    .map_err(|e| HarnessError::Topology(e.to_string()))?,
+            )
             .map_err(io_context("broker address"))?;
         let etcd = Etcd::start(&broker_ns, control_dir.path())?;
 
@@ -251,18 +253,23 @@ impl KubeWorld {
                 .iter()
                 .map(|site| {
                     let etcd = &etcd;
-                    scope.spawn(move || -> Result<(KubeApiServer, Vec<Value>), HarnessError> {
-                        let spec = ApiServerSpec {
-                            name: site.spec.cluster_id(),
-                            advertise: site.spec.worker_node_ip().into(),
-                            service_cidrs: site.spec.service_cidrs(),
-                            dir: dir.join(site.spec.cluster_id()),
-                        };
-                        let server = KubeApiServer::start(spec, &site.worker, etcd)?;
-                        let objects =
-                            install::install(&server, &site_values(&site.spec), CLUSTER_NAMESPACE)?;
-                        Ok((server, objects))
-                    })
+                    scope.spawn(
+                        move || -> Result<(KubeApiServer, Vec<Value>), HarnessError> {
+                            let spec = ApiServerSpec {
+                                name: site.spec.cluster_id(),
+                                advertise: site.spec.worker_node_ip().into(),
+                                service_cidrs: site.spec.service_cidrs(),
+                                dir: dir.join(site.spec.cluster_id()),
+                            };
+                            let server = KubeApiServer::start(spec, &site.worker, etcd)?;
+                            let objects = install::install(
+                                &server,
+                                &site_values(&site.spec),
+                                CLUSTER_NAMESPACE,
+                            )?;
+                            Ok((server, objects))
+                        },
+                    )
                 })
                 .collect();
             let broker = joined(broker.join());
@@ -340,14 +347,18 @@ impl KubeWorld {
         for node in site_nodes(&site.spec) {
             let name = node.metadata.name.clone().unwrap_or_default();
             self.block_on(nodes.create(&PostParams::default(), &node))
-                .map_err(|e| HarnessError::ControlPlane(format!("register Node {name} in {id}: {e}")))?;
+                .map_err(|e| {
+                    HarnessError::ControlPlane(format!("register Node {name} in {id}: {e}"))
+                })?;
         }
         let gateway_pod_template = objects
             .iter()
             .find(|o| o["kind"] == "DaemonSet" && o["metadata"]["name"] == "causeway-gateway")
             .map(|ds| ds["spec"]["template"].clone())
             .ok_or_else(|| {
-                HarnessError::ControlPlane("the chart rendered no causeway-gateway DaemonSet".into())
+                HarnessError::ControlPlane(
+                    "the chart rendered no causeway-gateway DaemonSet".into(),
+                )
             })?;
 
         // Every process in the site reaches its API server at the worker's node address.
@@ -826,11 +837,17 @@ impl KubeWorld {
                     .arg(&api.broker_kubeconfig)
                     .arg("--broker-namespace")
                     .arg(BROKER_NAMESPACE)
-                    .args(match self.pod_cidrs.get(&i).map_or(spec.pod_cidrs(), Clone::clone) {
-                        // None given: the chart's default, the aggregate of the Nodes' podCIDRs.
-                        cidrs if cidrs.is_empty() => Vec::new(),
-                        cidrs => vec!["--pod-cidrs".to_string(), join(&cidrs)],
-                    })
+                    .args(
+                        match self
+                            .pod_cidrs
+                            .get(&i)
+                            .map_or(spec.pod_cidrs(), Clone::clone)
+                        {
+                            // None given: the chart's default, the aggregate of the Nodes' podCIDRs.
+                            cidrs if cidrs.is_empty() => Vec::new(),
+                            cidrs => vec!["--pod-cidrs".to_string(), join(&cidrs)],
+                        },
+                    )
                     .arg("--service-cidrs")
                     .arg(join(&spec.service_cidrs()))
                     .arg("--lease-seconds")
@@ -1184,10 +1201,13 @@ pub fn gateway_pod(
     pod["metadata"]["namespace"] = json!(CLUSTER_NAMESPACE);
     pod["spec"]["nodeName"] = json!(node);
     let pod: Pod = serde_json::from_value(pod).map_err(|e| {
-        HarnessError::ControlPlane(format!("the chart's gateway pod template is not a Pod: {e}"))
+        HarnessError::ControlPlane(format!(
+            "the chart's gateway pod template is not a Pod: {e}"
+        ))
     })?;
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let condition = |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});
+    let condition =
+        |type_: &str| json!({"type": type_, "status": "True", "lastTransitionTime": now});
     let status = json!({
         "phase": "Running",
         "podIP": node_ip.to_string(),

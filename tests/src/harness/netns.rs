@@ -361,7 +361,7 @@ impl Drop for Netns {
 pub fn spawn_logged_in(netns: &str, cmd: &mut Command, log: &Path) -> io::Result<ChildGuard> {
     let mut wrapped = Command::new("ip");
     wrapped
-    .args(["netns", "exec", netns])
+        .args(["netns", "exec", netns])
         .arg(cmd.get_program())
         .args(cmd.get_args());
     for (key, value) in cmd.get_envs() {

@@ -134,7 +134,11 @@ impl KubeApiServer {
     /// Starts kube-apiserver in `netns` on [`API_PORT`], waits until it is ready, then starts
     /// kube-controller-manager beside it and waits until it works (the `default`
     /// ServiceAccount appears).
-    pub fn start(spec: ApiServerSpec, netns: &Netns, etcd: &Etcd) -> Result<KubeApiServer, HarnessError> {
+    pub fn start(
+        spec: ApiServerSpec,
+        netns: &Netns,
+        etcd: &Etcd,
+    ) -> Result<KubeApiServer, HarnessError> {
         let bin = binaries()?;
         std::fs::create_dir_all(&spec.dir)
             .map_err(io_context(format!("create {}", spec.dir.display())))?;
@@ -159,7 +163,10 @@ impl KubeApiServer {
             args.push(a);
         };
         arg("etcd-servers", etcd.url().into());
-        arg("etcd-prefix", format!("/causeway-tests/{}", spec.name).into());
+        arg(
+            "etcd-prefix",
+            format!("/causeway-tests/{}", spec.name).into(),
+        );
         arg("bind-address", "0.0.0.0".into());
         arg("secure-port", API_PORT.to_string().into());
         arg("advertise-address", spec.advertise.to_string().into());
@@ -212,15 +219,20 @@ impl KubeApiServer {
                 "--service-account-private-key-file={}",
                 server.pki.path("sa.key").display()
             ))
-            .arg(format!("--root-ca-file={}", server.pki.path("ca.crt").display()))
+            .arg(format!(
+                "--root-ca-file={}",
+                server.pki.path("ca.crt").display()
+            ))
             .arg("--leader-elect=false")
             // As kubeadm runs it: each controller with its own ServiceAccount and role.
             .arg("--use-service-account-credentials=true")
             // No serving: nothing scrapes it, and a port would be one more thing to clash.
             .arg("--secure-port=0");
         let log = server.spec.dir.join("kube-controller-manager.log");
-        let child = spawn_logged_in(&server.netns, &mut cmd, &log)
-            .map_err(io_context(format!("start {}'s kube-controller-manager", server.spec.name)))?;
+        let child = spawn_logged_in(&server.netns, &mut cmd, &log).map_err(io_context(format!(
+            "start {}'s kube-controller-manager",
+            server.spec.name
+        )))?;
         *lock(&server.controller_manager) = Some(child);
         server.wait_controller_manager()?;
         Ok(server)
@@ -230,8 +242,10 @@ impl KubeApiServer {
         let mut cmd = Command::new(program);
         cmd.args(&self.apiserver_args);
         let log = self.spec.dir.join("kube-apiserver.log");
-        let child = spawn_logged_in(&self.netns, &mut cmd, &log)
-            .map_err(io_context(format!("start {}'s kube-apiserver", self.spec.name)))?;
+        let child = spawn_logged_in(&self.netns, &mut cmd, &log).map_err(io_context(format!(
+            "start {}'s kube-apiserver",
+            self.spec.name
+        )))?;
         *lock(&self.apiserver) = Some(child);
         self.wait_ready()
     }
@@ -268,7 +282,10 @@ impl KubeApiServer {
                     }
                 }
                 if Instant::now() > deadline {
-                    let tail = lock(process).as_ref().map(|c| c.log_tail(30)).unwrap_or_default();
+                    let tail = lock(process)
+                        .as_ref()
+                        .map(|c| c.log_tail(30))
+                        .unwrap_or_default();
                     return Err(HarnessError::ControlPlane(format!(
                         "{name}'s kube-apiserver was not ready within {START_TIMEOUT:?} (last /readyz: {last}); its log:\n{tail}"
                     )));
@@ -295,10 +312,12 @@ impl KubeApiServer {
                 if let Ok(Some(_)) = accounts.get_opt("default").await {
                     return Ok(());
                 }
-                let tail = lock(process).as_mut().and_then(|child| match child.try_status() {
-                    Ok(Some(status)) => Some((status.to_string(), child.log_tail(30))),
-                    _ => None,
-                });
+                let tail = lock(process)
+                    .as_mut()
+                    .and_then(|child| match child.try_status() {
+                        Ok(Some(status)) => Some((status.to_string(), child.log_tail(30))),
+                        _ => None,
+                    });
                 if let Some((status, log_tail)) = tail {
                     return Err(HarnessError::Exited {
                         process: format!("{name}'s kube-controller-manager"),
@@ -379,7 +398,10 @@ impl KubeApiServer {
     /// A kubeconfig for `url` with `credentials`, one context named after the cluster.
     pub fn kubeconfig(&self, url: &str, credentials: &Credentials, namespace: &str) -> String {
         let name = &self.spec.name;
-        kubeconfig_yaml(&[self.kubeconfig_context(name, url, credentials, namespace)], name)
+        kubeconfig_yaml(
+            &[self.kubeconfig_context(name, url, credentials, namespace)],
+            name,
+        )
     }
 
     /// One context of a kubeconfig, named `name`, for `url` with `credentials`: to put
@@ -419,8 +441,8 @@ impl KubeApiServer {
         credentials: &Credentials,
         namespace: &str,
     ) -> Result<(), HarnessError> {
-        use std::os::unix::fs::OpenOptionsExt;
         use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -465,7 +487,9 @@ impl KubeApiServer {
                     .map_err(io_context("write kubectl's input"))?;
             }
         }
-        let out = child.wait_with_output().map_err(io_context("run kubectl"))?;
+        let out = child
+            .wait_with_output()
+            .map_err(io_context("run kubectl"))?;
         match out.status.success() {
             true => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
             false => Err(HarnessError::Command {
@@ -480,14 +504,19 @@ impl KubeApiServer {
 
     /// Whether kube-apiserver runs now.
     pub fn is_running(&self) -> bool {
-        lock(&self.apiserver).as_mut().is_some_and(ChildGuard::is_running)
+        lock(&self.apiserver)
+            .as_mut()
+            .is_some_and(ChildGuard::is_running)
     }
 
     /// Stops kube-apiserver with SIGTERM (its watches end, clients see the server go).
     pub fn stop(&self) {
         if let Some(mut child) = lock(&self.apiserver).take() {
             if let Err(e) = child.terminate_and_wait(STOP_GRACE) {
-                eprintln!("causeway-tests: stopping {}'s kube-apiserver: {e}", self.spec.name);
+                eprintln!(
+                    "causeway-tests: stopping {}'s kube-apiserver: {e}",
+                    self.spec.name
+                );
             }
         }
     }
@@ -496,7 +525,10 @@ impl KubeApiServer {
     pub fn kill(&self) {
         if let Some(mut child) = lock(&self.apiserver).take() {
             if let Err(e) = child.kill9() {
-                eprintln!("causeway-tests: killing {}'s kube-apiserver: {e}", self.spec.name);
+                eprintln!(
+                    "causeway-tests: killing {}'s kube-apiserver: {e}",
+                    self.spec.name
+                );
             }
         }
     }
@@ -547,7 +579,12 @@ impl KubeApiServer {
 
     /// Every write since the last reset, by anyone but the harness.
     pub fn writes(&self) -> Writes {
-        Writes(self.requests().into_iter().filter(Request::is_write).collect())
+        Writes(
+            self.requests()
+                .into_iter()
+                .filter(Request::is_write)
+                .collect(),
+        )
     }
 }
 

@@ -222,7 +222,10 @@ mod tests {
         assert_eq!(requests[1].code, 403);
         assert!(requests[1].is_write());
         assert_eq!(requests[1].name, "x");
-        assert_eq!(requests[1].uri, "/apis/coordination.k8s.io/v1/namespaces/causeway/leases/x");
+        assert_eq!(
+            requests[1].uri,
+            "/apis/coordination.k8s.io/v1/namespaces/causeway/leases/x"
+        );
     }
 }
 
@@ -275,7 +278,13 @@ pub fn check_rbac(requests: &[Request]) -> RbacReport {
             report.refused.push(r.clone());
         }
         let namespace = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
-        match identity.granting(&r.verb, &r.api_group, &r.rbac_resource(), namespace, role_ns) {
+        match identity.granting(
+            &r.verb,
+            &r.api_group,
+            &r.rbac_resource(),
+            namespace,
+            role_ns,
+        ) {
             Some(grant) => {
                 used.insert((
                     identity.what,

@@ -122,7 +122,8 @@ impl TestCluster {
             .map_err(io_context("namespace for a cluster"))?;
         let host = NEXT_HOST.fetch_add(1, Ordering::Relaxed);
         let advertise = IpAddr::V4(Ipv4Addr::new(198, 19, 254, host));
-        let net = ipnet::IpNet::new(advertise, 32).map_err(|e| HarnessError::Topology(e.to_string()))?;
+        let net =
+            ipnet::IpNet::new(advertise, 32).map_err(|e| HarnessError::Topology(e.to_string()))?;
         netns
             .add_addr("lo", net)
             .map_err(io_context("the API server's address"))?;
@@ -130,7 +131,10 @@ impl TestCluster {
         let service_cidrs = kind
             .service_cidrs()
             .iter()
-            .map(|c| c.parse().map_err(|e| HarnessError::Topology(format!("{c}: {e}"))))
+            .map(|c| {
+                c.parse()
+                    .map_err(|e| HarnessError::Topology(format!("{c}: {e}")))
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let spec = ApiServerSpec {
             name: kind.name(),

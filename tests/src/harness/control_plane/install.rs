@@ -32,8 +32,10 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// The Python that has helm-python-sdk: `$CAUSEWAY_HELM_PYTHON`, else the venv
 /// `scripts/test` makes.
 pub fn helm_python() -> PathBuf {
-    std::env::var_os("CAUSEWAY_HELM_PYTHON")
-        .map_or_else(|| PathBuf::from("/opt/causeway-helm/bin/python"), PathBuf::from)
+    std::env::var_os("CAUSEWAY_HELM_PYTHON").map_or_else(
+        || PathBuf::from("/opt/causeway-helm/bin/python"),
+        PathBuf::from,
+    )
 }
 
 /// The chart's objects for `values`, rendered by real Helm for an install into `namespace`:
@@ -188,7 +190,12 @@ pub fn install(
     let crds: Vec<String> = objects
         .iter()
         .filter(|o| o["kind"] == "CustomResourceDefinition")
-        .map(|o| format!("customresourcedefinition/{}", o["metadata"]["name"].as_str().unwrap_or_default()))
+        .map(|o| {
+            format!(
+                "customresourcedefinition/{}",
+                o["metadata"]["name"].as_str().unwrap_or_default()
+            )
+        })
         .collect();
     if !crds.is_empty() {
         let timeout = format!("--timeout={}s", SETTLE.as_secs());
@@ -249,7 +256,9 @@ pub fn secret_token(
                     .map_err(|e| {
                         HarnessError::ControlPlane(format!("Secret {namespace}/{secret}: {e}"))
                     })?;
-                return Ok(Credentials::Token(String::from_utf8_lossy(&token).into_owned()));
+                return Ok(Credentials::Token(
+                    String::from_utf8_lossy(&token).into_owned(),
+                ));
             }
         }
         if Instant::now() > deadline {
@@ -269,7 +278,13 @@ pub fn bind_viewer(server: &KubeApiServer, namespace: &str) -> Result<Credential
     let clusterrole = format!("--clusterrole=causeway-viewer-{namespace}");
     let group = format!("--group={VIEWER_GROUP}");
     let commands: [&[&str]; 2] = [
-        &["create", "clusterrolebinding", "dba-causeway-viewer", &clusterrole, &group],
+        &[
+            "create",
+            "clusterrolebinding",
+            "dba-causeway-viewer",
+            &clusterrole,
+            &group,
+        ],
         &[
             "-n",
             namespace,
@@ -283,8 +298,10 @@ pub fn bind_viewer(server: &KubeApiServer, namespace: &str) -> Result<Credential
     for command in commands {
         let mut args = command.to_vec();
         args.extend(["--dry-run=client", "-o", "json"]);
-        let object: Value = serde_json::from_str(&server.kubectl_ok(&args, None)?)
-            .map_err(|e| HarnessError::ControlPlane(format!("kubectl {}: {e}", command.join(" "))))?;
+        let object: Value =
+            serde_json::from_str(&server.kubectl_ok(&args, None)?).map_err(|e| {
+                HarnessError::ControlPlane(format!("kubectl {}: {e}", command.join(" ")))
+            })?;
         apply(server, &[object])?;
     }
     Ok(Credentials::Cert(

@@ -52,8 +52,8 @@ impl Pki {
     /// `sa.key`/`sa.pub` for ServiceAccount tokens.
     pub fn create(dir: &Path, name: &str, sans: &[IpAddr]) -> Result<Pki, HarnessError> {
         std::fs::create_dir_all(dir).map_err(io_context(format!("create {}", dir.display())))?;
-        let mut params = CertificateParams::new(Vec::<String>::new())
-            .map_err(pki_error("CA parameters"))?;
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(pki_error("CA parameters"))?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params
             .distinguished_name
@@ -83,7 +83,12 @@ impl Pki {
             ]
             .map(String::from),
         );
-        let serving = pki.issue(names, "kube-apiserver", None, ExtendedKeyUsagePurpose::ServerAuth)?;
+        let serving = pki.issue(
+            names,
+            "kube-apiserver",
+            None,
+            ExtendedKeyUsagePurpose::ServerAuth,
+        )?;
         pki.write("apiserver.crt", &serving.cert_pem)?;
         pki.write("apiserver.key", &serving.key_pem)?;
 

@@ -34,7 +34,9 @@ impl Backend {
     /// A backend at `ip` (an IP address), with an optional hostname, ready or not.
     pub fn new(ip: &str, hostname: Option<&str>, ready: bool) -> Backend {
         Backend {
-            ip: ip.parse().unwrap_or_else(|e| panic!("{ip} is not an IP: {e}")),
+            ip: ip
+                .parse()
+                .unwrap_or_else(|e| panic!("{ip} is not an IP: {e}")),
             hostname: hostname.map(str::to_string),
             ready,
         }
@@ -71,9 +73,7 @@ pub async fn ensure_node(client: &Client, name: &str) -> Result<(), HarnessError
 pub fn running_status(ip: IpAddr, host_ip: IpAddr, ready: bool) -> serde_json::Value {
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let flag = if ready { "True" } else { "False" };
-    let condition = |type_: &str, status: &str| {
-        json!({"type": type_, "status": status, "lastTransitionTime": now})
-    };
+    let condition = |type_: &str, status: &str| json!({"type": type_, "status": status, "lastTransitionTime": now});
     json!({
         "phase": "Running",
         "podIP": ip.to_string(),
@@ -143,7 +143,9 @@ pub async fn set_pod_ready(
     )
     .await
     .map(drop)
-    .map_err(api_error(format!("write the status of Pod {namespace}/{name}")))
+    .map_err(api_error(format!(
+        "write the status of Pod {namespace}/{name}"
+    )))
 }
 
 /// Makes Service `namespace/service`'s backends exactly `backends`: pods
@@ -222,7 +224,9 @@ pub async fn wait_slices(
         let listed = slices
             .list(&ListParams::default().labels(&selector))
             .await
-            .map_err(api_error(format!("list the slices of {namespace}/{service}")))?;
+            .map_err(api_error(format!(
+                "list the slices of {namespace}/{service}"
+            )))?;
         let mut have: Vec<(String, Option<String>, bool)> = listed
             .items
             .iter()
