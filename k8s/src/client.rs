@@ -1,7 +1,11 @@
-//! API clients that explain a refusal: every response with status 403 is logged once a
-//! minute per request kind, naming what was refused, which of the chart's roles grants it
+//! API clients that explain a refusal: a 403 that persists is logged, once a minute per
+//! request kind, naming what was refused, which of the chart's roles grants it
 //! ([`causeway_crds::rbac`]) and the fix, so a component on a cluster whose RBAC is not its
 //! release's says why instead of failing quietly in a retry loop.
+//!
+//! "Persists": refused again [`PERSISTS`] after the first refusal. A kube-apiserver that
+//! has just started serves requests before its RBAC caches are filled and refuses them for
+//! a moment; that is no misconfiguration and is not reported.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,6 +21,38 @@ use tower::{Layer, Service};
 
 /// How often the same refusal is logged again while it goes on.
 const REPEAT: Duration = Duration::from_secs(60);
+/// How long a refusal must go on before it is reported.
+pub const PERSISTS: Duration = Duration::from_secs(5);
+/// A refusal not seen again for this long starts afresh.
+const FORGET: Duration = Duration::from_secs(30);
+
+/// When one kind of refusal was first and last seen in its current run, and last logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    first: Instant,
+    last: Instant,
+    logged: Option<Instant>,
+}
+
+/// Whether a refusal seen at `now` is to be logged, and what to remember of it.
+pub fn on_refusal(previous: Option<Refusal>, now: Instant) -> (bool, Refusal) {
+    let run = match previous {
+        Some(p) if now.duration_since(p.last) < FORGET => p,
+        _ => Refusal {
+            first: now,
+            last: now,
+            logged: None,
+        },
+    };
+    let due = now.duration_since(run.first) >= PERSISTS
+        && run.logged.is_none_or(|at| now.duration_since(at) >= REPEAT);
+    let next = Refusal {
+        last: now,
+        logged: if due { Some(now) } else { run.logged },
+        ..run
+    };
+    (due, next)
+}
 
 /// A client for `config` acting as `identity`, whose Roles live in `role_namespace` (the
 /// release namespace, or the broker namespace at the broker); refusals are explained in
@@ -39,8 +75,8 @@ pub fn client(
 pub struct ExplainRefusals {
     identity: &'static Identity,
     role_namespace: Arc<str>,
-    /// When each refusal (its explanation) was last logged.
-    logged: Arc<Mutex<HashMap<String, Instant>>>,
+    /// Each kind of refusal (its explanation) seen so far.
+    logged: Arc<Mutex<HashMap<String, Refusal>>>,
 }
 
 impl ExplainRefusals {
@@ -54,14 +90,11 @@ impl ExplainRefusals {
             return;
         };
         let explanation = explain_forbidden(self.identity, &request, &self.role_namespace);
-        let now = Instant::now();
-        // A poisoned map only loses the rate limit; the refusal is still logged.
+        // A poisoned map only loses the rate limit; the refusal is still judged.
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
-        let due = logged
-            .get(&explanation)
-            .is_none_or(|at| now.duration_since(*at) >= REPEAT);
+        let (due, refusal) = on_refusal(logged.get(&explanation).copied(), Instant::now());
+        logged.insert(explanation.clone(), refusal);
         if due {
-            logged.insert(explanation.clone(), now);
             tracing::error!(
                 verb = %request.verb,
                 resource = %request.resource,
@@ -166,5 +199,53 @@ pub async fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError>
                 })
         }
         None => Config::infer().await.map_err(ConfigError::Infer),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_that_persists_is_logged_and_then_once_a_minute() {
+        let t0 = Instant::now();
+        let at = |secs: u64| t0 + Duration::from_secs(secs);
+        // (seconds since t0 of each refusal, logged?)
+        let cases: &[(&str, &[(u64, bool)])] = &[
+            (
+                "a moment after a restart",
+                &[(0, false), (1, false), (2, false)],
+            ),
+            (
+                "stale RBAC",
+                &[
+                    (0, false),
+                    (3, false),
+                    (5, true),
+                    (6, false),
+                    (30, false),
+                    (50, false),
+                    (64, false),
+                    (65, true),
+                ],
+            ),
+            (
+                "every 20 s",
+                &[(0, false), (20, true), (40, false), (60, false), (80, true)],
+            ),
+            // 40 s without a refusal: the next one starts a new run.
+            (
+                "two episodes",
+                &[(0, false), (5, true), (45, false), (50, true)],
+            ),
+        ];
+        for (name, seen) in cases {
+            let mut state = None;
+            for (secs, want) in *seen {
+                let (logged, next) = on_refusal(state, at(*secs));
+                assert_eq!(logged, *want, "{name}: at {secs} s");
+                state = Some(next);
+            }
+        }
     }
 }

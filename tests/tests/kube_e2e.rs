@@ -987,3 +987,142 @@ fn a_gateway_refused_by_stale_rbac_names_the_rule_and_the_role_that_grants_it() 
     kube.wait_active_gateway(A, WAIT)
         .unwrap_or_else(|e| fail(e));
 }
+
+/// What Causeway's components wrote (anything but their Leases) since `server`'s counters
+/// were reset.
+fn component_writes(server: &causeway_tests::harness::control_plane::KubeApiServer) -> Vec<String> {
+    use causeway_tests::harness::control_plane::audit::identity_of;
+    server
+        .writes()
+        .0
+        .into_iter()
+        .filter(|r| identity_of(&r.user).is_some() && r.resource != "leases")
+        .map(|r| r.to_string())
+        .collect()
+}
+
+/// Site A's kube-apiserver is killed (SIGKILL) and started again under a stream: the tunnel
+/// carries it throughout, every watch of site A's components is opened again, and the
+/// controllers and gateways resync without writing; then, over 60 s of steady state, no
+/// Causeway component writes anything but its Lease, at any of the three API servers.
+#[test]
+fn a_killed_api_server_comes_back_to_resumed_watches_and_no_writes() {
+    use std::collections::BTreeSet;
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let _echo = echo(&kube, B, pod_addr(&kube, B));
+    wait_reachable(&mut kube, A, B);
+    let stream = Stream::start(&kube.site(A).pod, pod_addr(&kube, B)).expect("stream");
+    let n = wait_stream(&mut kube, &stream, 0, 50, "the A->B stream to carry data");
+    let routes = netlink_writes(&kube);
+
+    // What site A's components watch, as its API server saw it.
+    let watched = |k: &KubeWorld| -> BTreeSet<(String, String)> {
+        k.cluster_api(A)
+            .requests()
+            .into_iter()
+            .filter(|r| r.verb == "watch" && r.code == 200)
+            .map(|r| (r.user, r.resource))
+            .collect()
+    };
+    let before = watched(&kube);
+    assert!(
+        before
+            .iter()
+            .any(|(u, r)| u.ends_with("causeway-gateway") && r == "clusterendpoints")
+            && before
+                .iter()
+                .any(|(u, _)| u.ends_with("causeway-controller")),
+        "{before:?}"
+    );
+
+    kube.cluster_api(A).kill();
+    let n = wait_stream(
+        &mut kube,
+        &stream,
+        n,
+        100,
+        "the stream to carry on without site-a's API server",
+    );
+    kube.cluster_api(A).reset_counters();
+    let killed = std::time::Instant::now();
+    kube.cluster_api(A).restart().unwrap_or_else(|e| fail(e));
+    eprintln!("site-a's API server was down {:?}", killed.elapsed());
+    kube.wait_for(
+        "every watch of site-a's components to be opened again",
+        WAIT,
+        |k| {
+            let again = watched(k);
+            let missing: Vec<_> = before.difference(&again).collect();
+            match missing.is_empty() {
+                true => Ok(()),
+                false => Err(format!("not yet watched again: {missing:?}")),
+            }
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    let n = wait_stream(
+        &mut kube,
+        &stream,
+        n,
+        100,
+        "the stream to carry on after the restart",
+    );
+    let resync = component_writes(kube.cluster_api(A));
+    assert!(
+        resync.is_empty(),
+        "writes after the restart:\n{}",
+        resync.join("\n")
+    );
+
+    // Steady state: a minute with no write but Lease renewals anywhere.
+    kube.broker().reset_counters();
+    for i in [A, B] {
+        kube.cluster_api(i).reset_counters();
+    }
+    let quiet = std::time::Instant::now();
+    let n = kube
+        .wait_for(
+            "60 s of steady state to pass",
+            Duration::from_secs(90),
+            |_| match quiet.elapsed() >= Duration::from_secs(60) {
+                true => Ok(stream.chunks()),
+                false if stream.ended() => Err("the stream ended".to_string()),
+                false => Err(format!("{:?} so far", quiet.elapsed())),
+            },
+        )
+        .unwrap_or_else(|e| fail(e))
+        .max(n);
+    let mut writes = Vec::new();
+    let mut renewals = 0;
+    for (what, server) in [
+        ("the broker", kube.broker()),
+        ("site-a", kube.cluster_api(A)),
+        ("site-b", kube.cluster_api(B)),
+    ] {
+        writes.extend(
+            component_writes(server)
+                .into_iter()
+                .map(|w| format!("{what}: {w}")),
+        );
+        renewals += server
+            .writes()
+            .0
+            .iter()
+            .filter(|r| r.resource == "leases")
+            .count();
+    }
+    eprintln!(
+        "60 s of steady state: {} writes by Causeway's components, {renewals} Lease renewals",
+        writes.len()
+    );
+    assert!(
+        writes.is_empty(),
+        "writes in steady state:\n{}",
+        writes.join("\n")
+    );
+    assert_eq!(netlink_writes(&kube), routes, "the restart changed routes");
+    let chunks = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("the stream broke: {e}\n{}", kube.logs()));
+    assert!(chunks >= n);
+}

@@ -171,10 +171,11 @@ fn show_rows(output: Output, what: What, snapshots: &[ClusterSnapshot]) -> Resul
                 "GATEWAY",
                 "REMOTE",
                 "STATE",
-                "RTT",
-                "LAST HANDSHAKE",
-                "RX",
-                "TX",
+                // Written with the status's last change, not live: verify measures now.
+                "RTT (AT CHANGE)",
+                "HANDSHAKE (AT CHANGE)",
+                "RX (AT CHANGE)",
+                "TX (AT CHANGE)",
                 "REASON",
             ],
             |r| {

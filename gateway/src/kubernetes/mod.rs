@@ -15,7 +15,7 @@ use crate::liveness::{self, Liveness, LIVENESS_PORT};
 use crate::metrics;
 use crate::netlink::{Netlink, NetlinkError};
 use crate::node::{Node, Probes, Reloaded, Role, Tunnel, TunnelError, TunnelSetup};
-use crate::status::{observe, plan_status, LocalObservation, PeerObservation};
+use crate::status::{observe, plan_status, LocalObservation, PeerObservation, StatusWrite};
 use causeway_crds::keys::format_key;
 use causeway_crds::names::{gateway_key_secret, gateway_lease};
 use causeway_crds::{ClusterEndpoint, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus};
@@ -960,7 +960,7 @@ impl Gateway {
         if candidate.retry_at.is_some_and(|at| Instant::now() < at) {
             return;
         }
-        let Some(status) = plan_status(
+        let Some(StatusWrite { status, why }) = plan_status(
             candidate.written.as_ref(),
             &observed,
             candidate.written_at.elapsed(),
@@ -980,7 +980,7 @@ impl Gateway {
         }
         match result {
             Ok(()) => {
-                tracing::debug!(role = ?status.role, connections = status.connections.len(), "Gateway status written");
+                tracing::info!(role = ?status.role, %why, "wrote the Gateway status");
                 candidate.written = Some(status);
                 candidate.written_at = Instant::now();
                 candidate.retry_at = None;

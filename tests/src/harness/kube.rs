@@ -1067,13 +1067,68 @@ impl KubeWorld {
     }
 
     /// Waits for an active gateway in every site, then for every handshake, then for the
-    /// control plane to agree, each stage for at most `timeout`.
+    /// control plane to agree and every gateway to have reported its role, each stage for
+    /// at most `timeout`.
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), HarnessError> {
         for i in 0..self.n_sites() {
             self.wait_active_gateway(i, timeout)?;
         }
         self.wait_handshakes(timeout)?;
-        self.wait_converged(timeout)
+        self.wait_converged(timeout)?;
+        self.wait_roles_reported(timeout)
+    }
+
+    /// Waits until every running candidate's Gateway status reports its role (active for
+    /// the Lease holder, passive for the others), and the active one every other site
+    /// connected: until then a gateway still has a write to make, which a test counting
+    /// writes would see.
+    pub fn wait_roles_reported(&mut self, timeout: Duration) -> Result<(), HarnessError> {
+        use causeway_crds::{Gateway, GatewayRole};
+        for i in 0..self.n_sites() {
+            let running: Vec<usize> = (0..CANDIDATES)
+                .filter(|&k| self.processes.contains_key(&Component::Gateway(i, k)))
+                .collect();
+            let what = format!(
+                "{}'s running candidates {running:?} to report their roles in their Gateway status",
+                self.spec(i).cluster_id()
+            );
+            self.wait_for(&what, timeout, |world| {
+                let holder = world.lease_holder(i).ok_or("no Lease holder")?;
+                let api: Api<Gateway> = Api::namespaced(world.cluster_client(i), CLUSTER_NAMESPACE);
+                for &k in &running {
+                    let node = world.spec(i).candidate(k).node_name();
+                    let gateway = world
+                        .block_on(api.get_opt(&node))
+                        .map_err(|e| e.to_string())?
+                        .ok_or_else(|| format!("no Gateway {node}"))?;
+                    let want = match node == holder {
+                        true => GatewayRole::Active,
+                        false => GatewayRole::Passive,
+                    };
+                    let status = gateway.status.unwrap_or_default();
+                    if status.role != Some(want) {
+                        return Err(format!("{node} reports {:?}, holder {holder}", status.role));
+                    }
+                    if want == GatewayRole::Active {
+                        let connected = |j: usize| {
+                            status.connections.iter().any(|c| {
+                                c.cluster_id == world.spec(j).cluster_id()
+                                    && c.state == causeway_crds::ConnectionState::Connected
+                            })
+                        };
+                        if let Some(j) = (0..world.n_sites()).find(|&j| j != i && !connected(j)) {
+                            return Err(format!(
+                                "{node} does not report connected to {}: {:?}",
+                                world.spec(j).cluster_id(),
+                                status.connections
+                            ));
+                        }
+                    }
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     /// Waits until every site's ClusterEndpoint lists its active gateway first, in its own
