@@ -1007,3 +1007,80 @@ async fn the_binary_exports_and_imports_within_seconds() {
         );
     }
 }
+
+/// Namespace deletion as Kubernetes does it: a finalizer holds `prod` of site-b in
+/// Terminating. Site-b's passes neither fail nor try to create anything there (a real API
+/// server would refuse it), and leave its deletion to the namespace controller; once the
+/// namespace is gone and made again, the imports come back.
+#[tokio::test]
+async fn a_terminating_namespace_gets_no_imports_and_its_deletion_goes_through() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let world = World::start().await;
+    export_headless_db(world.a(), "10.1.0").await;
+    world.settle().await;
+    assert!(world.b().import("prod", "db").await.is_some());
+
+    let hold: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hold", "namespace": "prod", "finalizers": ["causeway.test/hold"]},
+    }))
+    .expect("a ConfigMap");
+    let configmaps: Api<ConfigMap> = world.b().api("prod");
+    configmaps
+        .create(&PostParams::default(), &hold)
+        .await
+        .expect("create the held ConfigMap");
+    let namespaces: Api<Namespace> = Api::all(world.b().client.clone());
+    namespaces
+        .delete("prod", &DeleteParams::default())
+        .await
+        .expect("delete site-b's prod");
+    wait_for("site-b's prod to be Terminating with its imports gone", async || {
+        let phase = namespaces
+            .get_opt("prod")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|ns| ns.status)
+            .and_then(|s| s.phase);
+        phase.as_deref() == Some("Terminating")
+            && world.b().import("prod", "db").await.is_none()
+            && world.b().imported_slices("prod").await.is_empty()
+    })
+    .await;
+
+    // A new export: every pass succeeds; site-b writes nothing into prod, site-c imports it.
+    export_web(world.a(), "10.101.0.10").await;
+    world.reset_counters();
+    world.settle().await;
+    let into_prod: Vec<String> = world
+        .b()
+        .server()
+        .writes()
+        .0
+        .iter()
+        .filter(|r| r.namespace == "prod")
+        .map(ToString::to_string)
+        .collect();
+    assert!(into_prod.is_empty(), "site-b wrote into its terminating prod:\n{}", into_prod.join("\n"));
+    assert!(world.b().import("prod", "web").await.is_none());
+    assert!(world.c().import("prod", "web").await.is_some());
+
+    // The finalizer goes; prod is deleted, then made again: both imports return.
+    configmaps
+        .patch(
+            "hold",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(serde_json::json!({"metadata": {"finalizers": []}})),
+        )
+        .await
+        .expect("release the finalizer");
+    wait_for("site-b's prod to be gone", async || {
+        namespaces.get_opt("prod").await.ok().flatten().is_none()
+    })
+    .await;
+    world.b().create_namespace("prod").await;
+    world.settle().await;
+    for name in ["db", "web"] {
+        assert!(world.b().import("prod", name).await.is_some(), "{name}");
+    }
+}
