@@ -446,7 +446,9 @@ mod tests {
 
     #[test]
     fn requests_parse_as_rbac_sees_them() {
-        let cases: &[(&str, &str, Option<(&str, &str, &str, Option<&str>, Option<&str>)>)] = &[
+        /// (verb, group, resource, namespace, name)
+        type Parsed<'a> = (&'a str, &'a str, &'a str, Option<&'a str>, Option<&'a str>);
+        let cases: &[(&str, &str, Option<Parsed>)] = &[
             (
                 "PATCH",
                 "/apis/coordination.k8s.io/v1/namespaces/causeway/leases/causeway-gateway-site-a?fieldManager=x",

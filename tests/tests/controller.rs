@@ -684,9 +684,14 @@ async fn the_binary_answers_health_and_readiness_probes() {
     ];
     let mut controller = start_controller_with(dir.path(), &broker, &a, &args, "controller");
     let deadline = Instant::now() + WAIT;
-    // Ready means leading with a pass done: the object is at the broker by then.
+    // Ready while leading means a pass is done: the object is at the broker by then. (A
+    // replica that does not lead yet is ready too: it serves DNS; on a real API server the
+    // election takes a moment.)
     loop {
-        if let Some((200, body)) = http_get(addr, "/readyz").await {
+        let leading = http_get(addr, "/metrics")
+            .await
+            .is_some_and(|(_, m)| m.contains("causeway_controller_leading 1\n"));
+        if let (true, Some((200, body))) = (leading, http_get(addr, "/readyz").await) {
             assert_eq!(body, "ok\n");
             break;
         }

@@ -626,10 +626,27 @@ async fn conflicting_exports_get_the_condition_on_both_sides_and_the_oldest_stay
 
 #[tokio::test]
 async fn unexport_service_deletion_and_namespace_deletion_withdraw_everywhere() {
-    // (case, what is deleted in A)
+    // One clusterset, three cases in turn; each starts with db exported and imported
+    // everywhere again (what the case before deleted is made again).
+    let world = World::start().await;
     for case in ["unexport", "Service deleted", "namespace deleted"] {
-        let world = World::start().await;
-        export_headless_db(world.a(), "10.1.0").await;
+        match case {
+            "unexport" => export_headless_db(world.a(), "10.1.0").await,
+            "Service deleted" => export(world.a(), "prod", "db").await,
+            _ => {
+                create_service(world.a(), "prod", "db", "None", vec![port("pg", 5432)]).await;
+                backends(
+                    world.a(),
+                    "prod",
+                    "db",
+                    &[
+                        ("10.1.0.6", Some("db-0"), true),
+                        ("10.1.0.7", Some("db-1"), false),
+                    ],
+                )
+                .await;
+            }
+        }
         world.settle().await;
         assert!(world.c().import("prod", "db").await.is_some(), "{case}");
         match case {
@@ -1034,18 +1051,21 @@ async fn a_terminating_namespace_gets_no_imports_and_its_deletion_goes_through()
         .delete("prod", &DeleteParams::default())
         .await
         .expect("delete site-b's prod");
-    wait_for("site-b's prod to be Terminating with its imports gone", async || {
-        let phase = namespaces
-            .get_opt("prod")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|ns| ns.status)
-            .and_then(|s| s.phase);
-        phase.as_deref() == Some("Terminating")
-            && world.b().import("prod", "db").await.is_none()
-            && world.b().imported_slices("prod").await.is_empty()
-    })
+    wait_for(
+        "site-b's prod to be Terminating with its imports gone",
+        async || {
+            let phase = namespaces
+                .get_opt("prod")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|ns| ns.status)
+                .and_then(|s| s.phase);
+            phase.as_deref() == Some("Terminating")
+                && world.b().import("prod", "db").await.is_none()
+                && world.b().imported_slices("prod").await.is_empty()
+        },
+    )
     .await;
 
     // A new export: every pass succeeds; site-b writes nothing into prod, site-c imports it.
@@ -1061,7 +1081,11 @@ async fn a_terminating_namespace_gets_no_imports_and_its_deletion_goes_through()
         .filter(|r| r.namespace == "prod")
         .map(ToString::to_string)
         .collect();
-    assert!(into_prod.is_empty(), "site-b wrote into its terminating prod:\n{}", into_prod.join("\n"));
+    assert!(
+        into_prod.is_empty(),
+        "site-b wrote into its terminating prod:\n{}",
+        into_prod.join("\n")
+    );
     assert!(world.b().import("prod", "web").await.is_none());
     assert!(world.c().import("prod", "web").await.is_some());
 

@@ -847,13 +847,25 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
     .unwrap_or_else(|e| fail(e));
     kube.start_gateway(A, active).unwrap_or_else(|e| fail(e));
 
-    // The broker's admin evicts site-b's object; site-a drops its mirror, site-b publishes
-    // itself again.
+    // The broker's admin evicts site-b (its controller stopped first, so it cannot publish
+    // itself again at once): site-a drops its mirror; site-b, back, publishes itself again.
     let at_broker: Api<ClusterEndpoint> = Api::namespaced(kube.broker_client(), BROKER_NAMESPACE);
     let endpoints_a: Api<ClusterEndpoint> =
         Api::namespaced(kube.cluster_client(A), CLUSTER_NAMESPACE);
+    kube.stop_controller(B).unwrap_or_else(|e| fail(e));
     kube.block_on(at_broker.delete("site-b", &DeleteParams::default()))
         .expect("delete site-b at the broker");
+    kube.wait_for("site-a to drop its mirror of site-b", WAIT, |k| {
+        match k
+            .block_on(endpoints_a.get_opt("site-b"))
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(()),
+            Some(_) => Err("still mirrored".into()),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+    kube.start_controller(B).unwrap_or_else(|e| fail(e));
     kube.wait_for(
         "site-b to be published again and mirrored in site-a",
         WAIT,
@@ -912,6 +924,7 @@ fn every_request_is_granted_by_the_chart_and_every_grant_is_used() {
 #[test]
 fn a_gateway_refused_by_stale_rbac_names_the_rule_and_the_role_that_grants_it() {
     let mut kube = KubeWorld::new(2).unwrap_or_else(|e| fail(e));
+    kube.allow_refusals();
     let api = kube.cluster_api(A);
     let role = api
         .kubectl_ok(

@@ -161,37 +161,45 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
     }
 
     // Inside each site, its cluster API answers at the worker's node address, to every
-    // node, with the rights the chart gives: the gateway's token may read a Node, not list
-    // them, and no Secret outside Causeway's namespace.
+    // node, with the rights the chart gives: the controller's token lists this site's Nodes
+    // (the right cluster), the gateway's reads no Node and no Secret outside Causeway's
+    // namespace.
     for i in 0..world.n_sites() {
         let spec = world.spec(i);
-        let other = world.spec(1 - i);
         let site = world.site(i);
         let gateway_kubeconfig = world.gateway_kubeconfig_path(i).to_path_buf();
+        let controller_kubeconfig = world.kubeconfig_path(i).to_path_buf();
         for ns in site.candidates().into_iter().chain([&site.worker]) {
-            let own = spec.candidate(1).node_name();
-            let foreign = other.gateway_node_name();
-            let (own_node, foreign_node, list, secrets) =
-                in_namespace(ns, &gateway_kubeconfig, |client| async move {
-                    let nodes: Api<Node> = Api::all(client.clone());
-                    let secrets: Api<Secret> = Api::namespaced(client, "kube-system");
-                    (
-                        nodes.get(&own).await.map(|n| n.name_any()),
-                        code(nodes.get(&foreign).await),
-                        code(nodes.list(&ListParams::default()).await),
-                        code(secrets.list(&ListParams::default()).await),
-                    )
-                });
+            let listed = in_namespace(ns, &controller_kubeconfig, |client| async move {
+                let nodes: Api<Node> = Api::all(client);
+                nodes
+                    .list(&ListParams::default())
+                    .await
+                    .map(|l| sorted_names(l.items))
+            });
+            let id = spec.cluster_id();
             assert_eq!(
-                own_node.expect("the gateway reads its Node"),
-                spec.candidate(1).node_name()
+                listed.expect("the controller lists Nodes"),
+                [
+                    format!("{id}-gw"),
+                    format!("{id}-gw2"),
+                    format!("{id}-worker")
+                ]
             );
+            let node = spec.candidate(1).node_name();
+            let (own_node, secrets) = in_namespace(ns, &gateway_kubeconfig, |client| async move {
+                let nodes: Api<Node> = Api::all(client.clone());
+                let secrets: Api<Secret> = Api::namespaced(client, "kube-system");
+                (
+                    code(nodes.get(&node).await),
+                    code(secrets.list(&ListParams::default()).await),
+                )
+            });
             assert_eq!(
-                foreign_node,
-                Some(404),
-                "another site's Node is not in this cluster"
+                own_node,
+                Some(403),
+                "the gateway has no business with Nodes"
             );
-            assert_eq!(list, Some(403), "the gateway may not list Nodes");
             assert_eq!(
                 secrets,
                 Some(403),

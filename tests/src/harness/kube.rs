@@ -170,6 +170,9 @@ pub struct KubeWorld {
     /// Gateway candidates that listen on the wildcard address (so their underlay address
     /// may change under them), announcing their own address as `--public-endpoint`.
     wildcard_listen: std::collections::BTreeSet<Component>,
+    /// Whether a request of a Causeway component refused by RBAC is allowed (a test of a
+    /// refusal); otherwise it fails the next wait.
+    allow_refusals: bool,
     /// Runs the clients' connection tasks, so the clients work from any
     /// thread or runtime, also while a test thread blocks in a wait.
     runtime: Option<tokio::runtime::Runtime>,
@@ -298,6 +301,7 @@ impl KubeWorld {
             pod_cidrs: BTreeMap::new(),
             extra_args: BTreeMap::new(),
             wildcard_listen: std::collections::BTreeSet::new(),
+            allow_refusals: false,
             runtime: Some(runtime),
             clusters: Vec::with_capacity(n_sites),
             broker,
@@ -1009,8 +1013,36 @@ impl KubeWorld {
 
     // ---- waits ----
 
-    /// Fails if a process the world holds has exited, naming it and quoting its log.
+    /// Lets RBAC refuse Causeway's requests without failing the test (one about a refusal).
+    pub fn allow_refusals(&mut self) {
+        self.allow_refusals = true;
+    }
+
+    /// Fails if an API server refused (RBAC, 403) a request of a Causeway component since
+    /// the last look: the chart grants every component all it needs.
+    pub fn check_refusals(&mut self) -> Result<(), HarnessError> {
+        let mut refused = Vec::new();
+        for server in std::iter::once(&self.broker).chain(self.clusters.iter().map(|c| &c.server)) {
+            refused.extend(
+                server
+                    .new_refusals()
+                    .into_iter()
+                    .map(|r| format!("  {}: {r}", server.name())),
+            );
+        }
+        match refused.is_empty() || self.allow_refusals {
+            true => Ok(()),
+            false => Err(HarnessError::ControlPlane(format!(
+                "requests of Causeway's components refused by RBAC under the chart's rules:\n{}",
+                refused.join("\n")
+            ))),
+        }
+    }
+
+    /// Fails if a process the world holds has exited, naming it and quoting its log, or if
+    /// an API server refused one of them ([`KubeWorld::check_refusals`]).
     pub fn check_running(&mut self) -> Result<(), HarnessError> {
+        self.check_refusals()?;
         for (component, child) in &mut self.processes {
             if let Some(status) = child
                 .try_status()

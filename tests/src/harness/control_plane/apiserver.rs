@@ -34,6 +34,9 @@ pub const ADMIN_USER: &str = "causeway-tests-admin";
 pub const START_TIMEOUT: Duration = Duration::from_secs(90);
 /// How long a stop waits after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// After a start, kube-apiserver serves before its RBAC caches are filled and refuses
+/// requests it would allow; [`KubeApiServer::new_refusals`] overlooks this long after one.
+pub const STARTUP_REFUSALS: Duration = Duration::from_secs(15);
 /// The controllers kube-controller-manager runs: what a cluster without kubelets, cloud or
 /// workloads controllers needs for namespaces, ownership, ServiceAccounts and their token
 /// Secrets, and EndpointSlices built from Services and Pods.
@@ -113,6 +116,10 @@ pub struct KubeApiServer {
     forward: Forwarder,
     audit: AuditLog,
     mark: Mutex<Mark>,
+    /// When kube-apiserver was started, each time.
+    started: Mutex<Vec<k8s_openapi::jiff::Timestamp>>,
+    /// How far [`KubeApiServer::new_refusals`] has read.
+    refusals_read: Mutex<Mark>,
 }
 
 impl fmt::Debug for KubeApiServer {
@@ -200,6 +207,8 @@ impl KubeApiServer {
             forward,
             audit: AuditLog::new(&audit_log),
             mark: Mutex::new(Mark::default()),
+            started: Mutex::new(Vec::new()),
+            refusals_read: Mutex::new(Mark::default()),
             spec,
         };
         server.start_apiserver(&bin.kube_apiserver)?;
@@ -242,6 +251,7 @@ impl KubeApiServer {
         let mut cmd = Command::new(program);
         cmd.args(&self.apiserver_args);
         let log = self.spec.dir.join("kube-apiserver.log");
+        lock(&self.started).push(k8s_openapi::jiff::Timestamp::now());
         let child = spawn_logged_in(&self.netns, &mut cmd, &log).map_err(io_context(format!(
             "start {}'s kube-apiserver",
             self.spec.name
@@ -575,6 +585,32 @@ impl KubeApiServer {
                 .filter(|r| r.is_write() && r.resource == plural && r.api_group == group)
                 .collect(),
         )
+    }
+
+    /// Requests of Causeway's identities that RBAC refused (403, the authorizer's decision
+    /// `forbid`), logged since the last call; those within [`STARTUP_REFUSALS`] of a start
+    /// of the server are overlooked.
+    pub fn new_refusals(&self) -> Vec<Request> {
+        let mut read = lock(&self.refusals_read);
+        let (requests, next) = match self.audit.read_since(*read) {
+            Ok(read) => read,
+            Err(e) => panic!("cannot read {}: {e}", self.audit.path().display()),
+        };
+        *read = next;
+        let started = lock(&self.started).clone();
+        let window = k8s_openapi::jiff::SignedDuration::try_from(STARTUP_REFUSALS)
+            .unwrap_or(k8s_openapi::jiff::SignedDuration::ZERO);
+        let starting = |received: &str| {
+            received
+                .parse::<k8s_openapi::jiff::Timestamp>()
+                .is_ok_and(|at| started.iter().any(|s| at >= *s && at < *s + window))
+        };
+        requests
+            .into_iter()
+            .filter(|r| r.code == 403 && r.decision == "forbid")
+            .filter(|r| super::audit::identity_of(&r.user).is_some())
+            .filter(|r| !starting(&r.received))
+            .collect()
     }
 
     /// Every write since the last reset, by anyone but the harness.

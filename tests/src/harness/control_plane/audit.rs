@@ -47,6 +47,11 @@ pub struct Request {
     pub code: u16,
     /// The request URI, for messages.
     pub uri: String,
+    /// The authorizer's decision (`allow` or `forbid`), empty if the log has none: a 403
+    /// with `allow` was refused by admission, not RBAC.
+    pub decision: String,
+    /// When the server received it (RFC 3339), empty if the log has none.
+    pub received: String,
 }
 
 impl Request {
@@ -88,6 +93,10 @@ struct Event {
     object_ref: Option<ObjectRef>,
     #[serde(default)]
     response_status: Option<ResponseStatus>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    request_received_timestamp: String,
 }
 
 #[derive(Deserialize)]
@@ -148,16 +157,23 @@ impl AuditLog {
     /// Every request logged after `since`, once each (a watch is logged when its response
     /// starts and again when it ends; the first record counts).
     pub fn requests_since(&self, since: Mark) -> std::io::Result<Vec<Request>> {
+        self.read_since(since).map(|(requests, _)| requests)
+    }
+
+    /// Like [`AuditLog::requests_since`], and the mark after the last complete record read
+    /// (a record the server is still writing is left for the next read).
+    pub fn read_since(&self, since: Mark) -> std::io::Result<(Vec<Request>, Mark)> {
         let mut text = String::new();
         match std::fs::File::open(&self.path) {
             Ok(mut file) => {
                 file.seek(SeekFrom::Start(since.0))?;
                 file.read_to_string(&mut text)?;
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), since)),
             Err(e) => return Err(e),
         }
-        Ok(parse(&text))
+        let complete = text.rfind('\n').map_or(0, |end| end + 1);
+        Ok((parse(&text[..complete]), Mark(since.0 + complete as u64)))
     }
 }
 
@@ -194,6 +210,12 @@ pub fn parse(text: &str) -> Vec<Request> {
             name: object.name,
             code: event.response_status.map_or(0, |s| s.code),
             uri: event.request_uri,
+            decision: event
+                .annotations
+                .get("authorization.k8s.io/decision")
+                .cloned()
+                .unwrap_or_default(),
+            received: event.request_received_timestamp,
         });
     }
     requests
@@ -210,7 +232,7 @@ mod tests {
             "\n",
             r#"{"kind":"Event","level":"Metadata","auditID":"a","stage":"ResponseComplete","requestURI":"/apis/causeway.dev/v1alpha1/namespaces/causeway/clusterendpoints?watch=true","verb":"watch","user":{"username":"system:serviceaccount:causeway:causeway-gateway"},"objectRef":{"resource":"clusterendpoints","namespace":"causeway","apiGroup":"causeway.dev","apiVersion":"v1alpha1"},"responseStatus":{"code":200}}"#,
             "\n",
-            r#"{"kind":"Event","level":"Metadata","auditID":"b","stage":"ResponseComplete","requestURI":"/apis/coordination.k8s.io/v1/namespaces/causeway/leases/x","verb":"patch","user":{"username":"u"},"objectRef":{"resource":"leases","namespace":"causeway","name":"x","apiGroup":"coordination.k8s.io"},"responseStatus":{"code":403}}"#,
+            r#"{"kind":"Event","level":"Metadata","auditID":"b","stage":"ResponseComplete","requestURI":"/apis/coordination.k8s.io/v1/namespaces/causeway/leases/x","verb":"patch","user":{"username":"u"},"objectRef":{"resource":"leases","namespace":"causeway","name":"x","apiGroup":"coordination.k8s.io"},"responseStatus":{"code":403},"requestReceivedTimestamp":"2026-12-02T10:49:48.084Z","annotations":{"authorization.k8s.io/decision":"forbid","authorization.k8s.io/reason":""}}"#,
             "\n",
             r#"{"kind":"Event","level":"Metadata","auditID":"c","stage":"Resp"#,
         );
