@@ -8,7 +8,7 @@
 
 use causeway_crds::manifest::{load_clusterset, ManifestError, MAX_MANIFEST_BYTES};
 use causeway_gateway::config::{desired_from_text, Identity};
-use causeway_tests::harness::mesh::{causeway_routes, metric, Mesh};
+use causeway_tests::harness::mesh::{causeway_routes, Mesh};
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, Echo};
 use causeway_tests::harness::wait_until_ok;
 use std::net::SocketAddr;
@@ -226,10 +226,7 @@ fn a_running_gateway_refuses_every_bad_file_class_and_keeps_working() {
         .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
     };
     reachable("at first");
-    let metric_of = |name: &str| {
-        let text = mesh.gateway_metrics(A).expect("metrics");
-        metric(&text, name, &[]).unwrap_or(0.0)
-    };
+    let metric_of = |name: &str| mesh.gateway_metric(A, name, &[]);
     let routes = causeway_routes(&mesh.site(A).gateway).unwrap();
     let writes = metric_of("causeway_netlink_writes_total");
     let good = mesh.endpoints_text(&[A, B]);

@@ -527,8 +527,10 @@ async fn run_follows_broker_changes_and_settles_without_writing() {
         .delete("site-b", &DeleteParams::default())
         .await
         .expect("delete B at the broker");
+    // An error reading it is no proof of deletion: only a successful read that finds
+    // nothing is.
     wait_for("B's mirror deleted", async || {
-        local.get_opt("site-b").await.ok().flatten().is_none()
+        matches!(local.get_opt("site-b").await, Ok(None))
     })
     .await;
 

@@ -1099,7 +1099,7 @@ async fn a_terminating_namespace_gets_no_imports_and_its_deletion_goes_through()
         .await
         .expect("release the finalizer");
     wait_for("site-b's prod to be gone", async || {
-        namespaces.get_opt("prod").await.ok().flatten().is_none()
+        matches!(namespaces.get_opt("prod").await, Ok(None))
     })
     .await;
     world.b().create_namespace("prod").await;

@@ -9,7 +9,7 @@
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use causeway_crds::keys::parse_key;
-use causeway_tests::harness::mesh::{metric, Mesh};
+use causeway_tests::harness::mesh::Mesh;
 use causeway_tests::harness::netns::veth;
 use causeway_tests::harness::postgres::Postgres;
 use causeway_tests::harness::topology::WAN_BRIDGE;
@@ -59,8 +59,7 @@ fn wait_reachable(mesh: &Mesh, from: usize, to: usize, timeout: Duration) {
 }
 
 fn gateway_metric(mesh: &Mesh, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let text = mesh.gateway_metrics(i).expect("gateway metrics");
-    metric(&text, name, labels).unwrap_or(0.0)
+    mesh.gateway_metric(i, name, labels)
 }
 
 fn drops(mesh: &Mesh, i: usize, reason: &str) -> f64 {
@@ -669,13 +668,17 @@ fn a_handshake_flood_from_unknown_keys_does_not_stall_an_established_tunnel() {
     );
     assert_eq!(sent, FLOOD_INITIATIONS, "the flood was not sent whole");
     assert!(flood_time <= Duration::from_secs(10), "{flood_time:?}");
+    // Measured 90-108% here (crypto optimised in test builds as in release); 75% leaves
+    // room for this machine's noise, where a stall shows as 20-30%.
     assert!(
-        during >= 0.3 * before,
+        during >= 0.75 * before,
         "the tunnel stalled under the flood: {during:.1} vs {before:.1} Mbit/s"
     );
+    // Every initiation is accounted for: challenged with a cookie or dropped as unknown,
+    // not one or two of them.
     assert!(
-        unknown + cookies as f64 > 0.0,
-        "site-a neither dropped nor challenged the flood"
+        unknown + cookies as f64 >= 0.9 * sent as f64,
+        "site-a let flood initiations through unchallenged: {unknown} dropped, {cookies} cookies of {sent}"
     );
     // The flood neither reset nor replaced the established session.
     assert_eq!(

@@ -11,7 +11,7 @@ use causeway_crds::names::{
 use causeway_crds::{ClusterEndpoint, ConnectionState, Gateway, GatewayRole};
 use causeway_tests::harness::kube::BROKER_NAMESPACE;
 use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE};
-use causeway_tests::harness::mesh::{causeway_routes, metric};
+use causeway_tests::harness::mesh::{causeway_routes, metric, required_metric};
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::HarnessError;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -108,12 +108,14 @@ fn netlink_writes(kube: &KubeWorld) -> Vec<(String, f64)> {
     for i in 0..kube.n_sites() {
         for k in 0..CANDIDATES {
             if let Ok(text) = kube.gateway_metrics(i, k) {
-                let n = metric(&text, "causeway_netlink_writes_total", &[]).unwrap_or(0.0);
+                let n = required_metric(&text, "causeway_netlink_writes_total", &[])
+                    .unwrap_or_else(|e| panic!("{}: {e}", Component::Gateway(i, k)));
                 writes.push((Component::Gateway(i, k).to_string(), n));
             }
         }
         let text = kube.agent_metrics(i).expect("route agent metrics");
-        let n = metric(&text, "causeway_netlink_writes_total", &[]).unwrap_or(0.0);
+        let n = required_metric(&text, "causeway_netlink_writes_total", &[])
+            .unwrap_or_else(|e| panic!("{}: {e}", Component::RouteAgent(i)));
         writes.push((Component::RouteAgent(i).to_string(), n));
     }
     writes
@@ -251,8 +253,12 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
     };
     let start = [A, B].map(|i| probes(&kube, i).expect("tx packets"));
     kube.wait_for("five probe rounds to pass in steady state", WAIT, |k| {
-        let now = [A, B].map(|i| probes(k, i).unwrap_or(0.0));
-        match now.iter().zip(&start).all(|(n, s)| *n >= s + 5.0) {
+        let now = [A, B].map(|i| probes(k, i));
+        let done = now
+            .iter()
+            .zip(&start)
+            .all(|(n, s)| n.as_ref().is_ok_and(|n| *n >= s + 5.0));
+        match done {
             true => Ok(()),
             false => Err(format!("tx packets {now:?}, from {start:?}")),
         }

@@ -318,6 +318,14 @@ impl Mesh {
     }
 
     /// Site `i`'s gateway metrics text.
+    /// Site `i`'s gateway's sample `name{labels}`; panics if the gateway does not export it.
+    pub fn gateway_metric(&self, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = self
+            .gateway_metrics(i)
+            .unwrap_or_else(|e| panic!("site {i}'s gateway metrics: {e}"));
+        required_metric(&text, name, labels).unwrap_or_else(|e| panic!("site {i}'s gateway: {e}"))
+    }
+
     pub fn gateway_metrics(&self, i: usize) -> Result<String, HarnessError> {
         fetch_metrics(&self.site(i).gateway, METRICS_ADDR)
     }
@@ -408,6 +416,18 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
                 .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
             all.then(|| value.parse().ok()).flatten()
         })
+}
+
+/// Like [`metric`], but a sample that is not there is an error naming it: a renamed or
+/// missing metric must fail a test, never read as zero.
+pub fn required_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Result<f64, String> {
+    metric(text, name, labels).ok_or_else(|| {
+        let family: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.starts_with(name))
+            .collect();
+        format!("no sample {name}{labels:?} in the metrics (samples of that name: {family:?})")
+    })
 }
 
 /// Causeway's routes (protocol 203) in a namespace, as `ip route` prints them, IPv4 then IPv6.

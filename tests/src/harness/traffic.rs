@@ -380,14 +380,17 @@ impl UdpProbe {
 
     /// Stops the probe (after a last [`UdpProbe::INTERVAL`]-spaced echo has had time to
     /// come back) and reports.
+    ///
+    /// Panics if the sender or receiver thread panicked: a probe that stopped measuring must
+    /// not report a gap of zero.
     pub fn finish(mut self) -> ProbeReport {
         self.stop.store(true, Ordering::Relaxed);
-        let sent = self.sender.take().map_or(0, |t| t.join().unwrap_or(0));
+        let sent = self.sender.take().map_or(0, |t| joined("sender", t.join()));
         let (received, largest_gap, gap_started) = self
             .receiver
             .take()
             .map_or((0, Duration::ZERO, Duration::ZERO), |t| {
-                t.join().unwrap_or((0, Duration::ZERO, Duration::ZERO))
+                joined("receiver", t.join())
             });
         ProbeReport {
             sent,
@@ -406,6 +409,21 @@ impl Drop for UdpProbe {
         }
         if let Some(t) = self.receiver.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// A probe thread's result; panics, saying why, if the thread panicked.
+fn joined<T>(what: &str, result: std::thread::Result<T>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("the UDP probe's {what} thread panicked: {why}")
         }
     }
 }
