@@ -421,7 +421,16 @@ fn every_udp_size_from_1_byte_to_beyond_the_mtu_arrives_intact_v4_and_v6() {
     let pmtu_loss4 = BTreeSet::from([1420 - 28 + 1]);
     let pmtu_loss6 = BTreeSet::from([1420 - 48 + 1]);
     let none = BTreeSet::new();
-    let cases: [(&str, &UdpSocket, IpAddr, IpAddr, &[usize], &BTreeSet<usize>); 4] = [
+    /// (label, socket, source, destination, sizes, what the first pass may lose)
+    type Case<'a> = (
+        &'a str,
+        &'a UdpSocket,
+        IpAddr,
+        IpAddr,
+        &'a [usize],
+        &'a BTreeSet<usize>,
+    );
+    let cases: [Case; 4] = [
         (
             "IPv4 pod, DF + PMTU discovery",
             &pmtud4,
