@@ -260,32 +260,68 @@ impl KubeApiServer {
         self.wait_ready()
     }
 
-    /// Polls `/readyz` until it answers `ok`, failing at once if the process exits.
+    /// Polls `/readyz` until it answers `ok`, failing at once if kube-apiserver exits.
     fn wait_ready(&self) -> Result<(), HarnessError> {
+        self.poll("kube-apiserver", &self.apiserver, |client| async move {
+            let request = http::Request::get("/readyz")
+                .body(Vec::new())
+                .map_err(|e| e.to_string())?;
+            match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => Ok(()),
+                Ok(body) => Err(format!("/readyz: {body}")),
+                Err(e) => Err(format!("/readyz: {e}")),
+            }
+        })
+    }
+
+    /// Waits until kube-controller-manager has made the `default` ServiceAccount of namespace
+    /// `default` (its controllers run), failing at once if it exits.
+    fn wait_controller_manager(&self) -> Result<(), HarnessError> {
+        self.poll(
+            "kube-controller-manager",
+            &self.controller_manager,
+            |client| async move {
+                let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+                    kube::Api::namespaced(client, "default");
+                match accounts.get_opt("default").await {
+                    Ok(Some(_)) => Ok(()),
+                    Ok(None) => Err("no default ServiceAccount yet".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+        )
+    }
+
+    /// Polls `check` (with a cluster-admin client) until it passes, for at most
+    /// [`START_TIMEOUT`]; fails at once, quoting its log, if `process` (`what`) exits.
+    fn poll<F>(
+        &self,
+        what: &str,
+        process: &Mutex<Option<ChildGuard>>,
+        check: impl Fn(kube::Client) -> F + Send + Sync,
+    ) -> Result<(), HarnessError>
+    where
+        F: std::future::Future<Output = Result<(), String>>,
+    {
         let config = self.admin_config("default");
-        let deadline = Instant::now() + START_TIMEOUT;
         let name = &self.spec.name;
-        let process = &self.apiserver;
         block_on_thread(move || async move {
+            let deadline = Instant::now() + START_TIMEOUT;
             let client = kube::Client::try_from(config).map_err(|e| {
                 HarnessError::ControlPlane(format!("a client for {name}'s API server: {e}"))
             })?;
             loop {
-                let request = http::Request::get("/readyz")
-                    .body(Vec::new())
-                    .map_err(|e| HarnessError::ControlPlane(e.to_string()))?;
-                let last = match client.request_text(request).await {
-                    Ok(body) if body.trim() == "ok" => return Ok(()),
-                    Ok(body) => body,
-                    Err(e) => e.to_string(),
+                let last = match check(client.clone()).await {
+                    Ok(()) => return Ok(()),
+                    Err(last) => last,
                 };
                 if let Some(child) = lock(process).as_mut() {
                     if let Some(status) = child
                         .try_status()
-                        .map_err(io_context("wait for kube-apiserver"))?
+                        .map_err(io_context(format!("wait for {what}")))?
                     {
                         return Err(HarnessError::Exited {
-                            process: format!("{name}'s kube-apiserver"),
+                            process: format!("{name}'s {what}"),
                             status: status.to_string(),
                             log_tail: child.log_tail(30),
                         });
@@ -297,47 +333,7 @@ impl KubeApiServer {
                         .map(|c| c.log_tail(30))
                         .unwrap_or_default();
                     return Err(HarnessError::ControlPlane(format!(
-                        "{name}'s kube-apiserver was not ready within {START_TIMEOUT:?} (last /readyz: {last}); its log:\n{tail}"
-                    )));
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    }
-
-    /// Waits until kube-controller-manager has made the `default` ServiceAccount of namespace
-    /// `default`: its controllers run.
-    fn wait_controller_manager(&self) -> Result<(), HarnessError> {
-        let config = self.admin_config("default");
-        let deadline = Instant::now() + START_TIMEOUT;
-        let name = &self.spec.name;
-        let process = &self.controller_manager;
-        block_on_thread(move || async move {
-            let client = kube::Client::try_from(config).map_err(|e| {
-                HarnessError::ControlPlane(format!("a client for {name}'s API server: {e}"))
-            })?;
-            let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
-                kube::Api::namespaced(client, "default");
-            loop {
-                if let Ok(Some(_)) = accounts.get_opt("default").await {
-                    return Ok(());
-                }
-                let tail = lock(process)
-                    .as_mut()
-                    .and_then(|child| match child.try_status() {
-                        Ok(Some(status)) => Some((status.to_string(), child.log_tail(30))),
-                        _ => None,
-                    });
-                if let Some((status, log_tail)) = tail {
-                    return Err(HarnessError::Exited {
-                        process: format!("{name}'s kube-controller-manager"),
-                        status,
-                        log_tail,
-                    });
-                }
-                if Instant::now() > deadline {
-                    return Err(HarnessError::ControlPlane(format!(
-                        "{name}'s kube-controller-manager made no default ServiceAccount within {START_TIMEOUT:?}"
+                        "{name}'s {what} was not ready within {START_TIMEOUT:?} (last: {last}); its log:\n{tail}"
                     )));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
