@@ -92,12 +92,14 @@ async fn main() -> anyhow::Result<()> {
         load(Some(&args.broker_kubeconfig)).await?,
         &rbac::MEMBER,
         &args.broker_namespace,
+        Some(&args.cluster),
     )
     .context("cannot build a client for the broker")?;
     let local = client(
         load(args.kubeconfig.as_deref()).await?,
         &rbac::CONTROLLER,
         &args.namespace,
+        None,
     )
     .context("cannot build a client for the local cluster")?;
     let how = Campaign {

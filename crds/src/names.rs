@@ -44,9 +44,6 @@ pub fn gateway_key_secret(node_name: &str) -> String {
 /// Label on the ServiceImports and EndpointSlices Causeway publishes at the broker:
 /// the namespace of the exported Service.
 pub const SERVICE_NAMESPACE_LABEL: &str = "causeway.dev/service-namespace";
-/// Annotation on a broker ServiceImport: when its ServiceExport was created (RFC 3339);
-/// the oldest export of a service wins its conflicts.
-pub const EXPORTED_AT_ANNOTATION: &str = "causeway.dev/exported-at";
 /// Label on the ServiceImports Causeway writes in a member cluster (value `true`); only
 /// objects carrying it are the controller's to change.
 pub const MANAGED_LABEL: &str = "causeway.dev/managed";

@@ -13,6 +13,9 @@ pub enum Scope {
     Cluster,
     /// A Role in one namespace (the release namespace, or the broker namespace at the broker).
     Namespace,
+    /// A Role per member cluster in the broker namespace, named `<name>-<cluster>`, whose
+    /// rules reach only the objects named after that cluster (`resourceNames`).
+    Member,
 }
 
 /// One RBAC rule: `verbs` on `resources` (a subresource as `resource/sub`) of `api_group`.
@@ -31,18 +34,29 @@ pub struct Rule {
 pub struct Grant {
     /// Role or ClusterRole.
     pub scope: Scope,
-    /// Its name: as is for a Role, with `-<release namespace>` appended for a ClusterRole.
+    /// Its name: as is for a Role, with `-<release namespace>` appended for a ClusterRole
+    /// and `-<cluster>` for a member's own Role.
     pub name: &'static str,
     /// Its rules.
     pub rules: &'static [Rule],
 }
 
 impl Grant {
-    /// The object's name in a release installed in `namespace`.
-    pub fn object_name(&self, namespace: &str) -> String {
+    /// The object's name in a release installed in `namespace`; a member's own Role is
+    /// named for `member` (`<cluster>` when there is none).
+    pub fn object_name(&self, namespace: &str, member: Option<&str>) -> String {
         match self.scope {
             Scope::Cluster => format!("{}-{namespace}", self.name),
             Scope::Namespace => self.name.to_string(),
+            Scope::Member => format!("{}-{}", self.name, member.unwrap_or("<cluster>")),
+        }
+    }
+
+    /// `Role` or `ClusterRole`.
+    pub fn kind(&self) -> &'static str {
+        match self.scope {
+            Scope::Cluster => "ClusterRole",
+            Scope::Namespace | Scope::Member => "Role",
         }
     }
 
@@ -53,11 +67,12 @@ impl Grant {
         })
     }
 
-    /// `kind/name`, as kubectl names it, in a release installed in `namespace`.
-    pub fn describe(&self, namespace: &str) -> String {
+    /// `kind name`, as kubectl names it, in a release installed in `namespace`.
+    pub fn describe(&self, namespace: &str, member: Option<&str>) -> String {
+        let name = self.object_name(namespace, member);
         match self.scope {
-            Scope::Cluster => format!("ClusterRole {}", self.object_name(namespace)),
-            Scope::Namespace => format!("Role {} (namespace {namespace})", self.name),
+            Scope::Cluster => format!("ClusterRole {name}"),
+            Scope::Namespace | Scope::Member => format!("Role {name} (namespace {namespace})"),
         }
     }
 }
@@ -87,21 +102,23 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// The grant that allows `verb` on `resource` of `group` in `namespace` (`None` for a
-    /// cluster-scoped object), given the namespace its Roles live in.
+    /// The grant that allows `request`, given the namespace this identity's Roles live in
+    /// and, for a member at the broker, the cluster it speaks for.
     pub fn granting(
         &self,
-        verb: &str,
-        group: &str,
-        resource: &str,
-        namespace: Option<&str>,
+        request: &ApiRequest,
         role_namespace: &str,
+        member: Option<&str>,
     ) -> Option<&'static Grant> {
+        let in_role_namespace = request.namespace.as_deref() == Some(role_namespace);
         self.grants.iter().find(|g| {
-            g.allows(verb, group, resource)
+            g.allows(&request.verb, &request.api_group, &request.resource)
                 && match g.scope {
                     Scope::Cluster => true,
-                    Scope::Namespace => namespace == Some(role_namespace),
+                    Scope::Namespace => in_role_namespace,
+                    Scope::Member => {
+                        in_role_namespace && member.is_some() && request.name.as_deref() == member
+                    }
                 }
         })
     }
@@ -230,38 +247,57 @@ pub const GATEWAY: Identity = Identity {
 };
 
 /// A member cluster's controller at the broker (ServiceAccount `causeway-member-<cluster>`
-/// in the broker namespace).
+/// in the broker namespace). It reads everyone's objects but writes only its own: its
+/// ClusterEndpoint by name (its own Role), and ServiceImports and EndpointSlices labelled
+/// with its cluster as their source; the chart's ValidatingAdmissionPolicy holds creates,
+/// updates and deletes to that, as `resourceNames` cannot name objects not yet made.
 pub const MEMBER: Identity = Identity {
     what: "a member cluster's controller at the broker",
     holder: Holder::Component,
     account: None,
-    grants: &[Grant {
-        scope: Scope::Namespace,
-        name: "causeway-member",
-        rules: &[
-            Rule {
-                api_group: CAUSEWAY,
-                resources: &["clusterendpoints"],
-                verbs: &["list", "watch", "create", "update"],
-            },
-            Rule {
-                api_group: CAUSEWAY,
-                resources: &["clusterendpoints/status"],
-                verbs: &["patch"],
-            },
-            Rule {
-                api_group: MCS,
-                resources: &["serviceimports"],
-                verbs: OWN,
-            },
-            Rule {
-                api_group: DISCOVERY,
-                resources: &["endpointslices"],
-                verbs: OWN,
-            },
-        ],
-    }],
+    grants: &[
+        Grant {
+            scope: Scope::Namespace,
+            name: "causeway-member",
+            rules: &[
+                Rule {
+                    api_group: CAUSEWAY,
+                    resources: &["clusterendpoints"],
+                    verbs: &["list", "watch", "create"],
+                },
+                Rule {
+                    api_group: MCS,
+                    resources: &["serviceimports"],
+                    verbs: OWN,
+                },
+                Rule {
+                    api_group: DISCOVERY,
+                    resources: &["endpointslices"],
+                    verbs: OWN,
+                },
+            ],
+        },
+        Grant {
+            scope: Scope::Member,
+            name: "causeway-member",
+            rules: &[
+                Rule {
+                    api_group: CAUSEWAY,
+                    resources: &["clusterendpoints"],
+                    verbs: &["update"],
+                },
+                Rule {
+                    api_group: CAUSEWAY,
+                    resources: &["clusterendpoints/status"],
+                    verbs: &["patch"],
+                },
+            ],
+        },
+    ],
 };
+
+/// The prefix of a member's ServiceAccount name at the broker; the rest is its cluster ID.
+pub const MEMBER_ACCOUNT_PREFIX: &str = "causeway-member-";
 
 /// The people who run `kubectl causeway` (the chart's viewer roles, bound by the operator).
 pub const VIEWER: Identity = Identity {
@@ -404,21 +440,16 @@ pub fn explain_forbidden(
     identity: &Identity,
     request: &ApiRequest,
     role_namespace: &str,
+    member: Option<&str>,
 ) -> String {
-    let granting = identity.granting(
-        &request.verb,
-        &request.api_group,
-        &request.resource,
-        request.namespace.as_deref(),
-        role_namespace,
-    );
+    let granting = identity.granting(request, role_namespace, member);
     match (granting, identity.holder) {
         (Some(grant), Holder::Component) => format!(
             "forbidden: {} may not {request}; the chart's {} grants it, so the RBAC installed \
              is not this release's: upgrade the release with this version's chart (helm upgrade), \
              or add the rule to that role",
             identity.what,
-            grant.describe(role_namespace),
+            grant.describe(role_namespace, member),
         ),
         (Some(grant), Holder::Person) => format!(
             "forbidden: you may not {request}; the chart's {} grants it: ask your cluster's \
@@ -426,7 +457,7 @@ pub fn explain_forbidden(
              clusterrolebinding NAME --clusterrole=causeway-viewer-{role_namespace} --group=GROUP` \
              and `kubectl -n {role_namespace} create rolebinding NAME --role=causeway-viewer \
              --group=GROUP`)",
-            grant.describe(role_namespace),
+            grant.describe(role_namespace, member),
         ),
         (None, Holder::Component) => format!(
             "forbidden: {} may not {request}, and no role of the chart grants it: this is a bug \
@@ -512,7 +543,7 @@ mod tests {
             "/apis/coordination.k8s.io/v1/namespaces/causeway/leases/causeway-gateway-site-a",
         )
         .unwrap();
-        let text = explain_forbidden(&GATEWAY, &request, "causeway");
+        let text = explain_forbidden(&GATEWAY, &request, "causeway", None);
         assert!(text.contains("a gateway or route agent may not patch leases.coordination.k8s.io \"causeway-gateway-site-a\" in namespace \"causeway\""), "{text}");
         assert!(
             text.contains("Role causeway-gateway (namespace causeway)"),
@@ -526,7 +557,7 @@ mod tests {
             "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/x",
         )
         .unwrap();
-        let text = explain_forbidden(&GATEWAY, &elsewhere, "causeway");
+        let text = explain_forbidden(&GATEWAY, &elsewhere, "causeway", None);
         assert!(text.contains("no role of the chart grants it"), "{text}");
 
         let list = parse_request(
@@ -534,7 +565,7 @@ mod tests {
             "/apis/discovery.k8s.io/v1/namespaces/prod/endpointslices",
         )
         .unwrap();
-        let text = explain_forbidden(&CONTROLLER, &list, "causeway");
+        let text = explain_forbidden(&CONTROLLER, &list, "causeway", None);
         assert!(
             text.contains("ClusterRole causeway-controller-causeway"),
             "{text}"
@@ -546,7 +577,7 @@ mod tests {
             "/api/v1/namespaces/causeway/pods/gw:9469/proxy/verify",
         )
         .unwrap();
-        let text = explain_forbidden(&VIEWER, &proxy, "causeway");
+        let text = explain_forbidden(&VIEWER, &proxy, "causeway", None);
         assert!(
             text.starts_with("forbidden: you may not get pods/proxy"),
             "{text}"
@@ -555,16 +586,62 @@ mod tests {
     }
 
     #[test]
+    fn a_member_may_update_its_own_cluster_endpoint_and_no_other() {
+        let update = |name: &str| {
+            parse_request(
+                "PUT",
+                &format!(
+                    "/apis/causeway.dev/v1alpha1/namespaces/causeway-broker/clusterendpoints/{name}"
+                ),
+            )
+            .unwrap()
+        };
+        let own = MEMBER.granting(&update("site-b"), "causeway-broker", Some("site-b"));
+        assert_eq!(own.map(|g| g.scope), Some(Scope::Member));
+        assert!(MEMBER
+            .granting(&update("site-c"), "causeway-broker", Some("site-b"))
+            .is_none());
+        // Without knowing which member it is, nothing name-bound is granted.
+        assert!(MEMBER
+            .granting(&update("site-b"), "causeway-broker", None)
+            .is_none());
+        let text = explain_forbidden(
+            &MEMBER,
+            &update("site-b"),
+            "causeway-broker",
+            Some("site-b"),
+        );
+        assert!(
+            text.contains("Role causeway-member-site-b (namespace causeway-broker)"),
+            "{text}"
+        );
+        let text = explain_forbidden(
+            &MEMBER,
+            &update("site-c"),
+            "causeway-broker",
+            Some("site-b"),
+        );
+        assert!(text.contains("no role of the chart grants it"), "{text}");
+    }
+
+    #[test]
     fn every_grant_is_named_as_the_chart_names_it() {
         assert_eq!(
-            CONTROLLER.grants[0].object_name("causeway"),
+            CONTROLLER.grants[0].object_name("causeway", None),
             "causeway-controller-causeway"
         );
         assert_eq!(
-            CONTROLLER.grants[1].object_name("causeway"),
+            CONTROLLER.grants[1].object_name("causeway", None),
             "causeway-controller"
         );
-        assert_eq!(VIEWER.grants[0].object_name("ops"), "causeway-viewer-ops");
+        assert_eq!(
+            VIEWER.grants[0].object_name("ops", None),
+            "causeway-viewer-ops"
+        );
+        assert_eq!(
+            MEMBER.grants[1].object_name("causeway-broker", Some("site-b")),
+            "causeway-member-site-b"
+        );
         for identity in IDENTITIES {
             for grant in identity.grants {
                 assert!(!grant.rules.is_empty(), "{}", grant.name);

@@ -370,6 +370,15 @@ impl ClustersetCheck {
     }
 }
 
+/// Sorts ClusterEndpoints into the priority order [`validate_clusterset`] takes: oldest
+/// first (the API server's `creationTimestamp`), objects not yet created last, then by name.
+pub fn oldest_first(endpoints: &mut [ClusterEndpoint]) {
+    endpoints.sort_by_cached_key(|o| {
+        let ts = o.metadata.creation_timestamp.clone();
+        (ts.is_none(), ts, object_name(o))
+    });
+}
+
 /// Checks ClusterEndpoints together: first come, first served.
 ///
 /// `endpoints` must be in priority order (oldest first): an object that conflicts

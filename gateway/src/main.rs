@@ -309,6 +309,7 @@ async fn run_kubernetes(args: KubeArgs) -> Result<()> {
         causeway_k8s::client::load(args.kubeconfig.as_deref()).await?,
         &causeway_crds::rbac::GATEWAY,
         &args.namespace,
+        None,
     )
     .context("cannot build a Kubernetes client")?;
     let candidate = match args.role {

@@ -55,16 +55,18 @@ pub fn on_refusal(previous: Option<Refusal>, now: Instant) -> (bool, Refusal) {
 }
 
 /// A client for `config` acting as `identity`, whose Roles live in `role_namespace` (the
-/// release namespace, or the broker namespace at the broker); refusals are explained in
-/// the log.
+/// release namespace, or the broker namespace at the broker), for a member at the broker
+/// speaking for cluster `member`; refusals are explained in the log.
 pub fn client(
     config: Config,
     identity: &'static Identity,
     role_namespace: &str,
+    member: Option<&str>,
 ) -> Result<Client, kube::Error> {
     let layer = ExplainRefusals {
         identity,
         role_namespace: Arc::from(role_namespace),
+        member: member.map(Arc::from),
         logged: Arc::new(Mutex::new(HashMap::new())),
     };
     Ok(ClientBuilder::try_from(config)?.with_layer(&layer).build())
@@ -75,6 +77,7 @@ pub fn client(
 pub struct ExplainRefusals {
     identity: &'static Identity,
     role_namespace: Arc<str>,
+    member: Option<Arc<str>>,
     /// Each kind of refusal (its explanation) seen so far.
     logged: Arc<Mutex<HashMap<String, Refusal>>>,
 }
@@ -89,7 +92,12 @@ impl ExplainRefusals {
             );
             return;
         };
-        let explanation = explain_forbidden(self.identity, &request, &self.role_namespace);
+        let explanation = explain_forbidden(
+            self.identity,
+            &request,
+            &self.role_namespace,
+            self.member.as_deref(),
+        );
         // A poisoned map only loses the rate limit; the refusal is still judged.
         let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
         let (due, refusal) = on_refusal(logged.get(&explanation).copied(), Instant::now());

@@ -16,8 +16,7 @@ use causeway_crds::mcs::{
     CONDITION_CONFLICT, CONDITION_READY, CONDITION_VALID, LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER,
 };
 use causeway_crds::names::{
-    ENDPOINTSLICE_MANAGED_BY_LABEL, ENDPOINTSLICE_MANAGER, EXPORTED_AT_ANNOTATION, MANAGED_LABEL,
-    SERVICE_NAMESPACE_LABEL,
+    ENDPOINTSLICE_MANAGED_BY_LABEL, ENDPOINTSLICE_MANAGER, MANAGED_LABEL, SERVICE_NAMESPACE_LABEL,
 };
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, GatewayEndpoint, ServiceExport, ServiceImport,
@@ -169,8 +168,17 @@ impl World {
             });
         let broker = started.next().expect("the broker");
         let clusters: Vec<Cluster> = started.collect();
-        for cluster in &clusters {
+        for (n, cluster) in clusters.iter().enumerate() {
             cluster.create_namespace("prod").await;
+            // Each member's ClusterEndpoint, as its controller publishes it: a cluster's
+            // endpoints are imported elsewhere only inside its CIDRs.
+            Api::<ClusterEndpoint>::namespaced(broker.controller(cluster.id), BROKER_NS)
+                .create(
+                    &PostParams::default(),
+                    &cluster_endpoint(cluster.id, n as u8 + 1),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}'s ClusterEndpoint at the broker: {e}", cluster.id));
         }
         World { broker, clusters }
     }
@@ -352,10 +360,10 @@ async fn export_headless_db(cluster: &Cluster, prefix: &str) {
     export(cluster, "prod", "db").await;
 }
 
-/// A ClusterSetIP `web` with one ready backend, exported from `cluster`.
-async fn export_web(cluster: &Cluster, cluster_ip: &str) {
+/// A ClusterSetIP `web` with one ready backend (`pod`), exported from `cluster`.
+async fn export_web(cluster: &Cluster, cluster_ip: &str, pod: &str) {
     create_service(cluster, "prod", "web", cluster_ip, vec![port("http", 80)]).await;
-    backends(cluster, "prod", "web", &[("10.9.9.9", None, true)]).await;
+    backends(cluster, "prod", "web", &[(pod, None, true)]).await;
     export(cluster, "prod", "web").await;
 }
 
@@ -377,7 +385,7 @@ fn ready_of(slice: &EndpointSlice) -> Vec<(String, Option<String>, Option<bool>)
 async fn exports_are_published_and_imported_everywhere_and_a_second_round_writes_nothing() {
     let world = World::start().await;
     export_headless_db(world.a(), "10.1.0").await;
-    export_web(world.b(), "10.102.0.10").await;
+    export_web(world.b(), "10.102.0.10", "10.2.9.9").await;
     world.settle().await;
 
     // At the broker: each cluster's own objects, labelled.
@@ -393,24 +401,9 @@ async fn exports_are_published_and_imported_everywhere_and_a_second_round_writes
     assert_eq!(label(&published, LABEL_SERVICE_NAME), Some("db"));
     assert_eq!(label(&published, SERVICE_NAMESPACE_LABEL), Some("prod"));
     assert_eq!(label(&published, LABEL_SOURCE_CLUSTER), Some("site-a"));
-    let exported_at = world
-        .a()
-        .api::<ServiceExport>("prod")
-        .get("db")
-        .await
-        .expect("A's export")
-        .metadata
-        .creation_timestamp
-        .expect("created")
-        .0
-        .to_string();
     assert_eq!(
-        published
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(EXPORTED_AT_ANNOTATION)),
-        Some(&exported_at)
+        published.metadata.annotations, None,
+        "no claimed export time: the broker's creationTimestamp is the export's age"
     );
     assert_eq!(published.spec.type_, ServiceImportType::Headless);
     let web = world
@@ -1069,7 +1062,7 @@ async fn a_terminating_namespace_gets_no_imports_and_its_deletion_goes_through()
     .await;
 
     // A new export: every pass succeeds; site-b writes nothing into prod, site-c imports it.
-    export_web(world.a(), "10.101.0.10").await;
+    export_web(world.a(), "10.101.0.10", "10.1.9.9").await;
     world.reset_counters();
     world.settle().await;
     let into_prod: Vec<String> = world
@@ -1107,4 +1100,362 @@ async fn a_terminating_namespace_gets_no_imports_and_its_deletion_goes_through()
     for name in ["db", "web"] {
         assert!(world.b().import("prod", name).await.is_some(), "{name}");
     }
+}
+
+/// Object `name` from a list: a member may list at the broker, not get.
+async fn listed<K>(api: &Api<K>, name: &str) -> Result<K, String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default())
+        .await
+        .map_err(|e| e.to_string())?
+        .items
+        .into_iter()
+        .find(|o| o.meta().name.as_deref() == Some(name))
+        .ok_or_else(|| format!("{name} is not listed"))
+}
+
+/// The status code and message of a refused write; panics on success or another error.
+fn refusal<T: std::fmt::Debug>(result: Result<T, kube::Error>, attack: &str) -> (u16, String) {
+    match result {
+        Err(kube::Error::Api(status)) => (status.code, status.message),
+        other => panic!("{attack}: expected a refusal, got {other:?}"),
+    }
+}
+
+/// A ClusterEndpoint of `cluster` (the pod and service CIDRs of site `n`).
+fn cluster_endpoint(cluster: &str, n: u8) -> ClusterEndpoint {
+    let mut ep = ClusterEndpoint::new(
+        cluster,
+        ClusterEndpointSpec {
+            cluster_id: cluster.to_owned(),
+            pod_cidrs: vec![format!("10.{n}.0.0/16")],
+            service_cidrs: vec![format!("10.10{n}.0.0/16")],
+            gateways: vec![GatewayEndpoint {
+                node_name: format!("{cluster}-gw-1"),
+                public_endpoint: format!("198.18.0.{n}:51820"),
+                public_key: key(n + 2),
+                private_ip: None,
+                private_ips: vec![],
+                health_check_ip: None,
+            }],
+        },
+    );
+    ep.metadata.namespace = Some(BROKER_NS.to_owned());
+    ep
+}
+
+/// Trust (docs/security.md, "a member speaks only for itself"): site-b, with the broker
+/// credentials the chart gave it, attacks site-c's objects at the broker every way the
+/// API allows - replace its ClusterEndpoint's key and endpoint, patch its status, publish
+/// a ClusterEndpoint under another name or claiming another cluster ID, replace, relabel
+/// and delete site-c's ServiceImport and EndpointSlice, publish objects in site-c's name.
+/// Every attempt is refused (403) and site-c's objects are left exactly as they were,
+/// while site-b's writes to its own objects still go through.
+#[tokio::test]
+async fn a_member_cannot_write_another_members_objects_at_the_broker() {
+    let world = World::start().await;
+    let as_b = world.broker.controller("site-b");
+    let endpoints_b: Api<ClusterEndpoint> = Api::namespaced(as_b.clone(), BROKER_NS);
+    let pp = PostParams::default();
+    // The admission policy takes effect once the API server has loaded it; a probe let
+    // through before that is removed (as the broker's admin) and tried again.
+    let as_admin: Api<ClusterEndpoint> = world.broker.api(BROKER_NS);
+    wait_for(
+        "the ownership policy to refuse site-b a ClusterEndpoint named site-x",
+        async || match endpoints_b
+            .create(&pp, &cluster_endpoint("site-x", 9))
+            .await
+        {
+            Err(kube::Error::Api(s)) => s.code == 403,
+            _ => {
+                let _ = as_admin.delete("site-x", &DeleteParams::default()).await;
+                false
+            }
+        },
+    )
+    .await;
+    export_headless_db(world.c(), "10.3.0").await;
+    world.c().pass(&world.broker).await.expect("site-c's pass");
+    let imports_b: Api<ServiceImport> = Api::namespaced(as_b.clone(), BROKER_NS);
+    let slices_b: Api<EndpointSlice> = Api::namespaced(as_b.clone(), BROKER_NS);
+    let c_import = listed(&imports_b, "db-prod-site-c")
+        .await
+        .expect("site-c's import");
+    let c_slice = listed(&slices_b, "db-prod-site-c-ipv4")
+        .await
+        .expect("site-c's slice");
+    let c_endpoint = listed(&endpoints_b, "site-c")
+        .await
+        .expect("site-c's endpoint");
+
+    let mut attacks: Vec<(&str, (u16, String))> = Vec::new();
+    let mut hijacked = c_endpoint.clone();
+    hijacked.spec.gateways[0].public_key = key(4);
+    hijacked.spec.gateways[0].public_endpoint = "198.18.0.2:51820".to_owned();
+    attacks.push((
+        "replace site-c's key and endpoint with site-b's",
+        refusal(
+            endpoints_b.replace("site-c", &pp, &hijacked).await,
+            "replace",
+        ),
+    ));
+    let status = serde_json::json!({"status": {"conditions": []}});
+    attacks.push((
+        "patch site-c's status",
+        refusal(
+            endpoints_b
+                .patch_status(
+                    "site-c",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&status),
+                )
+                .await,
+            "patch status",
+        ),
+    ));
+    attacks.push((
+        "publish a ClusterEndpoint under another name",
+        refusal(
+            endpoints_b
+                .create(&pp, &cluster_endpoint("site-z", 9))
+                .await,
+            "create site-z",
+        ),
+    ));
+    let mut own = listed(&endpoints_b, "site-b")
+        .await
+        .expect("site-b's endpoint");
+    own.spec.cluster_id = "site-c".to_owned();
+    attacks.push((
+        "claim site-c's cluster ID in its own object",
+        refusal(endpoints_b.replace("site-b", &pp, &own).await, "claim"),
+    ));
+    let mut import = c_import.clone();
+    import.spec.ports[0].port = 6432;
+    attacks.push((
+        "replace site-c's ServiceImport",
+        refusal(
+            imports_b.replace("db-prod-site-c", &pp, &import).await,
+            "replace import",
+        ),
+    ));
+    let mut slice = c_slice.clone();
+    slice.endpoints[0].addresses = vec!["10.2.0.66".to_owned()];
+    attacks.push((
+        "point site-c's EndpointSlice at site-b's pod",
+        refusal(
+            slices_b.replace("db-prod-site-c-ipv4", &pp, &slice).await,
+            "replace slice",
+        ),
+    ));
+    attacks.push((
+        "delete site-c's ServiceImport",
+        refusal(
+            imports_b
+                .delete("db-prod-site-c", &DeleteParams::default())
+                .await,
+            "delete import",
+        ),
+    ));
+    attacks.push((
+        "delete site-c's EndpointSlice",
+        refusal(
+            slices_b
+                .delete("db-prod-site-c-ipv4", &DeleteParams::default())
+                .await,
+            "delete slice",
+        ),
+    ));
+    let mut forged = c_import.clone();
+    forged.metadata = ObjectMeta {
+        name: Some("db-prod-site-c-2".to_owned()),
+        namespace: Some(BROKER_NS.to_owned()),
+        labels: c_import.metadata.labels.clone(),
+        ..ObjectMeta::default()
+    };
+    attacks.push((
+        "publish a ServiceImport in site-c's name",
+        refusal(imports_b.create(&pp, &forged).await, "forge import"),
+    ));
+
+    // site-b's own export, then relabelled as site-c's.
+    export_headless_db(world.b(), "10.2.0").await;
+    world.b().pass(&world.broker).await.expect("site-b's pass");
+    let mut relabelled = listed(&imports_b, "db-prod-site-b")
+        .await
+        .expect("site-b's import");
+    relabelled
+        .metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(LABEL_SOURCE_CLUSTER.to_owned(), "site-c".to_owned());
+    attacks.push((
+        "relabel its own ServiceImport as site-c's",
+        refusal(
+            imports_b.replace("db-prod-site-b", &pp, &relabelled).await,
+            "relabel",
+        ),
+    ));
+
+    for (attack, (code, message)) in &attacks {
+        assert_eq!(*code, 403, "{attack}: {message}");
+    }
+    // The admission policy's refusals say what a member may write.
+    let (_, message) = &attacks[2].1;
+    assert!(
+        message.contains("may write only its own ClusterEndpoint site-b"),
+        "{message}"
+    );
+    let (_, message) = &attacks[8].1;
+    assert!(
+        message.contains("multicluster.kubernetes.io/source-cluster=site-b"),
+        "{message}"
+    );
+
+    let after = |what: &str, before: &ObjectMeta, now: &ObjectMeta| {
+        assert_eq!(
+            before.resource_version, now.resource_version,
+            "{what} is unchanged"
+        );
+    };
+    after(
+        "site-c's ClusterEndpoint",
+        &c_endpoint.metadata,
+        &listed(&endpoints_b, "site-c")
+            .await
+            .expect("site-c's endpoint")
+            .metadata,
+    );
+    after(
+        "site-c's ServiceImport",
+        &c_import.metadata,
+        &listed(&imports_b, "db-prod-site-c")
+            .await
+            .expect("import")
+            .metadata,
+    );
+    after(
+        "site-c's EndpointSlice",
+        &c_slice.metadata,
+        &listed(&slices_b, "db-prod-site-c-ipv4")
+            .await
+            .expect("slice")
+            .metadata,
+    );
+    let names = names(
+        endpoints_b
+            .list(&ListParams::default())
+            .await
+            .expect("list")
+            .items,
+    );
+    assert_eq!(
+        names,
+        vec!["site-a", "site-b", "site-c"],
+        "no ClusterEndpoint in another's name"
+    );
+
+    // What is site-b's own is still site-b's to change.
+    let mut own = listed(&endpoints_b, "site-b")
+        .await
+        .expect("site-b's endpoint");
+    own.spec.gateways[0].public_endpoint = "198.18.0.22:51820".to_owned();
+    endpoints_b
+        .replace("site-b", &pp, &own)
+        .await
+        .expect("site-b updates its own ClusterEndpoint");
+    imports_b
+        .delete("db-prod-site-b", &DeleteParams::default())
+        .await
+        .expect("site-b withdraws its own ServiceImport");
+}
+
+/// Trust (docs/security.md): site-b, with its own broker credentials, edits only its own
+/// objects at the broker - which the admission policy allows - to take over a name:
+/// it claims to have exported `db` in 1970 (it exported after site-c, with another
+/// port), and lists site-a's pod and an address of nobody's in its `web` slice. site-a
+/// keeps importing site-c's `db` and imports only site-b's own address for `web`.
+#[tokio::test]
+async fn a_member_claiming_age_or_foreign_addresses_takes_over_nothing() {
+    let world = World::start().await;
+    export_headless_db(world.c(), "10.3.0").await;
+    world.c().pass(&world.broker).await.expect("site-c's pass");
+    create_service(world.b(), "prod", "db", "None", vec![port("pg", 5433)]).await;
+    backends(world.b(), "prod", "db", &[("10.2.0.6", Some("db-0"), true)]).await;
+    export(world.b(), "prod", "db").await;
+    create_service(world.b(), "prod", "web", "None", vec![port("http", 80)]).await;
+    backends(
+        world.b(),
+        "prod",
+        "web",
+        &[("10.2.0.8", Some("web-0"), true)],
+    )
+    .await;
+    export(world.b(), "prod", "web").await;
+    world.b().pass(&world.broker).await.expect("site-b's pass");
+
+    let as_b = world.broker.controller("site-b");
+    let imports_b: Api<ServiceImport> = Api::namespaced(as_b.clone(), BROKER_NS);
+    let slices_b: Api<EndpointSlice> = Api::namespaced(as_b, BROKER_NS);
+    let pp = PostParams::default();
+    let mut claim = listed(&imports_b, "db-prod-site-b")
+        .await
+        .expect("site-b's db");
+    claim.metadata.annotations = Some(BTreeMap::from([(
+        "causeway.dev/exported-at".to_owned(),
+        "1970-01-01T00:00:00Z".to_owned(),
+    )]));
+    imports_b
+        .replace("db-prod-site-b", &pp, &claim)
+        .await
+        .expect("site-b may edit its own ServiceImport");
+    let mut web = listed(&slices_b, "web-prod-site-b-ipv4")
+        .await
+        .expect("site-b's web slice");
+    let mut fake = web.endpoints[0].clone();
+    for (address, host) in [("10.1.0.99", "web-1"), ("192.0.2.7", "web-2")] {
+        fake.addresses = vec![address.to_owned()];
+        fake.hostname = Some(host.to_owned());
+        web.endpoints.push(fake.clone());
+    }
+    slices_b
+        .replace("web-prod-site-b-ipv4", &pp, &web)
+        .await
+        .expect("site-b may edit its own EndpointSlice");
+
+    world.a().pass(&world.broker).await.expect("site-a's pass");
+    let db = world
+        .a()
+        .import("prod", "db")
+        .await
+        .expect("db imported in site-a");
+    assert_eq!(db.spec.ports[0].port, 5432, "site-c's export is the oldest");
+    let clusters: Vec<String> = db
+        .status
+        .iter()
+        .flat_map(|s| &s.clusters)
+        .map(|c| c.cluster.clone())
+        .collect();
+    assert_eq!(clusters, vec!["site-c"]);
+    let slices: Api<EndpointSlice> = world.a().api("prod");
+    let web = listed(&slices, "web-site-b-ipv4")
+        .await
+        .expect("site-b's web imported in site-a");
+    let addresses: Vec<String> = web
+        .endpoints
+        .iter()
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    assert_eq!(addresses, vec!["10.2.0.8"], "only site-b's own address");
+    assert!(
+        world
+            .a()
+            .imported_slices("prod")
+            .await
+            .iter()
+            .all(|s| s != "db-site-b-ipv4"),
+        "the conflicting export's slice is not imported"
+    );
 }

@@ -15,6 +15,9 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use causeway_crds::rbac;
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, Namespace, PodSpec, PodTemplateSpec, Secret, Service, ServiceAccount,
@@ -152,6 +155,8 @@ enum Object {
     ClusterRoleBinding(ClusterRoleBinding),
     Role(Role),
     RoleBinding(RoleBinding),
+    Policy(ValidatingAdmissionPolicy),
+    PolicyBinding(ValidatingAdmissionPolicyBinding),
 }
 
 /// Parses `doc` as `T` and asserts that serializing it back gives the same document:
@@ -246,6 +251,8 @@ fn parsed(scenario: &str) -> Vec<Object> {
                 "ClusterRoleBinding" => Object::ClusterRoleBinding(typed(&doc, &what)),
                 "Role" => Object::Role(typed(&doc, &what)),
                 "RoleBinding" => Object::RoleBinding(typed(&doc, &what)),
+                "ValidatingAdmissionPolicy" => Object::Policy(typed(&doc, &what)),
+                "ValidatingAdmissionPolicyBinding" => Object::PolicyBinding(typed(&doc, &what)),
                 other => panic!("{what}: unexpected kind {other:?}; add it to this test"),
             });
         }
@@ -456,13 +463,17 @@ fn ports(c: &Container) -> BTreeSet<(String, i32, String)> {
         .collect()
 }
 
-fn rules(r: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
+/// (group, resource, verb, resourceNames) of every rule, one verb and resource each.
+type Triple = (String, String, String, Vec<String>);
+
+fn rules(r: &[PolicyRule]) -> BTreeSet<Triple> {
     let mut out = BTreeSet::new();
     for rule in r {
+        let names = rule.resource_names.clone().unwrap_or_default();
         for g in rule.api_groups.iter().flatten() {
             for res in rule.resources.iter().flatten() {
                 for v in &rule.verbs {
-                    out.insert((g.clone(), res.clone(), v.clone()));
+                    out.insert((g.clone(), res.clone(), v.clone(), names.clone()));
                 }
             }
         }
@@ -470,13 +481,22 @@ fn rules(r: &[PolicyRule]) -> BTreeSet<(String, String, String)> {
     out
 }
 
-/// The (group, resource, verb) triples of one of the RBAC contract's grants.
-fn granted(grant: &rbac::Grant) -> BTreeSet<(String, String, String)> {
+/// The rules of one of the RBAC contract's grants, as the chart renders them for `member`.
+fn granted(grant: &rbac::Grant, member: Option<&str>) -> BTreeSet<Triple> {
+    let names: Vec<String> = match grant.scope {
+        rbac::Scope::Member => member.into_iter().map(str::to_owned).collect(),
+        _ => Vec::new(),
+    };
     let mut out = BTreeSet::new();
     for rule in grant.rules {
         for res in rule.resources {
             for v in rule.verbs {
-                out.insert((rule.api_group.to_string(), res.to_string(), v.to_string()));
+                out.insert((
+                    rule.api_group.to_string(),
+                    res.to_string(),
+                    v.to_string(),
+                    names.clone(),
+                ));
             }
         }
     }
@@ -484,32 +504,44 @@ fn granted(grant: &rbac::Grant) -> BTreeSet<(String, String, String)> {
 }
 
 /// The chart's ClusterRoles and Roles are exactly `identities`' grants in
-/// `crds/src/rbac.rs` (which the real-API tests hold every request against), no more.
-fn check_grants(scenario: &str, objects: &[Object], identities: &[&rbac::Identity]) {
+/// `crds/src/rbac.rs` (which the real-API tests hold every request against), no more;
+/// a member's own Role is rendered once for each of `members`.
+fn check_grants(
+    scenario: &str,
+    objects: &[Object],
+    identities: &[&rbac::Identity],
+    members: &[&str],
+) {
     let cluster_roles = pick!(objects, ClusterRole);
     let roles = pick!(objects, Role);
     let mut expected_cluster = BTreeSet::new();
     let mut expected_ns = BTreeSet::new();
     for identity in identities {
         for grant in identity.grants {
-            let name = grant.object_name(NAMESPACE);
-            let rendered = match grant.scope {
-                rbac::Scope::Cluster => {
-                    expected_cluster.insert(name.clone());
-                    named(&cluster_roles, &name).rules.clone()
-                }
-                rbac::Scope::Namespace => {
-                    expected_ns.insert(name.clone());
-                    named(&roles, &name).rules.clone()
-                }
+            let for_whom: Vec<Option<&str>> = match grant.scope {
+                rbac::Scope::Member => members.iter().copied().map(Some).collect(),
+                _ => vec![None],
             };
-            assert_eq!(
-                rules(rendered.as_deref().unwrap_or_default()),
-                granted(grant),
-                "{scenario}: the chart's {} differs from crds/src/rbac.rs ({})",
-                grant.describe(NAMESPACE),
-                identity.what
-            );
+            for member in for_whom {
+                let name = grant.object_name(NAMESPACE, member);
+                let rendered = match grant.scope {
+                    rbac::Scope::Cluster => {
+                        expected_cluster.insert(name.clone());
+                        named(&cluster_roles, &name).rules.clone()
+                    }
+                    rbac::Scope::Namespace | rbac::Scope::Member => {
+                        expected_ns.insert(name.clone());
+                        named(&roles, &name).rules.clone()
+                    }
+                };
+                assert_eq!(
+                    rules(rendered.as_deref().unwrap_or_default()),
+                    granted(grant, member),
+                    "{scenario}: the chart's {} differs from crds/src/rbac.rs ({})",
+                    grant.describe(NAMESPACE, member),
+                    identity.what
+                );
+            }
         }
     }
     let names = |v: Vec<Option<String>>| v.into_iter().flatten().collect::<BTreeSet<_>>();
@@ -658,9 +690,11 @@ fn check_member(scenario: &str, objects: &[Object]) {
     check_rbac(scenario, objects);
     for o in objects {
         let (ns, what) = match o {
-            Object::Namespace(_) | Object::ClusterRole(_) | Object::ClusterRoleBinding(_) => {
-                continue
-            }
+            Object::Namespace(_)
+            | Object::ClusterRole(_)
+            | Object::ClusterRoleBinding(_)
+            | Object::Policy(_)
+            | Object::PolicyBinding(_) => continue,
             Object::ServiceAccount(x) => (&x.metadata.namespace, "ServiceAccount"),
             Object::Secret(x) => (&x.metadata.namespace, "Secret"),
             Object::Service(x) => (&x.metadata.namespace, "Service"),
@@ -1066,6 +1100,7 @@ fn rbac_is_least_privilege() {
         "default",
         &objects,
         &[&rbac::CONTROLLER, &rbac::GATEWAY, &rbac::VIEWER],
+        &[],
     );
     let roles = pick!(objects, Role);
     for name in ["causeway-controller", "causeway-gateway", "causeway-viewer"] {
@@ -1148,13 +1183,18 @@ fn broker_mode_prepares_namespace_and_per_cluster_credentials() {
         "uninstalling must not delete the clusterset's published objects"
     );
     let roles = pick!(objects, Role);
-    assert_eq!(roles.len(), 1);
+    assert_eq!(roles.len(), 4, "one shared Role and one per member");
     let member = named(&roles, "causeway-member");
     assert_eq!(
         member.metadata.namespace.as_deref(),
         Some("causeway-broker")
     );
-    check_grants("broker", &objects, &[&rbac::MEMBER]);
+    check_grants(
+        "broker",
+        &objects,
+        &[&rbac::MEMBER],
+        &["site-a", "site-b", "site-c"],
+    );
     assert!(
         pick!(objects, ClusterRole).is_empty(),
         "members get nothing cluster-wide at the broker"
@@ -1184,8 +1224,26 @@ fn broker_mode_prepares_namespace_and_per_cluster_credentials() {
             b.subjects.as_ref().map(|s| s[0].name.clone()),
             sa.metadata.name.clone()
         );
+        let own = named(&bindings, &format!("causeway-member-{cluster}-own"));
+        assert_eq!(own.role_ref.name, format!("causeway-member-{cluster}"));
+        assert_eq!(
+            own.subjects.as_ref().map(|s| s[0].name.clone()),
+            sa.metadata.name.clone()
+        );
     }
     assert_eq!(accounts.len(), 3);
+    // Who owns what at the broker is enforced by an admission policy bound to deny;
+    // tests/tests/trust.rs makes a member try, on a real API server.
+    let policies = pick!(objects, Policy);
+    let policy = named(&policies, "causeway-member-ownership-causeway-broker");
+    let bound = pick!(objects, PolicyBinding);
+    let binding = named(&bound, "causeway-member-ownership-causeway-broker");
+    let spec = binding.spec.as_ref().expect("binding spec");
+    assert_eq!(spec.policy_name, policy.metadata.name);
+    assert_eq!(
+        spec.validation_actions.as_deref(),
+        Some(&["Deny".to_owned()][..])
+    );
 
     // Broker and member in one release: both sets, the member's Secret access still
     // only in Causeway's own namespace, and the inline kubeconfig becomes its Secret.

@@ -6,8 +6,8 @@
 //!
 //! [`plan`] decides (pure), [`apply`] writes; [`sync_once`] lists each kind once
 //! (locally: ServiceExports, Services, EndpointSlices, Namespaces and ServiceImports
-//! in all namespaces; at the broker: ServiceImports and EndpointSlices in its
-//! namespace) and runs one pass; [`run`] runs a pass whenever any of them changes
+//! in all namespaces; at the broker: ServiceImports, EndpointSlices and
+//! ClusterEndpoints in its namespace) and runs one pass; [`run`] runs a pass whenever any of them changes
 //! (watchers, as triggers only, debounced so a burst makes one pass) and at least
 //! every [`ExportConfig::resync`], until shutdown.
 //!
@@ -20,7 +20,8 @@ pub mod plan;
 use std::future::Future;
 use std::time::Duration;
 
-use causeway_crds::{ServiceExport, ServiceImport};
+use causeway_crds::validate::{oldest_first, validate_clusterset};
+use causeway_crds::{ClusterEndpoint, ServiceExport, ServiceImport};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -140,7 +141,16 @@ pub async fn sync_once(
     let at_broker = format!("in namespace {broker_ns:?}");
     let started = std::time::Instant::now();
     // Independent lists, so side by side: a pass's latency is the slowest, not the sum.
-    let (exports, services, slices, namespaces, imports, broker_imports, broker_slices) = tokio::try_join!(
+    let (
+        exports,
+        services,
+        slices,
+        namespaces,
+        imports,
+        broker_imports,
+        broker_slices,
+        mut endpoints,
+    ) = tokio::try_join!(
         list::<ServiceExport>(
             Api::all(local.clone()),
             Side::Local,
@@ -190,8 +200,17 @@ pub async fn sync_once(
             "endpointslices.discovery.k8s.io",
             &at_broker
         ),
+        list::<ClusterEndpoint>(
+            Api::namespaced(broker.clone(), broker_ns),
+            Side::Broker,
+            "ClusterEndpoints",
+            "clusterendpoints.causeway.dev",
+            &at_broker
+        ),
     )?;
     let listed = started.elapsed();
+    oldest_first(&mut endpoints);
+    let sites = validate_clusterset(&endpoints).sites;
     // Planned in a block of its own: the borrowed view is not held across an await.
     let plan = {
         let observed = Observed {
@@ -202,6 +221,7 @@ pub async fn sync_once(
             imports: &imports,
             broker_imports: &broker_imports,
             broker_slices: &broker_slices,
+            sites: &sites,
         };
         plan_exports(cluster_id, broker_ns, &observed, &Time(Timestamp::now()))
     };
@@ -219,6 +239,9 @@ pub async fn sync_once(
         conditions = plan.export_status.len(),
         "planned export pass"
     );
+    for outside in &plan.outside_cidrs {
+        warn!("{outside}");
+    }
     apply_plan(&plan, Clients { broker, local }).await
 }
 
@@ -284,9 +307,16 @@ fn import_fingerprint(import: &ServiceImport) -> Value {
     json!([
         import.metadata.labels,
         import.metadata.annotations,
+        import.metadata.creation_timestamp,
         import.spec,
         import.status,
     ])
+}
+
+/// What a pass reads from a ClusterEndpoint at the broker: its age and spec (which
+/// addresses its cluster's endpoints may have).
+fn endpoint_fingerprint(endpoint: &ClusterEndpoint) -> Value {
+    json!([endpoint.metadata.creation_timestamp, endpoint.spec])
 }
 
 /// What a pass reads from a Namespace: that it exists and is not being deleted.
@@ -366,6 +396,15 @@ fn triggers(config: &ExportConfig) -> Vec<Triggers> {
                 needs: "list and watch on endpointslices.discovery.k8s.io in the broker namespace",
             },
             slice_fingerprint,
+        ),
+        changes_of(
+            Api::<ClusterEndpoint>::namespaced(broker.clone(), ns),
+            watcher::Config::default(),
+            Watched {
+                what: "ClusterEndpoints at the broker",
+                needs: "list and watch on clusterendpoints.causeway.dev in the broker namespace",
+            },
+            endpoint_fingerprint,
         ),
     ]
 }

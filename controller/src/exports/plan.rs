@@ -14,10 +14,15 @@
 //! - Every exported service of the clusterset (ours included, as this pass leaves
 //!   them at the broker) is imported into its namespace, where that namespace exists:
 //!   ServiceImport `<svc>` (label `causeway.dev/managed=true`) with the type, ports and
-//!   session affinity of the oldest export (annotation `causeway.dev/exported-at`,
-//!   then cluster ID), `status.clusters` the clusters that agree with it, and a copy
-//!   of every agreeing cluster's broker slices, owned by the ServiceImport. A
-//!   conflicting cluster's slices are not imported (KEP-1645).
+//!   session affinity of the oldest export (the broker's `creationTimestamp` of the
+//!   cluster's ServiceImport there - a time no member can set - then cluster ID),
+//!   `status.clusters` the clusters that agree with it, and a copy of every agreeing
+//!   cluster's broker slices, owned by the ServiceImport. A conflicting cluster's slices
+//!   are not imported (KEP-1645).
+//! - Another cluster's endpoints are imported only where its accepted ClusterEndpoint's
+//!   pod and service CIDRs hold every address; the rest are reported
+//!   ([`ExportPlan::outside_cidrs`]), so a member cannot point a name at addresses it
+//!   does not own (docs/security.md).
 //! - Locally only ServiceImports labelled `causeway.dev/managed=true` and
 //!   EndpointSlices managed by `causeway.dev` with a source cluster are changed or
 //!   deleted; an object of another owner holding a name we need is reported, untouched.
@@ -35,9 +40,10 @@ use causeway_crds::mcs::{
 };
 use causeway_crds::names::{
     broker_endpoint_slice, broker_service_import, imported_endpoint_slice,
-    ENDPOINTSLICE_MANAGED_BY_LABEL, ENDPOINTSLICE_MANAGER, EXPORTED_AT_ANNOTATION,
-    KUBERNETES_SERVICE_NAME_LABEL, MANAGED_LABEL, SERVICE_NAMESPACE_LABEL,
+    ENDPOINTSLICE_MANAGED_BY_LABEL, ENDPOINTSLICE_MANAGER, KUBERNETES_SERVICE_NAME_LABEL,
+    MANAGED_LABEL, SERVICE_NAMESPACE_LABEL,
 };
+use causeway_crds::validate::Site;
 use causeway_crds::{
     ServiceExport, ServiceImport, ServiceImportSpec, ServiceImportStatus, ServiceImportType,
 };
@@ -230,6 +236,44 @@ pub struct ExportPlan {
     pub skipped: Vec<ObjectKey>,
     /// Broker objects without the labels that say which service and cluster they are for.
     pub ignored: Vec<ObjectKey>,
+    /// Another cluster's endpoints not imported: an address outside its accepted CIDRs.
+    pub outside_cidrs: Vec<OutsideCidrs>,
+}
+
+/// Endpoints of another cluster's broker slice that lie outside that cluster's CIDRs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OutsideCidrs {
+    /// The cluster that published the slice.
+    pub cluster: String,
+    /// The slice at the broker.
+    pub slice: ObjectKey,
+    /// The addresses not imported.
+    pub addresses: Vec<String>,
+    /// Whether the cluster has an accepted ClusterEndpoint at all (if not, none of its
+    /// addresses can be checked, so none is imported).
+    pub cluster_known: bool,
+}
+
+impl fmt::Display for OutsideCidrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.cluster_known {
+            write!(
+                f,
+                "EndpointSlice {} of cluster {} lists {} outside that cluster's pod and service CIDRs; not imported (a cluster's endpoints must be its own addresses)",
+                self.slice,
+                self.cluster,
+                self.addresses.join(", ")
+            )
+        } else {
+            write!(
+                f,
+                "EndpointSlice {} of cluster {} is not imported: that cluster has no accepted ClusterEndpoint at the broker, so its addresses ({}) cannot be checked against its CIDRs",
+                self.slice,
+                self.cluster,
+                self.addresses.join(", ")
+            )
+        }
+    }
 }
 
 impl ExportPlan {
@@ -273,6 +317,9 @@ pub struct Observed<'a> {
     pub broker_imports: &'a [ServiceImport],
     /// EndpointSlices in the broker namespace (every cluster's).
     pub broker_slices: &'a [EndpointSlice],
+    /// The clusterset's accepted ClusterEndpoints, judged together as the sync judges
+    /// them ([`causeway_crds::validate::validate_clusterset`]).
+    pub sites: &'a [Site],
 }
 
 /// Plans one pass for cluster `cluster_id`, whose broker objects go to
@@ -310,6 +357,7 @@ pub fn plan_exports(
     plan.name_taken.dedup();
     plan.skipped.sort();
     plan.ignored.sort();
+    plan.outside_cidrs.sort();
     plan
 }
 
@@ -454,19 +502,11 @@ fn desired(
     labels.insert(LABEL_SERVICE_NAME.to_owned(), key.name.clone());
     labels.insert(SERVICE_NAMESPACE_LABEL.to_owned(), key.namespace.clone());
     labels.insert(LABEL_SOURCE_CLUSTER.to_owned(), cluster_id.to_owned());
-    let annotations: BTreeMap<String, String> = export
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|t| (EXPORTED_AT_ANNOTATION.to_owned(), rfc3339(&t.0)))
-        .into_iter()
-        .collect();
     let import = ServiceImport {
         metadata: ObjectMeta {
             name: Some(broker_service_import(&key.name, &key.namespace, cluster_id)),
             namespace: Some(broker_namespace.to_owned()),
             labels: Some(labels.clone()),
-            annotations: (!annotations.is_empty()).then_some(annotations),
             ..ObjectMeta::default()
         },
         spec: ServiceImportSpec {
@@ -864,12 +904,9 @@ fn clusterset(
             plan.ignored.push(ObjectKey::of(import));
             continue;
         };
-        let exported_at = import
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(EXPORTED_AT_ANNOTATION))
-            .and_then(|t| t.parse::<Timestamp>().ok());
+        // The broker's clock, not the member's word: an annotation would let a member
+        // claim to be the oldest exporter and win every conflict.
+        let exported_at = import.metadata.creation_timestamp.as_ref().map(|t| t.0);
         // Two objects for one service and cluster: the first by name counts.
         exports.entry(id.clone()).or_insert_with(|| ClusterExport {
             cluster: id.1,
@@ -879,11 +916,13 @@ fn clusterset(
         });
     }
     let our_slices = published.slices.values().flatten();
-    let other_slices = observed
+    let other_slices: Vec<EndpointSlice> = observed
         .broker_slices
         .iter()
-        .filter(|o| !is_from(&o.metadata, cluster_id));
-    for slice in other_slices.chain(our_slices) {
+        .filter(|o| !is_from(&o.metadata, cluster_id))
+        .map(|slice| own_addresses_only(plan, observed.sites, slice))
+        .collect();
+    for slice in other_slices.iter().chain(our_slices) {
         if label(&slice.metadata, ENDPOINTSLICE_MANAGED_BY_LABEL) != Some(ENDPOINTSLICE_MANAGER) {
             continue;
         }
@@ -922,6 +961,40 @@ fn clusterset(
             (key, ClustersetService { exports, conflicts })
         })
         .collect()
+}
+
+/// `slice` without the endpoints whose addresses lie outside its source cluster's accepted
+/// CIDRs (all of them when the cluster has no accepted ClusterEndpoint), reported in `plan`.
+fn own_addresses_only(
+    plan: &mut ExportPlan,
+    sites: &[Site],
+    slice: &EndpointSlice,
+) -> EndpointSlice {
+    let cluster = label(&slice.metadata, LABEL_SOURCE_CLUSTER).unwrap_or_default();
+    let site = sites.iter().find(|s| s.cluster_id == cluster);
+    let owned = |address: &String| {
+        address
+            .parse::<IpAddr>()
+            .is_ok_and(|a| site.is_some_and(|s| s.contains(a)))
+    };
+    let mut kept = slice.clone();
+    let mut outside: Vec<String> = Vec::new();
+    kept.endpoints.retain(|e| {
+        let all_owned = e.addresses.iter().all(owned);
+        if !all_owned {
+            outside.extend(e.addresses.iter().filter(|a| !owned(a)).cloned());
+        }
+        all_owned
+    });
+    if !outside.is_empty() {
+        plan.outside_cidrs.push(OutsideCidrs {
+            cluster: cluster.to_owned(),
+            slice: ObjectKey::of(slice),
+            addresses: outside,
+            cluster_known: site.is_some(),
+        });
+    }
+    kept
 }
 
 /// How `spec` disagrees with the `winner`'s: type, ports, session affinity.

@@ -158,9 +158,13 @@ pub async fn clients(
             .await
             .map_err(|e| context_error(Box::new(e)))?;
         client_config.default_retry = retry;
-        let client =
-            causeway_k8s::client::client(client_config, &causeway_crds::rbac::VIEWER, namespace)
-                .map_err(|e| context_error(Box::new(e)))?;
+        let client = causeway_k8s::client::client(
+            client_config,
+            &causeway_crds::rbac::VIEWER,
+            namespace,
+            None,
+        )
+        .map_err(|e| context_error(Box::new(e)))?;
         out.push((name, client));
     }
     Ok(out)

@@ -35,7 +35,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use causeway_crds::validate::{object_name, validate_clusterset, validate_endpoint};
+use causeway_crds::validate::{object_name, oldest_first, validate_clusterset, validate_endpoint};
 use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, ValidationError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
@@ -361,14 +361,8 @@ pub fn plan_sync(
     }
 
     // 3. First come, first served: oldest first, not-yet-created last, then by name.
-    candidates.sort_by(|a, b| {
-        let key = |o: &ClusterEndpoint| {
-            let ts = o.metadata.creation_timestamp.clone();
-            (ts.is_none(), ts, object_name(o))
-        };
-        key(a).cmp(&key(b))
-    });
-    let ordered: Vec<ClusterEndpoint> = candidates.into_iter().cloned().collect();
+    let mut ordered: Vec<ClusterEndpoint> = candidates.into_iter().cloned().collect();
+    oldest_first(&mut ordered);
     let check = validate_clusterset(&ordered);
     let refused: BTreeMap<&str, &Vec<ValidationError>> = check
         .refused

@@ -147,6 +147,8 @@ struct World {
     imports: Vec<ServiceImport>,
     broker_imports: Vec<ServiceImport>,
     broker_slices: Vec<EndpointSlice>,
+    /// The clusterset's accepted ClusterEndpoints.
+    sites: Vec<Site>,
     revision: u64,
     /// Seconds after the test epoch that a pass runs at (0: [`now`]).
     clock: i64,
@@ -157,6 +159,11 @@ impl World {
         World {
             cluster,
             namespaces: namespaces.iter().map(|n| namespace(n)).collect(),
+            sites: ["site-a", "site-b", "site-x"]
+                .iter()
+                .enumerate()
+                .map(|(n, id)| site(id, &[&format!("10.{}.0.0/16", n + 1), "10.96.0.0/12"]))
+                .collect(),
             ..World::default()
         }
     }
@@ -170,6 +177,7 @@ impl World {
             imports: &self.imports,
             broker_imports: &self.broker_imports,
             broker_slices: &self.broker_slices,
+            sites: &self.sites,
         };
         let at = if self.clock == 0 {
             now()
@@ -282,10 +290,23 @@ impl World {
     }
 }
 
-/// Copies the broker's objects from `from` to `to`, as a shared broker would show them.
+/// Copies the broker's objects from `from` to `to`, as a shared broker would show them
+/// (with one clock: what `to` creates next is newer than anything `from` created).
 fn share_broker(from: &World, to: &mut World) {
     to.broker_imports = from.broker_imports.clone();
     to.broker_slices = from.broker_slices.clone();
+    to.revision = to.revision.max(from.revision);
+}
+
+/// An accepted cluster `id` owning `cidrs` (pod CIDRs; the checks treat both kinds alike).
+fn site(id: &str, cidrs: &[&str]) -> Site {
+    Site {
+        object: id.to_owned(),
+        cluster_id: id.to_owned(),
+        pod_cidrs: cidrs.iter().map(|c| c.parse().expect("a CIDR")).collect(),
+        service_cidrs: Vec::new(),
+        gateways: Vec::new(),
+    }
 }
 
 fn upsert<K: Resource + Clone>(objects: &mut Vec<K>, upsert: &Upsert<K>, revision: u64) -> String {
@@ -454,13 +475,8 @@ fn a_cluster_set_ip_service_is_published_and_imported_with_its_cluster_ip() {
         Some("site-a")
     );
     assert_eq!(
-        import
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(EXPORTED_AT_ANNOTATION))
-            .map(String::as_str),
-        Some("2023-11-14T22:13:21Z")
+        import.metadata.annotations, None,
+        "no claim of age: the broker's creationTimestamp is the export's age"
     );
     assert_eq!(import.spec.type_, ServiceImportType::ClusterSetIP);
     assert_eq!(import.spec.ips, vec!["10.96.0.10".to_owned()]);
@@ -663,14 +679,21 @@ fn two_exports(a_svc: Service, b_svc: Service, a_first: bool) -> (World, World) 
         )],
         b_at,
     );
-    // A publishes, B publishes and sees A, A sees B: the clusterset settles.
-    a.pass();
-    share_broker(&a, &mut b);
-    b.pass();
-    share_broker(&b, &mut a);
-    a.pass();
-    share_broker(&a, &mut b);
-    b.pass();
+    // The older publishes, the other publishes and sees it, the older sees the other:
+    // the clusterset settles. Age is the broker's: the order of publication.
+    let (first, second) = if a_first {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
+    first.pass();
+    share_broker(first, second);
+    second.pass();
+    share_broker(second, first);
+    first.pass();
+    share_broker(first, second);
+    second.pass();
+    share_broker(second, first);
     (a, b)
 }
 
@@ -1145,7 +1168,7 @@ fn a_broker_name_held_by_another_cluster_is_not_overwritten() {
 
 #[test]
 fn broker_objects_without_labels_or_times_are_handled() {
-    // B's object lost its exported-at (or has garbage): it counts as the newest.
+    // B's object has no creation time (no real broker does that): it counts as the newest.
     let (mut a, mut b) = two_exports(
         headless("prod", "db", db_ports()),
         cluster_ip("prod", "db", "10.96.0.11", db_ports()),
@@ -1160,10 +1183,7 @@ fn broker_objects_without_labels_or_times_are_handled() {
         .iter_mut()
         .filter(|o| label(&o.metadata, LABEL_SOURCE_CLUSTER) == Some("site-b"))
     {
-        obj.metadata.annotations = Some(BTreeMap::from([(
-            EXPORTED_AT_ANNOTATION.to_owned(),
-            "yesterday".to_owned(),
-        )]));
+        obj.metadata.creation_timestamp = None;
     }
     // And an object without any of our labels is ignored.
     let mut stray = b.broker_imports[0].clone();
@@ -1182,6 +1202,105 @@ fn broker_objects_without_labels_or_times_are_handled() {
         plan.broker_import_deletes.is_empty(),
         "B's objects are not ours to fix"
     );
+}
+
+#[test]
+fn a_claimed_export_time_wins_nothing() {
+    // A exported first; B, later, claims 1970 in the annotation older releases wrote.
+    let (mut a, mut b) = two_exports(
+        headless("prod", "db", db_ports()),
+        cluster_ip("prod", "db", "10.96.0.11", db_ports()),
+        true,
+    );
+    for obj in b
+        .broker_imports
+        .iter_mut()
+        .filter(|o| label(&o.metadata, LABEL_SOURCE_CLUSTER) == Some("site-b"))
+    {
+        obj.metadata.annotations = Some(BTreeMap::from([(
+            "causeway.dev/exported-at".to_owned(),
+            "1970-01-01T00:00:00Z".to_owned(),
+        )]));
+    }
+    share_broker(&b, &mut a);
+    a.pass();
+    assert_eq!(
+        a.import("prod", "db").map(|i| i.spec.type_),
+        Some(ServiceImportType::Headless),
+        "A's export is still the oldest"
+    );
+    let conflict = a
+        .condition("prod", "db", CONDITION_CONFLICT)
+        .expect("Conflict");
+    assert!(conflict.message.contains("site-b"), "{}", conflict.message);
+}
+
+#[test]
+fn another_clusters_endpoints_are_imported_only_inside_its_cidrs() {
+    let (mut a, mut b) = two_exports(
+        headless("prod", "db", db_ports()),
+        headless("prod", "db", db_ports()),
+        true,
+    );
+    assert_eq!(
+        a.slice_names(),
+        vec!["prod/db-site-a-ipv4", "prod/db-site-b-ipv4"]
+    );
+    // B lists, besides its own pod, site-a's pod and an address of nobody's.
+    for slice in b
+        .broker_slices
+        .iter_mut()
+        .filter(|o| label(&o.metadata, LABEL_SOURCE_CLUSTER) == Some("site-b"))
+    {
+        for (address, host) in [("10.1.0.99", "fake-0"), ("192.0.2.7", "fake-1")] {
+            slice.endpoints.push(Endpoint {
+                addresses: vec![address.to_owned()],
+                hostname: Some(host.to_owned()),
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    ..EndpointConditions::default()
+                }),
+                ..Endpoint::default()
+            });
+        }
+    }
+    share_broker(&b, &mut a);
+    let plan = a.pass();
+    let imported_b = |a: &World| -> Vec<String> {
+        a.slices
+            .iter()
+            .filter(|s| name_of(*s) == "db-site-b-ipv4")
+            .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.clone()))
+            .collect()
+    };
+    assert_eq!(imported_b(&a), vec!["10.2.0.6"], "only B's own address");
+    assert_eq!(
+        plan.outside_cidrs,
+        vec![OutsideCidrs {
+            cluster: "site-b".to_owned(),
+            slice: ObjectKey::new(BROKER, "db-prod-site-b-ipv4"),
+            addresses: vec!["10.1.0.99".to_owned(), "192.0.2.7".to_owned()],
+            cluster_known: true,
+        }]
+    );
+    assert!(plan.outside_cidrs[0]
+        .to_string()
+        .contains("10.1.0.99, 192.0.2.7"));
+    // The same again plans nothing: a report is not a write.
+    assert!(a.plan().is_noop());
+
+    // A cluster with no accepted ClusterEndpoint: nothing of it can be checked.
+    a.sites.retain(|s| s.cluster_id != "site-b");
+    let plan = a.pass();
+    assert!(imported_b(&a).is_empty(), "{:?}", imported_b(&a));
+    assert!(
+        plan.outside_cidrs.iter().all(|o| !o.cluster_known),
+        "{:?}",
+        plan.outside_cidrs
+    );
+    assert!(plan.outside_cidrs[0]
+        .to_string()
+        .contains("no accepted ClusterEndpoint"));
 }
 
 #[test]

@@ -265,29 +265,51 @@ pub struct RbacReport {
     pub checked: std::collections::BTreeMap<&'static str, usize>,
 }
 
-/// Which of the chart's identities `user` is, and the namespace its Roles live in; `None`
-/// for anyone else (the harness, the control plane).
-pub fn identity_of(user: &str) -> Option<(&'static causeway_crds::rbac::Identity, &'static str)> {
-    use causeway_crds::rbac::{CONTROLLER, GATEWAY, MEMBER, VIEWER};
+/// Who a user is among the chart's identities: the identity, the namespace its Roles live
+/// in and, for a member at the broker, the cluster it speaks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal<'a> {
+    /// The identity.
+    pub identity: &'static causeway_crds::rbac::Identity,
+    /// Where its Roles live.
+    pub role_namespace: &'static str,
+    /// The member cluster (from the ServiceAccount's name), at the broker.
+    pub member: Option<&'a str>,
+}
+
+/// Which of the chart's identities `user` is; `None` for anyone else (the harness, the
+/// control plane).
+pub fn identity_of(user: &str) -> Option<Principal<'_>> {
+    use causeway_crds::rbac::{CONTROLLER, GATEWAY, MEMBER, MEMBER_ACCOUNT_PREFIX, VIEWER};
     const SA: &str = "system:serviceaccount:";
+    let component = |identity, role_namespace| Principal {
+        identity,
+        role_namespace,
+        member: None,
+    };
     match user.strip_prefix(SA) {
-        Some("causeway:causeway-controller") => Some((&CONTROLLER, "causeway")),
-        Some("causeway:causeway-gateway") => Some((&GATEWAY, "causeway")),
-        Some(member) if member.starts_with("causeway-broker:causeway-member-") => {
-            Some((&MEMBER, "causeway-broker"))
-        }
-        _ if user == super::install::VIEWER_USER => Some((&VIEWER, "causeway")),
-        _ => None,
+        Some("causeway:causeway-controller") => Some(component(&CONTROLLER, "causeway")),
+        Some("causeway:causeway-gateway") => Some(component(&GATEWAY, "causeway")),
+        Some(account) => account
+            .strip_prefix("causeway-broker:")
+            .and_then(|a| a.strip_prefix(MEMBER_ACCOUNT_PREFIX))
+            .map(|member| Principal {
+                identity: &MEMBER,
+                role_namespace: "causeway-broker",
+                member: Some(member),
+            }),
+        None if user == super::install::VIEWER_USER => Some(component(&VIEWER, "causeway")),
+        None => None,
     }
 }
 
 /// Checks `requests` (from every API server of a world) against the chart's rules.
 pub fn check_rbac(requests: &[Request]) -> RbacReport {
-    use causeway_crds::rbac::{Scope, IDENTITIES};
+    use causeway_crds::rbac::{ApiRequest, IDENTITIES};
     let mut report = RbacReport::default();
     let mut used: BTreeSet<(&'static str, &'static str, String, String)> = BTreeSet::new();
     for r in requests {
-        let Some((identity, role_ns)) = identity_of(&r.user) else {
+        let Some(who) = identity_of(&r.user) else {
             continue;
         };
         // Discovery and other non-resource URLs: every authenticated user may (the
@@ -295,21 +317,24 @@ pub fn check_rbac(requests: &[Request]) -> RbacReport {
         if r.resource.is_empty() {
             continue;
         }
-        *report.checked.entry(identity.what).or_default() += 1;
+        *report.checked.entry(who.identity.what).or_default() += 1;
         if r.code == 403 {
             report.refused.push(r.clone());
         }
-        let namespace = (!r.namespace.is_empty()).then_some(r.namespace.as_str());
-        match identity.granting(
-            &r.verb,
-            &r.api_group,
-            &r.rbac_resource(),
-            namespace,
-            role_ns,
-        ) {
+        let request = ApiRequest {
+            verb: r.verb.clone(),
+            api_group: r.api_group.clone(),
+            resource: r.rbac_resource(),
+            namespace: (!r.namespace.is_empty()).then(|| r.namespace.clone()),
+            name: (!r.name.is_empty()).then(|| r.name.clone()),
+        };
+        match who
+            .identity
+            .granting(&request, who.role_namespace, who.member)
+        {
             Some(grant) => {
                 used.insert((
-                    identity.what,
+                    who.identity.what,
                     grant.name,
                     r.verb.clone(),
                     format!("{}|{}", r.api_group, r.rbac_resource()),
@@ -330,13 +355,10 @@ pub fn check_rbac(requests: &[Request]) -> RbacReport {
                             format!("{}|{resource}", rule.api_group),
                         );
                         if !used.contains(&key) {
-                            let kind = match grant.scope {
-                                Scope::Cluster => "ClusterRole",
-                                Scope::Namespace => "Role",
-                            };
                             report.unused.push(format!(
-                                "{kind} {}: {verb} {resource}{}",
-                                grant.name,
+                                "{} {}: {verb} {resource}{}",
+                                grant.kind(),
+                                grant.object_name("<namespace>", None),
                                 match rule.api_group {
                                     "" => String::new(),
                                     g => format!(".{g}"),
