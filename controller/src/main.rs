@@ -32,6 +32,8 @@ struct Args {
     /// This cluster's ID in the clusterset (its object's name at the broker).
     #[arg(long, env = "CAUSEWAY_CLUSTER_ID")]
     cluster: String,
+    #[command(flatten)]
+    acceptance: causeway_k8s::acceptance::AcceptanceArgs,
     /// Kubeconfig of the broker.
     #[arg(long, env = "CAUSEWAY_BROKER_KUBECONFIG")]
     broker_kubeconfig: PathBuf,
@@ -95,13 +97,10 @@ async fn main() -> anyhow::Result<()> {
         Some(&args.cluster),
     )
     .context("cannot build a client for the broker")?;
-    let local = client(
-        load(args.kubeconfig.as_deref()).await?,
-        &rbac::CONTROLLER,
-        &args.namespace,
-        None,
-    )
-    .context("cannot build a client for the local cluster")?;
+    let local_config = load(args.kubeconfig.as_deref()).await?;
+    let acceptance = args.acceptance.acceptance(&local_config);
+    let local = client(local_config, &rbac::CONTROLLER, &args.namespace, None)
+        .context("cannot build a client for the local cluster")?;
     let how = Campaign {
         namespace: args.namespace.clone(),
         name: controller_lease(&args.cluster),
@@ -118,6 +117,7 @@ async fn main() -> anyhow::Result<()> {
         cluster_id: args.cluster.clone(),
         resync,
         debounce,
+        acceptance: acceptance.clone(),
     };
     let (dns_cluster, dns_namespace) = (args.cluster.clone(), args.namespace.clone());
     let config = SyncConfig {
@@ -129,6 +129,7 @@ async fn main() -> anyhow::Result<()> {
         source: Some(source),
         resync,
         debounce,
+        acceptance,
     };
     // Bound before the election, so a taken port stops the start with the fix in the
     // message, and served by every replica: answering needs no lease.

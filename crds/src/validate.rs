@@ -217,6 +217,42 @@ pub enum ValidationError {
         /// The offending address.
         value: IpAddr,
     },
+    /// A list longer than any real cluster needs; refused before anything in it is parsed.
+    #[error("ClusterEndpoint {object:?}: {field} lists {count} entries, more than the limit of {max}; list the cluster's actual CIDRs (aggregate them) or gateways")]
+    TooMany {
+        /// The object.
+        object: String,
+        /// Path of the field.
+        field: &'static str,
+        /// How many it lists.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Another cluster's CIDR lies outside the ranges this cluster accepts from others.
+    #[error("ClusterEndpoint {object:?}: {field} {value} lies outside the ranges this cluster accepts from other clusters ({allowed}); if it really is that cluster's range, add it to this cluster's allowed remote ranges (chart value remoteCIDRs.allowed, flag --allowed-remote-cidrs)")]
+    CidrNotAllowed {
+        /// The refused object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending CIDR.
+        value: IpNet,
+        /// The accepted ranges, comma-separated.
+        allowed: String,
+    },
+    /// Another cluster's CIDR covers a range this cluster protects (its nodes, its API server).
+    #[error("ClusterEndpoint {object:?}: {field} {value} overlaps {protected}, which this cluster protects (its node network or API server); routing it into the tunnel would hand that traffic to another cluster - that cluster must list only its own CIDRs")]
+    CidrProtected {
+        /// The refused object.
+        object: String,
+        /// Path of the field.
+        field: String,
+        /// The offending CIDR.
+        value: IpNet,
+        /// The protected range it overlaps.
+        protected: IpNet,
+    },
     /// An IP address field does not parse.
     #[error("ClusterEndpoint {object:?}: {field} {value:?} is not an IP address; write a bare address such as \"198.19.1.1\" or \"fd00::1\"")]
     Ip {
@@ -246,6 +282,9 @@ impl ValidationError {
             | Self::DuplicateKey { object, .. }
             | Self::Endpoint { object, .. }
             | Self::HealthCheckOutside { object, .. }
+            | Self::TooMany { object, .. }
+            | Self::CidrNotAllowed { object, .. }
+            | Self::CidrProtected { object, .. }
             | Self::Ip { object, .. } => object,
         }
     }
@@ -267,6 +306,9 @@ impl ValidationError {
             Self::Endpoint { .. } => "InvalidEndpoint",
             Self::HealthCheckOutside { .. } => "InvalidHealthCheckIP",
             Self::Ip { .. } => "InvalidIP",
+            Self::TooMany { .. } => "TooMany",
+            Self::CidrNotAllowed { .. } => "CIDRNotAllowed",
+            Self::CidrProtected { .. } => "CIDRProtected",
         }
     }
 }
@@ -301,6 +343,28 @@ pub fn validate_endpoint(ep: &ClusterEndpoint) -> Result<Site, Vec<ValidationErr
         errors.push(ValidationError::NoPodCidrs {
             object: object.clone(),
         });
+    }
+    // Before parsing anything: the checks below compare entries pairwise, and a gateway
+    // must answer liveness probes while it validates.
+    for (field, count, max) in [
+        ("spec.podCIDRs", spec.pod_cidrs.len(), MAX_CIDRS),
+        ("spec.serviceCIDRs", spec.service_cidrs.len(), MAX_CIDRS),
+        ("spec.gateways", spec.gateways.len(), MAX_GATEWAYS),
+    ] {
+        if count > max {
+            errors.push(ValidationError::TooMany {
+                object: object.clone(),
+                field,
+                count,
+                max,
+            });
+        }
+    }
+    if errors
+        .iter()
+        .any(|e| matches!(e, ValidationError::TooMany { .. }))
+    {
+        return Err(errors);
     }
     let pod_cidrs = parse_cidrs(&object, "spec.podCIDRs", &spec.pod_cidrs, &mut errors);
     let service_cidrs = parse_cidrs(
@@ -370,6 +434,74 @@ impl ClustersetCheck {
     }
 }
 
+/// Most CIDRs of one kind (pod or service) a ClusterEndpoint may list.
+pub const MAX_CIDRS: usize = 32;
+/// Most gateways a ClusterEndpoint may list.
+pub const MAX_GATEWAYS: usize = 16;
+/// The ranges a cluster accepts from other clusters unless its operator says otherwise:
+/// RFC 1918, RFC 6598 (carrier-grade NAT, common for pods) and IPv6 unique local addresses.
+pub const PRIVATE_RANGES: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+
+/// What this cluster accepts from other clusters' ClusterEndpoints: its operator's say over
+/// which ranges another cluster may pull into the tunnel on this cluster's nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    /// Every remote CIDR must lie inside one of these.
+    pub allowed: Vec<IpNet>,
+    /// No remote CIDR may overlap one of these (this cluster's node network, its API server).
+    pub protected: Vec<IpNet>,
+}
+
+impl Default for Acceptance {
+    /// [`PRIVATE_RANGES`] allowed, nothing protected beyond them.
+    fn default() -> Self {
+        Acceptance {
+            allowed: PRIVATE_RANGES
+                .iter()
+                .map(|r| r.parse().expect("PRIVATE_RANGES are CIDRs"))
+                .collect(),
+            protected: Vec::new(),
+        }
+    }
+}
+
+impl Acceptance {
+    /// What `site` (another cluster) claims that this cluster does not accept.
+    fn refusals(&self, site: &Site) -> Vec<ValidationError> {
+        let mut errors = Vec::new();
+        for (field, net) in labelled_cidrs(site) {
+            if !self.allowed.iter().any(|a| a.contains(&net)) {
+                errors.push(ValidationError::CidrNotAllowed {
+                    object: site.object.clone(),
+                    field: field.clone(),
+                    value: net,
+                    allowed: self
+                        .allowed
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            if let Some(protected) = self.protected.iter().find(|p| overlaps(p, &net)) {
+                errors.push(ValidationError::CidrProtected {
+                    object: site.object.clone(),
+                    field,
+                    value: net,
+                    protected: *protected,
+                });
+            }
+        }
+        errors
+    }
+}
+
 /// Sorts ClusterEndpoints into the priority order [`validate_clusterset`] takes: oldest
 /// first (the API server's `creationTimestamp`), objects not yet created last, then by name.
 pub fn oldest_first(endpoints: &mut [ClusterEndpoint]) {
@@ -385,6 +517,23 @@ pub fn oldest_first(endpoints: &mut [ClusterEndpoint]) {
 /// with one accepted before it is refused, and the earlier one keeps working, so a
 /// newcomer's mistake can never take down a cluster that already works.
 pub fn validate_clusterset(endpoints: &[ClusterEndpoint]) -> ClustersetCheck {
+    check_clusterset(endpoints, None)
+}
+
+/// [`validate_clusterset`] as cluster `local` judges it: every other cluster's CIDRs must
+/// also be ones `acceptance` accepts.
+pub fn validate_clusterset_for(
+    endpoints: &[ClusterEndpoint],
+    local: &str,
+    acceptance: &Acceptance,
+) -> ClustersetCheck {
+    check_clusterset(endpoints, Some((local, acceptance)))
+}
+
+fn check_clusterset(
+    endpoints: &[ClusterEndpoint],
+    judge: Option<(&str, &Acceptance)>,
+) -> ClustersetCheck {
     let mut check = ClustersetCheck::default();
     for ep in endpoints {
         let site = match validate_endpoint(ep) {
@@ -394,6 +543,17 @@ pub fn validate_clusterset(endpoints: &[ClusterEndpoint]) -> ClustersetCheck {
                 continue;
             }
         };
+        if let Some((local, acceptance)) = judge {
+            let refusals = if site.cluster_id == local {
+                Vec::new()
+            } else {
+                acceptance.refusals(&site)
+            };
+            if !refusals.is_empty() {
+                check.refused.push((site.object.clone(), refusals));
+                continue;
+            }
+        }
         let conflicts: Vec<ValidationError> = check
             .sites
             .iter()

@@ -7,7 +7,7 @@
 
 use crate::config::{desired_from_clusterset, ConfigError, Desired, Identity};
 use causeway_crds::names::LOCAL_LABEL;
-use causeway_crds::validate::{object_name, validate_clusterset, ValidationError};
+use causeway_crds::validate::{object_name, validate_clusterset_for, Acceptance, ValidationError};
 use causeway_crds::ClusterEndpoint;
 use std::cmp::Ordering;
 
@@ -89,18 +89,20 @@ pub fn order_endpoints<'a>(
 /// Plans this node's state from the ClusterEndpoints listed in `namespace`.
 ///
 /// `node` is this node's name (for messages). With `me.public_key` set (an active
-/// gateway), our own object must list that key, else the plan is [`Waiting`].
+/// gateway), our own object must list that key, else the plan is [`Waiting`]. Other
+/// clusters' CIDRs must be ones `acceptance` accepts, else their object is left out.
 pub fn plan_clusterset(
     objects: &[ClusterEndpoint],
     me: &Identity,
     namespace: &str,
     node: &str,
+    acceptance: &Acceptance,
 ) -> ClustersetPlan {
     let ordered: Vec<ClusterEndpoint> = order_endpoints(objects, &me.cluster)
         .into_iter()
         .cloned()
         .collect();
-    let mut check = validate_clusterset(&ordered);
+    let mut check = validate_clusterset_for(&ordered, &me.cluster, acceptance);
     let mut refused: Vec<(String, Vec<String>)> = check
         .refused
         .iter()
@@ -305,7 +307,13 @@ mod tests {
 
     #[test]
     fn active_gateway_peers_with_every_other_cluster() {
-        let plan = plan_clusterset(&world(), &active(KEY_A), "causeway", "a-gw-1");
+        let plan = plan_clusterset(
+            &world(),
+            &active(KEY_A),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        );
         assert_eq!(peers(&plan), ["site-b", "site-c"]);
         assert!(plan.refused.is_empty());
         let desired = plan.outcome.unwrap();
@@ -318,7 +326,13 @@ mod tests {
 
     #[test]
     fn passive_candidate_routes_via_the_first_other_gateway() {
-        let plan = plan_clusterset(&world(), &passive(), "causeway", "a-gw-1");
+        let plan = plan_clusterset(
+            &world(),
+            &passive(),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        );
         let desired = plan.outcome.unwrap();
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
         assert_eq!(
@@ -335,9 +349,15 @@ mod tests {
         );
         let mut alone = world();
         alone[2].spec.gateways.truncate(1);
-        let desired = plan_clusterset(&alone, &passive(), "causeway", "a-gw-1")
-            .outcome
-            .unwrap();
+        let desired = plan_clusterset(
+            &alone,
+            &passive(),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        )
+        .outcome
+        .unwrap();
         assert_eq!(
             desired.gateway_next_hops_skipping("x", "a-gw-1").unwrap(),
             None
@@ -348,7 +368,13 @@ mod tests {
     fn objects_being_deleted_are_left_out() {
         let mut objects = world();
         objects[1].metadata.deletion_timestamp = objects[1].metadata.creation_timestamp.clone();
-        let plan = plan_clusterset(&objects, &active(KEY_A), "causeway", "a-gw-1");
+        let plan = plan_clusterset(
+            &objects,
+            &active(KEY_A),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        );
         assert_eq!(peers(&plan), ["site-c"]);
     }
 
@@ -368,7 +394,13 @@ mod tests {
         );
         bad.spec.gateways[0].public_key = "not-a-key".into();
         objects.push(bad);
-        let plan = plan_clusterset(&objects, &active(KEY_A), "causeway", "a-gw-1");
+        let plan = plan_clusterset(
+            &objects,
+            &active(KEY_A),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        );
         assert_eq!(peers(&plan), ["site-b"]);
         let refused: Vec<&str> = plan.refused.iter().map(|(o, _)| o.as_str()).collect();
         assert_eq!(refused, ["site-c", "site-z"]);
@@ -383,7 +415,13 @@ mod tests {
     fn a_remote_claiming_our_endpoint_is_skipped() {
         let mut objects = world();
         objects[0].spec.gateways[0].public_endpoint = "198.18.0.1:51820".into();
-        let plan = plan_clusterset(&objects, &active(KEY_A), "causeway", "a-gw-1");
+        let plan = plan_clusterset(
+            &objects,
+            &active(KEY_A),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        );
         assert_eq!(peers(&plan), ["site-b"]);
         assert_eq!(plan.refused.len(), 1);
         assert!(plan.refused[0].1[0].contains("own address"));
@@ -413,7 +451,7 @@ mod tests {
             ),
         ];
         for (objects, me, expected) in cases {
-            let plan = plan_clusterset(&objects, &me, "causeway", "a-gw-1");
+            let plan = plan_clusterset(&objects, &me, "causeway", "a-gw-1", &Acceptance::default());
             let waiting = plan.outcome.unwrap_err();
             assert!(expected(&waiting), "{waiting:?}");
             let message = waiting.to_string();
@@ -426,13 +464,31 @@ mod tests {
 
     #[test]
     fn the_same_objects_plan_the_same_state() {
-        let a = plan_clusterset(&world(), &active(KEY_A), "causeway", "a-gw-1");
+        let a = plan_clusterset(
+            &world(),
+            &active(KEY_A),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        );
         let mut shuffled = world();
         shuffled.reverse();
-        let b = plan_clusterset(&shuffled, &active(KEY_A), "causeway", "a-gw-1");
+        let b = plan_clusterset(
+            &shuffled,
+            &active(KEY_A),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        );
         assert_eq!(a, b);
         // Active and passive see the same peers and routes: switching role changes no input.
-        let c = plan_clusterset(&world(), &passive(), "causeway", "a-gw-1");
+        let c = plan_clusterset(
+            &world(),
+            &passive(),
+            "causeway",
+            "a-gw-1",
+            &Acceptance::default(),
+        );
         assert_eq!(a.outcome, c.outcome);
     }
 }

@@ -50,6 +50,8 @@ struct KubeArgs {
     /// This cluster's ID, as in its ClusterEndpoint's spec.clusterID.
     #[arg(long, env = "CAUSEWAY_CLUSTER_ID")]
     cluster: String,
+    #[command(flatten)]
+    acceptance: causeway_k8s::acceptance::AcceptanceArgs,
     /// This node's name: the Gateway object's name and the Lease holder identity.
     #[arg(long, env = "NODE_NAME")]
     node_name: String,
@@ -305,8 +307,10 @@ async fn run_kubernetes(args: KubeArgs) -> Result<()> {
     if let Some(server) = args.dns_server {
         causeway_gateway::agent::set_dns_server(server);
     }
+    let kube_config = causeway_k8s::client::load(args.kubeconfig.as_deref()).await?;
+    let acceptance = args.acceptance.acceptance(&kube_config);
     let client = causeway_k8s::client::client(
-        causeway_k8s::client::load(args.kubeconfig.as_deref()).await?,
+        kube_config,
         &causeway_crds::rbac::GATEWAY,
         &args.namespace,
         None,
@@ -352,6 +356,7 @@ async fn run_kubernetes(args: KubeArgs) -> Result<()> {
         lease: Duration::from_secs(args.lease_seconds),
         metrics_addr: args.metrics_addr,
         status_interval: Duration::from_millis(args.status_interval_ms),
+        acceptance,
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;

@@ -2,5 +2,6 @@
 //! API clients that explain a refused request ([`client`]) and leader election through a
 //! Lease ([`leader`]). No Causeway logic lives here.
 
+pub mod acceptance;
 pub mod client;
 pub mod leader;

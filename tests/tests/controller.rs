@@ -16,6 +16,7 @@ use causeway_controller::sync::plan::{
 };
 use causeway_controller::sync::{self, Side, SpecSource, SyncConfig, SyncError};
 use causeway_crds::names::gateway_lease;
+use causeway_crds::validate::Acceptance;
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, Gateway, GatewayEndpoint, GatewayRole, GatewaySpec,
 };
@@ -156,6 +157,7 @@ async fn sync_source(
         LOCAL_NS,
         cluster,
         Some(source),
+        &Acceptance::default(),
     )
     .await
 }
@@ -499,6 +501,7 @@ async fn run_follows_broker_changes_and_settles_without_writing() {
         source: Some(SpecSource::File(spec_a())),
         resync: Duration::from_secs(3600),
         debounce: Duration::from_millis(50),
+        acceptance: Acceptance::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(sync::run(config, async {
@@ -1242,6 +1245,7 @@ async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() 
         source: Some(from_cluster()),
         resync: Duration::from_secs(3600),
         debounce: Duration::from_millis(50),
+        acceptance: Acceptance::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(sync::run(config, async {

@@ -18,6 +18,7 @@ use causeway_crds::mcs::{
 use causeway_crds::names::{
     ENDPOINTSLICE_MANAGED_BY_LABEL, ENDPOINTSLICE_MANAGER, MANAGED_LABEL, SERVICE_NAMESPACE_LABEL,
 };
+use causeway_crds::validate::Acceptance;
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, GatewayEndpoint, ServiceExport, ServiceImport,
     ServiceImportType,
@@ -95,6 +96,7 @@ impl Cluster {
             BROKER_NS,
             &self.controller(self.id),
             self.id,
+            &Acceptance::default(),
         )
         .await
     }
@@ -107,6 +109,7 @@ impl Cluster {
             cluster_id: self.id.to_owned(),
             resync: Duration::from_secs(3600),
             debounce: Duration::from_millis(50),
+            acceptance: Acceptance::default(),
         }
     }
 

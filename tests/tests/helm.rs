@@ -33,43 +33,42 @@ use serde_json::Value;
 const NAMESPACE: &str = "causeway";
 const GATEWAY_LABEL: &str = causeway_crds::names::GATEWAY_NODE_LABEL;
 
-/// Every environment variable `causeway-gateway kubernetes` reads (its `--help`), plus
-/// HOST_IP, which only feeds `$(HOST_IP)` in CAUSEWAY_PUBLIC_ENDPOINT, and RUST_LOG.
-const GATEWAY_ENV: &[&str] = &[
-    "CAUSEWAY_CLUSTER_ID",
-    "NODE_NAME",
-    "POD_NAMESPACE",
-    "KUBECONFIG",
-    "CAUSEWAY_ROLE",
-    "CAUSEWAY_LISTEN",
-    "CAUSEWAY_PUBLIC_ENDPOINT",
-    "CAUSEWAY_PRIVATE_IPS",
-    "CAUSEWAY_HEALTH_CHECK_IP",
-    "CAUSEWAY_INTERFACE",
-    "CAUSEWAY_MTU",
-    "CAUSEWAY_PERSISTENT_KEEPALIVE",
-    "CAUSEWAY_LEASE_SECONDS",
-    "CAUSEWAY_METRICS_ADDR",
-    "CAUSEWAY_STATUS_INTERVAL_MS",
-    "HOST_IP",
-    "RUST_LOG",
-];
+/// Every environment variable `binary` (run with `args` and `--help`) reads, as its help
+/// names them (`[env: NAME=...]`), plus `extra`.
+fn env_read_by(binary: &str, args: &[&str], extra: &[&str]) -> Vec<String> {
+    let path = causeway_tests::harness::workspace_binary(binary);
+    let out = std::process::Command::new(&path)
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap_or_else(|e| panic!("run {} --help: {e}", path.display()));
+    assert!(out.status.success(), "{binary} {args:?} --help failed");
+    let help = String::from_utf8_lossy(&out.stdout);
+    let mut names: Vec<String> = help
+        .split("[env: ")
+        .skip(1)
+        .filter_map(|rest| rest.split(['=', ']']).next())
+        .map(str::to_owned)
+        .collect();
+    assert!(names.len() >= 5, "{binary}: no env in its --help:\n{help}");
+    names.extend(extra.iter().map(|e| (*e).to_owned()));
+    names
+}
 
-/// Every environment variable `causeway-controller` reads (its `--help`), plus RUST_LOG.
-const CONTROLLER_ENV: &[&str] = &[
-    "CAUSEWAY_CLUSTER_ID",
-    "CAUSEWAY_BROKER_KUBECONFIG",
-    "CAUSEWAY_BROKER_NAMESPACE",
-    "CAUSEWAY_NAMESPACE",
-    "CAUSEWAY_ENDPOINT_FILE",
-    "CAUSEWAY_POD_CIDRS",
-    "CAUSEWAY_SERVICE_CIDRS",
-    "KUBECONFIG",
-    "POD_NAME",
-    "CAUSEWAY_DNS_LISTEN",
-    "CAUSEWAY_HEALTH_ADDR",
-    "RUST_LOG",
-];
+/// What the gateway reads, plus HOST_IP, which only feeds `$(HOST_IP)` in
+/// CAUSEWAY_PUBLIC_ENDPOINT, and RUST_LOG.
+fn gateway_env() -> Vec<String> {
+    env_read_by(
+        "causeway-gateway",
+        &["kubernetes"],
+        &["HOST_IP", "RUST_LOG"],
+    )
+}
+
+/// What the controller reads, plus RUST_LOG.
+fn controller_env() -> Vec<String> {
+    env_read_by("causeway-controller", &[], &["RUST_LOG"])
+}
 
 #[derive(Deserialize)]
 struct Rendered {
@@ -384,10 +383,10 @@ fn check_container(c: &Container, allowed: &[&str], what: &str) {
     );
 }
 
-fn check_env_known(c: &Container, known: &[&str], what: &str) {
+fn check_env_known(c: &Container, known: &[String], what: &str) {
     for e in c.env.iter().flatten() {
         assert!(
-            known.contains(&e.name.as_str()),
+            known.contains(&e.name),
             "{what}: env {} is read by nothing",
             e.name
         );
@@ -807,7 +806,7 @@ fn gateway_daemonset_is_host_network_with_net_admin_only() {
         );
         let c = &pod.containers[0];
         check_container(c, &["NET_ADMIN"], &what);
-        check_env_known(c, GATEWAY_ENV, &what);
+        check_env_known(c, &gateway_env(), &what);
         assert_eq!(
             c.command.as_deref(),
             Some(&["causeway-gateway".to_owned(), "kubernetes".to_owned()][..])
@@ -948,7 +947,7 @@ fn route_agents_run_on_every_other_node() {
         assert_eq!(expr.values.as_deref(), Some(&["true".to_owned()][..]));
         let c = &pod.containers[0];
         check_container(c, &["NET_ADMIN"], &what);
-        check_env_known(c, GATEWAY_ENV, &what);
+        check_env_known(c, &gateway_env(), &what);
         assert_eq!(env_value(c, "CAUSEWAY_ROLE"), "route-agent");
         assert_eq!(env_field(c, "NODE_NAME"), "spec.nodeName");
         assert!(
@@ -974,7 +973,7 @@ fn controller_deployment_dns_service_and_pdb() {
         let pod = pod_spec(&spec.template);
         let c = &pod.containers[0];
         check_container(c, &[], &what);
-        check_env_known(c, CONTROLLER_ENV, &what);
+        check_env_known(c, &controller_env(), &what);
         let psc = pod.security_context.as_ref().expect("pod securityContext");
         assert_eq!(psc.run_as_non_root, Some(true), "{what}: runs as non-root");
         assert_eq!(env_field(c, "CAUSEWAY_NAMESPACE"), "metadata.namespace");

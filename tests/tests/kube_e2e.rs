@@ -654,6 +654,67 @@ fn three_clusters_join_and_an_overlapping_cidr_is_refused_without_harm() {
     assert!(chunks >= n);
 }
 
+/// Trust (docs/security.md): site-b's controller starts claiming a public range,
+/// 8.8.8.0/24, as pod CIDR. Its own cluster takes it (its operator's say), but site-a
+/// accepts only private ranges from others: its controller refuses the object (logging
+/// the fix) and keeps site-b's last good mirror, so no gateway or route agent of site-a
+/// routes anything of 8.8.8.0/24 into the tunnel, and A->B traffic carries on.
+#[test]
+fn a_cluster_claiming_a_range_this_cluster_does_not_accept_gets_nothing_routed() {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let _echo = echo(&kube, B, pod_addr(&kube, B));
+    wait_reachable(&mut kube, A, B);
+    let stream = Stream::start(&kube.site(A).pod, pod_addr(&kube, B)).expect("stream");
+    let n = wait_stream(&mut kube, &stream, 0, 50, "the A->B stream to carry data");
+    let mirror_of_b = |k: &KubeWorld| {
+        local_endpoints(k, A)
+            .into_iter()
+            .find(|o| o.metadata.name.as_deref() == Some("site-b"))
+            .map(|o| o.spec)
+    };
+    let before = mirror_of_b(&kube).expect("site-a's mirror of site-b");
+
+    let public: ipnet::IpNet = "8.8.8.0/24".parse().expect("literal");
+    let mut cidrs = kube.spec(B).pod_cidrs();
+    cidrs.push(public);
+    kube.set_pod_cidrs(B, cidrs);
+    kube.restart_controller(B)
+        .expect("restart site-b's controller");
+    kube.wait_for(
+        "site-b's broker object to claim 8.8.8.0/24 and site-a's controller to refuse it",
+        WAIT,
+        |k| {
+            let claimed = broker_endpoints(k)
+                .into_iter()
+                .any(|o| o.spec.pod_cidrs.contains(&public.to_string()));
+            let log = k.full_log(Component::Controller(A));
+            match (
+                claimed,
+                log.contains("CIDRNotAllowed") || log.contains("outside the ranges"),
+            ) {
+                (true, true) => Ok(()),
+                (claimed, refused) => Err(format!("claimed {claimed}, refused {refused}")),
+            }
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    let n = wait_stream(&mut kube, &stream, n, 200, "the A->B stream to carry on");
+    assert_eq!(
+        mirror_of_b(&kube).as_ref(),
+        Some(&before),
+        "site-a keeps site-b's last good object"
+    );
+    let routes = all_routes(&kube, A);
+    assert!(
+        routes.iter().all(|r| !r.contains("8.8.8.0/24")),
+        "a public range is routed into the tunnel in site-a: {routes:#?}"
+    );
+    let chunks = stream
+        .finish()
+        .unwrap_or_else(|e| panic!("the A->B stream broke: {e}\n{}", kube.logs()));
+    assert!(chunks >= n);
+}
+
 /// Every request of every Causeway identity across a clusterset's life (start, an export
 /// and its readiness change and withdrawal, `kubectl causeway` as a viewer, a key rotation,
 /// a gateway failover, a member evicted at the broker and back, a controller restart),

@@ -20,7 +20,7 @@ pub mod plan;
 use std::future::Future;
 use std::time::Duration;
 
-use causeway_crds::validate::{oldest_first, validate_clusterset};
+use causeway_crds::validate::{oldest_first, validate_clusterset_for, Acceptance};
 use causeway_crds::{ClusterEndpoint, ServiceExport, ServiceImport};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -103,6 +103,9 @@ pub struct ExportConfig {
     pub resync: Duration,
     /// Quiet time after a change before a pass, so a burst of events makes one pass.
     pub debounce: Duration,
+    /// Which ranges other clusters may claim here (their endpoints are imported only
+    /// from clusters this cluster accepts).
+    pub acceptance: Acceptance,
 }
 
 impl std::fmt::Debug for ExportConfig {
@@ -124,6 +127,7 @@ impl ExportConfig {
             &self.broker_namespace,
             &self.local,
             &self.cluster_id,
+            &self.acceptance,
         )
         .await
     }
@@ -135,6 +139,7 @@ pub async fn sync_once(
     broker_ns: &str,
     local: &Client,
     cluster_id: &str,
+    acceptance: &Acceptance,
 ) -> Result<ExportReport, ExportError> {
     let all = "in all namespaces";
     let cluster_wide = "cluster-wide";
@@ -210,7 +215,7 @@ pub async fn sync_once(
     )?;
     let listed = started.elapsed();
     oldest_first(&mut endpoints);
-    let sites = validate_clusterset(&endpoints).sites;
+    let sites = validate_clusterset_for(&endpoints, cluster_id, acceptance).sites;
     // Planned in a block of its own: the borrowed view is not held across an await.
     let plan = {
         let observed = Observed {

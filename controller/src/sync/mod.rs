@@ -21,6 +21,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use causeway_crds::names::gateway_lease;
+use causeway_crds::validate::Acceptance;
 use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, Gateway};
 use futures::stream::{self, BoxStream};
 use futures::StreamExt;
@@ -137,6 +138,7 @@ pub async fn sync_once(
     local_ns: &str,
     local_cluster: &str,
     source: Option<&SpecSource>,
+    acceptance: &Acceptance,
 ) -> Result<SyncReport, SyncError> {
     let broker_api: Api<ClusterEndpoint> = Api::namespaced(broker.clone(), broker_ns);
     let local_api: Api<ClusterEndpoint> = Api::namespaced(local.clone(), local_ns);
@@ -167,7 +169,7 @@ pub async fn sync_once(
             return Err(error);
         }
     };
-    let plan = plan_sync(local_cluster, publish, &at_broker, &here);
+    let plan = plan_sync(local_cluster, publish, &at_broker, &here, acceptance);
     debug!(
         noop = plan.is_noop(),
         publish = plan.publish.is_some(),
@@ -273,6 +275,8 @@ pub struct SyncConfig {
     pub resync: Duration,
     /// Quiet time after a change before a pass, so a burst of events makes one pass.
     pub debounce: Duration,
+    /// Which ranges other clusters may claim here.
+    pub acceptance: Acceptance,
 }
 
 impl std::fmt::Debug for SyncConfig {
@@ -298,6 +302,7 @@ impl SyncConfig {
             &self.local_namespace,
             &self.cluster_id,
             self.source.as_ref(),
+            &self.acceptance,
         )
         .await
     }

@@ -35,7 +35,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use causeway_crds::validate::{object_name, oldest_first, validate_clusterset, validate_endpoint};
+use causeway_crds::validate::{
+    object_name, oldest_first, validate_clusterset_for, validate_endpoint, Acceptance,
+};
 use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, ValidationError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
@@ -302,6 +304,7 @@ pub fn plan_sync(
     publish: Publish<'_>,
     broker: &[ClusterEndpoint],
     mirrored: &[ClusterEndpoint],
+    acceptance: &Acceptance,
 ) -> SyncPlan {
     let mut plan = SyncPlan::default();
     let desired = desired(local_cluster, publish);
@@ -363,7 +366,7 @@ pub fn plan_sync(
     // 3. First come, first served: oldest first, not-yet-created last, then by name.
     let mut ordered: Vec<ClusterEndpoint> = candidates.into_iter().cloned().collect();
     oldest_first(&mut ordered);
-    let check = validate_clusterset(&ordered);
+    let check = validate_clusterset_for(&ordered, local_cluster, acceptance);
     let refused: BTreeMap<&str, &Vec<ValidationError>> = check
         .refused
         .iter()

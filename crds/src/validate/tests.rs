@@ -372,6 +372,46 @@ fn every_bad_input_class_is_refused_with_an_actionable_message() {
             |e| matches!(e, ValidationError::DuplicateKey { other_object, .. } if other_object == "site-a"),
             &["genkey"],
         ),
+        (
+            "too many pod cidrs",
+            {
+                let many: Vec<String> = (0..10_000)
+                    .map(|i| format!("10.{}.{}.0/24", 2 + i / 256, i % 256))
+                    .collect();
+                let many: Vec<&str> = many.iter().map(String::as_str).collect();
+                ep("b", &many, &[], ok_gw())
+            },
+            |e| {
+                matches!(
+                    e,
+                    ValidationError::TooMany {
+                        field: "spec.podCIDRs",
+                        count: 10_000,
+                        ..
+                    }
+                )
+            },
+            &["spec.podCIDRs", "10000 entries", "limit of 32"],
+        ),
+        (
+            "too many gateways",
+            ep(
+                "b",
+                &["10.2.0.0/16"],
+                &[],
+                vec![gw("198.18.0.2:51820", KEY_B); 17],
+            ),
+            |e| {
+                matches!(
+                    e,
+                    ValidationError::TooMany {
+                        field: "spec.gateways",
+                        ..
+                    }
+                )
+            },
+            &["spec.gateways", "17 entries", "limit of 16"],
+        ),
     ];
     for (what, bad, is_expected, words) in rows {
         let check = validate_clusterset(&[site_a(), bad]);
@@ -549,4 +589,76 @@ fn all_errors_of_an_object_are_reported_at_once() {
             "InvalidEndpoint"
         ]
     );
+}
+
+#[test]
+fn another_cluster_may_claim_only_accepted_ranges_and_never_a_protected_one() {
+    let acceptance = Acceptance {
+        protected: vec!["10.250.0.0/16".parse().unwrap()],
+        ..Acceptance::default()
+    };
+    // (what, site-b's pod CIDRs, the expected refusal's reason, words of its message)
+    let rows: &[(&str, &[&str], &str, &[&str])] = &[
+        (
+            "a public range",
+            &["10.2.0.0/16", "8.8.8.0/24"],
+            "CIDRNotAllowed",
+            &[
+                "spec.podCIDRs[1] 8.8.8.0/24",
+                "outside the ranges",
+                "10.0.0.0/8",
+                "--allowed-remote-cidrs",
+            ],
+        ),
+        (
+            "this cluster's node network",
+            &["10.250.4.0/24"],
+            "CIDRProtected",
+            &[
+                "10.250.4.0/24 overlaps 10.250.0.0/16",
+                "node network or API server",
+            ],
+        ),
+        (
+            "a range around this cluster's node network",
+            &["10.240.0.0/12"],
+            "CIDRProtected",
+            &["10.240.0.0/12 overlaps 10.250.0.0/16"],
+        ),
+    ];
+    for (what, pods, reason, words) in rows {
+        let b = ep("site-b", pods, &[], vec![gw("198.18.0.2:51820", KEY_B)]);
+        let check = validate_clusterset_for(&[site_a(), b.clone()], "site-a", &acceptance);
+        assert_eq!(check.sites.len(), 1, "{what}: {check:#?}");
+        let errors: Vec<&ValidationError> = check.errors().collect();
+        assert!(
+            errors.iter().any(|e| e.reason() == *reason),
+            "{what}: {errors:#?}"
+        );
+        let message = errors
+            .iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for word in *words {
+            assert!(message.contains(word), "{what}: {word:?} in {message}");
+        }
+        // The same object judged by site-b itself (its own ranges are its operator's say),
+        // and without an acceptance policy (an endpoints file the operator wrote), passes.
+        let own = validate_clusterset_for(std::slice::from_ref(&b), "site-b", &acceptance);
+        assert!(own.refused.is_empty(), "{what}: {own:#?}");
+        assert!(
+            validate_clusterset(&[site_a(), b]).refused.is_empty(),
+            "{what}"
+        );
+    }
+    // Inside the defaults: accepted.
+    let b = ep(
+        "site-b",
+        &["10.2.0.0/16", "fd00:2::/48"],
+        &["100.64.2.0/24"],
+        vec![gw("198.18.0.2:51820", KEY_B)],
+    );
+    let check = validate_clusterset_for(&[site_a(), b], "site-a", &acceptance);
+    assert!(check.refused.is_empty(), "{check:#?}");
 }

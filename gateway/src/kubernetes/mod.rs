@@ -181,6 +181,8 @@ pub struct KubeConfig {
     pub metrics_addr: SocketAddr,
     /// How often the active gateway checks whether its status is worth writing.
     pub status_interval: Duration,
+    /// Which ranges other clusters may claim here.
+    pub acceptance: causeway_crds::validate::Acceptance,
 }
 
 /// The Gateway spec a candidate publishes.
@@ -598,6 +600,7 @@ impl Gateway {
             &self.identity(),
             &self.config.namespace,
             &self.config.node_name,
+            &self.config.acceptance,
         );
         if plan.refused != self.refused {
             for (object, reasons) in &plan.refused {

@@ -498,7 +498,13 @@ fn plans() {
         ),
     ];
     for (name, local, broker, locals, want) in cases {
-        let plan = plan_sync("site-a", local.as_ref().into(), &broker, &locals);
+        let plan = plan_sync(
+            "site-a",
+            local.as_ref().into(),
+            &broker,
+            &locals,
+            &Acceptance::default(),
+        );
         assert_eq!(summarise(&plan), want, "case: {name}");
         let writes_nothing = want.publish.is_none()
             && want.condition.is_none()
@@ -514,7 +520,13 @@ fn plans() {
 fn an_invalid_spec_once_reported_on_the_local_copy_writes_nothing_more() {
     let bad = spec("site-a", "10.1.0.1/16", KEY_A);
     let broker = [with_condition(at_broker("site-a", 1, a()), &accepted())];
-    let plan = plan_sync("site-a", Publish::Spec(&bad), &broker, &[copy(a())]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&bad),
+        &broker,
+        &[copy(a())],
+        &Acceptance::default(),
+    );
     let write = plan
         .local_condition
         .clone()
@@ -528,7 +540,13 @@ fn an_invalid_spec_once_reported_on_the_local_copy_writes_nothing_more() {
     );
     // Once the copy carries it, the next pass is a no-op (the report stays).
     let marked = copy_with(a(), &write.condition);
-    let plan = plan_sync("site-a", Publish::Spec(&bad), &broker, &[marked]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&bad),
+        &broker,
+        &[marked],
+        &Acceptance::default(),
+    );
     assert!(plan.is_noop(), "{plan:?}");
     assert!(plan.unpublished.is_some());
 }
@@ -545,6 +563,7 @@ fn a_spec_that_cannot_be_built_is_reported_on_the_local_copy() {
         Publish::Unbuildable(&error),
         &broker,
         &[copy(a())],
+        &Acceptance::default(),
     );
     assert_eq!(
         summarise(&plan),
@@ -568,6 +587,7 @@ fn a_spec_that_cannot_be_built_is_reported_on_the_local_copy() {
         Publish::Unbuildable(&error),
         &broker,
         &[unmanaged("site-a", a())],
+        &Acceptance::default(),
     );
     assert!(plan.is_noop(), "{plan:?}");
     assert_eq!(plan.local_taken.as_deref(), Some("site-a"));
@@ -628,7 +648,13 @@ fn without_the_broker_only_the_local_copy_follows() {
 
 #[test]
 fn the_local_copy_carries_our_spec_and_label() {
-    let plan = plan_sync("site-a", Publish::Spec(&a()), &[], &[]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&a()),
+        &[],
+        &[],
+        &Acceptance::default(),
+    );
     let Some(Upsert::Create(obj)) = &plan.local_upsert else {
         panic!("expected a create, got {:?}", plan.local_upsert);
     };
@@ -646,7 +672,13 @@ fn the_local_copy_carries_our_spec_and_label() {
         .labels
         .get_or_insert_with(Default::default)
         .insert("team".into(), "db".into());
-    let plan = plan_sync("site-a", Publish::Spec(&a()), &[], &[stale]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&a()),
+        &[],
+        &[stale],
+        &Acceptance::default(),
+    );
     let Some(Upsert::Replace(obj)) = &plan.local_upsert else {
         panic!("expected a replace, got {:?}", plan.local_upsert);
     };
@@ -670,6 +702,7 @@ fn a_plan_with_nothing_to_do_is_empty() {
         Publish::Spec(&a()),
         &broker,
         &[copy(a()), mirror("site-b", b())],
+        &Acceptance::default(),
     );
     assert_eq!(plan, SyncPlan::default());
 }
@@ -677,7 +710,13 @@ fn a_plan_with_nothing_to_do_is_empty() {
 #[test]
 fn mirrors_copy_the_spec_and_carry_the_labels() {
     let broker = [at_broker("site-b", 2, b())];
-    let plan = plan_sync("site-a", Publish::Nothing, &broker, &[]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Nothing,
+        &broker,
+        &[],
+        &Acceptance::default(),
+    );
     let [Upsert::Create(obj)] = plan.mirror_upsert.as_slice() else {
         panic!("expected one create, got {:?}", plan.mirror_upsert);
     };
@@ -707,6 +746,7 @@ fn updates_keep_the_observed_resource_version_and_foreign_labels() {
         Publish::Nothing,
         &[at_broker("site-b", 2, changed.clone())],
         &[existing],
+        &Acceptance::default(),
     );
     let [Upsert::Replace(obj)] = plan.mirror_upsert.as_slice() else {
         panic!("expected one replace, got {:?}", plan.mirror_upsert);
@@ -720,7 +760,13 @@ fn updates_keep_the_observed_resource_version_and_foreign_labels() {
     // Publishing over our own object keeps its resourceVersion too.
     let own = at_broker("site-a", 1, a());
     let new = spec("site-a", "10.11.0.0/16", KEY_A);
-    let plan = plan_sync("site-a", Publish::Spec(&new), &[own], &[]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&new),
+        &[own],
+        &[],
+        &Acceptance::default(),
+    );
     let Some(Upsert::Replace(obj)) = &plan.publish else {
         panic!("expected a replace, got {:?}", plan.publish);
     };
@@ -728,7 +774,13 @@ fn updates_keep_the_observed_resource_version_and_foreign_labels() {
     assert_eq!(obj.spec, new);
 
     // Deletes carry the observed resourceVersion as a precondition.
-    let plan = plan_sync("site-a", Publish::Nothing, &[], &[mirror("site-b", b())]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Nothing,
+        &[],
+        &[mirror("site-b", b())],
+        &Acceptance::default(),
+    );
     assert_eq!(
         plan.mirror_delete,
         vec![Delete {
@@ -744,7 +796,13 @@ fn refusals_carry_messages_a_person_can_act_on() {
         with_condition(at_broker("site-a", 1, a()), &accepted()),
         at_broker("site-x", 2, spec("site-x", "10.1.0.0/24", KEY_B)),
     ];
-    let plan = plan_sync("site-a", Publish::Spec(&a()), &broker, &[]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&a()),
+        &broker,
+        &[],
+        &Acceptance::default(),
+    );
     let [refusal] = plan.refused.as_slice() else {
         panic!("expected one refusal, got {:?}", plan.refused);
     };
@@ -761,7 +819,13 @@ fn refusals_carry_messages_a_person_can_act_on() {
         at_broker("site-x", 0, spec("site-x", "10.1.0.0/24", KEY_B)),
         at_broker("site-a", 1, a()),
     ];
-    let plan = plan_sync("site-a", Publish::Spec(&a()), &broker, &[]);
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&a()),
+        &broker,
+        &[],
+        &Acceptance::default(),
+    );
     let write = plan.own_condition.expect("a condition for our object");
     assert_eq!(write.object, "site-a");
     let condition = write.condition;

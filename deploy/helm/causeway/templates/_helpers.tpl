@@ -31,6 +31,16 @@ imagePullSecrets:
 {{- end }}
 {{- end -}}
 
+{{/* What this cluster accepts from the others' ClusterEndpoints (controller, gateways, route agents). */}}
+{{- define "causeway.acceptanceEnv" -}}
+- name: CAUSEWAY_ALLOWED_REMOTE_CIDRS
+  value: {{ join "," .Values.remoteCIDRs.allowed | quote }}
+{{- with .Values.remoteCIDRs.protected }}
+- name: CAUSEWAY_PROTECTED_CIDRS
+  value: {{ join "," . | quote }}
+{{- end }}
+{{- end -}}
+
 {{/* The environment shared by the gateway candidates and the route agents. */}}
 {{- define "causeway.gatewayEnv" -}}
 - name: NODE_NAME
@@ -43,6 +53,7 @@ imagePullSecrets:
       fieldPath: metadata.namespace
 - name: CAUSEWAY_CLUSTER_ID
   value: {{ include "causeway.clusterID" . | quote }}
+{{ include "causeway.acceptanceEnv" . }}
 - name: CAUSEWAY_METRICS_ADDR
   value: {{ printf "0.0.0.0:%d" (int .Values.gateway.metricsPort) | quote }}
 - name: CAUSEWAY_LEASE_SECONDS
