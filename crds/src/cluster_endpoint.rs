@@ -38,15 +38,19 @@ use serde::{Deserialize, Serialize};
 pub struct ClusterEndpointSpec {
     /// The cluster's ID in the clusterset: a DNS-1123 label, unique across the clusterset.
     #[serde(rename = "clusterID")]
+    #[schemars(length(max = 63))]
     pub cluster_id: String,
     /// Pod CIDRs of the cluster (IPv4 and/or IPv6), e.g. `10.1.0.0/16`.
     #[serde(rename = "podCIDRs", default)]
+    #[schemars(length(max = crate::validate::MAX_CIDRS), inner(length(max = 64)))]
     pub pod_cidrs: Vec<String>,
     /// Service CIDRs of the cluster (IPv4 and/or IPv6), e.g. `10.101.0.0/16`.
     #[serde(rename = "serviceCIDRs", default)]
+    #[schemars(length(max = crate::validate::MAX_CIDRS), inner(length(max = 64)))]
     pub service_cidrs: Vec<String>,
     /// The cluster's gateway nodes; the first healthy one carries the traffic.
     #[serde(default)]
+    #[schemars(length(max = crate::validate::MAX_GATEWAYS))]
     pub gateways: Vec<GatewayEndpoint>,
 }
 
@@ -55,17 +59,22 @@ pub struct ClusterEndpointSpec {
 #[serde(rename_all = "camelCase")]
 pub struct GatewayEndpoint {
     /// Name of the Kubernetes node (or VM) running the gateway.
+    #[schemars(length(max = 253))]
     pub node_name: String,
     /// Underlay address other gateways send WireGuard UDP to: `ip:port` or `[ipv6]:port`.
+    #[schemars(length(max = 64))]
     pub public_endpoint: String,
     /// The gateway's WireGuard public key, base64 (as printed by `wg pubkey`).
+    #[schemars(length(max = 64))]
     pub public_key: String,
     /// The gateway node's address on the cluster network; route agents send remote traffic to it.
     #[serde(rename = "privateIP", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
     pub private_ip: Option<String>,
     /// Every cluster-network address of the gateway node, one per family on dual-stack
     /// clusters (like a Pod's `podIPs`); route agents pick the one matching each destination.
     #[serde(rename = "privateIPs", default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 2), inner(length(max = 64)))]
     pub private_ips: Vec<String>,
     /// Address inside the tunnel that remote gateways probe for health and RTT.
     #[serde(
@@ -73,6 +82,7 @@ pub struct GatewayEndpoint {
         default,
         skip_serializing_if = "Option::is_none"
     )]
+    #[schemars(length(max = 64))]
     pub health_check_ip: Option<String>,
 }
 

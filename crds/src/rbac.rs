@@ -205,9 +205,9 @@ pub const CONTROLLER: Identity = Identity {
     ],
 };
 
-/// Gateway candidates and route agents (ServiceAccount `causeway-gateway`).
+/// Gateway candidates (ServiceAccount `causeway-gateway`).
 pub const GATEWAY: Identity = Identity {
-    what: "a gateway or route agent",
+    what: "a gateway candidate",
     holder: Holder::Component,
     account: Some("causeway-gateway"),
     grants: &[Grant {
@@ -243,6 +243,24 @@ pub const GATEWAY: Identity = Identity {
                 verbs: &["get", "create", "update", "patch"],
             },
         ],
+    }],
+};
+
+/// Route agents, on every node that is not a gateway candidate (ServiceAccount
+/// `causeway-route-agent`): they only read the ClusterEndpoints they route by, so a
+/// compromised node holds no gateway key and can write nothing.
+pub const ROUTE_AGENT: Identity = Identity {
+    what: "a route agent",
+    holder: Holder::Component,
+    account: Some("causeway-route-agent"),
+    grants: &[Grant {
+        scope: Scope::Namespace,
+        name: "causeway-route-agent",
+        rules: &[Rule {
+            api_group: CAUSEWAY,
+            resources: &["clusterendpoints"],
+            verbs: &["list", "watch"],
+        }],
     }],
 };
 
@@ -351,7 +369,7 @@ pub const VIEWER: Identity = Identity {
 };
 
 /// Every identity the chart grants something to.
-pub const IDENTITIES: &[&Identity] = &[&CONTROLLER, &GATEWAY, &MEMBER, &VIEWER];
+pub const IDENTITIES: &[&Identity] = &[&CONTROLLER, &GATEWAY, &ROUTE_AGENT, &MEMBER, &VIEWER];
 
 /// A request as RBAC sees it, parsed from the HTTP method and path of a call to the API.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -544,7 +562,7 @@ mod tests {
         )
         .unwrap();
         let text = explain_forbidden(&GATEWAY, &request, "causeway", None);
-        assert!(text.contains("a gateway or route agent may not patch leases.coordination.k8s.io \"causeway-gateway-site-a\" in namespace \"causeway\""), "{text}");
+        assert!(text.contains("a gateway candidate may not patch leases.coordination.k8s.io \"causeway-gateway-site-a\" in namespace \"causeway\""), "{text}");
         assert!(
             text.contains("Role causeway-gateway (namespace causeway)"),
             "{text}"

@@ -309,13 +309,13 @@ async fn run_kubernetes(args: KubeArgs) -> Result<()> {
     }
     let kube_config = causeway_k8s::client::load(args.kubeconfig.as_deref()).await?;
     let acceptance = args.acceptance.acceptance(&kube_config);
-    let client = causeway_k8s::client::client(
-        kube_config,
-        &causeway_crds::rbac::GATEWAY,
-        &args.namespace,
-        None,
-    )
-    .context("cannot build a Kubernetes client")?;
+    // A route agent has its own, smaller account; refusals are explained against it.
+    let identity = match args.role {
+        RoleArg::RouteAgent => &causeway_crds::rbac::ROUTE_AGENT,
+        RoleArg::Gateway | RoleArg::Auto => &causeway_crds::rbac::GATEWAY,
+    };
+    let client = causeway_k8s::client::client(kube_config, identity, &args.namespace, None)
+        .context("cannot build a Kubernetes client")?;
     let candidate = match args.role {
         RoleArg::Gateway => true,
         RoleArg::RouteAgent => false,

@@ -1373,6 +1373,18 @@ async fn a_member_cannot_write_another_members_objects_at_the_broker() {
         .delete("db-prod-site-b", &DeleteParams::default())
         .await
         .expect("site-b withdraws its own ServiceImport");
+
+    // Its own object, but 10,000 CIDRs (every gateway would compare them pairwise while it
+    // must answer liveness probes): the API server refuses it from the CRD's bounds.
+    let mut flood = listed(&endpoints_b, "site-b")
+        .await
+        .expect("site-b's endpoint");
+    flood.spec.pod_cidrs = (0..10_000)
+        .map(|i| format!("10.{}.{}.0/24", 2 + i / 256, i % 256))
+        .collect();
+    let (code, message) = refusal(endpoints_b.replace("site-b", &pp, &flood).await, "flood");
+    assert_eq!(code, 422, "{message}");
+    assert!(message.contains("spec.podCIDRs"), "{message}");
 }
 
 /// Trust (docs/security.md): site-b, with its own broker credentials, edits only its own

@@ -949,6 +949,11 @@ fn route_agents_run_on_every_other_node() {
         check_container(c, &["NET_ADMIN"], &what);
         check_env_known(c, &gateway_env(), &what);
         assert_eq!(env_value(c, "CAUSEWAY_ROLE"), "route-agent");
+        assert_eq!(
+            pod.service_account_name.as_deref(),
+            Some("causeway-route-agent"),
+            "{what}: route agents do not share the gateways' account (and its key Secrets)"
+        );
         assert_eq!(env_field(c, "NODE_NAME"), "spec.nodeName");
         assert!(
             env(c, "CAUSEWAY_LISTEN").is_none(),
@@ -1098,11 +1103,21 @@ fn rbac_is_least_privilege() {
     check_grants(
         "default",
         &objects,
-        &[&rbac::CONTROLLER, &rbac::GATEWAY, &rbac::VIEWER],
+        &[
+            &rbac::CONTROLLER,
+            &rbac::GATEWAY,
+            &rbac::ROUTE_AGENT,
+            &rbac::VIEWER,
+        ],
         &[],
     );
     let roles = pick!(objects, Role);
-    for name in ["causeway-controller", "causeway-gateway", "causeway-viewer"] {
+    for name in [
+        "causeway-controller",
+        "causeway-gateway",
+        "causeway-route-agent",
+        "causeway-viewer",
+    ] {
         assert_eq!(
             named(&roles, name).metadata.namespace.as_deref(),
             Some(NAMESPACE)

@@ -206,6 +206,45 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
                 "the gateway may not read kube-system's Secrets"
             );
         }
+        // A route agent's node is not a gateway: with its token (all a compromised worker
+        // holds) the gateways' key Secrets cannot be read, no Gateway or Lease written;
+        // the ClusterEndpoints it routes by can be listed.
+        let agent_kubeconfig = world.agent_kubeconfig_path(i).to_path_buf();
+        let key_secret = causeway_crds::names::gateway_key_secret(&spec.candidate(0).node_name());
+        let lease = causeway_crds::names::gateway_lease(&spec.cluster_id());
+        let (listed, secrets, key, lease_patch) =
+            in_namespace(&site.worker, &agent_kubeconfig, |client| async move {
+                let endpoints: Api<ClusterEndpoint> =
+                    Api::namespaced(client.clone(), CLUSTER_NAMESPACE);
+                let secrets: Api<Secret> = Api::namespaced(client.clone(), CLUSTER_NAMESPACE);
+                let leases: Api<Lease> = Api::namespaced(client, CLUSTER_NAMESPACE);
+                let take = serde_json::json!({"spec": {"holderIdentity": "attacker"}});
+                (
+                    endpoints
+                        .list(&ListParams::default())
+                        .await
+                        .map(|l| l.items.len()),
+                    code(secrets.list(&ListParams::default()).await),
+                    code(secrets.get(&key_secret).await),
+                    code(
+                        leases
+                            .patch(
+                                &lease,
+                                &kube::api::PatchParams::default(),
+                                &kube::api::Patch::Merge(&take),
+                            )
+                            .await,
+                    ),
+                )
+            });
+        listed.expect("a route agent lists the ClusterEndpoints");
+        assert_eq!(secrets, Some(403), "a route agent may not list Secrets");
+        assert_eq!(key, Some(403), "a route agent may not read a gateway's key");
+        assert_eq!(
+            lease_patch,
+            Some(403),
+            "a route agent may not take the gateway Lease"
+        );
         // The broker: from the worker, with the member's token, ClusterEndpoints may be
         // listed, Namespaces not; a gateway node has no route to it.
         let broker_kubeconfig = world.broker_kubeconfig_path(i).to_path_buf();

@@ -47,7 +47,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 
 use super::control_plane::apiserver::kubeconfig_yaml;
-use super::control_plane::install::{self, CONTROLLER_ACCOUNT, GATEWAY_ACCOUNT};
+use super::control_plane::install::{
+    self, CONTROLLER_ACCOUNT, GATEWAY_ACCOUNT, ROUTE_AGENT_ACCOUNT,
+};
 use super::control_plane::workload::Backend;
 use super::control_plane::{ApiServerSpec, Etcd, Forwarder, KubeApiServer};
 use super::mesh::metric;
@@ -149,8 +151,10 @@ struct ClusterApi {
     client: Client,
     /// The controller's kubeconfig (the chart's `causeway-controller` ServiceAccount).
     controller_kubeconfig: PathBuf,
-    /// The gateway candidates' and route agent's kubeconfig (`causeway-gateway`).
+    /// The gateway candidates' kubeconfig (`causeway-gateway`).
     gateway_kubeconfig: PathBuf,
+    /// The route agent's kubeconfig (its own ServiceAccount's token).
+    agent_kubeconfig: PathBuf,
     /// The controller's broker kubeconfig (the broker's `causeway-member-<site>` token).
     broker_kubeconfig: PathBuf,
     /// The chart's gateway DaemonSet pod template, which candidates' Pod objects are made from.
@@ -373,6 +377,9 @@ impl KubeWorld {
         let gateway_kubeconfig = site.dir().join("gateway.kubeconfig");
         let token = install::account_token(&server, CLUSTER_NAMESPACE, GATEWAY_ACCOUNT)?;
         server.write_kubeconfig(&gateway_kubeconfig, &url, &token, CLUSTER_NAMESPACE)?;
+        let agent_kubeconfig = site.dir().join("route-agent.kubeconfig");
+        let token = install::account_token(&server, CLUSTER_NAMESPACE, ROUTE_AGENT_ACCOUNT)?;
+        server.write_kubeconfig(&agent_kubeconfig, &url, &token, CLUSTER_NAMESPACE)?;
 
         // As deploy/examples/README.md builds it: the member's token Secret at the broker.
         let broker_kubeconfig = site.dir().join("broker.kubeconfig");
@@ -392,6 +399,7 @@ impl KubeWorld {
             client,
             controller_kubeconfig,
             gateway_kubeconfig,
+            agent_kubeconfig,
             broker_kubeconfig,
             gateway_pod_template,
         })
@@ -517,6 +525,11 @@ impl KubeWorld {
     /// Site `i`'s gateways' and route agent's kubeconfig (the chart's gateway ServiceAccount).
     pub fn gateway_kubeconfig_path(&self, i: usize) -> &Path {
         &self.clusters[i].gateway_kubeconfig
+    }
+
+    /// Site `i`'s route agent kubeconfig (the chart's `causeway-route-agent` account).
+    pub fn agent_kubeconfig_path(&self, i: usize) -> &Path {
+        &self.clusters[i].agent_kubeconfig
     }
 
     /// Site `i`'s kubeconfig for the broker, as seen from inside its worker's namespace.
@@ -911,7 +924,7 @@ impl KubeWorld {
                     .arg("--namespace")
                     .arg(CLUSTER_NAMESPACE)
                     .arg("--kubeconfig")
-                    .arg(&api.gateway_kubeconfig)
+                    .arg(&api.agent_kubeconfig)
                     .arg("--role")
                     .arg("route-agent")
                     .arg("--metrics-addr")

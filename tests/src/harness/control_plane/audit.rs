@@ -280,7 +280,9 @@ pub struct Principal<'a> {
 /// Which of the chart's identities `user` is; `None` for anyone else (the harness, the
 /// control plane).
 pub fn identity_of(user: &str) -> Option<Principal<'_>> {
-    use causeway_crds::rbac::{CONTROLLER, GATEWAY, MEMBER, MEMBER_ACCOUNT_PREFIX, VIEWER};
+    use causeway_crds::rbac::{
+        CONTROLLER, GATEWAY, MEMBER, MEMBER_ACCOUNT_PREFIX, ROUTE_AGENT, VIEWER,
+    };
     const SA: &str = "system:serviceaccount:";
     let component = |identity, role_namespace| Principal {
         identity,
@@ -290,6 +292,7 @@ pub fn identity_of(user: &str) -> Option<Principal<'_>> {
     match user.strip_prefix(SA) {
         Some("causeway:causeway-controller") => Some(component(&CONTROLLER, "causeway")),
         Some("causeway:causeway-gateway") => Some(component(&GATEWAY, "causeway")),
+        Some("causeway:causeway-route-agent") => Some(component(&ROUTE_AGENT, "causeway")),
         Some(account) => account
             .strip_prefix("causeway-broker:")
             .and_then(|a| a.strip_prefix(MEMBER_ACCOUNT_PREFIX))

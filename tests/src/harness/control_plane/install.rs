@@ -20,6 +20,8 @@ pub const RELEASE_NAMESPACE: &str = "causeway";
 pub const CONTROLLER_ACCOUNT: &str = "causeway-controller";
 /// The gateway candidates' and route agents' ServiceAccount in the chart.
 pub const GATEWAY_ACCOUNT: &str = "causeway-gateway";
+/// The route agents' ServiceAccount (the chart's).
+pub const ROUTE_AGENT_ACCOUNT: &str = "causeway-route-agent";
 /// The group the harness binds the chart's viewer roles to, as its README tells operators.
 pub const VIEWER_GROUP: &str = "dba-oncall";
 /// The person in [`VIEWER_GROUP`] who runs `kubectl causeway`.
