@@ -32,6 +32,9 @@ pub const ROTATION_GAP: Duration = Duration::from_secs(1);
 pub const ROAMING_GAP: Duration = Duration::from_secs(2);
 /// How long any one stage of a scenario may take (far above what it needs).
 pub const STAGE: Duration = Duration::from_secs(30);
+/// How long no commit may be acknowledged for the primary to count as stalled (its
+/// synchronous standby cut off); commits are sent every 5 ms.
+const STALL: Duration = Duration::from_millis(500);
 /// Echoes the probe must get after an event before the scenario counts as recovered (1 s).
 const RECOVERED: u64 = 100;
 /// Chunks the TCP stream sends at most per second (16 KiB each).
@@ -281,14 +284,15 @@ pub fn graceful_handover() -> Result<Figure, HarnessError> {
 }
 
 /// A PostgreSQL primary in site A with a synchronous standby in site B under a continuous
-/// write load; site A's active gateway is killed mid-load. Every row the client saw
-/// committed must be on the standby, and the replication session must not reconnect.
+/// write load; site A's active gateway is killed mid-load, and the replication session
+/// must not reconnect. Then site A is lost (its other gateway, then the primary, killed)
+/// and the standby promoted: every row the client saw committed must be on it.
 pub fn synchronous_standby_across_a_crash() -> Result<Figure, HarnessError> {
     let mut kube = KubeWorld::start(2)?;
     let echo = Echo::start(&kube.site(B).pod, pod_addr(&kube, B))
         .map_err(crate::harness::io_context("echo server in site-b's pod"))?;
     wait_reachable(&mut kube, A, B)?;
-    let primary = Postgres::start_primary(
+    let mut primary = Postgres::start_primary(
         &kube.site(A).pod,
         kube.spec(A).pod_ip().into(),
         kube.site(A).dir(),
@@ -331,29 +335,67 @@ pub fn synchronous_standby_across_a_crash() -> Result<Figure, HarnessError> {
         },
     )?;
     wait_echoes(&mut kube, &probe, RECOVERED, "the probe's echoes to resume")?;
-    let (acked, load_result) = load.finish();
+    let after = primary.replication_session(&standby)?;
     let report = probe.finish();
     drop(echo);
+
+    // Zero RPO, proven the hard way: site A is lost. Its other gateway dies too, so the
+    // standby hears nothing more; a synchronous primary stops acknowledging commits
+    // (asynchronous replication would go on acknowledging, and fail here); then the
+    // primary crashes and the standby is promoted. Every commit the client saw
+    // acknowledged must be on the promoted standby - nothing is waited for or replayed
+    // from the dead primary.
+    let new = (old + 1) % CANDIDATES;
+    kube.kill_gateway(A, new)?;
+    let cut = load.acknowledged();
+    let mut last = (cut, Instant::now());
+    let stalled = kube.wait_for(
+        "commits to stop being acknowledged once the standby is cut off",
+        STAGE,
+        |_| {
+            let now = load.acknowledged();
+            if now != last.0 {
+                last = (now, Instant::now());
+            }
+            match last.1.elapsed() {
+                quiet if quiet >= STALL => Ok(now),
+                _ if now > cut + 100 => Err(format!(
+                    "{} commits acknowledged with the standby cut off: replication is not synchronous",
+                    now - cut
+                )),
+                _ => Err(format!("{} commits since the cut", now - cut)),
+            }
+        },
+    )?;
+    if stalled > cut + 100 {
+        return Err(HarnessError::Topology(format!(
+            "{} commits acknowledged with the standby cut off: replication is not synchronous",
+            stalled - cut
+        )));
+    }
+    primary.crash()?;
+    let (acked, load_result) = load.finish();
+    standby.promote()?;
     let top = acked.last().copied().unwrap_or(0);
     let contiguous = acked.iter().copied().eq(1..=top);
-    // Everything the primary has written is replayed before the standby is counted.
-    standby.wait_replayed(&primary.current_lsn()?, STAGE)?;
     let present: u64 = standby
         .sql(&format!(
             "SELECT count(*) FROM acked WHERE id BETWEEN 1 AND {top}"
         ))?
         .parse()
         .map_err(|_| HarnessError::Topology("count(*) is not a number".into()))?;
-    let after = primary.replication_session(&standby)?;
     let reconnected = session.is_none() || session != after;
     let mut detail = format!(
-        "probe: {report}; {} rows acknowledged ({at_kill} before the kill), {present} present on the standby; replication session {} -> {}",
+        "probe: {report}; {} rows acknowledged ({at_kill} before the gateway crash, {} while the standby was cut off), {present} present on the standby promoted after the primary crashed; replication session {} -> {}",
         acked.len(),
+        acked.len().saturating_sub(cut),
         session.as_deref().unwrap_or("none"),
         after.as_deref().unwrap_or("none"),
     );
+    // The primary's crash ends the load with an error; one before it is a failure.
+    let load_failed_early = load_result.is_err() && acked.len() < stalled;
     if let Err(e) = &load_result {
-        detail += &format!("; the write load broke: {e}");
+        detail += &format!("; the write load ended: {e}");
     }
     if !contiguous {
         detail += "; acknowledged ids are not 1..n";
@@ -363,7 +405,7 @@ pub fn synchronous_standby_across_a_crash() -> Result<Figure, HarnessError> {
         gap: report.largest_gap,
         bound: CRASH_GAP,
         rows: Some((acked.len() as u64, if contiguous { present } else { 0 })),
-        dropped: u64::from(reconnected) + u64::from(load_result.is_err()),
+        dropped: u64::from(reconnected) + u64::from(load_failed_early),
         detail,
     };
     eprintln!("{}: {}", figure.scenario, figure.detail);
