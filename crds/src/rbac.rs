@@ -90,7 +90,7 @@ pub enum Holder {
 /// Who acts in the API, and what the chart grants it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Identity {
-    /// What a person calls it: "the controller", "a gateway or route agent", ...
+    /// What a person calls it: "the controller", "a gateway candidate", ...
     pub what: &'static str,
     /// A process or a person.
     pub holder: Holder,

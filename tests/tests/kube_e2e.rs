@@ -147,6 +147,34 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
             ]
         })
         .collect();
+    // Every gateway and route agent carries this traffic holding what the chart grants -
+    // CAP_NET_ADMIN alone, no way to gain more - not a test runner's full root.
+    for i in [A, B] {
+        for component in (0..CANDIDATES)
+            .map(|k| Component::Gateway(i, k))
+            .chain([Component::RouteAgent(i)])
+        {
+            let pid = kube.process(component).map(|p| p.pid()).expect("running");
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap_or_else(|e| panic!("{component}'s /proc status: {e}"));
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(str::trim)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            // CAP_NET_ADMIN is capability 12.
+            assert_eq!(
+                field("CapEff:"),
+                "0000000000001000",
+                "{component}: {status}"
+            );
+            assert_eq!(field("CapBnd:"), "0000000000001000", "{component}");
+            assert_eq!(field("NoNewPrivs:"), "1", "{component}");
+        }
+    }
     for (from, to) in [(A, B), (B, A)] {
         wait_reachable(&mut kube, from, to);
         let pod = &kube.site(from).pod;
@@ -1021,7 +1049,7 @@ fn a_gateway_refused_by_stale_rbac_names_the_rule_and_the_role_that_grants_it() 
     kube.start_controller(A).unwrap_or_else(|e| fail(e));
     kube.start_gateway(A, 0).unwrap_or_else(|e| fail(e));
     let gateway = Component::Gateway(A, 0);
-    let says = "forbidden: a gateway or route agent may not patch leases.coordination.k8s.io \
+    let says = "forbidden: a gateway candidate may not patch leases.coordination.k8s.io \
                 \"causeway-gateway-site-a\" in namespace \"causeway\"; the chart's Role \
                 causeway-gateway (namespace causeway) grants it, so the RBAC installed is not \
                 this release's: upgrade the release with this version's chart (helm upgrade)";

@@ -947,6 +947,14 @@ impl KubeWorld {
         ] {
             cmd.env_remove(var);
         }
+        let cmd = match component {
+            // Gateways and route agents run as the chart runs them: root, with only the
+            // capabilities its DaemonSets add and no way to gain more.
+            Component::Gateway(..) | Component::RouteAgent(_) => {
+                with_capabilities(&cmd, &chart_capabilities(&api.gateway_pod_template)?)
+            }
+            Component::Controller(_) => cmd,
+        };
         Ok((cmd, self.log_path(component)?))
     }
 
@@ -1398,6 +1406,49 @@ fn node(name: &str, gateway: bool, pod_cidrs: &[IpNet], ips: [IpAddr; 2]) -> Nod
             ..NodeStatus::default()
         }),
     }
+}
+
+/// The capabilities the chart's pod template adds to its first container (after dropping
+/// ALL), lower-case as `setpriv` names them.
+pub fn chart_capabilities(template: &Value) -> Result<Vec<String>, HarnessError> {
+    let capabilities = &template["spec"]["containers"][0]["securityContext"]["capabilities"];
+    let drops_all = capabilities["drop"]
+        .as_array()
+        .is_some_and(|d| d.iter().any(|c| c == "ALL"));
+    if !drops_all {
+        return Err(HarnessError::ControlPlane(format!(
+            "the chart's gateway container does not drop ALL capabilities: {capabilities}"
+        )));
+    }
+    Ok(capabilities["add"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_lowercase)
+        .collect())
+}
+
+/// `cmd` run through `setpriv` with `capabilities` as its whole bounding set (a root
+/// process then holds exactly those), none inheritable, and `no_new_privs` set, as
+/// `allowPrivilegeEscalation: false` does.
+pub fn with_capabilities(cmd: &Command, capabilities: &[String]) -> Command {
+    let keep: String = capabilities.iter().map(|c| format!(",+{c}")).collect();
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .arg(format!("--bounding-set=-all{keep}"))
+        .arg("--inh-caps=-all")
+        .arg("--no-new-privs")
+        .arg("--")
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => wrapped.env(key, v),
+            None => wrapped.env_remove(key),
+        };
+    }
+    wrapped
 }
 
 #[cfg(test)]
