@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use causeway_controller::plugin::verify;
 use causeway_crds::rbac;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
@@ -815,6 +816,25 @@ fn gateway_daemonset_is_host_network_with_net_admin_only() {
         assert_eq!(env_field(c, "POD_NAMESPACE"), "metadata.namespace");
         assert_eq!(env_value(c, "CAUSEWAY_ROLE"), "gateway");
         assert!(!env_value(c, "CAUSEWAY_CLUSTER_ID").is_empty());
+        // `kubectl causeway verify` finds the active gateway's pod by this label and its
+        // agent by this port name (the plugin's own constants, not retyped here).
+        assert_eq!(
+            template_labels(&spec.template)
+                .get(verify::COMPONENT_LABEL)
+                .map(String::as_str),
+            Some(verify::GATEWAY_COMPONENT),
+            "{what}: verify selects gateway pods by {}={}",
+            verify::COMPONENT_LABEL,
+            verify::GATEWAY_COMPONENT
+        );
+        assert!(
+            c.ports
+                .iter()
+                .flatten()
+                .any(|p| p.name.as_deref() == Some(verify::AGENT_PORT_NAME)),
+            "{what}: verify reaches the agent through the port named {}",
+            verify::AGENT_PORT_NAME
+        );
         let listen: std::net::SocketAddr = env_value(c, "CAUSEWAY_LISTEN")
             .parse()
             .expect("CAUSEWAY_LISTEN is ip:port");
@@ -949,6 +969,13 @@ fn route_agents_run_on_every_other_node() {
         check_container(c, &["NET_ADMIN"], &what);
         check_env_known(c, &gateway_env(), &what);
         assert_eq!(env_value(c, "CAUSEWAY_ROLE"), "route-agent");
+        assert_ne!(
+            template_labels(&spec.template)
+                .get(verify::COMPONENT_LABEL)
+                .map(String::as_str),
+            Some(verify::GATEWAY_COMPONENT),
+            "{what}: verify must not take a route agent's pod for a gateway's"
+        );
         assert_eq!(
             pod.service_account_name.as_deref(),
             Some("causeway-route-agent"),
