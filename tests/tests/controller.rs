@@ -818,12 +818,13 @@ async fn one_replica_leads_and_a_resignation_releases_the_lease_for_the_other() 
         grace,
     };
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), LOCAL_NS);
+    // An API error fails the test: it must never read as "the Lease was released".
     let holder = || async {
         leases
             .get(LEASE)
             .await
-            .ok()
-            .and_then(|l| l.spec)
+            .unwrap_or_else(|e| panic!("read Lease {LEASE}: {e}"))
+            .spec
             .and_then(|s| s.holder_identity)
     };
 

@@ -36,6 +36,23 @@ fn a_synchronous_standby_has_every_acknowledged_row_after_a_gateway_crash() {
     run(resilience::synchronous_standby_across_a_crash);
 }
 
+/// The zero-RPO check bites: with the standby left asynchronous, losing site A loses
+/// acknowledged commits, and the same check must say so by counting rows.
+#[test]
+fn an_asynchronous_standby_fails_the_zero_rpo_check() {
+    let figure = resilience::standby_across_a_crash(resilience::Replication::Asynchronous)
+        .unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{}\n{figure}", resilience::table_header());
+    let (acked, present) = figure.rows.expect("rows were written");
+    assert!(
+        acked > present,
+        "an asynchronous standby kept all {acked} acknowledged rows: the scenario cuts the \
+         standby off too late to tell synchronous from asynchronous ({})",
+        figure.detail
+    );
+    assert!(figure.check().is_err(), "the check passed: {figure}");
+}
+
 #[test]
 fn rotating_a_gateway_key_drops_nothing() {
     run(resilience::key_rotation);

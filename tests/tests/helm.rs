@@ -16,6 +16,7 @@ use std::sync::OnceLock;
 
 use causeway_controller::plugin::verify;
 use causeway_crds::rbac;
+use causeway_tests::harness::confine::CHART_DATAPATH_CAPABILITIES;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -337,9 +338,19 @@ fn template_labels(t: &PodTemplateSpec) -> BTreeMap<String, String> {
         .expect("pod templates carry labels")
 }
 
+/// The capabilities the test harness leaves gateways and route agents, as the chart spells
+/// them: the chart's DaemonSets must add exactly these, or the end-to-end tests would run
+/// the datapath with powers a user's deployment does not have.
+fn datapath_capabilities() -> Vec<String> {
+    CHART_DATAPATH_CAPABILITIES
+        .iter()
+        .map(|c| c.to_uppercase())
+        .collect()
+}
+
 /// Every container: not privileged, no privilege escalation, all capabilities dropped and
 /// at most `allowed` added back; resources with requests and limits of cpu and memory.
-fn check_container(c: &Container, allowed: &[&str], what: &str) {
+fn check_container(c: &Container, allowed: &[String], what: &str) {
     let sc = c
         .security_context
         .as_ref()
@@ -364,7 +375,7 @@ fn check_container(c: &Container, allowed: &[&str], what: &str) {
         Some(&["ALL".to_owned()][..]),
         "{what}: must drop ALL capabilities"
     );
-    let added: Vec<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+    let added: Vec<String> = caps.add.iter().flatten().cloned().collect();
     assert_eq!(added, allowed, "{what}: capabilities added");
     let res = c
         .resources
@@ -806,7 +817,7 @@ fn gateway_daemonset_is_host_network_with_net_admin_only() {
             "{what}: nodeSelector {GATEWAY_LABEL}=true"
         );
         let c = &pod.containers[0];
-        check_container(c, &["NET_ADMIN"], &what);
+        check_container(c, &datapath_capabilities(), &what);
         check_env_known(c, &gateway_env(), &what);
         assert_eq!(
             c.command.as_deref(),
@@ -966,7 +977,7 @@ fn route_agents_run_on_every_other_node() {
         );
         assert_eq!(expr.values.as_deref(), Some(&["true".to_owned()][..]));
         let c = &pod.containers[0];
-        check_container(c, &["NET_ADMIN"], &what);
+        check_container(c, &datapath_capabilities(), &what);
         check_env_known(c, &gateway_env(), &what);
         assert_eq!(env_value(c, "CAUSEWAY_ROLE"), "route-agent");
         assert_ne!(

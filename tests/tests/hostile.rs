@@ -290,10 +290,11 @@ fn a_155_mbit_link_is_filled_to_at_least_90_percent() {
         }
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
-    // Up to three windows, the best one counts: the link's capacity is the question, and
-    // the other builds and tests sharing this machine's two cores steal whole windows.
+    // Three windows, the median counts: one window a neighbour's CPU spike spoils does
+    // not decide, and two must be good. Goodput is what the receiving pod read, so
+    // retransmits count against it; the link figure is what left the shaped port.
     let window = Duration::from_secs(4);
-    let mut best = (0.0f64, 0.0f64, Duration::ZERO);
+    let mut windows = Vec::new();
     for attempt in 1..=3 {
         let (t0, sink0) = (Instant::now(), sink.bytes());
         let wire0 = qdisc_sent_bytes(mesh.world.wan(), wan_port).unwrap();
@@ -306,31 +307,29 @@ fn a_155_mbit_link_is_filled_to_at_least_90_percent() {
         let (link, goodput) = (mbit(wire1 - wire0, dt), mbit(sink1 - sink0, dt));
         eprintln!(
             "155 Mbit/s tbf link, window {attempt}: the tunnel's datagrams used {link:.1} Mbit/s \
-             = {:.1}% of the link; TCP goodput between the pods {goodput:.1} Mbit/s ({:.1}% of \
-             the link; the rest is WireGuard, UDP, IP and Ethernet headers) over {dt:.1?}",
+             = {:.1}% of the link; TCP goodput read by the receiving pod {goodput:.1} Mbit/s \
+             ({:.1}% of the link; the rest is WireGuard, UDP, IP and Ethernet headers) over \
+             {dt:.1?}",
             link / f64::from(RATE_MBIT) * 100.0,
             goodput / f64::from(RATE_MBIT) * 100.0
         );
-        if link > best.0 {
-            best = (link, goodput, dt);
-        }
-        if link >= 0.9 * f64::from(RATE_MBIT) {
-            break;
-        }
+        windows.push((goodput, link));
     }
     stop.store(true, Ordering::Relaxed);
     let _ = sender.join();
-    let (link, goodput, _) = best;
+    windows.sort_by(|x, y| x.0.total_cmp(&y.0));
+    let (goodput, link) = windows[1];
+    // Headers take 7.5% of a 1514-byte frame carrying 1400 bytes of TCP payload, so 85%
+    // goodput is the link at least 92% full of data the receiver kept.
+    assert!(
+        goodput >= 0.85 * f64::from(RATE_MBIT),
+        "median goodput {goodput:.1} Mbit/s at the receiving pod, below 85% of the link"
+    );
     let utilisation = link / f64::from(RATE_MBIT);
     assert!(
         utilisation >= 0.90,
-        "the stream used only {:.1}% of the link",
+        "in the median window the stream used only {:.1}% of the link",
         utilisation * 100.0
-    );
-    // Headers take 7.5% of a 1514-byte frame carrying 1400 bytes of TCP payload.
-    assert!(
-        goodput >= 0.85 * f64::from(RATE_MBIT),
-        "goodput {goodput:.1} Mbit/s"
     );
 }
 
@@ -458,23 +457,30 @@ fn echo_transfer(mesh: &Mesh, from: usize, to: usize, total: usize) -> u32 {
     getsockopt(&conn, sockopt::TcpMaxSeg).expect("TCP_MAXSEG")
 }
 
-/// One counter of the `Ip:` lines of `/proc/net/snmp` inside `ns`.
+/// One counter of the `Ip:` lines of `/proc/net/snmp` inside `ns`; panics if it cannot
+/// be read, so a missing counter never reads as "no fragments".
 fn ip_stat(ns: &Netns, name: &str) -> u64 {
-    let text = ns.exec_ok("cat", ["/proc/net/snmp"]).unwrap_or_default();
+    let text = ns
+        .exec_ok("cat", ["/proc/net/snmp"])
+        .unwrap_or_else(|e| panic!("read /proc/net/snmp in {}: {e}", ns.name()));
     let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
-    let (Some(names), Some(values)) = (ip.next(), ip.next()) else {
-        return 0;
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(n, _)| *n == name)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
+    ip.next()
+        .zip(ip.next())
+        .and_then(|(names, values)| {
+            names
+                .split_whitespace()
+                .zip(values.split_whitespace())
+                .find(|(n, _)| *n == name)
+                .and_then(|(_, v)| v.parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no Ip: {name} in /proc/net/snmp of {}:\n{text}", ns.name()))
 }
 
+/// Site B sizes its own tunnel to its 1400-byte underlay, so what it sends is never
+/// fragmented outside the tunnel; site A, which does not know B's underlay, sends
+/// datagrams the router must fragment, and they still arrive intact (counted, not hidden).
 #[test]
-fn a_site_with_a_1400_byte_underlay_carries_full_size_tcp_segments() {
+fn a_site_with_a_1400_byte_underlay_sends_unfragmented_and_receives_intact() {
     let mut mesh = Mesh::new(2).expect("two sites");
     mesh.put_behind_router(
         B,
@@ -505,24 +511,45 @@ fn a_site_with_a_1400_byte_underlay_carries_full_size_tcp_segments() {
     wait_reachable(&mesh, A, B, WAIT);
     wait_reachable(&mesh, B, A, WAIT);
     let total = 4 << 20;
+    let router = &mesh.router(B).expect("router").ns;
+    let fragments = || {
+        [
+            ip_stat(&mesh.site(A).gateway, "FragCreates"),
+            ip_stat(router, "FragCreates"),
+            ip_stat(&mesh.site(B).gateway, "ReasmOKs"),
+            ip_stat(&mesh.site(B).gateway, "FragCreates"),
+            ip_stat(&mesh.site(A).gateway, "ReasmOKs"),
+        ]
+    };
+    let before = fragments();
     let started = Instant::now();
     let mss_a = echo_transfer(&mesh, A, B, total);
     let mss_b = echo_transfer(&mesh, B, A, total);
     let took = started.elapsed();
-    // How the larger datagrams from site-a's 1440-byte tunnel crossed the 1400-byte link.
-    let router = &mesh.router(B).expect("router").ns;
+    let after = fragments();
+    let made: Vec<u64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
     eprintln!(
         "1400-byte underlay at site-b: 2 x {} MiB echoed intact in {took:.1?}; effective MSS \
-         from site-a's pod {mss_a}, from site-b's pod {mss_b}; IP fragments: site-a's gateway \
-         created {}, the router created {}, site-b's gateway reassembled {} datagrams",
+         from site-a's pod {mss_a}, from site-b's pod {mss_b}; IP fragments during the \
+         transfers: site-a's gateway created {}, the router created {} (site-a's datagrams \
+         too large for site-b's underlay), site-b's gateway reassembled {} datagrams; \
+         site-b's gateway created {}, site-a's gateway reassembled {}",
         total >> 20,
-        ip_stat(&mesh.site(A).gateway, "FragCreates"),
-        ip_stat(router, "FragCreates"),
-        ip_stat(&mesh.site(B).gateway, "ReasmOKs"),
+        made[0],
+        made[1],
+        made[2],
+        made[3],
+        made[4],
     );
-    for (site, mss) in [("site-a", mss_a), ("site-b", mss_b)] {
-        assert!(mss >= 1300, "{site}'s pod sends {mss}-byte segments");
-    }
+    // Site B's pod uses the whole of its 1340-byte tunnel (1300 bytes of TCP payload)...
+    assert_eq!(mss_b, 1300, "site-b's pod sends {mss_b}-byte segments");
+    // ...and none of it is fragmented on the way out or reassembled at site A.
+    assert_eq!(
+        (made[3], made[4]),
+        (0, 0),
+        "site-b's datagrams were fragmented outside the tunnel"
+    );
+    assert!(mss_a >= 1300, "site-a's pod sends {mss_a}-byte segments");
 }
 
 /// Handshake initiations in the flood.
@@ -742,12 +769,6 @@ fn a_replayed_data_packet_is_dropped_and_counted() {
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
     let invalid = drops(&mesh, A, "invalid");
-    let rx = gateway_metric(
-        &mesh,
-        A,
-        "causeway_peer_rx_packets_total",
-        &[("remote_cluster", "site-b")],
-    );
 
     // The same bytes again, from the same address: the counter was used, so it is dropped.
     relay.inject(B, A, &captured).expect("replay");
@@ -765,16 +786,9 @@ fn a_replayed_data_packet_is_dropped_and_counted() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         other => panic!("the replayed datagram was delivered: {other:?}"),
     }
-    // Health probes may have arrived meanwhile; the replay itself added no packet.
-    let rx_after = gateway_metric(
-        &mesh,
-        A,
-        "causeway_peer_rx_packets_total",
-        &[("remote_cluster", "site-b")],
-    );
     eprintln!(
         "replay: a captured {wire_len}-byte data datagram resent through the relay was dropped \
-         (invalid drops {invalid} -> {}); rx packets {rx} -> {rx_after}",
+         (invalid drops {invalid} -> {}) and not delivered",
         drops(&mesh, A, "invalid")
     );
     assert_eq!(

@@ -17,6 +17,7 @@ use causeway_tests::harness::control_plane::kubectl_causeway;
 use causeway_tests::harness::kube::{
     Component, KubeWorld, CANDIDATES, CONTROLLER_DNS_PORT, READY_TIMEOUT,
 };
+use causeway_tests::harness::mesh::required_metric;
 use causeway_tests::harness::{HarnessError, ScratchDir};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -227,6 +228,23 @@ fn verify_and_benchmark_through_the_pod_proxy() {
         "{stdout}"
     );
     eprintln!("benchmark:\n{stderr}{stdout}");
+    // What site-a's active gateway itself counts sending to site-b over the run: the
+    // benchmark's bytes must have crossed the tunnel, not a shortcut or a made-up figure.
+    let tx_to_b = |kube: &KubeWorld| {
+        let k = kube
+            .active_gateway(A)
+            .expect("site-a has an active gateway");
+        let text = kube
+            .gateway_metrics(A, k)
+            .unwrap_or_else(|e| panic!("site-a's gateway {k} metrics: {e}"));
+        required_metric(
+            &text,
+            "causeway_peer_tx_bytes_total",
+            &[("remote_cluster", "site-b")],
+        )
+        .unwrap_or_else(|e| panic!("site-a's gateway {k}: {e}"))
+    };
+    let tx_before = tx_to_b(&kube);
     let out = run(
         &config,
         &[
@@ -239,6 +257,7 @@ fn verify_and_benchmark_through_the_pod_proxy() {
             "json",
         ],
     );
+    let tunnel_bytes = tx_to_b(&kube) - tx_before;
     assert!(out.status.success(), "{}", describe(&out));
     let result: BenchResult = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("benchmark -o json ({e}):\n{}", describe(&out)));
@@ -247,8 +266,32 @@ fn verify_and_benchmark_through_the_pod_proxy() {
         ("site-a", "site-b")
     );
     assert!(
-        result.bits_per_second > 0.0 && result.bytes > 0,
-        "{result:?}"
+        result.bytes >= 1 << 20 && result.seconds >= 0.9,
+        "a 1-second benchmark moved {} bytes in {} s: {result:?}",
+        result.bytes,
+        result.seconds
+    );
+    let rate = result.bytes as f64 * 8.0 / result.seconds;
+    assert!(
+        (result.bits_per_second - rate).abs() <= 0.01 * rate,
+        "bits_per_second {} is not bytes * 8 / seconds = {rate}",
+        result.bits_per_second
+    );
+    // Each acknowledged byte went through the tunnel once, with TCP, IP and WireGuard
+    // headers (under 10% at this MTU) and the RTT probes on top, and not much more.
+    let sent = result.bytes as f64;
+    assert!(
+        tunnel_bytes >= sent && tunnel_bytes <= 1.15 * sent + f64::from(1 << 20),
+        "site-a's gateway counted {tunnel_bytes} bytes to site-b for a benchmark of {} bytes",
+        result.bytes
+    );
+    eprintln!(
+        "benchmark -o json: {} bytes acknowledged in {:.2} s; site-a's gateway sent {} bytes \
+         to site-b meanwhile ({:.3}x)",
+        result.bytes,
+        result.seconds,
+        tunnel_bytes,
+        tunnel_bytes / sent
     );
     let rtt = result.rtt.expect("idle RTT figures");
     assert!(

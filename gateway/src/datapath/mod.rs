@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use udp::{Underlay, MAX_GSO_BYTES, MAX_SEGMENTS};
 
 /// Largest datagram or packet handled.
@@ -50,6 +50,15 @@ const WIRE_ARENA: usize = wire_room(MAX_PACKET);
 const POLL: Duration = Duration::from_millis(200);
 /// How often handshake, rekey and keepalive timers run (boringtun's own device uses 250 ms).
 const TIMER_TICK: Duration = Duration::from_millis(100);
+/// How long a session with a remote key listed no more may serve while no session with
+/// a listed key proves itself. When a remote cluster rotates, it holds the new key before
+/// we learn it, so the new session proves itself in one round trip (or one handshake
+/// retry); a key removed for good stops carrying traffic within this.
+pub const REMOTE_KEY_GRACE: Duration = Duration::from_secs(10);
+/// How long sessions under our own previous key may serve after we rotate: every remote
+/// cluster must learn the new public key through the control plane first, which can
+/// take a broker resync. After it, the old key is forgotten even if a peer never moved.
+pub const OWN_KEY_GRACE: Duration = Duration::from_secs(120);
 /// Handshakes per second accepted before cookies are demanded. Each handshake passes the
 /// shared limiter twice (our check before attributing it, then `Tunn::decapsulate`'s own),
 /// so this is twice boringtun's default of 100.
@@ -298,7 +307,10 @@ impl Datapath {
                 .filter(|s| s.remote_key == gateway.public_key)
             {
                 found = true;
-                session.retiring = session.own_key != own;
+                session.retiring = match session.own_key != own {
+                    true => session.retiring.or(Some(Instant::now() + OWN_KEY_GRACE)),
+                    false => None,
+                };
                 // A configured endpoint that changed overrides one learned by roaming.
                 if was.map(|w| w.endpoint) != Some(gateway.endpoint) {
                     session.endpoint = gateway.endpoint;
@@ -309,9 +321,10 @@ impl Datapath {
                 state.sessions.push(session);
             }
         }
+        let revoked = Instant::now() + REMOTE_KEY_GRACE;
         for session in &mut state.sessions {
             if !spec.gateways().any(|g| g.public_key == session.remote_key) {
-                session.retiring = true;
+                session.retiring = Some(session.retiring.map_or(revoked, |t| t.min(revoked)));
             }
         }
         let first_changed = before.is_none_or(|b| b.public_key != spec.public_key);
@@ -344,7 +357,7 @@ impl Datapath {
             ),
             endpoint: gateway.endpoint,
             retried_at: None,
-            retiring: false,
+            retiring: None,
             answered: false,
         }
     }
@@ -391,8 +404,9 @@ impl Datapath {
             let mut state = peer.state.lock();
             // A rotation before the last one finished: its old key is dropped for good.
             state.remove_where(|s| Some(s.own_key) == gone);
+            let until = Instant::now() + OWN_KEY_GRACE;
             for session in state.sessions.iter_mut().filter(|s| s.own_key == old) {
-                session.retiring = true;
+                session.retiring = Some(session.retiring.map_or(until, |t| t.min(until)));
             }
             let current_remote = state.current().map(|s| s.remote_key);
             for gateway in spec.gateways() {
@@ -969,7 +983,7 @@ fn decrypt_one(
 
 fn timer_loop(shared: &Shared) -> std::io::Result<()> {
     let mut out = vec![0u8; BUF_SIZE];
-    let mut last_reset = std::time::Instant::now();
+    let mut last_reset = Instant::now();
     while !shared.stop.load(Ordering::Relaxed) {
         std::thread::sleep(TIMER_TICK);
         let keys = shared.keys.load();
@@ -977,12 +991,20 @@ fn timer_loop(shared: &Shared) -> std::io::Result<()> {
             for key in keys.all() {
                 key.rate_limiter.reset_count();
             }
-            last_reset = std::time::Instant::now();
+            last_reset = Instant::now();
         }
         let table = shared.table.load();
         let mut retiring_in_use = false;
+        let now = Instant::now();
         for peer in &table.peers {
             let mut state = peer.state.lock();
+            for key in state.expire_retiring(now) {
+                tracing::info!(
+                    peer = %peer.cluster_id,
+                    remote_key = %causeway_crds::keys::format_key(&key),
+                    "a session with a key no longer in use outlived its grace: closed"
+                );
+            }
             let current = state.current;
             for (slot, session) in state.sessions.iter_mut().enumerate() {
                 tick_session(shared, &peer.counters, session, slot == current, &mut out);
@@ -1042,7 +1064,7 @@ fn tick_session(
             let due = interval
                 .is_some_and(|every| session.retried_at.is_none_or(|at| at.elapsed() >= every));
             if let (true, Some(to)) = (due, session.endpoint) {
-                session.retried_at = Some(std::time::Instant::now());
+                session.retried_at = Some(Instant::now());
                 if let TunnResult::WriteToNetwork(init) =
                     session.tunn.format_handshake_initiation(out, false)
                 {

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 /// One gateway candidate of a remote cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,10 +145,11 @@ pub struct Session {
     /// Where the gateway is reached now: configured, or learned from its authenticated packets.
     pub endpoint: Option<SocketAddr>,
     /// When a handshake was last re-initiated after the session expired.
-    pub retried_at: Option<std::time::Instant>,
-    /// The remote key is listed no more, or the session is under our retiring key: it
-    /// serves until a session of the cluster that is neither proves itself, then goes.
-    pub retiring: bool,
+    pub retried_at: Option<Instant>,
+    /// Set when the remote key is listed no more, or the session is under our retiring
+    /// key: it serves until a session of the cluster that is neither proves itself, or
+    /// until this deadline at the latest, then goes.
+    pub retiring: Option<Instant>,
     /// We answered an initiation on it: the initiator's next authenticated packet
     /// confirms the handshake and makes this session current.
     pub answered: bool,
@@ -189,10 +191,35 @@ impl PeerState {
     pub fn promote(&mut self, slot: usize) -> bool {
         let switched = slot != self.current;
         self.current = slot;
-        if self.sessions.get(slot).is_some_and(|s| !s.retiring) {
-            self.remove_where(|s| s.retiring);
+        if self
+            .sessions
+            .get(slot)
+            .is_some_and(|s| s.retiring.is_none())
+        {
+            self.remove_where(|s| s.retiring.is_some());
         }
         switched
+    }
+
+    /// Removes the retiring sessions whose deadline has passed by `now`, whether or not a
+    /// replacement proved itself: a key taken out of the clusterset stops working within
+    /// its grace even if the new one never answers. Keeps at least one session. Returns
+    /// the remote keys of the sessions removed.
+    pub fn expire_retiring(&mut self, now: Instant) -> Vec<[u8; 32]> {
+        let expired = |s: &Session| s.retiring.is_some_and(|until| now >= until);
+        if self.sessions.iter().all(expired) {
+            return Vec::new();
+        }
+        let gone: Vec<[u8; 32]> = self
+            .sessions
+            .iter()
+            .filter(|s| expired(s))
+            .map(|s| s.remote_key)
+            .collect();
+        if !gone.is_empty() {
+            self.remove_where(expired);
+        }
+        gone
     }
 
     /// Removes the sessions `drop` selects, keeping `current` on the same session if it
@@ -202,7 +229,7 @@ impl PeerState {
         self.sessions.retain(|s| !drop(s));
         self.current = current
             .and_then(|i| self.by_index(i))
-            .or_else(|| self.sessions.iter().position(|s| !s.retiring))
+            .or_else(|| self.sessions.iter().position(|s| s.retiring.is_none()))
             .unwrap_or(0);
     }
 }
@@ -266,6 +293,57 @@ impl PeerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use boringtun::x25519::{PublicKey, StaticSecret};
+    use std::time::Duration;
+
+    fn session(remote: u8, index: u32, retiring: Option<Instant>) -> Session {
+        let own = StaticSecret::from([7; 32]);
+        let own_public = PublicKey::from(&own).to_bytes();
+        Session {
+            remote_key: [remote; 32],
+            own_key: own_public,
+            index,
+            tunn: Tunn::new(own, PublicKey::from([remote; 32]), None, None, index, None),
+            endpoint: None,
+            retried_at: None,
+            retiring,
+            answered: false,
+        }
+    }
+
+    #[test]
+    fn a_retiring_session_goes_at_its_deadline_even_if_nothing_replaced_it() {
+        let now = Instant::now();
+        let past = Some(now - Duration::from_millis(1));
+        let later = Some(now + Duration::from_secs(5));
+        // The revoked key's session is current (the new key never answered): it still goes.
+        let mut state = PeerState {
+            sessions: vec![
+                session(1, 1, past),
+                session(2, 2, None),
+                session(3, 3, later),
+            ],
+            current: 0,
+        };
+        assert_eq!(state.expire_retiring(now), vec![[1; 32]]);
+        let left: Vec<u32> = state.sessions.iter().map(|s| s.index).collect();
+        assert_eq!(left, [2, 3]);
+        assert_eq!(
+            state.current().map(|s| s.index),
+            Some(2),
+            "a listed key takes over"
+        );
+        // Before its deadline a retiring session stays; nothing is removed twice.
+        assert_eq!(state.expire_retiring(now), Vec::<[u8; 32]>::new());
+        assert_eq!(state.sessions.len(), 2);
+        // A peer is never left without a session.
+        let mut alone = PeerState {
+            sessions: vec![session(4, 4, past)],
+            current: 0,
+        };
+        assert!(alone.expire_retiring(now).is_empty());
+        assert_eq!(alone.sessions.len(), 1);
+    }
 
     fn spec(id: &str, key: u8, endpoint: &str, cidrs: &[&str]) -> PeerSpec {
         PeerSpec {

@@ -33,6 +33,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::Duration;
@@ -46,6 +47,7 @@ use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeSpec, NodeStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 
+use super::confine::Confinement;
 use super::control_plane::apiserver::kubeconfig_yaml;
 use super::control_plane::install::{
     self, CONTROLLER_ACCOUNT, GATEWAY_ACCOUNT, ROUTE_AGENT_ACCOUNT,
@@ -159,6 +161,15 @@ struct ClusterApi {
     broker_kubeconfig: PathBuf,
     /// The chart's gateway DaemonSet pod template, which candidates' Pod objects are made from.
     gateway_pod_template: Value,
+    /// What the chart's containers may do, as each process here is confined.
+    confinements: Confinements,
+}
+
+/// The chart's confinement of each kind of process.
+struct Confinements {
+    gateway: Confinement,
+    route_agent: Confinement,
+    controller: Confinement,
 }
 
 /// A clusterset in Kubernetes mode; see the module docs.
@@ -359,15 +370,24 @@ impl KubeWorld {
                     HarnessError::ControlPlane(format!("register Node {name} in {id}: {e}"))
                 })?;
         }
-        let gateway_pod_template = objects
-            .iter()
-            .find(|o| o["kind"] == "DaemonSet" && o["metadata"]["name"] == "causeway-gateway")
-            .map(|ds| ds["spec"]["template"].clone())
-            .ok_or_else(|| {
-                HarnessError::ControlPlane(
-                    "the chart rendered no causeway-gateway DaemonSet".into(),
-                )
-            })?;
+        let pod_template = |kind: &str, name: &str| {
+            objects
+                .iter()
+                .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+                .map(|o| o["spec"]["template"].clone())
+                .ok_or_else(|| {
+                    HarnessError::ControlPlane(format!("the chart rendered no {kind} {name}"))
+                })
+        };
+        let gateway_pod_template = pod_template("DaemonSet", "causeway-gateway")?;
+        let confinement = |kind: &str, name: &str| {
+            pod_template(kind, name).and_then(|t| Confinement::from_pod_template(&t))
+        };
+        let confinements = Confinements {
+            gateway: Confinement::from_pod_template(&gateway_pod_template)?,
+            route_agent: confinement("DaemonSet", "causeway-route-agent")?,
+            controller: confinement("Deployment", "causeway-controller")?,
+        };
 
         // Every process in the site reaches its API server at the worker's node address.
         let url = server.url_in_cluster();
@@ -394,6 +414,19 @@ impl KubeWorld {
             &token,
             BROKER_NAMESPACE,
         )?;
+        // As a Secret volume gives them to a non-root pod: readable by the controller's
+        // user, in a directory it may pass through (the gateways' keys there stay 0600).
+        if let Some((uid, gid)) = confinements.controller.user {
+            let dir = site.dir();
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(
+                io_context(format!("open {} to the controller", dir.display())),
+            )?;
+            for path in [&controller_kubeconfig, &broker_kubeconfig] {
+                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(io_context(
+                    format!("give {} to the controller's user", path.display()),
+                ))?;
+            }
+        }
         Ok(ClusterApi {
             server,
             client,
@@ -402,6 +435,7 @@ impl KubeWorld {
             agent_kubeconfig,
             broker_kubeconfig,
             gateway_pod_template,
+            confinements,
         })
     }
 
@@ -947,13 +981,12 @@ impl KubeWorld {
         ] {
             cmd.env_remove(var);
         }
+        // Every process runs as the chart runs it: only the capabilities its pod adds,
+        // no way to gain more, a read-only root.
         let cmd = match component {
-            // Gateways and route agents run as the chart runs them: root, with only the
-            // capabilities its DaemonSets add and no way to gain more.
-            Component::Gateway(..) | Component::RouteAgent(_) => {
-                with_capabilities(&cmd, &chart_capabilities(&api.gateway_pod_template)?)
-            }
-            Component::Controller(_) => cmd,
+            Component::Gateway(..) => api.confinements.gateway.wrap(&cmd),
+            Component::RouteAgent(_) => api.confinements.route_agent.wrap(&cmd),
+            Component::Controller(_) => api.confinements.controller.wrap(&cmd),
         };
         Ok((cmd, self.log_path(component)?))
     }
@@ -967,22 +1000,38 @@ impl KubeWorld {
     // ---- queries ----
 
     /// The holder of site `i`'s gateway Lease (a node name), read from its API server;
-    /// `None` also while that server is down.
-    pub fn lease_holder(&self, i: usize) -> Option<String> {
+    /// an error while that server does not answer, for waits to retry.
+    pub fn try_lease_holder(&self, i: usize) -> Result<Option<String>, HarnessError> {
         let leases: Api<Lease> = Api::namespaced(self.cluster_client(i), CLUSTER_NAMESPACE);
         let name = names::gateway_lease(&self.spec(i).cluster_id());
-        let lease = self.block_on(leases.get_opt(&name)).ok()??;
-        lease.spec?.holder_identity
+        let lease = self.block_on(leases.get_opt(&name)).map_err(|e| {
+            HarnessError::ControlPlane(format!(
+                "read Lease {name} from {}: {e}",
+                self.spec(i).cluster_id()
+            ))
+        })?;
+        Ok(lease.and_then(|l| l.spec?.holder_identity))
     }
 
-    /// Which of site `i`'s candidates holds the gateway Lease, if one does.
-    ///
-    /// The Lease is read as stored: after a holder dies it stays the holder
-    /// until another candidate takes the Lease over.
-    pub fn active_gateway(&self, i: usize) -> Option<usize> {
-        let holder = self.lease_holder(i)?;
+    /// [`KubeWorld::try_lease_holder`] for assertions: panics if the API server does
+    /// not answer, so an outage never reads as "no holder".
+    pub fn lease_holder(&self, i: usize) -> Option<String> {
+        self.try_lease_holder(i).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Which of site `i`'s candidates holds the gateway Lease, if one does; an error
+    /// while its API server does not answer.
+    pub fn try_active_gateway(&self, i: usize) -> Result<Option<usize>, HarnessError> {
         let spec = self.spec(i);
-        (0..CANDIDATES).find(|&k| spec.candidate(k).node_name() == holder)
+        Ok(self
+            .try_lease_holder(i)?
+            .and_then(|holder| (0..CANDIDATES).find(|&k| spec.candidate(k).node_name() == holder)))
+    }
+
+    /// [`KubeWorld::try_active_gateway`] for assertions: panics if the API server does
+    /// not answer.
+    pub fn active_gateway(&self, i: usize) -> Option<usize> {
+        self.try_active_gateway(i).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Site `i`'s gateway candidate `k`'s metrics text.
@@ -1025,11 +1074,20 @@ impl KubeWorld {
     }
 
     /// The whole log of `component` as far as it was written, over every restart.
+    ///
+    /// Panics if the log cannot be read: an unread log must not pass a check for
+    /// what is absent from it.
     pub fn full_log(&self, component: Component) -> String {
-        self.log_path(component)
-            .ok()
-            .and_then(|path| std::fs::read_to_string(path).ok())
-            .unwrap_or_default()
+        String::from_utf8_lossy(&self.full_log_bytes(component)).into_owned()
+    }
+
+    /// [`KubeWorld::full_log`] as written, byte for byte.
+    pub fn full_log_bytes(&self, component: Component) -> Vec<u8> {
+        let path = self
+            .log_path(component)
+            .unwrap_or_else(|e| panic!("the log of {component}: {e}"));
+        std::fs::read(&path)
+            .unwrap_or_else(|e| panic!("read the log of {component} at {}: {e}", path.display()))
     }
 
     // ---- waits ----
@@ -1091,12 +1149,14 @@ impl KubeWorld {
             names::gateway_lease(&self.spec(i).cluster_id())
         );
         self.wait_for(&what, timeout, |world| {
-            world
-                .active_gateway(i)
-                .ok_or_else(|| match world.lease_holder(i) {
-                    Some(holder) => format!("the Lease is held by {holder:?}, no candidate"),
-                    None => "no Lease holder".to_string(),
-                })
+            let holder = world.try_lease_holder(i).map_err(|e| e.to_string())?;
+            let spec = world.spec(i);
+            match holder {
+                None => Err("no Lease holder".to_string()),
+                Some(holder) => (0..CANDIDATES)
+                    .find(|&k| spec.candidate(k).node_name() == holder)
+                    .ok_or_else(|| format!("the Lease is held by {holder:?}, no candidate")),
+            }
         })
     }
 
@@ -1406,49 +1466,6 @@ fn node(name: &str, gateway: bool, pod_cidrs: &[IpNet], ips: [IpAddr; 2]) -> Nod
             ..NodeStatus::default()
         }),
     }
-}
-
-/// The capabilities the chart's pod template adds to its first container (after dropping
-/// ALL), lower-case as `setpriv` names them.
-pub fn chart_capabilities(template: &Value) -> Result<Vec<String>, HarnessError> {
-    let capabilities = &template["spec"]["containers"][0]["securityContext"]["capabilities"];
-    let drops_all = capabilities["drop"]
-        .as_array()
-        .is_some_and(|d| d.iter().any(|c| c == "ALL"));
-    if !drops_all {
-        return Err(HarnessError::ControlPlane(format!(
-            "the chart's gateway container does not drop ALL capabilities: {capabilities}"
-        )));
-    }
-    Ok(capabilities["add"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(str::to_lowercase)
-        .collect())
-}
-
-/// `cmd` run through `setpriv` with `capabilities` as its whole bounding set (a root
-/// process then holds exactly those), none inheritable, and `no_new_privs` set, as
-/// `allowPrivilegeEscalation: false` does.
-pub fn with_capabilities(cmd: &Command, capabilities: &[String]) -> Command {
-    let keep: String = capabilities.iter().map(|c| format!(",+{c}")).collect();
-    let mut wrapped = Command::new("setpriv");
-    wrapped
-        .arg(format!("--bounding-set=-all{keep}"))
-        .arg("--inh-caps=-all")
-        .arg("--no-new-privs")
-        .arg("--")
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    for (key, value) in cmd.get_envs() {
-        match value {
-            Some(v) => wrapped.env(key, v),
-            None => wrapped.env_remove(key),
-        };
-    }
-    wrapped
 }
 
 #[cfg(test)]

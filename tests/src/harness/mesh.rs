@@ -1,6 +1,7 @@
 //! A clusterset joined by standalone gateways: keys, per-site endpoints files, gateways
 //! and route agents, with the probes tests and the lab use to watch it.
 
+use super::confine::Confinement;
 use super::process::ChildGuard;
 use super::topology::{
     fetch_metrics, gateway_command, Clusterset, Site, GATEWAY_PORT, METRICS_ADDR,
@@ -176,18 +177,42 @@ impl Mesh {
         &self.keys[i].1
     }
 
-    /// Site `i`'s private key as written in its key file (for leak checks).
-    pub fn private_key_text(&self, i: usize) -> std::io::Result<String> {
-        Ok(std::fs::read_to_string(&self.keys[i].0)?.trim().to_owned())
+    /// Site `i`'s private key bytes, read back from its key file (for leak checks).
+    pub fn private_key(&self, i: usize) -> [u8; 32] {
+        let path = &self.keys[i].0;
+        let text = std::fs::read_to_string(path)
+            .unwrap_or_else(|e| panic!("read site {i}'s key file {}: {e}", path.display()));
+        causeway_crds::keys::parse_key(text.trim())
+            .unwrap_or_else(|e| panic!("site {i}'s key file {}: {e}", path.display()))
     }
 
-    /// The full logs of site `i`'s gateway and route agent, as far as they were written.
-    pub fn full_logs(&self, i: usize) -> String {
+    /// The full logs of site `i`'s gateway and route agent, as far as they were
+    /// written, as bytes; panics if a log cannot be read (an unread log must not
+    /// pass a check for what is absent from it).
+    pub fn full_logs(&self, i: usize) -> Vec<u8> {
         [&self.gateways[i], &self.agents[i]]
             .into_iter()
             .flatten()
-            .map(|p| std::fs::read_to_string(p.log_path()).unwrap_or_default())
+            .flat_map(|p| read_log(p.log_path()))
             .collect()
+    }
+
+    /// Site `i`'s gateway log from byte `from` on (see [`Mesh::gateway_log_len`]).
+    pub fn gateway_log_since(&self, i: usize, from: usize) -> String {
+        let log = self.gateway_log(i);
+        String::from_utf8_lossy(log.get(from..).unwrap_or_default()).into_owned()
+    }
+
+    /// How many bytes site `i`'s gateway has logged so far.
+    pub fn gateway_log_len(&self, i: usize) -> usize {
+        self.gateway_log(i).len()
+    }
+
+    fn gateway_log(&self, i: usize) -> Vec<u8> {
+        let gateway = self.gateways[i]
+            .as_ref()
+            .unwrap_or_else(|| panic!("site {i}'s gateway is not running"));
+        read_log(gateway.log_path())
     }
 
     /// Site `i`'s endpoints file.
@@ -286,9 +311,10 @@ impl Mesh {
             .arg("--metrics-addr")
             .arg(METRICS_ADDR.to_string())
             .args(&self.wan.gateway_args[i]);
-        Ok(site
-            .gateway
-            .spawn_logged(&mut cmd, &site.dir().join("gateway.log"))?)
+        Ok(site.gateway.spawn_logged(
+            &mut Confinement::chart_datapath().wrap(&cmd),
+            &site.dir().join("gateway.log"),
+        )?)
     }
 
     /// Starts (or restarts) site `i`'s route agent.
@@ -449,4 +475,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError + '_ {
         context: format!("write {}", path.display()),
         source,
     }
+}
+
+/// A process's log; panics naming the file if it cannot be read.
+fn read_log(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read log {}: {e}", path.display()))
 }

@@ -4,8 +4,10 @@
 //! Everything here runs as root and touches only namespaces it created: the
 //! root network namespace is never modified.
 
+pub mod confine;
 pub mod control_plane;
 pub mod kube;
+pub mod leak;
 pub mod mesh;
 pub mod netns;
 pub mod postgres;
@@ -18,7 +20,7 @@ pub mod wan;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use netns::{veth, Netns};
+pub use netns::{veth, Netns, Profile};
 pub use process::ChildGuard;
 pub use topology::{
     fetch_metrics, find_workspace_binary, http_get, workspace_binary, CandidateSpec, Clusterset,

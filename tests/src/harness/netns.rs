@@ -29,16 +29,44 @@ const NETNS_RUN_DIR: &str = "/var/run/netns";
 /// The kernel's limit on interface names, excluding the terminating NUL.
 pub const IFNAMSIZ_MAX: usize = 15;
 
-/// Kernel settings every test namespace gets: it may forward like a router,
-/// must not drop asymmetric paths, and its IPv6 addresses work at once.
-const SYSCTLS: &[&str] = &[
-    "net.ipv4.ip_forward=1",
-    "net.ipv6.conf.all.forwarding=1",
-    "net.ipv4.conf.all.rp_filter=0",
-    "net.ipv4.conf.default.rp_filter=0",
+/// Kernel settings every test namespace gets beyond the kernel's defaults:
+/// its IPv6 addresses work at once instead of after duplicate detection.
+/// Forwarding and reverse-path filtering keep the kernel's defaults (off,
+/// off) unless the namespace is built as a [`Profile::Node`] or a
+/// [`Profile::Router`].
+const BASE_SYSCTLS: &[&str] = &[
     "net.ipv6.conf.all.accept_dad=0",
     "net.ipv6.conf.default.accept_dad=0",
 ];
+
+/// What a namespace stands for, and so which kernel settings it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A pod, a host or a process's own namespace: the kernel's defaults, no forwarding.
+    Host,
+    /// A Kubernetes node: forwards (kubelet requires it) and filters reverse
+    /// paths strictly, as RHEL-family nodes do by default. Strict is the
+    /// harshest setting a node ships with, so whatever works here works
+    /// under Debian's loose filter too.
+    Node,
+    /// A router on the underlay: forwards, kernel-default reverse-path filter.
+    Router,
+}
+
+impl Profile {
+    fn sysctls(self) -> &'static [&'static str] {
+        match self {
+            Profile::Host => &[],
+            Profile::Node => &[
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+                "net.ipv4.conf.all.rp_filter=1",
+                "net.ipv4.conf.default.rp_filter=1",
+            ],
+            Profile::Router => &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+        }
+    }
+}
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(0);
 
@@ -50,8 +78,13 @@ pub struct Netns {
 }
 
 impl Netns {
-    /// Creates `cw-<pid>-<n>-<role>` with `lo` up and router sysctls set.
+    /// Creates `cw-<pid>-<n>-<role>` with `lo` up and the kernel's defaults: a [`Profile::Host`].
     pub fn new(role: &str) -> io::Result<Netns> {
+        Netns::with_profile(role, Profile::Host)
+    }
+
+    /// Creates `cw-<pid>-<n>-<role>` with `lo` up and `profile`'s kernel settings.
+    pub fn with_profile(role: &str, profile: Profile) -> io::Result<Netns> {
         if role.is_empty()
             || !role
                 .bytes()
@@ -71,8 +104,27 @@ impl Netns {
         // From here on the guard exists, so an early return deletes the namespace.
         let ns = Netns { name, logs };
         ns.ip(["link", "set", "lo", "up"])?;
-        ns.exec_ok("sysctl", ["-q", "-w"].iter().chain(SYSCTLS))?;
+        ns.exec_ok(
+            "sysctl",
+            ["-q", "-w"]
+                .iter()
+                .chain(BASE_SYSCTLS)
+                .chain(profile.sysctls()),
+        )?;
         Ok(ns)
+    }
+
+    /// Turns reverse-path filtering off on every interface there is now: a hostile
+    /// site's own nodes, whose operator lets spoofed sources out on purpose.
+    pub fn disable_reverse_path_filter(&self) -> io::Result<()> {
+        self.exec_ok(
+            "sh",
+            [
+                "-c",
+                "for f in /proc/sys/net/ipv4/conf/*/rp_filter; do echo 0 > \"$f\"; done",
+            ],
+        )
+        .map(drop)
     }
 
     /// The namespace's name as `ip netns list` shows it.

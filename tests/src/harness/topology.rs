@@ -31,7 +31,8 @@ use std::time::Duration;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
-use super::netns::{veth, Netns};
+use super::confine::Confinement;
+use super::netns::{veth, Netns, Profile};
 use super::process::ChildGuard;
 use super::{io_context, HarnessError, ScratchDir};
 
@@ -409,15 +410,15 @@ impl Site {
         let l = spec.letter();
         let context = |what: &str| format!("{}: {what}", spec.cluster_id());
         let namespace = |k: usize| {
-            Netns::new(&spec.candidate(k).namespace_role()).map_err(io_context(context(&format!(
-                "gateway candidate {k} namespace"
-            ))))
+            Netns::with_profile(&spec.candidate(k).namespace_role(), Profile::Node).map_err(
+                io_context(context(&format!("gateway candidate {k} namespace"))),
+            )
         };
         let mut site = Site {
             spec,
             gateway: namespace(0)?,
             more_candidates: Vec::new(),
-            worker: Netns::new(&format!("{l}-wk"))
+            worker: Netns::with_profile(&format!("{l}-wk"), Profile::Node)
                 .map_err(io_context(context("worker namespace")))?,
             pod: Netns::new(&format!("{l}-pod")).map_err(io_context(context("pod namespace")))?,
             dir: ScratchDir::new(&format!("cw-{}-", spec.cluster_id()))
@@ -558,8 +559,10 @@ impl Site {
             .arg(endpoints)
             .arg("--metrics-addr")
             .arg(METRICS_ADDR.to_string());
-        self.gateway
-            .spawn_logged(&mut cmd, &self.dir().join("gateway.log"))
+        self.gateway.spawn_logged(
+            &mut Confinement::chart_datapath().wrap(&cmd),
+            &self.dir().join("gateway.log"),
+        )
     }
 
     /// Starts `causeway-gateway route-agent` in the worker namespace, logging to `route-agent.log` in [`Site::dir`].
@@ -572,8 +575,10 @@ impl Site {
             .arg(endpoints)
             .arg("--metrics-addr")
             .arg(METRICS_ADDR.to_string());
-        self.worker
-            .spawn_logged(&mut cmd, &self.dir().join("route-agent.log"))
+        self.worker.spawn_logged(
+            &mut Confinement::chart_datapath().wrap(&cmd),
+            &self.dir().join("route-agent.log"),
+        )
     }
 
     /// Generates a gateway key pair with `causeway-gateway genkey`/`pubkey`; the private key goes to `gateway.key` (mode 0600) in [`Site::dir`].
@@ -659,7 +664,8 @@ impl Clusterset {
                 "a site has 1..={MAX_CANDIDATES} gateway candidates, not {n_candidates}"
             )));
         }
-        let wan = Netns::new("wan").map_err(io_context("WAN namespace"))?;
+        let wan =
+            Netns::with_profile("wan", Profile::Router).map_err(io_context("WAN namespace"))?;
         wan.bridge(WAN_BRIDGE).map_err(io_context("WAN bridge"))?;
         // Built inside the guard so a failure half-way tears down what exists.
         let mut set = Clusterset {

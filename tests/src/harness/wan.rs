@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use ipnet::{IpNet, Ipv4Net};
 use nix::sys::socket::{setsockopt, sockopt};
 
-use super::netns::{veth, Netns};
+use super::netns::{veth, Netns, Profile};
 use super::topology::{Clusterset, GATEWAY_WAN_IF, WAN_BRIDGE};
 use super::{io_context, HarnessError};
 
@@ -511,8 +511,8 @@ impl Router {
         s.gateway
             .ip(["link", "del", GATEWAY_WAN_IF])
             .map_err(io_context(ctx("remove the gateway's WAN link")))?;
-        let ns =
-            Netns::new(&format!("{}-rt", spec.letter())).map_err(io_context(ctx("namespace")))?;
+        let ns = Netns::with_profile(&format!("{}-rt", spec.letter()), Profile::Router)
+            .map_err(io_context(ctx("namespace")))?;
         let wan_port = format!("rt-{}", spec.letter());
         veth(
             &ns,
