@@ -282,3 +282,61 @@ fn spawned_output_lands_in_the_log() {
     let tail = child.log_tail(2);
     assert_eq!(tail, "out hello\nerr", "log was:\n{}", child.log_tail(10));
 }
+
+/// What a confined datapath process may do, tried for real from inside one: it holds
+/// exactly the chart's capabilities, cannot write its root filesystem or /proc/sys, and
+/// can still open /dev/net/tun and write /dev/null. The mount changes stay inside it.
+#[test]
+fn a_confined_process_holds_only_the_charts_powers() {
+    use causeway_tests::harness::confine::Confinement;
+
+    let ns = Netns::new("confine").expect("namespace");
+    let probe = ns.log_dir().join("written-by-confined");
+    let script = format!(
+        "grep -E '^Cap(Eff|Bnd|Prm):' /proc/self/status
+         grep '^NoNewPrivs:' /proc/self/status
+         touch {probe} 2>&1 && echo WROTE-ROOT
+         echo 1 > /proc/sys/net/ipv4/ip_forward 2>&1 && echo WROTE-SYSCTL
+         exec 3<>/dev/net/tun && echo TUN-OPENED
+         echo x > /dev/null && echo DEV-NULL-OK",
+        probe = probe.display()
+    );
+    let mut sh = Command::new("sh");
+    sh.args(["-c", &script]);
+    let cmd = Confinement::chart_datapath().wrap(&sh);
+    let out = ns
+        .exec(
+            cmd.get_program().to_str().expect("program"),
+            cmd.get_args().map(|a| a.to_owned()),
+        )
+        .expect("run the confined shell");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // CAP_NET_ADMIN is bit 12.
+    for line in [
+        "CapEff:\t0000000000001000",
+        "CapBnd:\t0000000000001000",
+        "NoNewPrivs:\t1",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("WROTE-ROOT"),
+        "wrote the root filesystem:\n{text}"
+    );
+    assert!(text.contains("Read-only file system"), "{text}");
+    assert!(!text.contains("WROTE-SYSCTL"), "wrote /proc/sys:\n{text}");
+    assert!(
+        text.contains("TUN-OPENED") && text.contains("DEV-NULL-OK"),
+        "{text}"
+    );
+    assert!(!probe.exists(), "{} exists", probe.display());
+    // Outside, nothing changed: the same file can be written, forwarding is still off.
+    std::fs::write(&probe, b"outside").expect("the test itself still writes /tmp");
+    assert_eq!(
+        ns.exec_ok("sysctl", ["-n", "net.ipv4.ip_forward"])
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 use causeway_controller::plugin::verify;
 use causeway_crds::rbac;
 use causeway_tests::harness::confine::CHART_DATAPATH_CAPABILITIES;
+use causeway_tests::harness::kube::CONTROLLER_DNS_PORT;
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -1019,6 +1020,20 @@ fn controller_deployment_dns_service_and_pdb() {
         check_env_known(c, &controller_env(), &what);
         let psc = pod.security_context.as_ref().expect("pod securityContext");
         assert_eq!(psc.run_as_non_root, Some(true), "{what}: runs as non-root");
+        // The Kubernetes-mode tests run the controller's DNS where the chart does: a
+        // non-root process cannot bind 53, so the harness must not either.
+        if let Some(dns) = c
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("dns-udp"))
+        {
+            assert_eq!(
+                dns.container_port,
+                i32::from(CONTROLLER_DNS_PORT),
+                "{what}: the DNS port the harness runs the controller with"
+            );
+        }
         assert_eq!(env_field(c, "CAUSEWAY_NAMESPACE"), "metadata.namespace");
         assert_eq!(env_field(c, "POD_NAME"), "metadata.name");
         assert_eq!(env_value(c, "CAUSEWAY_BROKER_NAMESPACE"), "causeway-broker");

@@ -85,8 +85,10 @@ pub const GATEWAY_METRICS_ADDR: SocketAddr = METRICS_ADDR;
 pub const GATEWAY_METRICS_BIND: SocketAddr =
     SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), METRICS_ADDR.port());
 /// The port a controller serves `clusterset.local` on when a test gives it
-/// `--dns-listen 0.0.0.0:53`; candidates are pointed at it with `--dns-server`.
-pub const CONTROLLER_DNS_PORT: u16 = 53;
+/// `--dns-listen 0.0.0.0:<port>`; candidates are pointed at it with `--dns-server`. The
+/// chart's (`controller.dns.port`): its non-root controller cannot bind 53, and the
+/// causeway-dns Service maps 53 to this.
+pub const CONTROLLER_DNS_PORT: u16 = 5353;
 /// Name of a gateway candidate's Pod object: `causeway-gateway-<node>`.
 pub fn gateway_pod_name(node: &str) -> String {
     format!("causeway-gateway-{node}")
