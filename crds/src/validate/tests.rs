@@ -662,3 +662,49 @@ fn another_cluster_may_claim_only_accepted_ranges_and_never_a_protected_one() {
     let check = validate_clusterset_for(&[site_a(), b], "site-a", &acceptance);
     assert!(check.refused.is_empty(), "{check:#?}");
 }
+
+#[test]
+fn a_dual_stack_gateways_next_hop_is_of_the_destinations_family() {
+    let dual = GatewayEndpoint {
+        private_ips: vec!["fd00:19::1".into()],
+        ..gw("198.18.0.1:51820", KEY_A)
+    };
+    let site = validate_endpoint(&ep("site-a", &["10.1.0.0/16"], &[], vec![dual])).unwrap();
+    let gateway = &site.gateways[0];
+    assert_eq!(
+        gateway.private_ip_for("10.2.0.9".parse().unwrap()),
+        Some("198.19.1.1".parse().unwrap())
+    );
+    assert_eq!(
+        gateway.private_ip_for("fd00:2::9".parse().unwrap()),
+        Some("fd00:19::1".parse().unwrap())
+    );
+    // An IPv4-only gateway is no next hop for IPv6.
+    let site = validate_endpoint(&site_a()).unwrap();
+    assert_eq!(
+        site.gateways[0].private_ip_for("fd00:2::9".parse().unwrap()),
+        None
+    );
+}
+
+#[test]
+fn oldest_first_puts_created_objects_first_by_age_then_by_name() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::jiff::Timestamp;
+    let at = |name: &str, second: Option<i64>| {
+        let mut o = ep(name, &[], &[], vec![]);
+        o.metadata.creation_timestamp =
+            second.map(|s| Time(Timestamp::from_second(1_700_000_000 + s).unwrap()));
+        o
+    };
+    let mut endpoints = vec![
+        at("c-new", None),
+        at("b", Some(200)),
+        at("z-old", Some(100)),
+        at("a-new", None),
+        at("m-old", Some(100)),
+    ];
+    oldest_first(&mut endpoints);
+    let names: Vec<String> = endpoints.iter().map(object_name).collect();
+    assert_eq!(names, ["m-old", "z-old", "b", "a-new", "c-new"]);
+}

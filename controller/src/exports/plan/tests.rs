@@ -1338,3 +1338,158 @@ fn an_empty_world_plans_nothing() {
     assert!(world.plan().is_noop());
     assert_eq!(world.plan(), ExportPlan::default());
 }
+
+#[test]
+fn slices_carry_the_services_ports_with_name_and_protocol_defaulted() {
+    let service = cluster_ip(
+        "prod",
+        "db",
+        "10.96.0.10",
+        vec![
+            port("pg", 5432),
+            CorePort {
+                name: None,
+                protocol: Some("UDP".to_owned()),
+                app_protocol: Some("dns".to_owned()),
+                port: 53,
+                ..CorePort::default()
+            },
+        ],
+    );
+    let mut a = exporting("site-a", service, vec![], 1);
+    a.pass();
+    let expected = Some(vec![
+        EndpointPort {
+            name: Some("pg".to_owned()),
+            protocol: Some("TCP".to_owned()),
+            app_protocol: None,
+            port: Some(5432),
+        },
+        EndpointPort {
+            name: Some(String::new()),
+            protocol: Some("UDP".to_owned()),
+            app_protocol: Some("dns".to_owned()),
+            port: Some(53),
+        },
+    ]);
+    assert_eq!(a.broker_slices.len(), 1);
+    assert_eq!(a.broker_slices[0].ports, expected, "at the broker");
+    let copy = a
+        .slices
+        .iter()
+        .find(|s| name_of(*s) == "db-site-a-ipv4")
+        .expect("copy");
+    assert_eq!(copy.ports, expected, "and in the importing cluster");
+}
+
+#[test]
+fn writes_counts_every_write_the_plan_makes() {
+    let mut a = exporting(
+        "site-a",
+        headless("prod", "db", db_ports()),
+        vec![own_slice(
+            "prod",
+            "db",
+            "x",
+            "IPv4",
+            &[("10.1.0.6", Some("db-0"), true)],
+        )],
+        1,
+    );
+    // Publish: the broker's import and slice; here, the import and its status, the
+    // slice, and the export's status.
+    let plan = a.pass();
+    assert_eq!(
+        (
+            plan.broker_imports.len(),
+            plan.broker_slices.len(),
+            plan.imports.len(),
+            plan.slices.len(),
+            plan.export_status.len()
+        ),
+        (1, 1, 1, 1, 1),
+        "{plan:?}"
+    );
+    assert_eq!(plan.writes(), 6, "{plan:?}");
+    assert!(!plan.is_noop());
+
+    // Withdraw: four deletes, nothing else.
+    a.exports.clear();
+    let plan = a.pass();
+    assert_eq!(
+        (
+            plan.broker_import_deletes.len(),
+            plan.broker_slice_deletes.len(),
+            plan.import_deletes.len(),
+            plan.slice_deletes.len()
+        ),
+        (1, 1, 1, 1),
+        "{plan:?}"
+    );
+    assert_eq!(plan.writes(), 4, "{plan:?}");
+    assert!(a.plan().is_noop());
+}
+
+#[test]
+fn the_conflict_condition_goes_when_the_export_stops_being_published() {
+    let mut a = exporting(
+        "site-a",
+        cluster_ip("prod", "db", "10.96.0.10", db_ports()),
+        vec![],
+        1,
+    );
+    a.pass();
+    assert_eq!(
+        a.condition("prod", "db", CONDITION_CONFLICT)
+            .map(|c| c.status),
+        Some("False".to_owned())
+    );
+    // The Service goes: the export is invalid, so "no conflict" would be a claim about
+    // nothing.
+    a.services.clear();
+    a.pass();
+    assert_eq!(
+        conditions_of(&a, "db"),
+        vec![
+            triple(CONDITION_VALID, "False", REASON_NO_SERVICE),
+            triple(CONDITION_READY, "False", REASON_PENDING),
+        ]
+    );
+}
+
+#[test]
+fn a_replaced_copy_stays_owned_by_its_import() {
+    let ready = |r: bool| own_slice("prod", "db", "x", "IPv4", &[("10.1.0.6", Some("db-0"), r)]);
+    let mut a = exporting(
+        "site-a",
+        headless("prod", "db", db_ports()),
+        vec![ready(true)],
+        1,
+    );
+    a.pass();
+    let mut b = World::new("site-b", &["prod"]);
+    share_broker(&a, &mut b);
+    b.pass();
+    let uid = b
+        .import("prod", "db")
+        .and_then(|i| i.metadata.uid.clone())
+        .expect("imported, with a uid");
+
+    a.slices.retain(is_causeway_slice);
+    a.slices.push(ready(false));
+    a.pass();
+    share_broker(&a, &mut b);
+    let plan = b.plan();
+    let [write] = plan.slices.as_slice() else {
+        panic!("expected one slice write, got {plan:?}");
+    };
+    assert!(write.owner_created_now.is_none(), "the import exists");
+    let Upsert::Replace(slice) = &write.upsert else {
+        panic!("expected a replace, got {:?}", write.upsert);
+    };
+    // Without it, deleting the ServiceImport would leave the slice behind.
+    assert_eq!(
+        slice.metadata.owner_references,
+        Some(vec![import_owner("db", &uid)])
+    );
+}

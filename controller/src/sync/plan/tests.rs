@@ -882,3 +882,64 @@ fn merging_a_condition_keeps_others_and_the_transition_time_unless_it_flips() {
     assert_eq!(merged.len(), 1);
     assert_eq!(merged[0].type_, VALID_CONDITION);
 }
+
+#[test]
+fn the_local_copy_is_annotated_with_this_release_and_keeps_other_annotations() {
+    let release = env!("CARGO_PKG_VERSION");
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&a()),
+        &[],
+        &[],
+        &Acceptance::default(),
+    );
+    let Some(Upsert::Create(obj)) = &plan.local_upsert else {
+        panic!("expected a create, got {:?}", plan.local_upsert);
+    };
+    let annotations = obj.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.get(VERSION_ANNOTATION).map(String::as_str),
+        Some(release)
+    );
+
+    // A copy written by another release is rewritten with ours; foreign annotations stay.
+    let mut older = copy(a());
+    older.metadata.annotations = Some(BTreeMap::from([
+        (VERSION_ANNOTATION.to_owned(), "0.0.1".to_owned()),
+        ("team".to_owned(), "db".to_owned()),
+    ]));
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&a()),
+        &[],
+        &[older],
+        &Acceptance::default(),
+    );
+    let Some(Upsert::Replace(obj)) = &plan.local_upsert else {
+        panic!("expected a replace, got {:?}", plan.local_upsert);
+    };
+    assert_eq!(
+        obj.metadata.annotations,
+        Some(BTreeMap::from([
+            (VERSION_ANNOTATION.to_owned(), release.to_owned()),
+            ("team".to_owned(), "db".to_owned()),
+        ]))
+    );
+}
+
+#[test]
+fn our_object_is_published_under_our_cluster_id() {
+    let plan = plan_sync(
+        "site-a",
+        Publish::Spec(&a()),
+        &[at_broker("site-b", 2, b())],
+        &[],
+        &Acceptance::default(),
+    );
+    let Some(Upsert::Create(obj)) = &plan.publish else {
+        panic!("expected a create, got {:?}", plan.publish);
+    };
+    assert_eq!(obj.metadata.name.as_deref(), Some("site-a"));
+    assert_eq!(obj.metadata.namespace, None, "apply decides the namespace");
+    assert_eq!(obj.spec, a());
+}

@@ -368,3 +368,240 @@ fn a_super_packet_never_exceeds_the_ip_length_limit() {
         assert!(o.len() - VNET_HDR_LEN <= MAX_PACKET);
     }
 }
+
+/// Recomputes the IPv4 header and TCP checksums after a test edited a packet's fields, so
+/// that the edit, not a bad checksum, is what the code under test sees.
+fn reseal(p: &mut [u8]) {
+    let v6 = p[0] >> 4 == 6;
+    let l4 = if v6 { 40 } else { 20 };
+    if !v6 {
+        p[10..12].fill(0);
+        let sum = ipv4_header_checksum(&p[..20]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+    }
+    p[l4 + 16..l4 + 18].fill(0);
+    let sum = checksum_add(&p[l4..], pseudo_header(p, v6, 6, p.len() - l4));
+    p[l4 + 16..l4 + 18].copy_from_slice(&(!fold(sum)).to_be_bytes());
+    assert!(reference_tcp_ok(p) && (v6 || reference_ipv4_ok(p)));
+}
+
+#[test]
+fn segments_differing_in_any_field_gro_compares_are_not_merged() {
+    // (what, edit of the third of four segments; l4 is where TCP starts). Every edited
+    // packet is resealed: its checksums are right, only the field differs.
+    type Edit = (&'static str, fn(&mut [u8], usize));
+    let both: [Edit; 6] = [
+        ("source port", |p, l4| p[l4 + 1] ^= 1),
+        ("destination port", |p, l4| p[l4 + 3] ^= 1),
+        ("ACK number", |p, l4| p[l4 + 11] ^= 1),
+        ("window", |p, l4| p[l4 + 15] ^= 1),
+        ("timestamp option", |p, l4| p[l4 + 27] ^= 1),
+        ("data offset", |p, l4| {
+            // The same options, one NOP longer: 36 bytes of TCP header.
+            let mut longer = p[..l4 + 32].to_vec();
+            longer.extend_from_slice(&[1, 1, 1, 1]);
+            longer.extend_from_slice(&p[l4 + 32..p.len() - 4]);
+            longer[l4 + 12] = (36 / 4) << 4;
+            p.copy_from_slice(&longer);
+        }),
+    ];
+    let v4: [Edit; 5] = [
+        ("IPv4 source address", |p, _| p[15] ^= 1),
+        ("IPv4 destination address", |p, _| p[19] ^= 1),
+        ("IPv4 TTL", |p, _| p[8] -= 1),
+        ("IPv4 ToS", |p, _| p[1] ^= 0x20),
+        ("IPv4 don't-fragment", |p, _| p[6] ^= 0x40),
+    ];
+    let v6: [Edit; 4] = [
+        ("IPv6 source address", |p, _| p[23] ^= 1),
+        ("IPv6 destination address", |p, _| p[39] ^= 1),
+        ("IPv6 hop limit", |p, _| p[7] -= 1),
+        ("IPv6 traffic class", |p, _| p[1] ^= 0x20),
+    ];
+    let cases = both
+        .iter()
+        .flat_map(|e| [(false, e), (true, e)])
+        .chain(v4.iter().map(|e| (false, e)))
+        .chain(v6.iter().map(|e| (true, e)));
+    for (is_v6, (what, edit)) in cases {
+        let l4 = if is_v6 { 40 } else { 20 };
+        let mut segs = segments(is_v6, 4, 1000);
+        edit(&mut segs[2], l4);
+        reseal(&mut segs[2]);
+        let out = coalesce(&segs);
+        let lens: Vec<usize> = out.iter().map(|o| o.len() - VNET_HDR_LEN).collect();
+        let headers = l4 + 32;
+        assert_eq!(
+            lens,
+            [headers + 2000, segs[2].len(), segs[3].len()],
+            "v6={is_v6} {what}: the first two merge, the edited one and the one after it do not"
+        );
+        assert_eq!(
+            &out[1][VNET_HDR_LEN..],
+            &segs[2][..],
+            "{what}: passed through as it came"
+        );
+    }
+}
+
+#[test]
+fn sequence_numbers_are_compared_whole() {
+    for v6 in [false, true] {
+        // Contiguous across a 64 KiB boundary: merged.
+        let start = 0x1_0000 - 1000;
+        let across: Vec<Vec<u8>> = (0..3)
+            .map(|i| tcp(v6, start + i * 1000, TCP_ACK, &payload(1000)))
+            .collect();
+        assert_eq!(coalesce(&across).len(), 1, "v6={v6}: contiguous");
+        // 64 KiB missing between two segments (only the sequence's second byte differs
+        // from the contiguous one): never merged, or the receiver gets a hole filled with
+        // the wrong bytes.
+        let gap = vec![
+            tcp(v6, 1000, TCP_ACK, &payload(1000)),
+            tcp(v6, 2000, TCP_ACK, &payload(1000)),
+            tcp(v6, 3000 + 0x1_0000, TCP_ACK, &payload(1000)),
+        ];
+        let out = coalesce(&gap);
+        assert_eq!(out.len(), 2, "v6={v6}: a 64 KiB gap");
+        assert_eq!(seq_of(&out[1][VNET_HDR_LEN..]), 3000 + 0x1_0000);
+    }
+}
+
+#[test]
+fn a_partial_checksum_that_ends_the_packet_is_completed() {
+    // An empty UDP datagram: its checksum field is the packet's last two bytes.
+    let mut p = vec![
+        0x45, 0, 0, 28, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 1, 1, 10, 10, 2, 1, 10, 0x9c, 0x40, 0, 53,
+        0, 8, 0, 0,
+    ];
+    let partial = fold(pseudo_header(&p, false, 17, 8));
+    p[26..28].copy_from_slice(&partial.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        csum_start: 20,
+        csum_offset: 6,
+        ..VnetHdr::default()
+    };
+    let segs = split(&hdr, &mut p.clone()).expect("completed, not refused");
+    let mut pseudo = p[12..20].to_vec();
+    pseudo.extend_from_slice(&[0, 17, 0, 8]);
+    pseudo.extend_from_slice(&segs[0][20..]);
+    assert_eq!(reference_sum(&pseudo), 0xffff, "{:?}", segs[0]);
+    // One byte short of the field: refused.
+    assert_eq!(
+        split(&hdr, &mut p[..27].to_vec()),
+        Err(OffloadError::Malformed)
+    );
+}
+
+#[test]
+fn a_tcp_header_inside_the_ipv6_header_is_refused() {
+    let (hdr, mut p) = super_packet(true, TCP_ACK, &payload(3000), 1400);
+    // Where a TCP header at offset 20 would hold its data offset, a plausible one.
+    p[20 + 12] = 0x50;
+    let bad = VnetHdr {
+        csum_start: 20,
+        ..hdr
+    };
+    assert_eq!(split(&bad, &mut p), Err(OffloadError::Malformed));
+}
+
+#[test]
+fn a_merged_super_packet_carries_its_own_ip_length_and_header_checksum() {
+    for v6 in [false, true] {
+        let out = coalesce(&segments(v6, 5, 1000));
+        assert_eq!(out.len(), 1);
+        let pkt = &out[0][VNET_HDR_LEN..];
+        if v6 {
+            let payload_len = u16::from_be_bytes([pkt[4], pkt[5]]);
+            assert_eq!(
+                usize::from(payload_len),
+                pkt.len() - 40,
+                "IPv6 payload length"
+            );
+        } else {
+            let total = u16::from_be_bytes([pkt[2], pkt[3]]);
+            assert_eq!(usize::from(total), pkt.len(), "IPv4 total length");
+            assert!(reference_ipv4_ok(pkt), "IPv4 header checksum");
+        }
+        // CHECKSUM_PARTIAL: the TCP checksum field holds the pseudo-header sum.
+        let hdr = VnetHdr::decode(&out[0]).unwrap();
+        let l4 = usize::from(hdr.csum_start);
+        let field = u16::from_be_bytes([pkt[l4 + 16], pkt[l4 + 17]]);
+        assert_eq!(field, fold(pseudo_header(pkt, v6, 6, pkt.len() - l4)));
+    }
+}
+
+#[test]
+fn truncated_or_optioned_tcp_packets_pass_through_as_they_came() {
+    // A whole segment with its IP header and the first bytes of TCP only: each header's
+    // length fields agree with the packet, so only the size says it is too short.
+    let truncated = |v6: bool, len: usize| {
+        let mut p = tcp(v6, 1000, TCP_ACK, &payload(100));
+        p.truncate(len);
+        if v6 {
+            p[4..6].copy_from_slice(&((len - 40) as u16).to_be_bytes());
+        } else {
+            p[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            p[10..12].fill(0);
+            let sum = ipv4_header_checksum(&p[..20]);
+            p[10..12].copy_from_slice(&sum.to_be_bytes());
+        }
+        p
+    };
+    // IPv4 with 4 bytes of IP options (IHL 6) and correct checksums: not merged, since
+    // the merged header is rebuilt for IHL 5.
+    let optioned = |seq: u32| {
+        let plain = tcp(false, seq, TCP_ACK, &payload(1000));
+        let mut p = plain[..20].to_vec();
+        p.extend_from_slice(&[1, 1, 1, 0]); // NOP NOP NOP EOL
+        p.extend_from_slice(&plain[20..]);
+        p[0] = 0x46;
+        let total = p.len() as u16;
+        p[2..4].copy_from_slice(&total.to_be_bytes());
+        p[10..12].fill(0);
+        let sum = ipv4_header_checksum(&p[..24]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p[24 + 16..24 + 18].fill(0);
+        let tcp_sum = checksum_add(&p[24..], pseudo_header(&p, false, 6, p.len() - 24));
+        p[24 + 16..24 + 18].copy_from_slice(&(!fold(tcp_sum)).to_be_bytes());
+        assert!(reference_tcp_ok(&p), "test packet builder is wrong");
+        p
+    };
+    let cases: Vec<(&str, Vec<Vec<u8>>)> = vec![
+        ("IPv4, 30 bytes", vec![truncated(false, 30)]),
+        ("IPv4, 39 bytes", vec![truncated(false, 39)]),
+        ("IPv6, 50 bytes", vec![truncated(true, 50)]),
+        ("IPv6, 59 bytes", vec![truncated(true, 59)]),
+        ("IPv4 options", vec![optioned(1000), optioned(2000)]),
+    ];
+    for (what, packets) in cases {
+        let out = coalesce(&packets);
+        assert_eq!(out.len(), packets.len(), "{what}");
+        for (o, p) in out.iter().zip(&packets) {
+            assert_eq!(VnetHdr::decode(o), Some(VnetHdr::default()), "{what}");
+            assert_eq!(&o[VNET_HDR_LEN..], &p[..], "{what}");
+        }
+    }
+}
+
+#[test]
+fn packets_of_another_protocol_are_never_merged_even_when_their_bytes_read_as_tcp() {
+    for v6 in [false, true] {
+        // Consecutive TCP segments relabelled UDP: everything after the IP header, the
+        // checksum included, still reads as a valid continuation.
+        let lookalikes: Vec<Vec<u8>> = segments(v6, 3, 1000)
+            .into_iter()
+            .map(|mut p| {
+                p[if v6 { 6 } else { 9 }] = 17;
+                reseal(&mut p);
+                p
+            })
+            .collect();
+        let out = coalesce(&lookalikes);
+        assert_eq!(out.len(), 3, "v6={v6}");
+        for (o, p) in out.iter().zip(&lookalikes) {
+            assert_eq!(&o[VNET_HDR_LEN..], &p[..], "v6={v6}: as it came");
+        }
+    }
+}
