@@ -394,9 +394,19 @@ pub fn standby_across_a_crash(replication: Replication) -> Result<Figure, Harnes
         ))?
         .parse()
         .map_err(|_| HarnessError::Topology("count(*) is not a number".into()))?;
+    // The write stall across the gateway failover, as the database saw it: each row's
+    // `at` is its transaction's start, and the next one starts when the previous commit
+    // returned, so the longest step between neighbours is the longest wait for a commit.
+    let stall_ms = standby.sql(&format!(
+        "SELECT coalesce(round(extract(epoch FROM max(gap)) * 1000), 0) FROM \
+         (SELECT at - lag(at) OVER (ORDER BY id) AS gap FROM acked \
+          WHERE id BETWEEN {} AND {}) steps",
+        at_kill.saturating_sub(50).max(1),
+        at_kill + 200
+    ))?;
     let reconnected = session.is_none() || session != after;
     let mut detail = format!(
-        "probe: {report}; {} rows acknowledged ({at_kill} before the gateway crash, {} while the standby was cut off), {present} present on the standby promoted after the primary crashed; replication session {} -> {}",
+        "probe: {report}; write stall across the gateway failover {stall_ms} ms; {} rows acknowledged ({at_kill} before the gateway crash, {} while the standby was cut off), {present} present on the standby promoted after the primary crashed; replication session {} -> {}",
         acked.len(),
         acked.len().saturating_sub(cut),
         session.as_deref().unwrap_or("none"),

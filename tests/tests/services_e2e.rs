@@ -26,8 +26,9 @@ const B: usize = 1;
 const NS: &str = "prod";
 const SVC: &str = "pg";
 const WAIT: Duration = Duration::from_secs(30);
-/// Where each controller serves `clusterset.local`, inside its worker's namespace.
-const DNS_PORT: u16 = 53;
+/// Where each controller serves `clusterset.local`, inside its worker's namespace: the
+/// chart's port (its non-root controller cannot bind 53; CoreDNS forwards to it there).
+const DNS_PORT: u16 = causeway_tests::harness::kube::CONTROLLER_DNS_PORT;
 
 fn fail(e: HarnessError) -> ! {
     panic!("{e}")
@@ -123,6 +124,7 @@ fn a_standby_in_site_b_follows_its_primary_in_site_a_by_dns_name_alone() {
     kube.wait_ready(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
     let dns_b = SocketAddr::new(kube.spec(B).worker_pod_gateway_ip().into(), DNS_PORT);
     let _resolver = Resolver::point(&kube.site(B).pod, dns_b.ip());
+    kube.publish_dns_service(B).unwrap_or_else(|e| fail(e));
 
     // Site A: the namespace, a headless Service, its StatefulSet's pod pg-0 as a Pod object
     // in the site's pod namespace (the real EndpointSlice controller slices it), and the

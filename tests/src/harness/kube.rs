@@ -1041,6 +1041,35 @@ impl KubeWorld {
         fetch_metrics(self.candidate_ns(i, k), GATEWAY_METRICS_ADDR)
     }
 
+    /// Does for site `i` what the chart's causeway-dns Service does through kube-proxy:
+    /// DNS to port 53 of the worker (where pods' resolvers point, and `resolv.conf` has no
+    /// port) reaches the controller's DNS server on [`CONTROLLER_DNS_PORT`].
+    pub fn publish_dns_service(&self, i: usize) -> Result<(), HarnessError> {
+        let worker = &self.site(i).worker;
+        let rules = worker.log_dir().join("dns-service.nft");
+        let port = CONTROLLER_DNS_PORT;
+        std::fs::write(
+            &rules,
+            format!(
+                "table inet causeway_dns_service {{\n\
+                 \tchain prerouting {{\n\
+                 \t\ttype nat hook prerouting priority dstnat;\n\
+                 \t\tudp dport 53 redirect to :{port}\n\
+                 \t\ttcp dport 53 redirect to :{port}\n\
+                 \t}}\n\
+                 }}\n"
+            ),
+        )
+        .map_err(io_context(format!("write {}", rules.display())))?;
+        worker
+            .exec_ok("nft", [std::ffi::OsStr::new("-f"), rules.as_os_str()])
+            .map_err(io_context(format!(
+                "{}: the causeway-dns Service's port mapping (nft)",
+                self.spec(i).cluster_id()
+            )))?;
+        Ok(())
+    }
+
     /// Site `i`'s route agent's metrics text.
     pub fn agent_metrics(&self, i: usize) -> Result<String, HarnessError> {
         fetch_metrics(&self.site(i).worker, AGENT_METRICS_ADDR)
