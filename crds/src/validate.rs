@@ -803,8 +803,24 @@ pub fn parse_endpoint(text: &str) -> Result<SocketAddr, &'static str> {
     if addr.port() == 0 {
         return Err("has port 0");
     }
-    if addr.ip().is_unspecified() || addr.ip().is_multicast() {
+    let ip = addr.ip();
+    if ip.is_unspecified() || ip.is_multicast() || ip == IpAddr::from([255, 255, 255, 255]) {
         return Err("is not a unicast address other gateways can send to");
+    }
+    // Each reader sends WireGuard datagrams there from its own host: a loopback or
+    // link-local endpoint would aim every other cluster's gateway at its own host's
+    // services or its own segment (a reflector), never at this cluster.
+    if ip.is_loopback() {
+        return Err(
+            "is a loopback address, which on every other gateway means that gateway's own host",
+        );
+    }
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+    };
+    if link_local {
+        return Err("is a link-local address, which other clusters' gateways cannot reach");
     }
     Ok(addr)
 }

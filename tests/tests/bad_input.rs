@@ -279,6 +279,11 @@ fn a_running_gateway_refuses_every_bad_file_class_and_keeps_working() {
             &["own address"],
         ),
         (
+            "remote endpoint at loopback (a reflector at this host's own services)",
+            good.replace(&b_endpoint, "127.0.0.53:53"),
+            &["loopback"],
+        ),
+        (
             "another cluster claims this cluster's ID",
             good.replace("clusterID: site-b", "clusterID: site-a"),
             &["already claimed"],

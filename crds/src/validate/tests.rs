@@ -250,6 +250,50 @@ fn every_bad_input_class_is_refused_with_an_actionable_message() {
             &["[2001:db8::1]:51820"],
         ),
         (
+            "endpoint loopback",
+            ep(
+                "b",
+                &["10.2.0.0/16"],
+                &[],
+                vec![gw("127.0.0.53:51820", KEY_B)],
+            ),
+            |e| matches!(e, ValidationError::Endpoint { reason, .. } if reason.contains("loopback")),
+            &["127.0.0.53:51820", "loopback", "ip:port"],
+        ),
+        (
+            "endpoint cloud metadata (link-local)",
+            ep(
+                "b",
+                &["10.2.0.0/16"],
+                &[],
+                vec![gw("169.254.169.254:51820", KEY_B)],
+            ),
+            |e| matches!(e, ValidationError::Endpoint { reason, .. } if reason.contains("link-local")),
+            &["169.254.169.254:51820", "link-local"],
+        ),
+        (
+            "endpoint v6 link-local",
+            ep(
+                "b",
+                &["10.2.0.0/16"],
+                &[],
+                vec![gw("[fe80::1]:51820", KEY_B)],
+            ),
+            |e| matches!(e, ValidationError::Endpoint { reason, .. } if reason.contains("link-local")),
+            &["link-local"],
+        ),
+        (
+            "endpoint broadcast",
+            ep(
+                "b",
+                &["10.2.0.0/16"],
+                &[],
+                vec![gw("255.255.255.255:51820", KEY_B)],
+            ),
+            |e| matches!(e, ValidationError::Endpoint { reason, .. } if reason.contains("unicast")),
+            &["unicast"],
+        ),
+        (
             "endpoint hostname",
             ep(
                 "b",
