@@ -55,11 +55,13 @@ pub enum DropReason {
     SendFailed,
     /// A peer sent a packet to an address outside this cluster's own CIDRs.
     DestinationNotAllowed,
+    /// A source sent handshake initiations faster than its own budget allows.
+    HandshakeRateLimited,
 }
 
 impl DropReason {
     /// Every reason, so `/metrics` can show a zero for each one never seen.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::NoPeer,
         DropReason::SourceNotAllowed,
         DropReason::UnknownPeer,
@@ -69,6 +71,7 @@ impl DropReason {
         DropReason::QueueFull,
         DropReason::SendFailed,
         DropReason::DestinationNotAllowed,
+        DropReason::HandshakeRateLimited,
     ];
 
     /// The `reason` label value, in snake_case.
@@ -83,6 +86,7 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::SendFailed => "send_failed",
             DropReason::DestinationNotAllowed => "destination_not_allowed",
+            DropReason::HandshakeRateLimited => "handshake_rate_limited",
         }
     }
 }

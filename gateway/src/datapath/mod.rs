@@ -8,6 +8,7 @@
 //! and a change to the table never blocks the packet path.
 
 pub mod cidr;
+pub mod limiter;
 pub mod offload;
 pub mod peers;
 pub mod udp;
@@ -146,6 +147,8 @@ struct RxPath {
     cmsg: Vec<u8>,
     out: Vec<u8>,
     coalescer: Coalescer,
+    /// Initiations each source may have attributed (an X25519 exchange each).
+    initiations: limiter::SourceLimiter,
 }
 
 /// A running datapath; stops its threads on drop.
@@ -524,6 +527,7 @@ fn io_loop(shared: &Shared) -> std::io::Result<()> {
         cmsg: Underlay::cmsg_buffer(),
         out: vec![0u8; BUF_SIZE],
         coalescer: Coalescer::new(),
+        initiations: limiter::SourceLimiter::default(),
     };
     while !shared.stop.load(Ordering::Relaxed) {
         let [tun_ready, udp_ready] = wait_ready(
@@ -728,6 +732,7 @@ fn drain_udp(shared: &Shared, rx: &mut RxPath) -> usize {
         cmsg,
         out,
         coalescer,
+        initiations,
     } = rx;
     let mut emit = |packet: &[u8]| {
         if let Err(e) = shared.tun.send(packet) {
@@ -759,6 +764,7 @@ fn drain_udp(shared: &Shared, rx: &mut RxPath) -> usize {
                 coalescer,
                 &mut emit,
                 &mut tally,
+                initiations,
             );
         }
         coalescer.flush(&mut emit);
@@ -868,6 +874,7 @@ fn proven(peer: &Peer, state: &mut PeerState, slot: usize) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn decrypt_one(
     shared: &Shared,
     datagram: &[u8],
@@ -876,6 +883,7 @@ fn decrypt_one(
     coalescer: &mut Coalescer,
     emit: &mut impl FnMut(&[u8]),
     tally: &mut Tally,
+    initiations: &mut limiter::SourceLimiter,
 ) {
     let table = shared.table.load();
     let keys = shared.keys.load();
@@ -895,6 +903,12 @@ fn decrypt_one(
         }
     };
     let kind = datagram[0];
+    // Attributing an initiation costs an X25519 exchange per key of ours; a source that
+    // answers cookies has passed the check above, so each one is held to its own budget.
+    if matches!(packet, Packet::HandshakeInit(_)) && !initiations.allow(from.ip(), Instant::now()) {
+        shared.drops.count(DropReason::HandshakeRateLimited);
+        return;
+    }
     let Some((peer, target)) = find_peer(&keys, &table, &packet) else {
         shared.drops.count(DropReason::UnknownPeer);
         return;

@@ -202,11 +202,16 @@ fn replayed_handshakes_from_elsewhere_do_not_move_the_endpoint_but_real_roaming_
         // receive buffer would lose datagrams in the kernel, and those are neither refused
         // nor answered.
         const BURST: u64 = 20;
-        let invalid = |d: &Datapath| {
+        // Refused: as a replay (invalid), or before that by the source's own budget.
+        let dropped = |d: &Datapath, reason: DropReason| {
             d.drops()
                 .iter()
-                .find(|(r, _)| *r == DropReason::Invalid)
-                .map_or(0, |(_, n)| *n)
+                .find(|(r, _)| *r == reason)
+                .map(|(_, n)| *n)
+                .unwrap_or_else(|| panic!("no drop counter {reason}"))
+        };
+        let invalid = |d: &Datapath| {
+            dropped(d, DropReason::Invalid) + dropped(d, DropReason::HandshakeRateLimited)
         };
         let mut cookies = 0u64;
         for sent in (BURST..=REPLAYS).step_by(BURST as usize) {
@@ -228,6 +233,10 @@ fn replayed_handshakes_from_elsewhere_do_not_move_the_endpoint_but_real_roaming_
             );
         }
         assert!(cookies > 0, "the rate limiter never engaged");
+        assert!(
+            dropped(&w.datapath, DropReason::HandshakeRateLimited) > 0,
+            "one source's {REPLAYS} initiations never met its own budget"
+        );
         assert_eq!(
             w.datapath.peer_snapshots()[0].endpoint,
             Some(home),

@@ -1,0 +1,158 @@
+//! Per-source token buckets for handshake initiations.
+//!
+//! boringtun's cookie limiter counts initiations globally and, under load, demands a
+//! cookie; a sender that answers cookies passes it and then costs an X25519 exchange per
+//! initiation on the packet thread. A per-source bucket in front of that exchange caps
+//! what any one address can buy, whatever it does with cookies. The figures are Linux
+//! WireGuard's: 20 initiations a second, a burst of 5, IPv6 sources grouped by /64.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Instant;
+
+/// Initiations a second one source may have attributed, once its burst is spent.
+pub const INITIATIONS_PER_SECOND: f64 = 20.0;
+/// Initiations one source may send at once.
+pub const BURST: f64 = 5.0;
+/// Sources tracked at most; beyond it, only sources whose bucket is not yet full again
+/// are kept.
+pub const MAX_SOURCES: usize = 16_384;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets by source; owned by the one packet thread, so it takes no lock.
+#[derive(Debug, Default)]
+pub struct SourceLimiter {
+    buckets: HashMap<IpAddr, Bucket>,
+}
+
+impl SourceLimiter {
+    /// Whether an initiation from `source` at `now` may go on to the costly work; takes
+    /// a token if so.
+    pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
+        let key = group(source);
+        if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&key) {
+            self.prune(now);
+            if self.buckets.len() >= MAX_SOURCES {
+                // As many sources as this, all active within a fifth of a second: the
+                // global cookie limiter still stands in front, and a legitimate peer
+                // must not be locked out because strangers filled the table.
+                return true;
+            }
+        }
+        let bucket = self.buckets.entry(key).or_insert(Bucket {
+            tokens: BURST,
+            at: now,
+        });
+        let refill =
+            now.saturating_duration_since(bucket.at).as_secs_f64() * INITIATIONS_PER_SECOND;
+        bucket.tokens = (bucket.tokens + refill).min(BURST);
+        bucket.at = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Sources tracked now.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no source is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Forgets sources whose bucket would be full again by `now`: they lose nothing.
+    fn prune(&mut self, now: Instant) {
+        self.buckets.retain(|_, b| {
+            let refill = now.saturating_duration_since(b.at).as_secs_f64() * INITIATIONS_PER_SECOND;
+            b.tokens + refill < BURST
+        });
+    }
+}
+
+/// The unit one source is: an IPv4 address, or an IPv6 /64 (one host's whole prefix).
+fn group(source: IpAddr) -> IpAddr {
+    match source {
+        IpAddr::V4(_) => source,
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn one_source_gets_its_burst_then_twenty_a_second() {
+        let mut limiter = SourceLimiter::default();
+        let t0 = Instant::now();
+        let a = ip("198.18.0.66");
+        let allowed = (0..100).filter(|_| limiter.allow(a, t0)).count();
+        assert_eq!(allowed, 5, "the burst");
+        // A second later: twenty more, not a hundred.
+        let t1 = t0 + Duration::from_secs(1);
+        let allowed = (0..100).filter(|_| limiter.allow(a, t1)).count();
+        assert_eq!(allowed, 5, "refilled only up to the burst");
+        // Over ten seconds at 1,000 a second: about twenty a second get through.
+        let mut allowed = 0;
+        for ms in 0..10_000u64 {
+            allowed += usize::from(limiter.allow(a, t1 + Duration::from_millis(ms)));
+        }
+        assert!((195..=206).contains(&allowed), "{allowed} in 10 s");
+    }
+
+    #[test]
+    fn other_sources_are_not_held_back_by_a_flooding_one() {
+        let mut limiter = SourceLimiter::default();
+        let now = Instant::now();
+        for _ in 0..1000 {
+            limiter.allow(ip("198.18.0.66"), now);
+        }
+        assert!(limiter.allow(ip("198.18.0.2"), now), "a peer's initiation");
+        // One IPv6 host is its whole /64; the next /64 is someone else.
+        let allowed = (0..50)
+            .filter(|i| limiter.allow(ip(&format!("2001:db8:0:1::{i:x}")), now))
+            .count();
+        assert_eq!(allowed, 5);
+        assert!(limiter.allow(ip("2001:db8:0:2::1"), now));
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_forgets_only_sources_that_lose_nothing() {
+        let mut limiter = SourceLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_SOURCES as u32 {
+            limiter.allow(IpAddr::from((0x0a00_0000u32 + i).to_be_bytes()), t0);
+        }
+        let flooder = ip("198.18.0.66");
+        assert_eq!(limiter.len(), MAX_SOURCES);
+        // Full of sources that each just spent a token: a new one is let through
+        // untracked rather than locked out.
+        assert!(limiter.allow(flooder, t0));
+        assert_eq!(limiter.len(), MAX_SOURCES);
+        // Once their buckets have refilled they are forgotten, and the newcomer tracked.
+        let later = t0 + Duration::from_secs(1);
+        assert!(limiter.allow(flooder, later));
+        assert_eq!(limiter.len(), 1);
+        let allowed = (0..100).filter(|_| limiter.allow(flooder, later)).count();
+        assert_eq!(allowed, 4, "the rest of its burst");
+    }
+}
