@@ -447,23 +447,25 @@ fn segments_differing_in_any_field_gro_compares_are_not_merged() {
 #[test]
 fn sequence_numbers_are_compared_whole() {
     for v6 in [false, true] {
-        // Contiguous across a 64 KiB boundary: merged.
-        let start = 0x1_0000 - 1000;
-        let across: Vec<Vec<u8>> = (0..3)
-            .map(|i| tcp(v6, start + i * 1000, TCP_ACK, &payload(1000)))
-            .collect();
-        assert_eq!(coalesce(&across).len(), 1, "v6={v6}: contiguous");
-        // 64 KiB missing between two segments (only the sequence's second byte differs
-        // from the contiguous one): never merged, or the receiver gets a hole filled with
-        // the wrong bytes.
-        let gap = vec![
-            tcp(v6, 1000, TCP_ACK, &payload(1000)),
-            tcp(v6, 2000, TCP_ACK, &payload(1000)),
-            tcp(v6, 3000 + 0x1_0000, TCP_ACK, &payload(1000)),
-        ];
-        let out = coalesce(&gap);
-        assert_eq!(out.len(), 2, "v6={v6}: a 64 KiB gap");
-        assert_eq!(seq_of(&out[1][VNET_HDR_LEN..]), 3000 + 0x1_0000);
+        for boundary in [0x1_0000u32, 0x100_0000] {
+            // Contiguous across a boundary of the sequence's bytes: merged.
+            let start = boundary - 1000;
+            let across: Vec<Vec<u8>> = (0..3)
+                .map(|i| tcp(v6, start + i * 1000, TCP_ACK, &payload(1000)))
+                .collect();
+            assert_eq!(coalesce(&across).len(), 1, "v6={v6}: contiguous");
+            // `boundary` bytes missing between two segments (only one byte of the
+            // sequence differs from the contiguous one): never merged, or the receiver
+            // gets a hole filled with the wrong bytes.
+            let gap = vec![
+                tcp(v6, 1000, TCP_ACK, &payload(1000)),
+                tcp(v6, 2000, TCP_ACK, &payload(1000)),
+                tcp(v6, 3000 + boundary, TCP_ACK, &payload(1000)),
+            ];
+            let out = coalesce(&gap);
+            assert_eq!(out.len(), 2, "v6={v6}: a gap of {boundary:#x}");
+            assert_eq!(seq_of(&out[1][VNET_HDR_LEN..]), 3000 + boundary);
+        }
     }
 }
 
@@ -603,5 +605,153 @@ fn packets_of_another_protocol_are_never_merged_even_when_their_bytes_read_as_tc
         for (o, p) in out.iter().zip(&lookalikes) {
             assert_eq!(&o[VNET_HDR_LEN..], &p[..], "v6={v6}: as it came");
         }
+    }
+}
+
+/// An IPv4 TSO super-packet with `ip_opts` bytes of IP options (NOPs) and a TCP header
+/// of `tcp_len` bytes (NOP-padded), as the kernel hands it over.
+fn super_packet_v4(ip_opts: usize, tcp_len: usize, data: &[u8], mss: u16) -> (VnetHdr, Vec<u8>) {
+    let l4 = 20 + ip_opts;
+    let headers = l4 + tcp_len;
+    let mut p = vec![0u8; headers + data.len()];
+    let total = p.len();
+    p[0] = 0x40 | (l4 / 4) as u8;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    p[6] = 0x40;
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&[10, 1, 1, 10]);
+    p[16..20].copy_from_slice(&[10, 2, 1, 10]);
+    p[20..l4].fill(1);
+    let sum = ipv4_header_checksum(&p[..l4]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    p[l4..l4 + 2].copy_from_slice(&40000u16.to_be_bytes());
+    p[l4 + 2..l4 + 4].copy_from_slice(&5432u16.to_be_bytes());
+    p[l4 + 4..l4 + 8].copy_from_slice(&1000u32.to_be_bytes());
+    p[l4 + 8..l4 + 12].copy_from_slice(&777u32.to_be_bytes());
+    p[l4 + 12] = ((tcp_len / 4) as u8) << 4;
+    p[l4 + 13] = TCP_ACK | TCP_PSH;
+    p[l4 + 14..l4 + 16].copy_from_slice(&512u16.to_be_bytes());
+    p[l4 + 20..headers].fill(1);
+    p[headers..].copy_from_slice(data);
+    let partial = fold(pseudo_header(&p, false, 6, total - l4));
+    p[l4 + 16..l4 + 18].copy_from_slice(&partial.to_be_bytes());
+    let hdr = VnetHdr {
+        flags: F_NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: headers as u16,
+        gso_size: mss,
+        csum_start: l4 as u16,
+        csum_offset: 16,
+    };
+    (hdr, p)
+}
+
+#[test]
+fn tso_super_packets_of_every_header_length_split_into_valid_segments() {
+    // (IP options, TCP header length): none at all, IP options, and the largest headers
+    // (60 + 60 bytes). 350 bytes of payload in segments of 100: a small super-packet.
+    let data = payload(350);
+    for (ip_opts, tcp_len) in [(0, 20), (4, 20), (0, 60), (40, 60)] {
+        let what = format!("IP options {ip_opts}, TCP header {tcp_len}");
+        let (hdr, mut p) = super_packet_v4(ip_opts, tcp_len, &data, 100);
+        let l4 = 20 + ip_opts;
+        let headers = l4 + tcp_len;
+        let segs = split(&hdr, &mut p).unwrap_or_else(|e| panic!("{what}: {e:?}"));
+        assert_eq!(segs.len(), 4, "{what}");
+        let mut joined = Vec::new();
+        for (i, seg) in segs.iter().enumerate() {
+            assert_eq!(reference_sum(&seg[..l4]), 0xffff, "{what} {i}: IP checksum");
+            assert!(reference_tcp_ok(seg), "{what} {i}: TCP checksum");
+            assert_eq!(seq_of_at(seg, l4), 1000 + 100 * i as u32, "{what} {i}");
+            assert!(
+                seg[20..l4].iter().all(|&b| b == 1),
+                "{what} {i}: IP options kept"
+            );
+            joined.extend_from_slice(&seg[headers..]);
+        }
+        assert_eq!(joined, data, "{what}: payload reassembles");
+    }
+}
+
+fn seq_of_at(p: &[u8], l4: usize) -> u32 {
+    u32::from_be_bytes([p[l4 + 4], p[l4 + 5], p[l4 + 6], p[l4 + 7]])
+}
+
+#[test]
+fn a_packet_whose_checksum_is_complete_passes_untouched() {
+    // No NEEDS_CSUM: csum_start and csum_offset mean nothing, the packet is sent as it is.
+    let mut p = tcp(false, 1000, TCP_ACK, &payload(300));
+    let before = p.clone();
+    let segs = split(&VnetHdr::default(), &mut p).unwrap();
+    assert_eq!(segs, vec![before]);
+}
+
+#[test]
+fn tso_headers_the_packet_cannot_hold_are_refused() {
+    let (hdr, p) = super_packet_v4(0, 20, &payload(3000), 1400);
+    // TCP said to start inside the IPv4 header, where the bytes read as a data offset.
+    let mut inside = p.clone();
+    inside[12 + 12] = 0x50;
+    let inside_hdr = VnetHdr {
+        csum_start: 12,
+        ..hdr
+    };
+    // A TCP data offset below 5 words.
+    let mut short_tcp = p.clone();
+    short_tcp[20 + 12] = 0x40;
+    // Headers past the 120 bytes a segment can have: TCP said to start at 80.
+    let mut deep = p.clone();
+    deep[80 + 12] = 0xf0;
+    let deep_hdr = VnetHdr {
+        csum_start: 80,
+        ..hdr
+    };
+    for (what, hdr, mut pkt) in [
+        ("inside the IP header", inside_hdr, inside),
+        ("data offset 4", hdr, short_tcp),
+        ("headers past 120 bytes", deep_hdr, deep),
+    ] {
+        assert_eq!(
+            split(&hdr, &mut pkt),
+            Err(OffloadError::Malformed),
+            "{what}"
+        );
+    }
+}
+
+#[test]
+fn fragments_and_segments_without_payload_are_never_merged() {
+    for v6 in [false, true] {
+        // Duplicate ACKs, each a signal to the sender: every one is delivered.
+        let acks: Vec<Vec<u8>> = (0..3).map(|_| tcp(v6, 5000, TCP_ACK, &[])).collect();
+        assert_eq!(
+            coalesce(&acks),
+            {
+                let mut framed = Vec::new();
+                for a in &acks {
+                    let mut f = vec![0u8; VNET_HDR_LEN];
+                    f.extend_from_slice(a);
+                    framed.push(f);
+                }
+                framed
+            },
+            "v6={v6}: duplicate ACKs"
+        );
+    }
+    // IPv4 fragments whose bytes still check out as TCP: more-fragments set, or an offset.
+    type Edit = (&'static str, fn(&mut [u8]));
+    let edits: [Edit; 2] = [
+        ("more fragments", |p| p[6] |= 0x20),
+        ("fragment offset", |p| p[7] = 1),
+    ];
+    for (what, edit) in edits {
+        let mut segs = segments(false, 3, 1000);
+        edit(&mut segs[1]);
+        reseal(&mut segs[1]);
+        let out = coalesce(&segs);
+        assert_eq!(out.len(), 3, "{what}");
+        assert_eq!(&out[1][VNET_HDR_LEN..], &segs[1][..], "{what}: as it came");
     }
 }
