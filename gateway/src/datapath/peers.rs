@@ -312,6 +312,50 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_is_empty_only_when_nothing_changes() {
+        let a = spec("a", 1, "198.18.0.1:51820", &["10.1.0.0/16"]);
+        assert!(plan_peers(std::slice::from_ref(&a), std::slice::from_ref(&a)).is_empty());
+        let moved = PeerSpec {
+            endpoint: Some("198.18.0.9:51820".parse().unwrap()),
+            ..a.clone()
+        };
+        let keepalive = PeerSpec {
+            persistent_keepalive: Some(25),
+            ..a.clone()
+        };
+        for (what, current, desired) in [
+            ("add", vec![], vec![a.clone()]),
+            ("remove", vec![a.clone()], vec![]),
+            ("update", vec![a.clone()], vec![moved]),
+            ("replace", vec![a.clone()], vec![keepalive]),
+        ] {
+            assert!(!plan_peers(&current, &desired).is_empty(), "{what}");
+        }
+    }
+
+    #[test]
+    fn sessions_are_found_by_their_own_index_and_keys_and_promotion_says_if_it_switched() {
+        let mut state = PeerState {
+            sessions: vec![
+                session(1, 10, None),
+                session(2, 20, None),
+                session(3, 30, None),
+            ],
+            current: 0,
+        };
+        assert_eq!(state.by_index(10), Some(0));
+        assert_eq!(state.by_index(30), Some(2));
+        assert_eq!(state.by_index(40), None);
+        let own = state.sessions[0].own_key;
+        assert_eq!(state.by_keys(&[3; 32], &own), Some(2));
+        assert_eq!(state.by_keys(&[1; 32], &own), Some(0));
+        assert_eq!(state.by_keys(&[3; 32], &[0; 32]), None, "another own key");
+        assert!(!state.promote(0), "already current");
+        assert!(state.promote(2));
+        assert_eq!(state.current().map(|s| s.index), Some(30));
+    }
+
+    #[test]
     fn a_retiring_session_goes_at_its_deadline_even_if_nothing_replaced_it() {
         let now = Instant::now();
         let past = Some(now - Duration::from_millis(1));
