@@ -310,10 +310,11 @@ impl Datapath {
                 .filter(|s| s.remote_key == gateway.public_key)
             {
                 found = true;
-                session.retiring = match session.own_key != own {
-                    true => session.retiring.or(Some(Instant::now() + OWN_KEY_GRACE)),
-                    false => None,
-                };
+                if session.own_key == own {
+                    session.retiring = None;
+                } else {
+                    session.retire_by(Instant::now() + OWN_KEY_GRACE);
+                }
                 // A configured endpoint that changed overrides one learned by roaming.
                 if was.map(|w| w.endpoint) != Some(gateway.endpoint) {
                     session.endpoint = gateway.endpoint;
@@ -327,7 +328,7 @@ impl Datapath {
         let revoked = Instant::now() + REMOTE_KEY_GRACE;
         for session in &mut state.sessions {
             if !spec.gateways().any(|g| g.public_key == session.remote_key) {
-                session.retiring = Some(session.retiring.map_or(revoked, |t| t.min(revoked)));
+                session.retire_by(revoked);
             }
         }
         let first_changed = before.is_none_or(|b| b.public_key != spec.public_key);
@@ -409,7 +410,7 @@ impl Datapath {
             state.remove_where(|s| Some(s.own_key) == gone);
             let until = Instant::now() + OWN_KEY_GRACE;
             for session in state.sessions.iter_mut().filter(|s| s.own_key == old) {
-                session.retiring = Some(session.retiring.map_or(until, |t| t.min(until)));
+                session.retire_by(until);
             }
             let current_remote = state.current().map(|s| s.remote_key);
             for gateway in spec.gateways() {

@@ -155,6 +155,13 @@ pub struct Session {
     pub answered: bool,
 }
 
+impl Session {
+    /// Marks the session retiring with `deadline` at the latest; an earlier deadline stands.
+    pub fn retire_by(&mut self, deadline: Instant) {
+        self.retiring = Some(self.retiring.map_or(deadline, |t| t.min(deadline)));
+    }
+}
+
 /// Session state guarded by the peer's own lock: packets of different peers never contend.
 pub struct PeerState {
     /// Every session of the cluster; never empty while the peer is in the table.
