@@ -7,7 +7,6 @@
 //! 10 ms, echoed) for the gap and a paced TCP [`Stream`] for "no connection dropped".
 
 use crate::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE, READY_TIMEOUT};
-use crate::harness::mesh::metric;
 use crate::harness::postgres::Postgres;
 use crate::harness::traffic::{pattern, tcp_roundtrip, Echo, ProbeReport, Stream, UdpProbe};
 use crate::harness::HarnessError;
@@ -509,18 +508,13 @@ pub fn roaming() -> Result<Figure, HarnessError> {
         "site-a's active gateway to follow site-b's gateway to its new address",
         STAGE,
         |w| {
-            let a = w
-                .try_active_gateway(A)
-                .map_err(|e| e.to_string())?
-                .ok_or("site-a has no active gateway")?;
-            let text = w.gateway_metrics(A, a).map_err(|e| e.to_string())?;
-            metric(
-                &text,
+            w.active_gateway_metric(
+                A,
                 "causeway_peer_info",
                 &[("remote_cluster", &site_b), ("endpoint", &endpoint)],
             )
             .map(drop)
-            .ok_or_else(|| "still the old endpoint".to_string())
+            .map_err(|e| format!("still the old endpoint: {e}"))
         },
     )?;
     let (figure, _) = recovered(

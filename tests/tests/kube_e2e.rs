@@ -12,7 +12,7 @@ use causeway_crds::{ClusterEndpoint, ConnectionState, Gateway, GatewayRole};
 use causeway_tests::harness::kube::BROKER_NAMESPACE;
 use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE};
 use causeway_tests::harness::leak::assert_no_key;
-use causeway_tests::harness::mesh::{causeway_routes, metric, required_metric};
+use causeway_tests::harness::mesh::{causeway_routes, required_metric};
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::HarnessError;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -270,18 +270,12 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
         kube.cluster_api(i).reset_counters();
     }
     let probes = |k: &KubeWorld, i: usize| -> Result<f64, String> {
-        let active = k
-            .try_active_gateway(i)
-            .map_err(|e| e.to_string())?
-            .ok_or("no active gateway")?;
-        let text = k.gateway_metrics(i, active).map_err(|e| e.to_string())?;
         let peer = k.spec(1 - i).cluster_id();
-        metric(
-            &text,
+        k.active_gateway_metric(
+            i,
             "causeway_peer_tx_packets_total",
             &[("remote_cluster", &peer)],
         )
-        .ok_or_else(|| "no tx packet count".to_string())
     };
     let start = [A, B].map(|i| probes(&kube, i).expect("tx packets"));
     kube.wait_for("five probe rounds to pass in steady state", WAIT, |k| {

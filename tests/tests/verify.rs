@@ -17,7 +17,6 @@ use causeway_tests::harness::control_plane::kubectl_causeway;
 use causeway_tests::harness::kube::{
     Component, KubeWorld, CANDIDATES, CONTROLLER_DNS_PORT, READY_TIMEOUT,
 };
-use causeway_tests::harness::mesh::required_metric;
 use causeway_tests::harness::{HarnessError, ScratchDir};
 use k8s_openapi::api::core::v1::{Namespace, Service};
 use kube::api::{Api, DeleteParams, PostParams};
@@ -231,18 +230,12 @@ fn verify_and_benchmark_through_the_pod_proxy() {
     // What site-a's active gateway itself counts sending to site-b over the run: the
     // benchmark's bytes must have crossed the tunnel, not a shortcut or a made-up figure.
     let tx_to_b = |kube: &KubeWorld| {
-        let k = kube
-            .active_gateway(A)
-            .expect("site-a has an active gateway");
-        let text = kube
-            .gateway_metrics(A, k)
-            .unwrap_or_else(|e| panic!("site-a's gateway {k} metrics: {e}"));
-        required_metric(
-            &text,
+        kube.active_gateway_metric(
+            A,
             "causeway_peer_tx_bytes_total",
             &[("remote_cluster", "site-b")],
         )
-        .unwrap_or_else(|e| panic!("site-a's gateway {k}: {e}"))
+        .unwrap_or_else(|e| panic!("site-a's active gateway: {e}"))
     };
     let tx_before = tx_to_b(&kube);
     let out = run(

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use super::netns::run_through;
 use super::HarnessError;
 
 /// The capabilities the chart's gateway and route-agent containers add after
@@ -119,16 +120,8 @@ impl Confinement {
             .arg(format!("--bounding-set=-all{keep}"))
             .arg("--inh-caps=-all")
             .arg("--no-new-privs")
-            .arg("--")
-            .arg(cmd.get_program())
-            .args(cmd.get_args());
-        for (key, value) in cmd.get_envs() {
-            match value {
-                Some(v) => wrapped.env(key, v),
-                None => wrapped.env_remove(key),
-            };
-        }
-        wrapped
+            .arg("--");
+        run_through(wrapped, cmd)
     }
 }
 

@@ -54,7 +54,7 @@ use super::control_plane::install::{
 };
 use super::control_plane::workload::Backend;
 use super::control_plane::{ApiServerSpec, Etcd, Forwarder, KubeApiServer};
-use super::mesh::metric;
+use super::mesh::required_metric;
 use super::netns::Netns;
 use super::process::ChildGuard;
 use super::topology::{
@@ -62,7 +62,7 @@ use super::topology::{
     GATEWAY_PORT, METRICS_ADDR,
 };
 use super::wait::wait_until_ok;
-use super::{io_context, HarnessError, ScratchDir};
+use super::{io_context, read_log, HarnessError, ScratchDir};
 
 /// Name of the controller binary built by this workspace.
 pub const CONTROLLER_BINARY: &str = "causeway-controller";
@@ -1024,10 +1024,15 @@ impl KubeWorld {
     /// Which of site `i`'s candidates holds the gateway Lease, if one does; an error
     /// while its API server does not answer.
     pub fn try_active_gateway(&self, i: usize) -> Result<Option<usize>, HarnessError> {
-        let spec = self.spec(i);
         Ok(self
             .try_lease_holder(i)?
-            .and_then(|holder| (0..CANDIDATES).find(|&k| spec.candidate(k).node_name() == holder)))
+            .and_then(|holder| self.candidate_named(i, &holder)))
+    }
+
+    /// Which of site `i`'s candidates runs on node `node`, if one does.
+    fn candidate_named(&self, i: usize, node: &str) -> Option<usize> {
+        let spec = self.spec(i);
+        (0..CANDIDATES).find(|&k| spec.candidate(k).node_name() == node)
     }
 
     /// [`KubeWorld::try_active_gateway`] for assertions: panics if the API server does
@@ -1075,19 +1080,31 @@ impl KubeWorld {
         fetch_metrics(&self.site(i).worker, AGENT_METRICS_ADDR)
     }
 
-    /// Site `i`'s active gateway's `causeway_peer_handshakes_total` towards site `j`.
-    pub fn handshakes(&self, i: usize, j: usize) -> Result<f64, String> {
+    /// Site `i`'s active gateway's sample `name{labels}`; an error (for waits to retry)
+    /// while there is no active gateway or its API server does not answer, and when the
+    /// gateway does not export the sample.
+    pub fn active_gateway_metric(
+        &self,
+        i: usize,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<f64, String> {
         let k = self
-            .active_gateway(i)
+            .try_active_gateway(i)
+            .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{} has no active gateway", self.spec(i).cluster_id()))?;
         let text = self.gateway_metrics(i, k).map_err(|e| e.to_string())?;
+        required_metric(&text, name, labels).map_err(|e| format!("candidate {k}: {e}"))
+    }
+
+    /// Site `i`'s active gateway's `causeway_peer_handshakes_total` towards site `j`.
+    pub fn handshakes(&self, i: usize, j: usize) -> Result<f64, String> {
         let peer = self.spec(j).cluster_id();
-        metric(
-            &text,
+        self.active_gateway_metric(
+            i,
             "causeway_peer_handshakes_total",
             &[("remote_cluster", &peer)],
         )
-        .ok_or_else(|| format!("candidate {k} has no handshake metric for {peer}"))
     }
 
     /// The last lines of every process's log, for failure messages.
@@ -1117,8 +1134,7 @@ impl KubeWorld {
         let path = self
             .log_path(component)
             .unwrap_or_else(|e| panic!("the log of {component}: {e}"));
-        std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("read the log of {component} at {}: {e}", path.display()))
+        read_log(&path)
     }
 
     // ---- waits ----
@@ -1180,12 +1196,10 @@ impl KubeWorld {
             names::gateway_lease(&self.spec(i).cluster_id())
         );
         self.wait_for(&what, timeout, |world| {
-            let holder = world.try_lease_holder(i).map_err(|e| e.to_string())?;
-            let spec = world.spec(i);
-            match holder {
+            match world.try_lease_holder(i).map_err(|e| e.to_string())? {
                 None => Err("no Lease holder".to_string()),
-                Some(holder) => (0..CANDIDATES)
-                    .find(|&k| spec.candidate(k).node_name() == holder)
+                Some(holder) => world
+                    .candidate_named(i, &holder)
                     .ok_or_else(|| format!("the Lease is held by {holder:?}, no candidate")),
             }
         })

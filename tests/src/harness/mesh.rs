@@ -1,14 +1,13 @@
 //! A clusterset joined by standalone gateways: keys, per-site endpoints files, gateways
 //! and route agents, with the probes tests and the lab use to watch it.
 
-use super::confine::Confinement;
 use super::process::ChildGuard;
 use super::topology::{
-    fetch_metrics, gateway_command, Clusterset, Site, GATEWAY_PORT, METRICS_ADDR,
+    fetch_metrics, gateway_command, spawn_datapath, Clusterset, Site, GATEWAY_PORT, METRICS_ADDR,
 };
 use super::wait::wait_until_ok;
 use super::wan::{Relay, Router, RouterOptions};
-use super::{io_context, HarnessError};
+use super::{io_context, read_log, HarnessError};
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -311,8 +310,9 @@ impl Mesh {
             .arg("--metrics-addr")
             .arg(METRICS_ADDR.to_string())
             .args(&self.wan.gateway_args[i]);
-        Ok(site.gateway.spawn_logged(
-            &mut Confinement::chart_datapath().wrap(&cmd),
+        Ok(spawn_datapath(
+            &site.gateway,
+            &cmd,
             &site.dir().join("gateway.log"),
         )?)
     }
@@ -475,9 +475,4 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> HarnessError + '_ {
         context: format!("write {}", path.display()),
         source,
     }
-}
-
-/// A process's log; panics naming the file if it cannot be read.
-fn read_log(path: &Path) -> Vec<u8> {
-    std::fs::read(path).unwrap_or_else(|e| panic!("read log {}: {e}", path.display()))
 }

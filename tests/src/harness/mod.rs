@@ -120,6 +120,12 @@ impl Drop for ScratchDir {
     }
 }
 
+/// A process's log as written; panics naming the file if it cannot be read, so an
+/// unread log never passes a check for what is absent from it.
+pub fn read_log(path: &Path) -> Vec<u8> {
+    std::fs::read(path).unwrap_or_else(|e| panic!("read log {}: {e}", path.display()))
+}
+
 /// How often a poll loop re-checks at first and at most.
 pub(crate) const POLL_MIN: Duration = Duration::from_millis(10);
 pub(crate) const POLL_MAX: Duration = Duration::from_millis(100);

@@ -408,23 +408,29 @@ impl Drop for Netns {
     }
 }
 
-/// Starts `cmd` inside the namespace named `netns` (as `ip netns list` shows it) with stdout
-/// and stderr appended to `log`: for a holder of the name that outlives a borrow of [`Netns`].
-pub fn spawn_logged_in(netns: &str, cmd: &mut Command, log: &Path) -> io::Result<ChildGuard> {
-    let mut wrapped = Command::new("ip");
-    wrapped
-        .args(["netns", "exec", netns])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
+/// `cmd` run by `wrapper` (a program that execs what follows its own arguments, such
+/// as `ip netns exec NS` or `setpriv ... --`): `cmd`'s program and arguments appended,
+/// its environment and working directory carried over.
+pub fn run_through(mut wrapper: Command, cmd: &Command) -> Command {
+    wrapper.arg(cmd.get_program()).args(cmd.get_args());
     for (key, value) in cmd.get_envs() {
         match value {
-            Some(value) => wrapped.env(key, value),
-            None => wrapped.env_remove(key),
+            Some(value) => wrapper.env(key, value),
+            None => wrapper.env_remove(key),
         };
     }
     if let Some(dir) = cmd.get_current_dir() {
-        wrapped.current_dir(dir);
+        wrapper.current_dir(dir);
     }
+    wrapper
+}
+
+/// Starts `cmd` inside the namespace named `netns` (as `ip netns list` shows it) with stdout
+/// and stderr appended to `log`: for a holder of the name that outlives a borrow of [`Netns`].
+pub fn spawn_logged_in(netns: &str, cmd: &mut Command, log: &Path) -> io::Result<ChildGuard> {
+    let mut ip = Command::new("ip");
+    ip.args(["netns", "exec", netns]);
+    let mut wrapped = run_through(ip, cmd);
     let line = command_line(&wrapped);
     let mut out = OpenOptions::new()
         .create(true)

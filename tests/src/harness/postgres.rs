@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{chown, Pid, User};
 
-use super::netns::{run_ok, Netns};
+use super::netns::{run_ok, run_through, Netns};
 use super::process::ChildGuard;
 use super::{io_context, wait_until_ok, HarnessError, POLL_MAX, POLL_MIN};
 
@@ -916,21 +916,15 @@ fn searchable_by(meta: &fs::Metadata, user: &User) -> bool {
 /// Wraps `cmd` so it runs as the postgres OS user, exec'ing directly (no
 /// lingering parent), so the spawned PID is the program's own.
 fn as_postgres(cmd: &Command) -> Command {
-    let mut wrapped = Command::new("setpriv");
-    wrapped
-        .args([
-            &format!("--reuid={OS_USER}"),
-            &format!("--regid={OS_USER}"),
-            "--init-groups",
-            "--reset-env",
-            "--",
-        ])
-        .arg(cmd.get_program())
-        .args(cmd.get_args());
-    if let Some(dir) = cmd.get_current_dir() {
-        wrapped.current_dir(dir);
-    }
-    wrapped
+    let mut setpriv = Command::new("setpriv");
+    setpriv.args([
+        &format!("--reuid={OS_USER}"),
+        &format!("--regid={OS_USER}"),
+        "--init-groups",
+        "--reset-env",
+        "--",
+    ]);
+    run_through(setpriv, cmd)
 }
 
 /// Runs a one-shot command as postgres inside `ns`, logging to `log`, bounded by `timeout`.

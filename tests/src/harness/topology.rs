@@ -559,10 +559,7 @@ impl Site {
             .arg(endpoints)
             .arg("--metrics-addr")
             .arg(METRICS_ADDR.to_string());
-        self.gateway.spawn_logged(
-            &mut Confinement::chart_datapath().wrap(&cmd),
-            &self.dir().join("gateway.log"),
-        )
+        spawn_datapath(&self.gateway, &cmd, &self.dir().join("gateway.log"))
     }
 
     /// Starts `causeway-gateway route-agent` in the worker namespace, logging to `route-agent.log` in [`Site::dir`].
@@ -575,10 +572,7 @@ impl Site {
             .arg(endpoints)
             .arg("--metrics-addr")
             .arg(METRICS_ADDR.to_string());
-        self.worker.spawn_logged(
-            &mut Confinement::chart_datapath().wrap(&cmd),
-            &self.dir().join("route-agent.log"),
-        )
+        spawn_datapath(&self.worker, &cmd, &self.dir().join("route-agent.log"))
     }
 
     /// Generates a gateway key pair with `causeway-gateway genkey`/`pubkey`; the private key goes to `gateway.key` (mode 0600) in [`Site::dir`].
@@ -600,6 +594,12 @@ impl Site {
         write().map_err(io_context(format!("write {}", path.display())))?;
         Ok((path, public.trim().to_string()))
     }
+}
+
+/// Starts a gateway or route agent `cmd` in `ns` as the chart's DaemonSets run it
+/// (see [`Confinement::chart_datapath`]), logging to `log`.
+pub(crate) fn spawn_datapath(ns: &Netns, cmd: &Command, log: &Path) -> io::Result<ChildGuard> {
+    ns.spawn_logged(&mut Confinement::chart_datapath().wrap(cmd), log)
 }
 
 /// A command for the gateway binary of this build, logging at `info`.
