@@ -25,7 +25,10 @@ const WRITABLE_MOUNTS: &str = "/proc|/proc/*|/dev|/dev/*";
 const READ_ONLY_ROOT: &str = r#"set -e
 for mp in $(findmnt -rno TARGET | sort -u); do
     case "$mp" in WRITABLE) continue ;; esac
-    mount -o remount,bind,ro "$mp"
+    # Tests running beside this one delete their namespaces' mounts at any time: one
+    # gone since the list was read is no longer there to write; one still there must
+    # become read-only.
+    mount -o remount,bind,ro "$mp" || ! mountpoint -q "$mp"
 done
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
