@@ -239,10 +239,11 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
                     .iter()
                     .find(|c| c.cluster_id == other)
                     .ok_or_else(|| format!("no connection entry: {status:?}"))?;
+                // Byte counters are not asserted: they ride along with the write that
+                // connected, which may come before the first data packet, and a steady
+                // tunnel writes nothing more (the steady-state check below).
                 match (conn.state, &conn.rtt_avg, &conn.last_handshake) {
-                    (ConnectionState::Connected, Some(_), Some(_)) if conn.tx_bytes > 0 => {
-                        Ok(status.clone())
-                    }
+                    (ConnectionState::Connected, Some(_), Some(_)) => Ok(status.clone()),
                     _ => Err(format!("{conn:?}")),
                 }
             })
