@@ -57,11 +57,14 @@ pub enum DropReason {
     DestinationNotAllowed,
     /// A source sent handshake initiations faster than its own budget allows.
     HandshakeRateLimited,
+    /// A peer sent a packet to the gateway node's own tunnel address, to a port other
+    /// than the health probe's and the benchmark's (a host service).
+    HostPortNotAllowed,
 }
 
 impl DropReason {
     /// Every reason, so `/metrics` can show a zero for each one never seen.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::NoPeer,
         DropReason::SourceNotAllowed,
         DropReason::UnknownPeer,
@@ -72,6 +75,7 @@ impl DropReason {
         DropReason::SendFailed,
         DropReason::DestinationNotAllowed,
         DropReason::HandshakeRateLimited,
+        DropReason::HostPortNotAllowed,
     ];
 
     /// The `reason` label value, in snake_case.
@@ -87,6 +91,7 @@ impl DropReason {
             DropReason::SendFailed => "send_failed",
             DropReason::DestinationNotAllowed => "destination_not_allowed",
             DropReason::HandshakeRateLimited => "handshake_rate_limited",
+            DropReason::HostPortNotAllowed => "host_port_not_allowed",
         }
     }
 }

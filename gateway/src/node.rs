@@ -152,6 +152,7 @@ impl Tunnel {
         })?;
         let datapath =
             Arc::new(Datapath::start(tun, udp, *private_key).map_err(TunnelError::Datapath)?);
+        datapath.set_host_address(*health_ip);
         let prober = match health_ip {
             Some(ip) => {
                 let addr = SocketAddr::new(*ip, PROBE_PORT);

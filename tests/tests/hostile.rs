@@ -9,11 +9,13 @@
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use causeway_crds::keys::parse_key;
-use causeway_tests::harness::mesh::Mesh;
+use causeway_tests::harness::mesh::{required_metric, Mesh};
 use causeway_tests::harness::netns::veth;
 use causeway_tests::harness::postgres::Postgres;
 use causeway_tests::harness::topology::WAN_BRIDGE;
-use causeway_tests::harness::traffic::{pattern, tcp_connect, tcp_roundtrip, Echo, Stream};
+use causeway_tests::harness::traffic::{
+    pattern, tcp_connect, tcp_roundtrip, udp_roundtrip, Echo, Stream,
+};
 use causeway_tests::harness::wan::{qdisc_sent_bytes, shape, Impairment, RouterOptions};
 use causeway_tests::harness::{wait_until_ok, HarnessError, Netns, ScratchDir};
 use nix::sys::socket::{getsockopt, sockopt};
@@ -866,6 +868,66 @@ fn a_cookie_answering_flood_from_one_source_is_held_to_its_budget() {
         "the tunnel slowed under the flood: {during:.1} vs {before:.1} Mbit/s"
     );
     assert_eq!(handshakes_with_b(&mesh), handshakes);
+}
+
+#[test]
+fn a_remote_pod_reaches_no_host_service_through_the_gateways_tunnel_address() {
+    let mesh = Mesh::start(2).expect("two-site mesh");
+    let _echo = [A, B].map(|i| echo(&mesh, i));
+    wait_reachable(&mesh, B, A, WAIT);
+    // A host service on site-a's gateway node, listening on every address as sshd and
+    // the kubelet do (TCP and UDP).
+    let port = 2222;
+    let _service = Echo::start(
+        &mesh.site(A).gateway,
+        SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port),
+    )
+    .expect("a host service on the gateway node");
+    let target = SocketAddr::new(mesh.site(A).spec.gateway_tunnel_ip().into(), port);
+    assert_eq!(
+        tcp_roundtrip(&mesh.site(A).gateway, target, b"from the node").expect("local"),
+        b"from the node",
+        "the service answers at the tunnel address on its own node"
+    );
+
+    let before = drops(&mesh, A, "host_port_not_allowed");
+    let pod_b = &mesh.site(B).pod;
+    let tcp = tcp_roundtrip(pod_b, target, b"from site-b");
+    let udp = udp_roundtrip(pod_b, target, b"from site-b");
+    let after = drops(&mesh, A, "host_port_not_allowed");
+    eprintln!(
+        "site-b pod to {target}: tcp {tcp:?}, udp {udp:?}; dropped {}",
+        after - before
+    );
+    assert!(tcp.is_err(), "site-b's pod reached a host service over TCP");
+    assert!(udp.is_err(), "site-b's pod reached a host service over UDP");
+    // A SYN (and its retransmission) and the datagram.
+    assert!(
+        after - before >= 2.0,
+        "dropped {} at site-a",
+        after - before
+    );
+
+    // What belongs there still passes: health probes both ways (an RTT on each side),
+    // and the pods' own traffic.
+    for (i, peer) in [(A, "site-b"), (B, "site-a")] {
+        let since = drops(&mesh, i, "host_port_not_allowed");
+        let probed = |m: &Mesh| {
+            let text = m.gateway_metrics(i).map_err(|e| e.to_string())?;
+            let labels = [("remote_cluster", peer), ("stat", "last")];
+            required_metric(&text, "causeway_peer_rtt_seconds", &labels)
+        };
+        wait_until_ok("a health probe answered through the tunnel", WAIT, || {
+            probed(&mesh)
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
+        assert_eq!(
+            drops(&mesh, i, "host_port_not_allowed"),
+            since,
+            "a probe was dropped"
+        );
+    }
+    wait_reachable(&mesh, B, A, WAIT);
 }
 
 #[test]

@@ -9,17 +9,21 @@ use causeway_crds::names::{
     gateway_key_secret, gateway_lease, LOCAL_LABEL, MIRRORED_LABEL, PRIVATE_KEY_FIELD,
 };
 use causeway_crds::{ClusterEndpoint, ConnectionState, Gateway, GatewayRole};
+use causeway_gateway::liveness::{self, LIVENESS_PORT};
 use causeway_tests::harness::kube::BROKER_NAMESPACE;
 use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE};
 use causeway_tests::harness::leak::assert_no_key;
 use causeway_tests::harness::mesh::{causeway_routes, required_metric};
+use causeway_tests::harness::spoof::{Datagram, Sniffer, SpoofedSocket};
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::HarnessError;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
-use std::net::SocketAddr;
+use rand_core::RngCore;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 const A: usize = 0;
@@ -612,6 +616,210 @@ fn the_standby_candidate_takes_over_and_route_agents_follow() {
         "the returning candidate took over"
     );
     wait_reachable(&mut kube, A, B);
+}
+
+/// What an attacker sends in a gateway candidate's name to one destination: the
+/// unauthenticated first version of the protocol, the current format with made-up tags,
+/// and every genuine answer captured earlier on its way there (replayed, or with the
+/// flag flipped to say `active`).
+fn forged_answers(active: bool, captured: &[&Datagram]) -> Vec<Vec<u8>> {
+    let mut random = [0u8; 48];
+    rand_core::OsRng.fill_bytes(&mut random);
+    let made_up = liveness::Reply {
+        active,
+        nonce: random[..16].try_into().expect("16 bytes"),
+        tags: [
+            random[16..32].try_into().expect("16 bytes"),
+            random[32..].try_into().expect("16 bytes"),
+        ],
+    };
+    let mut out = vec![
+        [b"CWALIVE1\x02".as_slice(), &[u8::from(active)]].concat(),
+        made_up.encode().to_vec(),
+    ];
+    for d in captured {
+        if let Some(mut genuine) = liveness::Reply::decode(&d.payload) {
+            genuine.active = active;
+            out.push(genuine.encode().to_vec());
+        }
+    }
+    out
+}
+
+/// A host on the cluster network (the worker's namespace) speaking in a gateway
+/// candidate's name to every destination its genuine answers were captured going to.
+struct Impersonator {
+    sockets: Vec<SpoofedSocket>,
+    captured: Vec<Datagram>,
+}
+
+impl Impersonator {
+    fn new(kube: &KubeWorld, victim: [IpAddr; 2], captured: Vec<Datagram>) -> Impersonator {
+        let sockets = victim
+            .iter()
+            .map(|ip| {
+                let from = SocketAddr::new(*ip, LIVENESS_PORT);
+                SpoofedSocket::bind(&kube.site(A).worker, from)
+                    .unwrap_or_else(|e| panic!("a socket in {from}'s name: {e}"))
+            })
+            .collect();
+        Impersonator { sockets, captured }
+    }
+
+    /// Sends [`forged_answers`] every 20 ms until `stop` is set or `limit` passes;
+    /// returns the datagrams sent.
+    fn run(&self, active: bool, stop: &AtomicBool, limit: Duration) -> usize {
+        let mut destinations: Vec<SocketAddr> = self.captured.iter().map(|d| d.to).collect();
+        destinations.sort();
+        destinations.dedup();
+        let until = Instant::now() + limit;
+        let mut sent = 0;
+        while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+            for to in &destinations {
+                let theirs: Vec<&Datagram> = self.captured.iter().filter(|d| d.to == *to).collect();
+                let socket = &self.sockets[usize::from(to.is_ipv6())];
+                for payload in forged_answers(active, &theirs) {
+                    socket
+                        .send_to(&payload, *to)
+                        .unwrap_or_else(|e| panic!("send to {to}: {e}"));
+                    sent += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        sent
+    }
+}
+
+#[test]
+fn forged_and_replayed_liveness_answers_neither_force_nor_block_a_failover() {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let _echo = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
+    wait_reachable(&mut kube, A, B);
+    let old = kube.active_gateway(A).expect("an active gateway");
+    let new = 1 - old;
+    let old_spec = kube.spec(A).candidate(old);
+    let old_ips: [IpAddr; 2] = [old_spec.node_ip().into(), old_spec.node_ip6().into()];
+    let new_ip = kube.spec(A).candidate(new).node_ip().to_string();
+
+    // A network attacker records the active candidate's genuine answers: to the standby
+    // (both families) and to the worker's route agent.
+    let sniffer = Sniffer::start(kube.candidate_ns(A, old), LIVENESS_PORT).expect("sniffer");
+    let answers = |seen: Vec<Datagram>| -> Vec<Datagram> {
+        seen.into_iter()
+            .filter(|d| old_ips.contains(&d.from.ip()) && d.from.port() == LIVENESS_PORT)
+            .collect()
+    };
+    kube.wait_for(
+        "40 genuine answers from the active candidate",
+        WAIT,
+        |_| match answers(sniffer.seen()).len() {
+            n if n >= 40 => Ok(()),
+            n => Err(format!("{n} captured")),
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    let captured = answers(sniffer.stop().expect("the capture"));
+    let destinations: std::collections::BTreeSet<SocketAddr> =
+        captured.iter().map(|d| d.to).collect();
+    assert!(
+        destinations.len() >= 3,
+        "answers to the standby's two addresses and the route agent: {destinations:?}"
+    );
+
+    // Forcing: for 3 s, the live active candidate "steps down" in forged answers.
+    let holder = kube.lease_holder(A);
+    let standby = Component::Gateway(A, new);
+    let log_before = kube.full_log(standby).len();
+    let attacker = Impersonator::new(&kube, old_ips, captured);
+    let stop = AtomicBool::new(false);
+    let sent = attacker.run(false, &stop, Duration::from_secs(3));
+    let standby_log = kube.full_log(standby);
+    let took_over = standby_log[log_before..]
+        .lines()
+        .filter(|l| l.contains("gateway Lease"))
+        .collect::<Vec<_>>();
+    eprintln!("forcing: {sent} forged answers sent; standby lines about the Lease: {took_over:?}");
+    assert_eq!(kube.lease_holder(A), holder, "a forged failover");
+    assert!(took_over.is_empty(), "the standby acted: {took_over:?}");
+    assert_eq!(kube.active_gateway(A), Some(old));
+    wait_reachable(&mut kube, A, B);
+
+    // Blocking: the active candidate dies, and its answers ("active") keep coming, forged
+    // and replayed, until the standby has taken over.
+    let killed = Instant::now();
+    kube.kill_gateway(A, old)
+        .expect("kill site-a's active gateway");
+    let (took, sent) = std::thread::scope(|scope| {
+        let attacker = scope.spawn(|| attacker.run(true, &stop, WAIT));
+        let took = kube.wait_for(
+            "site-a's standby to take the Lease despite forged answers",
+            WAIT,
+            |k| match k.try_active_gateway(A) {
+                Ok(Some(k)) if k == new => Ok(killed.elapsed()),
+                other => Err(format!("active {other:?}")),
+            },
+        );
+        stop.store(true, Ordering::Relaxed);
+        (took, attacker.join().expect("the attacker thread"))
+    });
+    let took = took.unwrap_or_else(|e| fail(e));
+    eprintln!("blocking: {sent} forged answers sent; the standby took over after {took:?}");
+    wait_reachable(&mut kube, A, B);
+    wait_reachable(&mut kube, B, A);
+    let routes = causeway_routes(&kube.site(A).worker).expect("routes");
+    assert!(
+        routes
+            .iter()
+            .any(|r| r.starts_with("10.2.0.0/16") && r.contains(&format!("via {new_ip}"))),
+        "the route agent still routes via the dead gateway: {routes:?}"
+    );
+}
+
+#[test]
+fn a_gateway_whose_datapath_stopped_hands_over_to_the_standby_while_it_still_runs() {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let _echo = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
+    wait_reachable(&mut kube, A, B);
+    let old = kube.active_gateway(A).expect("an active gateway");
+    let new = 1 - old;
+    let old_gateway = Component::Gateway(A, old);
+
+    // The tunnel interface goes away under the running gateway (a mistaken `ip link del`,
+    // a driver reset): its datapath stops, while the process and its Lease renewals go on.
+    let stopped = Instant::now();
+    kube.candidate_ns(A, old)
+        .ip(["link", "del", "causeway0"])
+        .expect("delete the active gateway's tunnel interface");
+    kube.wait_for(
+        "site-a's standby to take the Lease from a gateway with a stopped datapath",
+        WAIT,
+        |k| match k.try_active_gateway(A) {
+            Ok(Some(k)) if k == new => Ok(()),
+            other => Err(format!("active {other:?}")),
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    wait_reachable(&mut kube, A, B);
+    wait_reachable(&mut kube, B, A);
+    eprintln!(
+        "traffic again {:?} after the datapath stopped",
+        stopped.elapsed()
+    );
+    let still = kube
+        .process(old_gateway)
+        .expect("the old gateway's process")
+        .try_status()
+        .expect("its state");
+    assert!(
+        still.is_none(),
+        "a crash, not a stopped datapath: {still:?}"
+    );
+    let log = kube.full_log(old_gateway);
+    assert!(
+        log.contains("the datapath stopped: no longer answering as the active gateway"),
+        "{log}"
+    );
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! and a change to the table never blocks the packet path.
 
 pub mod cidr;
+pub mod host;
 pub mod limiter;
 pub mod offload;
 pub mod peers;
@@ -126,6 +127,8 @@ struct Shared {
     table: ArcSwap<PeerTable>,
     /// This cluster's own CIDRs: the only destinations a peer may send to.
     local: ArcSwap<CidrMap<()>>,
+    /// What a peer may send to the gateway node's own tunnel address.
+    host: ArcSwap<host::HostFilter>,
     tun: Tun,
     udp: Underlay,
     keys: ArcSwap<OwnKeys>,
@@ -165,6 +168,7 @@ impl Datapath {
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(PeerTable::default()),
             local: ArcSwap::from_pointee(CidrMap::default()),
+            host: ArcSwap::from_pointee(host::HostFilter::default()),
             tun,
             udp,
             keys: ArcSwap::from_pointee(OwnKeys {
@@ -438,6 +442,15 @@ impl Datapath {
         self.shared
             .local
             .store(Arc::new(CidrMap::new(cidrs.iter().map(|c| (*c, ())))));
+    }
+
+    /// Sets the gateway's own address inside the tunnel (its health-check address): peers
+    /// reach only health probes, the benchmark sink and answers to what the gateway opened
+    /// there, never the node's host services (see [`host`]).
+    pub fn set_host_address(&self, ip: Option<IpAddr>) {
+        self.shared
+            .host
+            .store(Arc::new(host::HostFilter::for_address(ip)));
     }
 
     /// Our public key (the newest, while a rotation is under way).
@@ -979,11 +992,16 @@ fn decrypt_one(
     // and only towards this cluster's own CIDRs.
     match table.cidrs.lookup(src) {
         Some(owner) if Arc::ptr_eq(owner, &peer) => {
-            let local = Tunn::dst_address(inner)
-                .is_some_and(|dst| shared.local.load().lookup(dst).is_some());
+            let dst = Tunn::dst_address(inner);
+            let local = dst.is_some_and(|dst| shared.local.load().lookup(dst).is_some());
             if !local {
                 tracing::debug!(peer = %peer.cluster_id, "dropping packet to a destination outside this cluster's CIDRs");
                 shared.drops.count(DropReason::DestinationNotAllowed);
+                return;
+            }
+            if !dst.is_some_and(|dst| shared.host.load().allows(dst, inner)) {
+                tracing::debug!(peer = %peer.cluster_id, "dropping packet to a port of the gateway node other than the probe and benchmark ports");
+                shared.drops.count(DropReason::HostPortNotAllowed);
                 return;
             }
             tally.count(&peer, inner.len());

@@ -272,7 +272,7 @@ struct Gateway {
     /// Who answers "active" on the liveness port: what a candidate tells the others and
     /// hears from them, or what a route agent's prober hears.
     liveness: Arc<Liveness>,
-    liveness_targets: watch::Sender<Vec<SocketAddr>>,
+    liveness_targets: watch::Sender<Vec<liveness::Target>>,
     stop_liveness: watch::Sender<bool>,
 }
 
@@ -316,7 +316,6 @@ pub async fn run(
         sockets,
         targets,
         Arc::clone(&liveness),
-        config.candidate.is_some(),
         liveness_stopped,
     ));
     let candidate = match &config.candidate {
@@ -329,6 +328,9 @@ pub async fn run(
             }
         }
     };
+    if let Some(c) = &candidate {
+        liveness.set_key(c.key);
+    }
     let mut gateway = Gateway {
         client,
         config,
@@ -551,12 +553,16 @@ impl Gateway {
                     due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                 }
                 _ = holdover_tick.tick(), if self.holding_over() => self.lease_lost().await,
-                _ = campaign_tick.tick(), if !active => {
-                    if self.candidate.is_some() {
-                        self.gate_campaign().await?;
-                    }
-                    if !self.node.is_gateway() {
-                        self.follow_active().await;
+                _ = campaign_tick.tick() => {
+                    if active {
+                        self.check_datapath();
+                    } else {
+                        if self.candidate.is_some() {
+                            self.gate_campaign().await?;
+                        }
+                        if !self.node.is_gateway() {
+                            self.follow_active().await;
+                        }
                     }
                 }
                 event = key_events.next() => match event {
@@ -621,7 +627,7 @@ impl Gateway {
                     .local
                     .gateways
                     .iter()
-                    .map(|g| (g.node_name.as_str(), g.private_ips.as_slice()));
+                    .map(|g| (g.node_name.as_str(), g.private_ips.as_slice(), g.public_key));
                 let targets = liveness::targets(gateways, &self.config.node_name);
                 self.liveness.retain(&targets);
                 self.liveness_targets.send_if_modified(|current| {
@@ -674,6 +680,19 @@ impl Gateway {
         Ok(())
     }
 
+    /// An active gateway whose datapath stopped carries nothing: it stops answering
+    /// "active", so a standby takes over within [`liveness::TAKEOVER_AFTER`] instead of
+    /// after the kubelet's restart, and the Lease moves to it.
+    fn check_datapath(&mut self) {
+        if !self.liveness.is_active() {
+            return;
+        }
+        if let Some(Err(reason)) = self.node.status().datapath().map(|d| d.health()) {
+            tracing::error!(%reason, "the datapath stopped: no longer answering as the active gateway, so a standby takes over");
+            self.liveness.set_active(false);
+        }
+    }
+
     /// A route agent (or passive candidate) routes through the candidate that answers
     /// "active" on the liveness port; without one, by the ClusterEndpoint's order.
     async fn follow_active(&mut self) {
@@ -711,6 +730,7 @@ impl Gateway {
             return;
         }
         c.key = key;
+        self.liveness.set_key(key);
         let spec = gateway_spec(&self.config, &c.config, &c.key);
         if let Some(datapath) = self.node.status().datapath() {
             datapath.set_private_key(key);

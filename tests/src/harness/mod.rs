@@ -12,6 +12,7 @@ pub mod mesh;
 pub mod netns;
 pub mod postgres;
 pub mod process;
+pub mod spoof;
 pub mod topology;
 pub mod traffic;
 pub mod wait;

@@ -1,0 +1,289 @@
+//! What an attacker on a node or on the cluster network does, for hostile tests: send UDP
+//! in another host's name, and record what others send.
+//!
+//! Both act only inside a namespace the test made, on addresses of its own world.
+
+use super::Netns;
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// A UDP socket bound to an address its namespace does not own (`IP_TRANSPARENT`, which a
+/// process holding CAP_NET_ADMIN on a node may set), so what it sends carries that source.
+#[derive(Debug)]
+pub struct SpoofedSocket(UdpSocket);
+
+impl SpoofedSocket {
+    /// Opens the socket in `ns`, bound to `from`.
+    pub fn bind(ns: &Netns, from: SocketAddr) -> io::Result<SpoofedSocket> {
+        ns.run(|| {
+            let (family, level, option) = match from {
+                SocketAddr::V4(_) => (libc::AF_INET, libc::SOL_IP, libc::IP_TRANSPARENT),
+                SocketAddr::V6(_) => (libc::AF_INET6, libc::SOL_IPV6, libc::IPV6_TRANSPARENT),
+            };
+            let fd = checked(unsafe { libc::socket(family, libc::SOCK_DGRAM, 0) })?;
+            // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            set_int(fd.as_raw_fd(), level, option, 1)?;
+            let socket = UdpSocket::from(fd);
+            // Bound only now: the transparent flag must be set before bind(2) for a
+            // foreign address, which std's own bind cannot do.
+            let socket = bind_existing(socket, from)?;
+            Ok(SpoofedSocket(socket))
+        })
+    }
+
+    /// Sends `payload` to `to`.
+    pub fn send_to(&self, payload: &[u8], to: SocketAddr) -> io::Result<usize> {
+        self.0.send_to(payload, to)
+    }
+}
+
+fn bind_existing(socket: UdpSocket, addr: SocketAddr) -> io::Result<UdpSocket> {
+    // SAFETY: sockaddr storage is plain data; the lengths passed match what was filled in.
+    unsafe {
+        let mut storage: libc::sockaddr_storage = zeroed();
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin =
+                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
+                sin.sin_family = libc::AF_INET as libc::sa_family_t;
+                sin.sin_port = a.port().to_be();
+                sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage)
+                    .cast::<libc::sockaddr_in6>();
+                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                sin6.sin6_port = a.port().to_be();
+                sin6.sin6_addr.s6_addr = a.ip().octets();
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        checked(libc::bind(
+            socket.as_raw_fd(),
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len as libc::socklen_t,
+        ))?;
+    }
+    Ok(socket)
+}
+
+/// One UDP datagram a [`Sniffer`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Its source.
+    pub from: SocketAddr,
+    /// Its destination.
+    pub to: SocketAddr,
+    /// Its payload.
+    pub payload: Vec<u8>,
+}
+
+/// Records UDP datagrams to or from one port that pass through a namespace's interfaces,
+/// in both directions (a packet socket, as `tcpdump` uses), on a thread of its own.
+#[derive(Debug)]
+pub struct Sniffer {
+    stop: Arc<AtomicBool>,
+    seen: Arc<std::sync::Mutex<Vec<Datagram>>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+/// Datagrams a sniffer keeps at most; it stops recording beyond this.
+pub const SNIFFER_LIMIT: usize = 10_000;
+/// How long a sniffer runs at most, stopped or not.
+pub const SNIFFER_LIFETIME: Duration = Duration::from_secs(120);
+
+impl Sniffer {
+    /// Starts recording, in `ns`, the UDP datagrams with `port` as source or destination.
+    pub fn start(ns: &Netns, port: u16) -> io::Result<Sniffer> {
+        let fd = ns.run(|| {
+            let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
+            let fd = checked(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, protocol) })?;
+            // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+            Ok::<_, io::Error>(unsafe { OwnedFd::from_raw_fd(fd) })
+        })?;
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 50_000,
+        };
+        // SAFETY: a timeval of the size passed.
+        checked(unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop_flag, record) = (Arc::clone(&stop), Arc::clone(&seen));
+        let thread = std::thread::Builder::new().name("sniffer".into()).spawn(
+            move || -> io::Result<()> {
+                let until = Instant::now() + SNIFFER_LIFETIME;
+                let mut buf = vec![0u8; 65_536];
+                while !stop_flag.load(Ordering::Relaxed) && Instant::now() < until {
+                    // SAFETY: sockaddr_ll is plain data; recvfrom fills at most its size.
+                    let mut from: libc::sockaddr_ll = unsafe { zeroed() };
+                    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+                    let n = unsafe {
+                        libc::recvfrom(
+                            fd.as_raw_fd(),
+                            buf.as_mut_ptr().cast(),
+                            buf.len(),
+                            0,
+                            (&mut from as *mut libc::sockaddr_ll).cast(),
+                            &mut len,
+                        )
+                    };
+                    if n < 0 {
+                        let e = io::Error::last_os_error();
+                        match e.kind() {
+                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => continue,
+                            _ => return Err(e),
+                        }
+                    }
+                    let packet = &buf[..n as usize];
+                    if let Some(d) = parse_udp(u16::from_be(from.sll_protocol), packet) {
+                        let mut seen = record.lock().unwrap_or_else(|p| p.into_inner());
+                        if (d.from.port() == port || d.to.port() == port)
+                            && seen.len() < SNIFFER_LIMIT
+                        {
+                            seen.push(d);
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        Ok(Sniffer {
+            stop,
+            seen,
+            thread: Some(thread),
+        })
+    }
+
+    /// What was recorded so far.
+    pub fn seen(&self) -> Vec<Datagram> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Stops recording and returns everything recorded; an error if the capture failed.
+    pub fn stop(mut self) -> io::Result<Vec<Datagram>> {
+        self.finish()?;
+        Ok(std::mem::take(
+            &mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()),
+        ))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the sniffer thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Sniffer {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// The UDP datagram in an IPv4 or IPv6 packet (no extension headers, not a fragment).
+fn parse_udp(ethertype: u16, p: &[u8]) -> Option<Datagram> {
+    let (src, dst, udp): (IpAddr, IpAddr, &[u8]) = match ethertype {
+        0x0800 if p.len() >= 20 && p[0] >> 4 == 4 && p[9] == 17 => {
+            let ihl = usize::from(p[0] & 0x0f) * 4;
+            let fragment = u16::from_be_bytes([p[6], p[7]]) & 0x3fff;
+            if fragment != 0 {
+                return None;
+            }
+            let src = Ipv4Addr::from(<[u8; 4]>::try_from(&p[12..16]).ok()?);
+            let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&p[16..20]).ok()?);
+            (src.into(), dst.into(), p.get(ihl..)?)
+        }
+        0x86dd if p.len() >= 40 && p[0] >> 4 == 6 && p[6] == 17 => {
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).ok()?);
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).ok()?);
+            (src.into(), dst.into(), &p[40..])
+        }
+        _ => return None,
+    };
+    let len = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
+    Some(Datagram {
+        from: SocketAddr::new(src, u16::from_be_bytes([udp[0], udp[1]])),
+        to: SocketAddr::new(dst, u16::from_be_bytes([udp[2], udp[3]])),
+        payload: udp.get(8..len)?.to_vec(),
+    })
+}
+
+fn checked(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+fn set_int(
+    fd: RawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: an int of the size passed.
+    checked(unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            option,
+            (&value as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+    .map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn udp_in_ipv4_and_ipv6_is_read_and_anything_else_is_not() {
+        let mut v4 = vec![
+            0x45, 0, 0, 31, 0, 0, 0, 0, 64, 17, 0, 0, 198, 19, 0, 1, 198, 19, 0, 3,
+        ];
+        v4.extend_from_slice(&[0xca, 0x6e, 0x1f, 0x90, 0, 11, 0, 0, b'a', b'b', b'c']);
+        let d = parse_udp(0x0800, &v4).expect("udp over ipv4");
+        assert_eq!(d.from, "198.19.0.1:51822".parse().unwrap());
+        assert_eq!(d.to, "198.19.0.3:8080".parse().unwrap());
+        assert_eq!(d.payload, b"abc");
+        let mut fragment = v4.clone();
+        fragment[7] = 1;
+        assert_eq!(parse_udp(0x0800, &fragment), None);
+        let mut tcp = v4.clone();
+        tcp[9] = 6;
+        assert_eq!(parse_udp(0x0800, &tcp), None);
+
+        let mut v6 = vec![0x60, 0, 0, 0, 0, 10, 17, 64];
+        v6.extend_from_slice(&"fd00::1".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&"fd00::3".parse::<Ipv6Addr>().unwrap().octets());
+        v6.extend_from_slice(&[0xca, 0x6e, 0xca, 0x6e, 0, 10, 0, 0, b'x', b'y']);
+        let d = parse_udp(0x86dd, &v6).expect("udp over ipv6");
+        assert_eq!(d.to, "[fd00::3]:51822".parse().unwrap());
+        assert_eq!(d.payload, b"xy");
+        assert_eq!(parse_udp(0x0806, &v4), None, "ARP");
+        assert_eq!(parse_udp(0x0800, &v4[..25]), None, "truncated");
+    }
+}
