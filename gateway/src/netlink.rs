@@ -19,7 +19,9 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
-use crate::route::{plan_routes, NextHop, Route, RoutePlan, MAIN_TABLE, ROUTE_PROTOCOL};
+use crate::route::{
+    plan_routes, NextHop, Route, RoutePlan, FAIL_CLOSED_METRIC, MAIN_TABLE, ROUTE_PROTOCOL,
+};
 
 /// Route requests kept in flight at once: enough to hide the per-request
 /// round trip with 10,000 routes, small enough not to overrun the socket's
@@ -317,6 +319,7 @@ fn route_from_message(msg: &RouteMessage) -> Option<Route> {
     // hop, so the planner replaces or deletes it, and an unset oif matches
     // any next hop when deleting.
     let next_hop = match (multipath, gateway) {
+        _ if msg.header.kind == RouteType::Unreachable => NextHop::Unreachable,
         (Some(_), _) => NextHop::Dev { ifindex: 0 },
         (None, Some(gateway)) => NextHop::Via {
             gateway,
@@ -341,7 +344,11 @@ fn route_message(route: &Route, op: RouteOp) -> Result<RouteMessage, String> {
         // RT_SCOPE_NOWHERE on delete means "any scope", as `ip route del` does.
         (RouteOp::Delete, _) => RouteScope::NoWhere,
         (_, NextHop::Dev { .. }) => RouteScope::Link,
-        (_, NextHop::Via { .. }) => RouteScope::Universe,
+        (_, NextHop::Via { .. } | NextHop::Unreachable) => RouteScope::Universe,
+    };
+    let kind = match route.next_hop {
+        NextHop::Unreachable => RouteType::Unreachable,
+        NextHop::Dev { .. } | NextHop::Via { .. } => RouteType::Unicast,
     };
     let mut builder = RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(route.dst.addr(), route.dst.prefix_len())
@@ -349,7 +356,11 @@ fn route_message(route: &Route, op: RouteOp) -> Result<RouteMessage, String> {
         .table_id(route.table)
         .protocol(RouteProtocol::from(ROUTE_PROTOCOL))
         .scope(scope)
-        .kind(RouteType::Unicast);
+        .kind(kind);
+    if route.is_fail_closed() {
+        // On delete too: of the routes for this prefix, exactly the fail-closed one.
+        builder = builder.priority(FAIL_CLOSED_METRIC);
+    }
     let ifindex = route.next_hop.ifindex();
     if ifindex != 0 {
         builder = builder.output_interface(ifindex);
@@ -459,7 +470,7 @@ impl Netlink {
             // fails with ENOENT for a table that holds no routes yet.
             for msg in self.dump_routes(v6, table).await? {
                 if u8::from(msg.header.protocol) != ROUTE_PROTOCOL
-                    || msg.header.kind != RouteType::Unicast
+                    || !matches!(msg.header.kind, RouteType::Unicast | RouteType::Unreachable)
                     || message_table(&msg) != table
                 {
                     continue;
@@ -988,6 +999,59 @@ mod tests {
             .lines()
             .find(|l| l.split_whitespace().any(|w| w == dst))
             .unwrap_or_else(|| panic!("no route to {dst} in:\n{output}"))
+    }
+
+    #[test]
+    fn a_fail_closed_route_outlives_the_interface_under_the_tunnel_route() {
+        in_netns(|| async {
+            let Lab { nl, link0 } = lab().await;
+            let tun = add_veth(&nl, "cw-tun0", 1420).await;
+            // A default route, as every real node has: what a leak would take.
+            ip(&["route", "add", "default", "via", "10.77.0.2"]);
+            ip(&["-6", "route", "add", "default", "via", "fd00:77::2"]);
+            let desired = vec![
+                dev("10.2.0.0/16", tun, Some(1420), MAIN_TABLE),
+                Route::fail_closed("10.2.0.0/16".parse().unwrap(), MAIN_TABLE),
+                dev("fd00:2::/64", tun, Some(1420), MAIN_TABLE),
+                Route::fail_closed("fd00:2::/64".parse().unwrap(), MAIN_TABLE),
+            ];
+            let report = nl.reconcile(&desired, MAIN_TABLE).await.unwrap();
+            assert_eq!(report.added, 4, "{report}");
+            assert_eq!(
+                sorted(nl.list_owned_routes(MAIN_TABLE).await.unwrap()),
+                sorted(desired.clone())
+            );
+            let writes = nl.writes();
+            let report = nl.reconcile(&desired, MAIN_TABLE).await.unwrap();
+            assert_eq!((report.changed(), nl.writes() - writes), (0, 0), "a no-op");
+            assert!(ip(&["route", "get", "10.2.0.9"]).contains("dev cw-tun0"));
+            assert!(ip(&["-6", "route", "get", "fd00:2::9"]).contains("dev cw-tun0"));
+
+            // The gateway dies and its interface goes with it: nothing for the remote
+            // ranges may take the default route now.
+            nl.delete_link(tun).await.unwrap();
+            for (family, addr) in [("-4", "10.2.0.9"), ("-6", "fd00:2::9")] {
+                let out = Command::new("ip")
+                    .args([family, "route", "get", addr])
+                    .output()
+                    .expect("run ip");
+                let said = String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    !out.status.success() && !said.contains("via") && !said.contains("cw-test0"),
+                    "{addr} is routed after the tunnel interface went: {said}"
+                );
+            }
+            let left = nl.list_owned_routes(MAIN_TABLE).await.unwrap();
+            assert!(left.iter().all(Route::is_fail_closed), "{left:?}");
+            assert_eq!(left.len(), 2);
+
+            // A clean stop withdraws the floor too.
+            nl.reconcile(&[], MAIN_TABLE).await.unwrap();
+            assert!(nl.list_owned_routes(MAIN_TABLE).await.unwrap().is_empty());
+            assert!(ip(&["route", "get", "10.2.0.9"]).contains("via 10.77.0.2"));
+            let _ = link0;
+        });
     }
 
     #[test]

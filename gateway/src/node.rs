@@ -618,7 +618,24 @@ impl Node {
         Ok(())
     }
 
+    /// Installs the routes for every remote CIDR, each above its fail-closed route.
     async fn apply_routes(&self, desired: &Desired) -> Result<usize, ReloadError> {
+        let mut routes = self.tunnel_routes(desired).await?;
+        let primary = routes.len();
+        routes.extend(
+            desired
+                .remote_cidrs()
+                .map(|dst| crate::route::Route::fail_closed(dst, MAIN_TABLE)),
+        );
+        self.reconcile(&routes, primary).await
+    }
+
+    /// The routes that carry remote traffic: into the tunnel on the active gateway, to
+    /// the active gateway's node everywhere else.
+    async fn tunnel_routes(
+        &self,
+        desired: &Desired,
+    ) -> Result<Vec<crate::route::Route>, ReloadError> {
         let routes = match &self.role {
             Role::Gateway(tunnel) => {
                 let dev = NextHop::Dev {
@@ -634,7 +651,7 @@ impl Node {
                 )?;
                 let Some(gateways) = gateways else {
                     tracing::debug!("no other gateway of this cluster to route through yet");
-                    return self.reconcile(&[]).await;
+                    return Ok(Vec::new());
                 };
                 let mut hops = Vec::new();
                 for gateway in gateways {
@@ -652,7 +669,7 @@ impl Node {
                 let same_family = |dst: &ipnet::IpNet| {
                     hops.iter().copied().find(|hop| match hop {
                         NextHop::Via { gateway, .. } => gateway.is_ipv4() == dst.addr().is_ipv4(),
-                        NextHop::Dev { .. } => false,
+                        NextHop::Dev { .. } | NextHop::Unreachable => false,
                     })
                 };
                 let routes = desired.routes(same_family, mtu, MAIN_TABLE);
@@ -663,10 +680,16 @@ impl Node {
                 routes
             }
         };
-        self.reconcile(&routes).await
+        Ok(routes)
     }
 
-    async fn reconcile(&self, routes: &[crate::route::Route]) -> Result<usize, ReloadError> {
+    /// Makes the kernel hold `routes`, of which the first `primary` carry traffic (the
+    /// rest are fail-closed routes, not counted in the node's figures).
+    async fn reconcile(
+        &self,
+        routes: &[crate::route::Route],
+        primary: usize,
+    ) -> Result<usize, ReloadError> {
         let result = self.netlink.reconcile(routes, MAIN_TABLE).await;
         // Only a pass that reached the kernel says what it holds; a failed listing says nothing.
         let refused = match &result {
@@ -687,9 +710,7 @@ impl Node {
         if report.changed() > 0 {
             tracing::info!(%report, "routes reconciled");
         }
-        self.status
-            .routes
-            .store(routes.len() as u64, Ordering::Relaxed);
+        self.status.routes.store(primary as u64, Ordering::Relaxed);
         Ok(report.changed())
     }
 

@@ -20,9 +20,18 @@ pub const WIREGUARD_OVERHEAD_V4: u32 = 20 + 8 + 32;
 /// Bytes WireGuard adds to each packet over an IPv6 underlay: IPv6 40 + UDP 8 + WireGuard 32.
 pub const WIREGUARD_OVERHEAD_V6: u32 = 40 + 8 + 32;
 
+/// Priority of the fail-closed routes: the highest a route can have short of none, so
+/// any other route for the same prefix (the tunnel's, IPv6's default 1024) wins while it
+/// exists, and the fail-closed one only when it is gone.
+pub const FAIL_CLOSED_METRIC: u32 = u32::MAX - 1;
+
 /// Where a route sends its packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NextHop {
+    /// Nowhere (`unreachable`, at [`FAIL_CLOSED_METRIC`]): under every remote CIDR, so
+    /// when the tunnel's route goes with a dead gateway's interface, the node answers
+    /// "unreachable" instead of sending the traffic in clear by its default route.
+    Unreachable,
     /// Straight out of an interface (scope link), e.g. the TUN device.
     Dev {
         /// Output interface index.
@@ -42,11 +51,13 @@ impl NextHop {
     pub fn ifindex(&self) -> u32 {
         match *self {
             NextHop::Dev { ifindex } | NextHop::Via { ifindex, .. } => ifindex,
+            NextHop::Unreachable => 0,
         }
     }
 }
 
-/// One kernel route as Causeway models it; identified by `(table, dst)`.
+/// One kernel route as Causeway models it; identified by `(table, dst)` and whether it
+/// is a fail-closed route (which lives beside the tunnel's route for the same prefix).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
     /// Destination prefix.
@@ -60,9 +71,25 @@ pub struct Route {
 }
 
 impl Route {
-    /// The identity of a route for planning: one route per destination per table.
-    pub fn key(&self) -> (u32, IpNet) {
-        (self.table, self.dst)
+    /// The identity of a route for planning: per destination per table, one route and
+    /// one fail-closed route.
+    pub fn key(&self) -> (u32, IpNet, bool) {
+        (self.table, self.dst, self.is_fail_closed())
+    }
+
+    /// Whether this is a fail-closed route.
+    pub fn is_fail_closed(&self) -> bool {
+        self.next_hop == NextHop::Unreachable
+    }
+
+    /// The fail-closed route under `dst`.
+    pub fn fail_closed(dst: IpNet, table: u32) -> Route {
+        Route {
+            dst,
+            next_hop: NextHop::Unreachable,
+            mtu: None,
+            table,
+        }
     }
 
     /// The form the kernel reports back, so an unchanged route compares equal
@@ -87,9 +114,10 @@ impl Route {
     }
 }
 
-/// Total order used for deterministic plans: by key, then by content.
+/// Total order used for deterministic plans: by key (which the merge in [`plan_routes`]
+/// relies on), then by content.
 fn cmp_routes(a: &Route, b: &Route) -> Ordering {
-    (a.table, a.dst, a.next_hop, a.mtu).cmp(&(b.table, b.dst, b.next_hop, b.mtu))
+    (a.key(), a.next_hop, a.mtu).cmp(&(b.key(), b.next_hop, b.mtu))
 }
 
 impl fmt::Display for Route {
@@ -98,6 +126,9 @@ impl fmt::Display for Route {
             NextHop::Dev { ifindex } => write!(f, "{} dev ifindex {}", self.dst, ifindex)?,
             NextHop::Via { gateway, ifindex } => {
                 write!(f, "{} via {} ifindex {}", self.dst, gateway, ifindex)?
+            }
+            NextHop::Unreachable => {
+                write!(f, "unreachable {} metric {FAIL_CLOSED_METRIC}", self.dst)?
             }
         }
         write!(f, " table {}", self.table)?;
@@ -203,14 +234,20 @@ pub fn tunnel_mtu(underlay_mtu: u32, underlay_is_ipv6: bool) -> u32 {
 /// kernel holds, given that the adds and replaces of `refused` failed, and the first
 /// few destinations missing (sorted). Duplicates of a key count once, as in [`plan_routes`].
 pub fn route_status(desired: &[Route], refused: &[Route]) -> causeway_crds::RouteStatus {
-    let mut keys: Vec<(u32, IpNet)> = desired.iter().map(Route::key).collect();
+    // The fail-closed routes are a floor under these, not routes a person counts.
+    let mut keys: Vec<(u32, IpNet, bool)> = desired
+        .iter()
+        .filter(|r| !r.is_fail_closed())
+        .map(Route::key)
+        .collect();
     keys.sort_unstable();
     keys.dedup();
-    let refused: std::collections::HashSet<(u32, IpNet)> = refused.iter().map(Route::key).collect();
+    let refused: std::collections::HashSet<(u32, IpNet, bool)> =
+        refused.iter().map(Route::key).collect();
     let missing: Vec<IpNet> = keys
         .iter()
         .filter(|k| refused.contains(k))
-        .map(|(_, dst)| *dst)
+        .map(|(_, dst, _)| *dst)
         .collect();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     causeway_crds::RouteStatus {
@@ -458,6 +495,39 @@ mod tests {
             assert_eq!(plan.len(), writes, "case {:?}", case.name);
             assert_eq!(plan.is_empty(), writes == 0, "case {:?}", case.name);
         }
+    }
+
+    #[test]
+    fn a_fail_closed_route_lives_beside_the_tunnel_route_and_outlasts_it() {
+        let floor = Route::fail_closed("10.2.0.0/16".parse().unwrap(), MAIN_TABLE);
+        let tunnel = dev("10.2.0.0/16", 5, Some(1420));
+        let desired = vec![tunnel.clone(), floor.clone()];
+        assert_eq!(
+            plan_routes(&desired, &[]).add,
+            vec![tunnel.clone(), floor.clone()],
+            "two routes for one prefix"
+        );
+        assert!(plan_routes(&desired, &desired).is_empty());
+        // The gateway died: its interface took the tunnel route, the floor stayed; the
+        // next gateway adds the tunnel route and leaves the floor alone.
+        let plan = plan_routes(&desired, std::slice::from_ref(&floor));
+        assert_eq!((plan.len(), plan.add), (1, vec![tunnel.clone()]));
+        // A route agent's next hop moving replaces its route, never the floor.
+        let agent = via("10.2.0.0/16", "198.19.0.3", 2, Some(1420));
+        let plan = plan_routes(&[agent.clone(), floor.clone()], &desired);
+        assert_eq!((plan.len(), plan.replace), (1, vec![agent]));
+        // Withdrawn with the rest.
+        assert_eq!(plan_routes(&[], &desired).delete.len(), 2);
+        assert_eq!(
+            floor.to_string(),
+            "unreachable 10.2.0.0/16 metric 4294967294 table 254"
+        );
+        let status = route_status(&desired, &[]);
+        assert_eq!(
+            (status.desired, status.installed),
+            (1, 1),
+            "the floor is not counted"
+        );
     }
 
     #[test]

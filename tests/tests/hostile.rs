@@ -12,6 +12,7 @@ use causeway_crds::keys::parse_key;
 use causeway_tests::harness::mesh::{required_metric, Mesh};
 use causeway_tests::harness::netns::veth;
 use causeway_tests::harness::postgres::Postgres;
+use causeway_tests::harness::spoof::{Packet, Sniffer};
 use causeway_tests::harness::topology::WAN_BRIDGE;
 use causeway_tests::harness::traffic::{
     pattern, tcp_connect, tcp_roundtrip, udp_roundtrip, Echo, Stream,
@@ -928,6 +929,88 @@ fn a_remote_pod_reaches_no_host_service_through_the_gateways_tunnel_address() {
         );
     }
     wait_reachable(&mesh, B, A, WAIT);
+}
+
+/// ICMP "destination unreachable" messages a namespace's kernel has sent.
+fn unreachables_sent(ns: &Netns) -> Result<u64, String> {
+    let snmp = ns
+        .exec_ok("cat", ["/proc/net/snmp"])
+        .map_err(|e| e.to_string())?;
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (names, values) = (icmp.next(), icmp.next());
+    let (Some(names), Some(values)) = (names, values) else {
+        return Err(format!("no Icmp lines in /proc/net/snmp:\n{snmp}"));
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(name, _)| *name == "OutDestUnreachs")
+        .and_then(|(_, value)| value.parse().ok())
+        .ok_or_else(|| format!("no OutDestUnreachs in {names}"))
+}
+
+#[test]
+fn a_killed_gateway_leaks_nothing_in_clear_onto_the_underlay() {
+    let mut mesh = Mesh::start(2).expect("two-site mesh");
+    let _echo = [A, B].map(|i| echo(&mesh, i));
+    wait_reachable(&mesh, A, B, WAIT);
+    // A default route on site-a's gateway node, as real nodes have, to a router that
+    // forwards (site-b's gateway node): where remote traffic would go in clear.
+    let next_hop = mesh.site(B).spec.underlay_ip().to_string();
+    mesh.site(A)
+        .gateway
+        .ip(["route", "add", "default", "via", &next_hop])
+        .expect("a default route on site-a's gateway node");
+    // Packets on the WAN with a pod's address in their own header are in clear: the
+    // tunnel's carry the gateways' underlay addresses outside.
+    let pods: Vec<ipnet::IpNet> = [A, B]
+        .iter()
+        .flat_map(|&i| mesh.site(i).spec.pod_cidrs())
+        .collect();
+    let sniffer = Sniffer::addresses(mesh.world.wan(), pods).expect("a sniffer on the WAN");
+    let stream = Stream::start(&mesh.site(A).pod, pod_addr(&mesh, B)).expect("stream");
+    wait_until_ok("the stream to carry 50 chunks", WAIT, || {
+        match stream.chunks() {
+            n if n >= 50 => Ok(()),
+            n => Err(format!("{n} chunks")),
+        }
+    })
+    .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
+    assert!(sniffer.seen().is_empty(), "clear text while the tunnel ran");
+
+    let refused_before = unreachables_sent(&mesh.site(A).gateway).expect("icmp counters");
+    mesh.take_gateway(A)
+        .expect("site-a's gateway")
+        .kill9()
+        .expect("kill site-a's gateway");
+    let gateway_node = &mesh.site(A).gateway;
+    // The pod keeps sending (TCP retransmits) to the dead gateway's node, which either
+    // refuses it or sends it on in clear.
+    let outcome = wait_until_ok(
+        "site-a's gateway node to refuse or leak the stream",
+        WAIT,
+        || {
+            let refused = unreachables_sent(gateway_node)? - refused_before;
+            match sniffer.seen().len() {
+                0 if refused >= 2 => Ok(refused),
+                0 => Err(format!("{refused} unreachables sent, nothing on the WAN")),
+                leaked => Ok(leaked as u64),
+            }
+        },
+    );
+    let leaked = sniffer.stop().expect("the capture");
+    let bytes: usize = leaked.iter().map(|p| p.bytes.len()).sum();
+    eprintln!(
+        "gateway killed under load: {} packets ({bytes} bytes) in clear on the WAN; outcome {outcome:?}",
+        leaked.len()
+    );
+    assert!(
+        leaked.is_empty(),
+        "{bytes} bytes left site-a's gateway node in clear, e.g. {:?}",
+        leaked.first().and_then(Packet::addresses)
+    );
+    outcome.unwrap_or_else(|e| panic!("{e}"));
+    drop(stream);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use causeway_tests::harness::kube::BROKER_NAMESPACE;
 use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE};
 use causeway_tests::harness::leak::assert_no_key;
 use causeway_tests::harness::mesh::{causeway_routes, required_metric};
-use causeway_tests::harness::spoof::{Datagram, Sniffer, SpoofedSocket};
+use causeway_tests::harness::spoof::{Datagram, Packet, Sniffer, SpoofedSocket};
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::HarnessError;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -704,7 +704,7 @@ fn forged_and_replayed_liveness_answers_neither_force_nor_block_a_failover() {
 
     // A network attacker records the active candidate's genuine answers: to the standby
     // (both families) and to the worker's route agent.
-    let sniffer = Sniffer::start(kube.candidate_ns(A, old), LIVENESS_PORT).expect("sniffer");
+    let sniffer = Sniffer::udp(kube.candidate_ns(A, old), LIVENESS_PORT).expect("sniffer");
     let answers = |seen: Vec<Datagram>| -> Vec<Datagram> {
         seen.into_iter()
             .filter(|d| old_ips.contains(&d.from.ip()) && d.from.port() == LIVENESS_PORT)
@@ -713,13 +713,20 @@ fn forged_and_replayed_liveness_answers_neither_force_nor_block_a_failover() {
     kube.wait_for(
         "40 genuine answers from the active candidate",
         WAIT,
-        |_| match answers(sniffer.seen()).len() {
+        |_| match answers(sniffer.datagrams()).len() {
             n if n >= 40 => Ok(()),
             n => Err(format!("{n} captured")),
         },
     )
     .unwrap_or_else(|e| fail(e));
-    let captured = answers(sniffer.stop().expect("the capture"));
+    let captured = answers(
+        sniffer
+            .stop()
+            .expect("the capture")
+            .iter()
+            .filter_map(Packet::datagram)
+            .collect(),
+    );
     let destinations: std::collections::BTreeSet<SocketAddr> =
         captured.iter().map(|d| d.to).collect();
     assert!(

@@ -40,10 +40,14 @@ const TCP_RESPONSE_BUFFER: usize = 32;
 /// Tries at one port for UDP and TCP together when the configured port is 0.
 const BIND_TRIES: usize = 16;
 
+mod front;
+
 /// A running DNS server: UDP and TCP on the same address.
 pub struct DnsServer {
     server: Server<Handler>,
     addr: SocketAddr,
+    /// Stops the bounded TCP front (see [`front`]).
+    stop_front: tokio::sync::watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for DnsServer {
@@ -68,8 +72,24 @@ impl DnsServer {
             turn: AtomicUsize::new(0),
         });
         server.register_socket(udp);
-        server.register_listener(tcp, TCP_IDLE, TCP_RESPONSE_BUFFER);
-        Ok(DnsServer { server, addr })
+        // hickory's own TCP listener takes every connection; it listens on loopback
+        // only, behind a front that bounds how many clients hold.
+        let loopback = SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), 0);
+        let inner_error = |source| DnsError::Bind {
+            protocol: "TCP (loopback, for the DNS server itself)",
+            addr: loopback,
+            source,
+        };
+        let inner = TcpListener::bind(loopback).await.map_err(inner_error)?;
+        let inner_addr = inner.local_addr().map_err(inner_error)?;
+        server.register_listener(inner, TCP_IDLE, TCP_RESPONSE_BUFFER);
+        let (stop_front, front_stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(front::serve(tcp, inner_addr, front_stopped));
+        Ok(DnsServer {
+            server,
+            addr,
+            stop_front,
+        })
     }
 
     /// The address the server answers at (UDP and TCP).
@@ -91,6 +111,7 @@ impl DnsServer {
 
     /// Stops accepting queries and waits for the listeners to end.
     pub async fn shutdown(mut self) {
+        let _ = self.stop_front.send(true);
         if let Err(error) = self.server.shutdown_gracefully().await {
             debug!(%error, "DNS listener ended with an error while shutting down");
         }

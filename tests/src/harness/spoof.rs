@@ -86,13 +86,52 @@ pub struct Datagram {
     pub payload: Vec<u8>,
 }
 
-/// Records UDP datagrams to or from one port that pass through a namespace's interfaces,
-/// in both directions (a packet socket, as `tcpdump` uses), on a thread of its own.
-#[derive(Debug)]
+/// One IP packet a [`Sniffer`] kept, as it was on the wire (without the link header).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Packet {
+    /// Its ethertype: 0x0800 IPv4, 0x86dd IPv6.
+    pub ethertype: u16,
+    /// The packet.
+    pub bytes: Vec<u8>,
+}
+
+impl Packet {
+    /// Its source and destination addresses, if it is IPv4 or IPv6.
+    pub fn addresses(&self) -> Option<(IpAddr, IpAddr)> {
+        let p = &self.bytes;
+        match self.ethertype {
+            0x0800 if p.len() >= 20 => Some((
+                Ipv4Addr::from(<[u8; 4]>::try_from(&p[12..16]).ok()?).into(),
+                Ipv4Addr::from(<[u8; 4]>::try_from(&p[16..20]).ok()?).into(),
+            )),
+            0x86dd if p.len() >= 40 => Some((
+                Ipv6Addr::from(<[u8; 16]>::try_from(&p[8..24]).ok()?).into(),
+                Ipv6Addr::from(<[u8; 16]>::try_from(&p[24..40]).ok()?).into(),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The UDP datagram it carries, if any.
+    pub fn datagram(&self) -> Option<Datagram> {
+        parse_udp(self.ethertype, &self.bytes)
+    }
+}
+
+type Keep = Box<dyn Fn(&Packet) -> bool + Send>;
+
+/// Records the IP packets that pass through a namespace's interfaces, in both directions
+/// (a packet socket, as `tcpdump` uses), and that a filter keeps, on a thread of its own.
 pub struct Sniffer {
     stop: Arc<AtomicBool>,
-    seen: Arc<std::sync::Mutex<Vec<Datagram>>>,
+    seen: Arc<std::sync::Mutex<Vec<Packet>>>,
     thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl std::fmt::Debug for Sniffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sniffer").finish_non_exhaustive()
+    }
 }
 
 /// Datagrams a sniffer keeps at most; it stops recording beyond this.
@@ -102,7 +141,29 @@ pub const SNIFFER_LIFETIME: Duration = Duration::from_secs(120);
 
 impl Sniffer {
     /// Starts recording, in `ns`, the UDP datagrams with `port` as source or destination.
-    pub fn start(ns: &Netns, port: u16) -> io::Result<Sniffer> {
+    pub fn udp(ns: &Netns, port: u16) -> io::Result<Sniffer> {
+        Sniffer::start(
+            ns,
+            Box::new(move |p: &Packet| {
+                p.datagram()
+                    .is_some_and(|d| d.from.port() == port || d.to.port() == port)
+            }),
+        )
+    }
+
+    /// Starts recording, in `ns`, every IP packet to or from an address in `nets`.
+    pub fn addresses(ns: &Netns, nets: Vec<ipnet::IpNet>) -> io::Result<Sniffer> {
+        Sniffer::start(
+            ns,
+            Box::new(move |p: &Packet| {
+                p.addresses().is_some_and(|(src, dst)| {
+                    nets.iter().any(|n| n.contains(&src) || n.contains(&dst))
+                })
+            }),
+        )
+    }
+
+    fn start(ns: &Netns, keep: Keep) -> io::Result<Sniffer> {
         let fd = ns.run(|| {
             let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
             let fd = checked(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, protocol) })?;
@@ -151,13 +212,14 @@ impl Sniffer {
                             _ => return Err(e),
                         }
                     }
-                    let packet = &buf[..n as usize];
-                    if let Some(d) = parse_udp(u16::from_be(from.sll_protocol), packet) {
+                    let packet = Packet {
+                        ethertype: u16::from_be(from.sll_protocol),
+                        bytes: buf[..n as usize].to_vec(),
+                    };
+                    if keep(&packet) {
                         let mut seen = record.lock().unwrap_or_else(|p| p.into_inner());
-                        if (d.from.port() == port || d.to.port() == port)
-                            && seen.len() < SNIFFER_LIMIT
-                        {
-                            seen.push(d);
+                        if seen.len() < SNIFFER_LIMIT {
+                            seen.push(packet);
                         }
                     }
                 }
@@ -172,12 +234,17 @@ impl Sniffer {
     }
 
     /// What was recorded so far.
-    pub fn seen(&self) -> Vec<Datagram> {
+    pub fn seen(&self) -> Vec<Packet> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The UDP datagrams recorded so far.
+    pub fn datagrams(&self) -> Vec<Datagram> {
+        self.seen().iter().filter_map(Packet::datagram).collect()
+    }
+
     /// Stops recording and returns everything recorded; an error if the capture failed.
-    pub fn stop(mut self) -> io::Result<Vec<Datagram>> {
+    pub fn stop(mut self) -> io::Result<Vec<Packet>> {
         self.finish()?;
         Ok(std::mem::take(
             &mut *self.seen.lock().unwrap_or_else(|p| p.into_inner()),

@@ -365,3 +365,82 @@ async fn a_taken_port_is_an_error_with_the_fix() {
     );
     server.shutdown().await;
 }
+
+/// Opens a TCP connection from `source` (any 127/8 address is this host's).
+async fn connect_from(source: [u8; 4], server: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::from((source, 0)))?;
+    socket.connect(server).await
+}
+
+/// Sends one query on `stream`: `Some(answer)`, or `None` when the server closed it.
+async fn ask_on(mut stream: TcpStream, message: &Message) -> Option<Message> {
+    let bytes = message.to_vec().expect("encode");
+    let len = u16::try_from(bytes.len()).expect("a small query");
+    let exchange = async {
+        stream.write_all(&len.to_be_bytes()).await.ok()?;
+        stream.write_all(&bytes).await.ok()?;
+        let mut len = [0u8; 2];
+        stream.read_exact(&mut len).await.ok()?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        stream.read_exact(&mut buf).await.ok()?;
+        Message::from_vec(&buf).ok()
+    };
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("an answer or a close in time")
+}
+
+#[tokio::test]
+async fn tcp_clients_are_held_to_their_share_and_the_rest_are_still_answered() {
+    let (server, _zone) = start(Some(zone("10.1.0.10"))).await;
+    let addr = server.local_addr();
+    let q = query("db.prod.svc.clusterset.local.", RecordType::A, None);
+    let answered = |streams: Vec<TcpStream>| {
+        let q = q.clone();
+        async move {
+            let asks = streams.into_iter().map(|s| {
+                let q = q.clone();
+                async move { ask_on(s, &q).await }
+            });
+            futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .filter(|m| data(m) == ["10.1.0.10"])
+                .count()
+        }
+    };
+
+    // One client opens 60 connections and holds them.
+    let mut hog = Vec::new();
+    for _ in 0..60 {
+        hog.push(connect_from([127, 0, 0, 1], addr).await.expect("connect"));
+    }
+    // Others, 10 addresses with 16 each: more than the server holds in all.
+    let mut crowd = Vec::new();
+    for host in 3..13u8 {
+        for _ in 0..16 {
+            crowd.push(
+                connect_from([127, 0, 0, host], addr)
+                    .await
+                    .expect("connect"),
+            );
+        }
+    }
+    // The first client's connections were accepted first and are still held, so the
+    // crowd has what is left of the total.
+    let crowd_served = answered(crowd).await;
+    assert_eq!(
+        crowd_served,
+        front::MAX_CONNECTIONS - front::MAX_PER_SOURCE,
+        "of 160 from 10 addresses"
+    );
+    let hog_served = answered(hog).await;
+    assert_eq!(hog_served, front::MAX_PER_SOURCE, "of 60 from one address");
+    // Once they go, a new client is answered over TCP, and UDP never stopped.
+    let fresh = connect_from([127, 0, 0, 2], addr).await.expect("connect");
+    assert_eq!(answered(vec![fresh]).await, 1);
+    assert_eq!(data(&udp(addr, &q).await), ["10.1.0.10"]);
+    server.shutdown().await;
+}
