@@ -9,6 +9,7 @@
 
 use std::collections::BTreeSet;
 
+use causeway_crds::names::GATEWAY_NODE_LABEL;
 use causeway_crds::{ClusterEndpointSpec, Gateway, GatewayRole};
 use ipnet::IpNet;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -118,6 +119,44 @@ pub fn build_local_spec(
             .collect(),
         gateways: ours.iter().map(|g| g.spec.endpoint.clone()).collect(),
     })
+}
+
+/// The Gateway objects of `cluster_id` that may be published, and why each other one of
+/// that cluster may not.
+///
+/// Any gateway candidate's ServiceAccount can write Gateway objects, so one is published
+/// only as what it claims to be: named after a Node labelled `causeway.dev/gateway=true`
+/// (`nodes` must hold every such Node), and describing that node (`endpoint.nodeName`
+/// equal to its name). A compromised candidate, or a stray object, cannot add a gateway
+/// under a made-up name or a worker's.
+pub fn publishable_gateways<'a>(
+    cluster_id: &str,
+    gateways: &'a [Gateway],
+    nodes: &[Node],
+) -> (Vec<&'a Gateway>, Vec<String>) {
+    let candidates: BTreeSet<&str> = nodes
+        .iter()
+        .filter(|n| causeway_crds::names::has_true_label(&n.metadata, GATEWAY_NODE_LABEL))
+        .filter_map(|n| n.metadata.name.as_deref())
+        .collect();
+    let mut refused = Vec::new();
+    let mut kept = Vec::new();
+    for g in gateways.iter().filter(|g| g.spec.cluster_id == cluster_id) {
+        let name = gateway_name(g);
+        if !candidates.contains(name) {
+            refused.push(format!(
+                "Gateway {name:?} is not named after a Node labelled {GATEWAY_NODE_LABEL}=true; not published (a gateway writes the object named after its own node: delete this one, or label the node if it is a gateway candidate)"
+            ));
+        } else if g.spec.endpoint.node_name != name {
+            refused.push(format!(
+                "Gateway {name:?} says it describes node {:?}; not published (a gateway describes its own node: delete the object, its gateway writes it again)",
+                g.spec.endpoint.node_name
+            ));
+        } else {
+            kept.push(g);
+        }
+    }
+    (kept, refused)
 }
 
 /// The aggregate (`IpNet::aggregate`) of every Node's `spec.podCIDRs` (or legacy

@@ -14,6 +14,7 @@ use causeway_crds::{
     ServiceImportStatus, ServiceImportType,
 };
 use causeway_tests::apiserver::{ApiServer, ApiServerOptions, Gvr};
+use causeway_tests::harness::kube::block_on_in;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
@@ -1100,16 +1101,10 @@ where
     T: Send,
 {
     let url = url.to_string();
-    ns.run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let mut config = kube::Config::new(url.parse().expect("a valid URL"));
-            config.default_namespace = "default".into();
-            f(Client::try_from(config).expect("a client")).await
-        })
+    block_on_in(ns, move || async move {
+        let mut config = kube::Config::new(url.parse().expect("a valid URL"));
+        config.default_namespace = "default".into();
+        f(Client::try_from(config).expect("a client")).await
     })
 }
 

@@ -15,7 +15,7 @@ use causeway_controller::sync::plan::{
     LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL, VALID_CONDITION,
 };
 use causeway_controller::sync::{self, Side, SpecSource, SyncConfig, SyncError};
-use causeway_crds::names::gateway_lease;
+use causeway_crds::names::{gateway_lease, GATEWAY_NODE_LABEL};
 use causeway_crds::validate::Acceptance;
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, Gateway, GatewayEndpoint, GatewayRole, GatewaySpec,
@@ -901,6 +901,27 @@ fn gateway_endpoint(name: &str, n: u8) -> GatewayEndpoint {
     }
 }
 
+/// Node `name`, labelled as a gateway candidate (only such nodes' Gateway objects are
+/// published), unless it exists.
+async fn create_candidate_node(cluster: &Cluster, name: &str) {
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            labels: Some([(GATEWAY_NODE_LABEL.to_owned(), "true".to_owned())].into()),
+            ..ObjectMeta::default()
+        },
+        ..Node::default()
+    };
+    match Api::<Node>::all(cluster.client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(e) => panic!("create Node {name}: {e}"),
+    }
+}
+
 /// Creates Gateway `name` as its gateway would: spec on start, then `status.role`.
 async fn create_gateway(
     cluster: &Cluster,
@@ -909,6 +930,7 @@ async fn create_gateway(
     n: u8,
     role: Option<GatewayRole>,
 ) {
+    create_candidate_node(cluster, name).await;
     let api: Api<Gateway> = Api::namespaced(cluster.client.clone(), LOCAL_NS);
     let gateway = Gateway::new(
         name,
@@ -1115,6 +1137,7 @@ async fn a_spec_that_fails_validation_is_not_published_and_the_local_copy_says_w
     let (published_before, _) = published_and_local(&broker, &a).await;
 
     // A new gateway writes a key that is not a WireGuard key.
+    create_candidate_node(&a, "gw-d").await;
     let api: Api<Gateway> = Api::namespaced(a.client.clone(), LOCAL_NS);
     let mut endpoint = gateway_endpoint("gw-d", 14);
     endpoint.public_key = "not-a-key".to_owned();

@@ -6,12 +6,15 @@
 //! One binary for every slow test, so they share one build and one harness.
 
 use causeway_crds::names::{
-    gateway_key_secret, gateway_lease, LOCAL_LABEL, MIRRORED_LABEL, PRIVATE_KEY_FIELD,
+    gateway_key_secret, gateway_lease, GATEWAY_NODE_LABEL, LOCAL_LABEL, MIRRORED_LABEL,
+    PRIVATE_KEY_FIELD,
 };
 use causeway_crds::{ClusterEndpoint, ConnectionState, Gateway, GatewayRole};
 use causeway_gateway::liveness::{self, LIVENESS_PORT};
 use causeway_tests::harness::kube::BROKER_NAMESPACE;
-use causeway_tests::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE};
+use causeway_tests::harness::kube::{
+    in_namespace, Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE,
+};
 use causeway_tests::harness::leak::assert_no_key;
 use causeway_tests::harness::mesh::{causeway_routes, required_metric};
 use causeway_tests::harness::spoof::{Datagram, Packet, Sniffer, SpoofedSocket};
@@ -827,6 +830,136 @@ fn a_gateway_whose_datapath_stopped_hands_over_to_the_standby_while_it_still_run
         log.contains("the datapath stopped: no longer answering as the active gateway"),
         "{log}"
     );
+}
+
+#[test]
+fn a_compromised_candidate_cannot_add_a_gateway_under_another_name() {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let _echo = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
+    wait_reachable(&mut kube, A, B);
+    let listed = |k: &KubeWorld| -> Vec<String> {
+        broker_endpoints(k)
+            .into_iter()
+            .find(|o| o.metadata.name.as_deref() == Some("site-a"))
+            .map(|o| o.spec.gateways.into_iter().map(|g| g.node_name).collect())
+            .unwrap_or_default()
+    };
+    let genuine = listed(&kube);
+    assert_eq!(genuine.len(), CANDIDATES, "{genuine:?}");
+
+    // site-a's active candidate node is taken over; with its gateway's own token, the
+    // attacker writes Gateways for site-a under a worker's name and a made-up one, with
+    // its own endpoint and key, hoping remote gateways will send site-a's traffic there.
+    let active = kube.active_gateway(A).expect("an active gateway");
+    let worker = kube.spec(A).worker_node_name();
+    let rogue = [worker.clone(), "site-a-gw-rogue".to_owned()];
+    in_namespace(
+        kube.candidate_ns(A, active),
+        kube.gateway_kubeconfig_path(A),
+        |client| {
+            let rogue = rogue.clone();
+            async move {
+                let api: Api<Gateway> = Api::namespaced(client, CLUSTER_NAMESPACE);
+                // Each valid on its own (a key and addresses of its own), so nothing
+                // but the check of who it claims to be stands in the way.
+                for (name, n) in rogue.into_iter().zip([66u8, 67]) {
+                    let gateway = Gateway::new(
+                        &name,
+                        causeway_crds::GatewaySpec {
+                            cluster_id: "site-a".into(),
+                            endpoint: causeway_crds::GatewayEndpoint {
+                                node_name: name.clone(),
+                                public_endpoint: format!("198.18.0.{n}:51820"),
+                                public_key: causeway_crds::keys::format_key(&[n; 32]),
+                                private_ip: Some(format!("198.19.0.{n}")),
+                                private_ips: vec![format!("198.19.0.{n}")],
+                                health_check_ip: None,
+                            },
+                        },
+                    );
+                    api.create(&kube::api::PostParams::default(), &gateway)
+                        .await
+                        .unwrap_or_else(|e| {
+                            panic!("the gateway's token creates Gateway {name}: {e}")
+                        });
+                }
+            }
+        },
+    );
+    let controller = Component::Controller(A);
+    let what = "site-a's controller to judge the new Gateway objects";
+    kube.wait_for(what, WAIT, |k| {
+        let log = k.full_log(controller);
+        let judged = rogue
+            .iter()
+            .all(|n| log.contains(&format!("Gateway {n:?} is not named after a Node")));
+        let published = listed(k);
+        match published.iter().any(|n| rogue.contains(n)) || judged {
+            true => Ok(published),
+            false => Err(format!("broker lists {published:?}; no refusal logged yet")),
+        }
+    })
+    .unwrap_or_else(|e| fail(e));
+
+    // The operator adds a genuine candidate (a labelled node, its Gateway): the pass that
+    // publishes it judges the rogue objects too, so what the broker then lists is what
+    // that judgement published.
+    let extra = "site-a-gw-extra";
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": extra, "labels": {GATEWAY_NODE_LABEL: "true"}},
+    }))
+    .expect("a Node");
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(kube.cluster_client(A));
+    kube.block_on(nodes.create(&kube::api::PostParams::default(), &node))
+        .expect("create the new candidate's Node");
+    let gateway = Gateway::new(
+        extra,
+        causeway_crds::GatewaySpec {
+            cluster_id: "site-a".into(),
+            endpoint: causeway_crds::GatewayEndpoint {
+                node_name: extra.into(),
+                public_endpoint: "198.18.0.77:51820".into(),
+                public_key: causeway_crds::keys::format_key(&[77; 32]),
+                private_ip: Some("198.19.0.77".into()),
+                private_ips: vec!["198.19.0.77".into()],
+                health_check_ip: None,
+            },
+        },
+    );
+    let api: Api<Gateway> = Api::namespaced(kube.cluster_client(A), CLUSTER_NAMESPACE);
+    kube.block_on(api.create(&kube::api::PostParams::default(), &gateway))
+        .expect("create the new candidate's Gateway");
+    let published = kube
+        .wait_for("the broker to list the new candidate", WAIT, |k| {
+            let published = listed(k);
+            match published.iter().any(|n| n == extra) {
+                true => Ok(published),
+                false => Err(format!("broker lists {published:?}")),
+            }
+        })
+        .unwrap_or_else(|e| fail(e));
+    let mut want = genuine.clone();
+    want.push(extra.to_owned());
+    let sorted = |mut v: Vec<String>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        sorted(published),
+        sorted(want.clone()),
+        "the broker lists a rogue gateway"
+    );
+    let local: Vec<String> = local_endpoints(&kube, A)
+        .into_iter()
+        .filter(|o| o.metadata.name.as_deref() == Some("site-a"))
+        .flat_map(|o| o.spec.gateways.into_iter().map(|g| g.node_name))
+        .collect();
+    assert_eq!(
+        sorted(local),
+        sorted(want),
+        "site-a's own copy lists a rogue gateway"
+    );
+    wait_reachable(&mut kube, B, A);
 }
 
 #[test]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use causeway_crds::names;
 use causeway_crds::ClusterEndpoint;
 use causeway_tests::harness::kube::{
-    Component, KubeWorld, BROKER_API_ADDR, BROKER_NAMESPACE, CANDIDATES, CLUSTER_API_PORT,
-    CLUSTER_NAMESPACE,
+    in_namespace, Component, KubeWorld, BROKER_API_ADDR, BROKER_NAMESPACE, CANDIDATES,
+    CLUSTER_API_PORT, CLUSTER_NAMESPACE,
 };
 use causeway_tests::harness::netns::run_ok;
 use causeway_tests::harness::{HarnessError, Netns};
@@ -18,8 +18,7 @@ use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
 const PING_TRIES: u32 = 3;
 const PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -55,34 +54,6 @@ fn netns_list() -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect()
-}
-
-/// Runs `f` with a client built from `kubeconfig`, on a thread inside `ns`: what a process
-/// of that node with that kubeconfig would get.
-fn in_namespace<T, F>(
-    ns: &Netns,
-    kubeconfig: &std::path::Path,
-    f: impl FnOnce(Client) -> F + Send,
-) -> T
-where
-    F: std::future::Future<Output = T>,
-    T: Send,
-{
-    let path = kubeconfig.to_path_buf();
-    ns.run(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        rt.block_on(async move {
-            let kubeconfig = Kubeconfig::read_from(&path).expect("read the kubeconfig");
-            let config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                    .await
-                    .expect("a config from the kubeconfig");
-            f(Client::try_from(config).expect("a client")).await
-        })
-    })
 }
 
 /// The API's status code of a failed request, `None` if it succeeded.

@@ -470,3 +470,36 @@ fn cidr_lists_parse_or_say_how_to_fix_them() {
         assert!(err.to_string().contains(want), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn only_gateways_named_after_and_describing_a_candidate_node_are_published() {
+    use GatewayRole::Active;
+    let mut candidate = node("gw-a", &[]);
+    candidate.metadata.labels = Some([(GATEWAY_NODE_LABEL.to_owned(), "true".to_owned())].into());
+    let mut unlabelled = node("worker-1", &[]);
+    unlabelled.metadata.labels = Some([(GATEWAY_NODE_LABEL.to_owned(), "false".to_owned())].into());
+    let nodes = [candidate, unlabelled, node("gw-b", &[])];
+    let mut lying = gateway("gw-a", CLUSTER, 7, Some(Active));
+    lying.spec.endpoint.node_name = "worker-1".to_owned();
+    let gateways = [
+        gateway("gw-a", CLUSTER, 1, Some(Active)),
+        gateway("gw-b", CLUSTER, 2, Some(Active)),
+        gateway("worker-1", CLUSTER, 3, Some(Active)),
+        gateway("made-up", CLUSTER, 4, Some(Active)),
+        gateway("gw-x", "site-x", 5, Some(Active)),
+    ];
+    let (kept, refused) = publishable_gateways(CLUSTER, &gateways, &nodes);
+    let names: Vec<&str> = kept
+        .iter()
+        .map(|g| g.metadata.name.as_deref().unwrap())
+        .collect();
+    assert_eq!(names, ["gw-a"]);
+    assert_eq!(refused.len(), 3, "{refused:?}");
+    for (name, reason) in ["gw-b", "worker-1", "made-up"].iter().zip(&refused) {
+        assert!(reason.contains(&format!("{name:?}")), "{reason}");
+        assert!(reason.contains("causeway.dev/gateway=true"), "{reason}");
+    }
+    let (kept, refused) = publishable_gateways(CLUSTER, std::slice::from_ref(&lying), &nodes);
+    assert!(kept.is_empty());
+    assert!(refused[0].contains("\"worker-1\""), "{refused:?}");
+}

@@ -20,7 +20,7 @@ pub mod trigger;
 use std::future::Future;
 use std::time::Duration;
 
-use causeway_crds::names::gateway_lease;
+use causeway_crds::names::{gateway_lease, GATEWAY_NODE_LABEL};
 use causeway_crds::validate::Acceptance;
 use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, Gateway};
 use futures::stream::{self, BoxStream};
@@ -35,7 +35,7 @@ use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::local::{build_local_spec, LocalConfig, LocalSpecError};
+use crate::local::{build_local_spec, publishable_gateways, LocalConfig, LocalSpecError};
 pub use apply::{apply_plan, SyncReport};
 pub use plan::{plan_sync, plan_without_broker, Publish, SyncPlan};
 use trigger::Changes;
@@ -80,8 +80,9 @@ pub enum SyncError {
         /// The client's error.
         source: kube::Error,
     },
-    /// Listing Nodes failed (they are read when no pod CIDRs are configured).
-    #[error("cannot list Nodes of the local cluster: {source}; the controller reads every Node's spec.podCIDRs and needs get, list and watch on nodes cluster-wide (a ClusterRole bound to its ServiceAccount) — or set --pod-cidrs so it needs no Nodes")]
+    /// Listing Nodes failed (the gateway candidates always; every Node when no pod CIDRs
+    /// are configured).
+    #[error("cannot list Nodes of the local cluster: {source}; the controller reads which nodes are gateway candidates (and, without --pod-cidrs, every Node's spec.podCIDRs) and needs get, list and watch on nodes cluster-wide (a ClusterRole bound to its ServiceAccount)")]
     Nodes {
         /// The client's error.
         source: kube::Error,
@@ -193,15 +194,13 @@ async fn build_from_cluster(
     cluster: &str,
     config: &LocalConfig,
 ) -> Result<Result<ClusterEndpointSpec, LocalSpecError>, SyncError> {
-    let nodes: Vec<Node> = if config.needs_nodes() {
-        Api::<Node>::all(client.clone())
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| SyncError::Nodes { source })?
-            .items
-    } else {
-        Vec::new()
-    };
+    // Every Node when the pod CIDRs come from them; else the gateway candidates, which
+    // say which Gateway objects may be published.
+    let nodes: Vec<Node> = Api::<Node>::all(client.clone())
+        .list(&node_selection(config))
+        .await
+        .map_err(|source| SyncError::Nodes { source })?
+        .items;
     let gateways: Vec<Gateway> = Api::<Gateway>::namespaced(client.clone(), namespace)
         .list(&ListParams::default())
         .await
@@ -219,11 +218,16 @@ async fn build_from_cluster(
             name: lease_name.clone(),
             source,
         })?;
+    let (publishable, refused) = publishable_gateways(cluster, &gateways, &nodes);
+    for reason in &refused {
+        warn!(%reason, "a Gateway object left out of this cluster's ClusterEndpoint");
+    }
+    let publishable: Vec<Gateway> = publishable.into_iter().cloned().collect();
     let built = build_local_spec(
         cluster,
         config,
         &nodes,
-        &gateways,
+        &publishable,
         lease.as_ref(),
         Timestamp::now(),
     );
@@ -402,19 +406,33 @@ fn triggers(config: &SyncConfig) -> Vec<Triggers> {
         },
         trigger::lease_fingerprint,
     ));
-    if local.needs_nodes() {
-        all.push(changes_of(
-            Api::<Node>::all(config.local.clone()),
-            watcher::Config::default(),
-            Watched {
-                what: "Nodes",
-                needs:
-                    "get, list and watch on nodes cluster-wide (a ClusterRole), or set --pod-cidrs",
-            },
-            trigger::node_fingerprint,
-        ));
-    }
+    let nodes = match local.needs_nodes() {
+        true => watcher::Config::default(),
+        false => watcher::Config::default().labels(&gateway_candidate_selector()),
+    };
+    all.push(changes_of(
+        Api::<Node>::all(config.local.clone()),
+        nodes,
+        Watched {
+            what: "Nodes",
+            needs: "get, list and watch on nodes cluster-wide (a ClusterRole)",
+        },
+        trigger::node_fingerprint,
+    ));
     all
+}
+
+fn gateway_candidate_selector() -> String {
+    format!("{GATEWAY_NODE_LABEL}=true")
+}
+
+/// The Nodes a pass reads: all of them when the pod CIDRs come from them, else only
+/// the gateway candidates.
+fn node_selection(config: &LocalConfig) -> ListParams {
+    match config.needs_nodes() {
+        true => ListParams::default(),
+        false => ListParams::default().labels(&gateway_candidate_selector()),
+    }
 }
 
 /// Syncs once at start, then whenever a watched object changes (ClusterEndpoints

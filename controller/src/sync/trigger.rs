@@ -104,6 +104,11 @@ pub fn node_fingerprint(node: &Node) -> Value {
     json!([
         spec.and_then(|s| s.pod_cidrs.as_ref()),
         spec.and_then(|s| s.pod_cidr.as_ref()),
+        // Whether it is a gateway candidate decides which Gateway objects are published.
+        causeway_crds::names::has_true_label(
+            &node.metadata,
+            causeway_crds::names::GATEWAY_NODE_LABEL
+        ),
     ])
 }
 

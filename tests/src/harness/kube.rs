@@ -1513,6 +1513,44 @@ fn node(name: &str, gateway: bool, pod_cidrs: &[IpNet], ips: [IpAddr; 2]) -> Nod
     }
 }
 
+/// Runs `f` with a client built from `kubeconfig`, on a thread inside `ns`: what a process
+/// of that node with that kubeconfig would get.
+pub fn in_namespace<T, F>(
+    ns: &Netns,
+    kubeconfig: &std::path::Path,
+    f: impl FnOnce(Client) -> F + Send,
+) -> T
+where
+    F: std::future::Future<Output = T>,
+    T: Send,
+{
+    let path = kubeconfig.to_path_buf();
+    block_on_in(ns, move || async move {
+        let kubeconfig = ::kube::config::Kubeconfig::read_from(&path).expect("read the kubeconfig");
+        let options = ::kube::config::KubeConfigOptions::default();
+        let config = ::kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .expect("a config from the kubeconfig");
+        f(Client::try_from(config).expect("a client")).await
+    })
+}
+
+/// Runs the future `f` makes on a runtime of its own, on a thread inside `ns`, so the
+/// connections it opens are opened there.
+pub fn block_on_in<T, F>(ns: &Netns, f: impl FnOnce() -> F + Send) -> T
+where
+    F: std::future::Future<Output = T>,
+    T: Send,
+{
+    ns.run(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(f())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
