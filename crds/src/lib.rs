@@ -15,6 +15,7 @@ pub mod keys;
 pub mod manifest;
 pub mod mcs;
 pub mod names;
+pub mod net;
 pub mod rbac;
 pub mod validate;
 

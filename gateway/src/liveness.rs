@@ -24,7 +24,7 @@
 //! a failover nor forces one. While its key rotates, a candidate answers under both keys,
 //! so whichever one the asker has listed verifies.
 
-use crate::datapath::limiter::SourceLimiter;
+use crate::datapath::limiter::{SourceLimiter, TokenBucket};
 use crate::datapath::OWN_KEY_GRACE;
 use blake2::digest::consts::U16;
 use blake2::digest::{KeyInit, Mac};
@@ -183,8 +183,8 @@ struct Answerer {
     previous: Option<(StaticSecret, Instant)>,
     shared: HashMap<[u8; 32], [[u8; 32]; 2]>,
     limiter: SourceLimiter,
-    /// Exchanges left this second, from all sources, and when it was last refilled.
-    budget: (f64, Instant),
+    /// Exchanges left, from all sources together.
+    budget: TokenBucket,
 }
 
 impl Answerer {
@@ -194,21 +194,8 @@ impl Answerer {
             previous: None,
             shared: HashMap::new(),
             limiter: SourceLimiter::default(),
-            budget: (NEW_ASKERS_PER_SECOND, Instant::now()),
+            budget: TokenBucket::full(NEW_ASKERS_PER_SECOND, Instant::now()),
         }
-    }
-
-    /// Takes one exchange from the all-sources budget, if one is left.
-    fn spend(&mut self, now: Instant) -> bool {
-        let (tokens, at) = &mut self.budget;
-        let refill = now.saturating_duration_since(*at).as_secs_f64() * NEW_ASKERS_PER_SECOND;
-        *tokens = (*tokens + refill).min(NEW_ASKERS_PER_SECOND);
-        *at = now;
-        let spent = *tokens >= 1.0;
-        if spent {
-            *tokens -= 1.0;
-        }
-        spent
     }
 
     /// Answers under `key` from now on, and under the one before for [`OWN_KEY_GRACE`].
@@ -241,7 +228,9 @@ impl Answerer {
         let shared = match self.shared.get(&request.asker) {
             Some(shared) => *shared,
             None => {
-                if !self.limiter.allow(from, now) || !self.spend(now) {
+                // A second's worth at most, refilled at that rate.
+                let (rate, burst) = (NEW_ASKERS_PER_SECOND, NEW_ASKERS_PER_SECOND);
+                if !self.limiter.allow(from, now) || !self.budget.take(now, rate, burst) {
                     return None;
                 }
                 if self.shared.len() >= MAX_ASKERS {

@@ -6,6 +6,7 @@
 //! what any one address can buy, whatever it does with cookies. The figures are Linux
 //! WireGuard's: 20 initiations a second, a burst of 5, IPv6 sources grouped by /64.
 
+use causeway_crds::net::source_group;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;
@@ -18,23 +19,51 @@ pub const BURST: f64 = 5.0;
 /// are kept.
 pub const MAX_SOURCES: usize = 16_384;
 
+/// A token bucket: up to `burst` tokens, refilled at `rate` a second, one taken per use.
 #[derive(Debug, Clone, Copy)]
-struct Bucket {
+pub struct TokenBucket {
     tokens: f64,
     at: Instant,
+}
+
+impl TokenBucket {
+    /// A bucket holding `burst` tokens at `now`.
+    pub fn full(burst: f64, now: Instant) -> TokenBucket {
+        TokenBucket {
+            tokens: burst,
+            at: now,
+        }
+    }
+
+    /// The tokens it would hold at `now`.
+    fn level(&self, now: Instant, rate: f64, burst: f64) -> f64 {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * rate;
+        (self.tokens + refill).min(burst)
+    }
+
+    /// Takes a token at `now`, if one is there.
+    pub fn take(&mut self, now: Instant, rate: f64, burst: f64) -> bool {
+        self.tokens = self.level(now, rate, burst);
+        self.at = now;
+        let taken = self.tokens >= 1.0;
+        if taken {
+            self.tokens -= 1.0;
+        }
+        taken
+    }
 }
 
 /// Token buckets by source; owned by the one packet thread, so it takes no lock.
 #[derive(Debug, Default)]
 pub struct SourceLimiter {
-    buckets: HashMap<IpAddr, Bucket>,
+    buckets: HashMap<IpAddr, TokenBucket>,
 }
 
 impl SourceLimiter {
     /// Whether an initiation from `source` at `now` may go on to the costly work; takes
     /// a token if so.
     pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
-        let key = group(source);
+        let key = source_group(source);
         if self.buckets.len() >= MAX_SOURCES && !self.buckets.contains_key(&key) {
             self.prune(now);
             if self.buckets.len() >= MAX_SOURCES {
@@ -44,20 +73,10 @@ impl SourceLimiter {
                 return true;
             }
         }
-        let bucket = self.buckets.entry(key).or_insert(Bucket {
-            tokens: BURST,
-            at: now,
-        });
-        let refill =
-            now.saturating_duration_since(bucket.at).as_secs_f64() * INITIATIONS_PER_SECOND;
-        bucket.tokens = (bucket.tokens + refill).min(BURST);
-        bucket.at = now;
-        if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.buckets
+            .entry(key)
+            .or_insert(TokenBucket::full(BURST, now))
+            .take(now, INITIATIONS_PER_SECOND, BURST)
     }
 
     /// Sources tracked now.
@@ -72,22 +91,8 @@ impl SourceLimiter {
 
     /// Forgets sources whose bucket would be full again by `now`: they lose nothing.
     fn prune(&mut self, now: Instant) {
-        self.buckets.retain(|_, b| {
-            let refill = now.saturating_duration_since(b.at).as_secs_f64() * INITIATIONS_PER_SECOND;
-            b.tokens + refill < BURST
-        });
-    }
-}
-
-/// The unit one source is: an IPv4 address, or an IPv6 /64 (one host's whole prefix).
-fn group(source: IpAddr) -> IpAddr {
-    match source {
-        IpAddr::V4(_) => source,
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
+        self.buckets
+            .retain(|_, b| b.level(now, INITIATIONS_PER_SECOND, BURST) < BURST);
     }
 }
 
@@ -133,6 +138,19 @@ mod tests {
             .count();
         assert_eq!(allowed, 5);
         assert!(limiter.allow(ip("2001:db8:0:2::1"), now));
+        // On a dual-stack socket IPv4 peers arrive IPv4-mapped: each is still itself,
+        // not one /64 with every other IPv4 address.
+        for _ in 0..1000 {
+            limiter.allow(ip("::ffff:198.18.0.66"), now);
+        }
+        assert!(
+            limiter.allow(ip("::ffff:198.18.0.3"), now),
+            "another IPv4 peer"
+        );
+        assert!(
+            !limiter.allow(ip("198.18.0.66"), now),
+            "the same flooder, unmapped"
+        );
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
+use causeway_crds::net::source_group;
+
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -48,7 +50,7 @@ impl Drop for Claim {
 
 /// Takes a place for a connection from `source`, if the bounds leave one.
 fn claim(held: &Arc<Mutex<Held>>, source: IpAddr) -> Option<Claim> {
-    let source = group(source);
+    let source = source_group(source);
     let mut h = held.lock().unwrap_or_else(|p| p.into_inner());
     let mine = h.by_source.get(&source).copied().unwrap_or(0);
     if h.total >= MAX_CONNECTIONS || mine >= MAX_PER_SOURCE {
@@ -60,18 +62,6 @@ fn claim(held: &Arc<Mutex<Held>>, source: IpAddr) -> Option<Claim> {
         held: Arc::clone(held),
         source,
     })
-}
-
-/// An IPv6 address stands for its /64: one host holds a whole one.
-fn group(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
-        other => other.to_canonical(),
-    }
 }
 
 /// Accepts on `public` until `stop` fires, and splices each connection the bounds allow
@@ -149,6 +139,5 @@ mod tests {
             .filter_map(|ip| claim(&held, ip))
             .collect();
         assert_eq!(many.len() + mine.len(), MAX_CONNECTIONS);
-        assert_eq!(group("::ffff:10.1.0.5".parse().unwrap()), a);
     }
 }
