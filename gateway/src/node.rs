@@ -621,13 +621,12 @@ impl Node {
     /// Installs the routes for every remote CIDR, each above its fail-closed route.
     async fn apply_routes(&self, desired: &Desired) -> Result<usize, ReloadError> {
         let mut routes = self.tunnel_routes(desired).await?;
-        let primary = routes.len();
         routes.extend(
             desired
                 .remote_cidrs()
                 .map(|dst| crate::route::Route::fail_closed(dst, MAIN_TABLE)),
         );
-        self.reconcile(&routes, primary).await
+        self.reconcile(&routes).await
     }
 
     /// The routes that carry remote traffic: into the tunnel on the active gateway, to
@@ -683,13 +682,9 @@ impl Node {
         Ok(routes)
     }
 
-    /// Makes the kernel hold `routes`, of which the first `primary` carry traffic (the
-    /// rest are fail-closed routes, not counted in the node's figures).
-    async fn reconcile(
-        &self,
-        routes: &[crate::route::Route],
-        primary: usize,
-    ) -> Result<usize, ReloadError> {
+    /// Makes the kernel hold `routes`; the node's figures count those that carry traffic,
+    /// not the fail-closed ones under them.
+    async fn reconcile(&self, routes: &[crate::route::Route]) -> Result<usize, ReloadError> {
         let result = self.netlink.reconcile(routes, MAIN_TABLE).await;
         // Only a pass that reached the kernel says what it holds; a failed listing says nothing.
         let refused = match &result {
@@ -710,7 +705,8 @@ impl Node {
         if report.changed() > 0 {
             tracing::info!(%report, "routes reconciled");
         }
-        self.status.routes.store(primary as u64, Ordering::Relaxed);
+        let carrying = routes.iter().filter(|r| !r.is_fail_closed()).count();
+        self.status.routes.store(carrying as u64, Ordering::Relaxed);
         Ok(report.changed())
     }
 

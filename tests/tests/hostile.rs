@@ -460,15 +460,17 @@ fn echo_transfer(mesh: &Mesh, from: usize, to: usize, total: usize) -> u32 {
     getsockopt(&conn, sockopt::TcpMaxSeg).expect("TCP_MAXSEG")
 }
 
-/// One counter of the `Ip:` lines of `/proc/net/snmp` inside `ns`; panics if it cannot
-/// be read, so a missing counter never reads as "no fragments".
-fn ip_stat(ns: &Netns, name: &str) -> u64 {
+/// One counter of a group's lines (`Ip`, `Icmp`) of `/proc/net/snmp` inside `ns`; panics
+/// if it cannot be read, so a missing counter never reads as "none happened".
+fn snmp_stat(ns: &Netns, group: &str, name: &str) -> u64 {
     let text = ns
         .exec_ok("cat", ["/proc/net/snmp"])
         .unwrap_or_else(|e| panic!("read /proc/net/snmp in {}: {e}", ns.name()));
-    let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
-    ip.next()
-        .zip(ip.next())
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    lines
+        .next()
+        .zip(lines.next())
         .and_then(|(names, values)| {
             names
                 .split_whitespace()
@@ -476,7 +478,12 @@ fn ip_stat(ns: &Netns, name: &str) -> u64 {
                 .find(|(n, _)| *n == name)
                 .and_then(|(_, v)| v.parse().ok())
         })
-        .unwrap_or_else(|| panic!("no Ip: {name} in /proc/net/snmp of {}:\n{text}", ns.name()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no {group}: {name} in /proc/net/snmp of {}:\n{text}",
+                ns.name()
+            )
+        })
 }
 
 /// Site B sizes its own tunnel to its 1400-byte underlay, so what it sends is never
@@ -517,11 +524,11 @@ fn a_site_with_a_1400_byte_underlay_sends_unfragmented_and_receives_intact() {
     let router = &mesh.router(B).expect("router").ns;
     let fragments = || {
         [
-            ip_stat(&mesh.site(A).gateway, "FragCreates"),
-            ip_stat(router, "FragCreates"),
-            ip_stat(&mesh.site(B).gateway, "ReasmOKs"),
-            ip_stat(&mesh.site(B).gateway, "FragCreates"),
-            ip_stat(&mesh.site(A).gateway, "ReasmOKs"),
+            snmp_stat(&mesh.site(A).gateway, "Ip", "FragCreates"),
+            snmp_stat(router, "Ip", "FragCreates"),
+            snmp_stat(&mesh.site(B).gateway, "Ip", "ReasmOKs"),
+            snmp_stat(&mesh.site(B).gateway, "Ip", "FragCreates"),
+            snmp_stat(&mesh.site(A).gateway, "Ip", "ReasmOKs"),
         ]
     };
     let before = fragments();
@@ -931,24 +938,6 @@ fn a_remote_pod_reaches_no_host_service_through_the_gateways_tunnel_address() {
     wait_reachable(&mesh, B, A, WAIT);
 }
 
-/// ICMP "destination unreachable" messages a namespace's kernel has sent.
-fn unreachables_sent(ns: &Netns) -> Result<u64, String> {
-    let snmp = ns
-        .exec_ok("cat", ["/proc/net/snmp"])
-        .map_err(|e| e.to_string())?;
-    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
-    let (names, values) = (icmp.next(), icmp.next());
-    let (Some(names), Some(values)) = (names, values) else {
-        return Err(format!("no Icmp lines in /proc/net/snmp:\n{snmp}"));
-    };
-    names
-        .split_whitespace()
-        .zip(values.split_whitespace())
-        .find(|(name, _)| *name == "OutDestUnreachs")
-        .and_then(|(_, value)| value.parse().ok())
-        .ok_or_else(|| format!("no OutDestUnreachs in {names}"))
-}
-
 #[test]
 fn a_killed_gateway_leaks_nothing_in_clear_onto_the_underlay() {
     let mut mesh = Mesh::start(2).expect("two-site mesh");
@@ -978,7 +967,8 @@ fn a_killed_gateway_leaks_nothing_in_clear_onto_the_underlay() {
     .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
     assert!(sniffer.seen().is_empty(), "clear text while the tunnel ran");
 
-    let refused_before = unreachables_sent(&mesh.site(A).gateway).expect("icmp counters");
+    let unreachables = |ns: &Netns| snmp_stat(ns, "Icmp", "OutDestUnreachs");
+    let refused_before = unreachables(&mesh.site(A).gateway);
     mesh.take_gateway(A)
         .expect("site-a's gateway")
         .kill9()
@@ -990,7 +980,7 @@ fn a_killed_gateway_leaks_nothing_in_clear_onto_the_underlay() {
         "site-a's gateway node to refuse or leak the stream",
         WAIT,
         || {
-            let refused = unreachables_sent(gateway_node)? - refused_before;
+            let refused = unreachables(gateway_node) - refused_before;
             match sniffer.seen().len() {
                 0 if refused >= 2 => Ok(refused),
                 0 => Err(format!("{refused} unreachables sent, nothing on the WAN")),

@@ -79,6 +79,22 @@ fn wait_stream(kube: &mut KubeWorld, stream: &Stream, from: u64, more: u64, what
     .unwrap_or_else(|e| fail(e))
 }
 
+/// Two sites with echo servers in their pods, site-a's pod reaching site-b's.
+fn two_sites_reachable() -> (KubeWorld, [Echo; 2]) {
+    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
+    let echoes = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
+    wait_reachable(&mut kube, A, B);
+    (kube, echoes)
+}
+
+/// Waits until site-a's candidate `new` holds the gateway Lease; `what` says why it should.
+fn wait_lease_moved_to(kube: &mut KubeWorld, new: usize, what: &str) -> Result<(), HarnessError> {
+    kube.wait_for(what, WAIT, |k| match k.try_active_gateway(A) {
+        Ok(Some(k)) if k == new => Ok(()),
+        other => Err(format!("active {other:?}")),
+    })
+}
+
 fn gateways(kube: &KubeWorld, i: usize) -> Vec<Gateway> {
     let api: Api<Gateway> = Api::namespaced(kube.cluster_client(i), CLUSTER_NAMESPACE);
     kube.block_on(api.list(&ListParams::default()))
@@ -566,9 +582,7 @@ fn restarting_a_controller_changes_no_route_and_no_object() {
 
 #[test]
 fn the_standby_candidate_takes_over_and_route_agents_follow() {
-    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
-    let _echo = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
-    wait_reachable(&mut kube, A, B);
+    let (mut kube, _echo) = two_sites_reachable();
     let old = kube.active_gateway(A).expect("an active gateway");
     let new = 1 - old;
     let new_ip = kube.spec(A).candidate(new).node_ip().to_string();
@@ -577,11 +591,7 @@ fn the_standby_candidate_takes_over_and_route_agents_follow() {
     kube.kill_gateway(A, old)
         .expect("kill site-a's active gateway");
     let what = "site-a's standby candidate to take the gateway Lease";
-    kube.wait_for(what, WAIT, |k| match k.try_active_gateway(A) {
-        Ok(Some(k)) if k == new => Ok(()),
-        other => Err(format!("active {other:?}")),
-    })
-    .unwrap_or_else(|e| fail(e));
+    wait_lease_moved_to(&mut kube, new, what).unwrap_or_else(|e| fail(e));
     wait_reachable(&mut kube, A, B);
     wait_reachable(&mut kube, B, A);
     let gap = killed.elapsed();
@@ -696,9 +706,7 @@ impl Impersonator {
 
 #[test]
 fn forged_and_replayed_liveness_answers_neither_force_nor_block_a_failover() {
-    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
-    let _echo = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
-    wait_reachable(&mut kube, A, B);
+    let (mut kube, _echo) = two_sites_reachable();
     let old = kube.active_gateway(A).expect("an active gateway");
     let new = 1 - old;
     let old_spec = kube.spec(A).candidate(old);
@@ -762,14 +770,8 @@ fn forged_and_replayed_liveness_answers_neither_force_nor_block_a_failover() {
         .expect("kill site-a's active gateway");
     let (took, sent) = std::thread::scope(|scope| {
         let attacker = scope.spawn(|| attacker.run(true, &stop, WAIT));
-        let took = kube.wait_for(
-            "site-a's standby to take the Lease despite forged answers",
-            WAIT,
-            |k| match k.try_active_gateway(A) {
-                Ok(Some(k)) if k == new => Ok(killed.elapsed()),
-                other => Err(format!("active {other:?}")),
-            },
-        );
+        let what = "site-a's standby to take the Lease despite forged answers";
+        let took = wait_lease_moved_to(&mut kube, new, what).map(|()| killed.elapsed());
         stop.store(true, Ordering::Relaxed);
         (took, attacker.join().expect("the attacker thread"))
     });
@@ -788,9 +790,7 @@ fn forged_and_replayed_liveness_answers_neither_force_nor_block_a_failover() {
 
 #[test]
 fn a_gateway_whose_datapath_stopped_hands_over_to_the_standby_while_it_still_runs() {
-    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
-    let _echo = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
-    wait_reachable(&mut kube, A, B);
+    let (mut kube, _echo) = two_sites_reachable();
     let old = kube.active_gateway(A).expect("an active gateway");
     let new = 1 - old;
     let old_gateway = Component::Gateway(A, old);
@@ -801,15 +801,8 @@ fn a_gateway_whose_datapath_stopped_hands_over_to_the_standby_while_it_still_run
     kube.candidate_ns(A, old)
         .ip(["link", "del", "causeway0"])
         .expect("delete the active gateway's tunnel interface");
-    kube.wait_for(
-        "site-a's standby to take the Lease from a gateway with a stopped datapath",
-        WAIT,
-        |k| match k.try_active_gateway(A) {
-            Ok(Some(k)) if k == new => Ok(()),
-            other => Err(format!("active {other:?}")),
-        },
-    )
-    .unwrap_or_else(|e| fail(e));
+    let what = "site-a's standby to take the Lease from a gateway with a stopped datapath";
+    wait_lease_moved_to(&mut kube, new, what).unwrap_or_else(|e| fail(e));
     wait_reachable(&mut kube, A, B);
     wait_reachable(&mut kube, B, A);
     eprintln!(
@@ -834,9 +827,7 @@ fn a_gateway_whose_datapath_stopped_hands_over_to_the_standby_while_it_still_run
 
 #[test]
 fn a_compromised_candidate_cannot_add_a_gateway_under_another_name() {
-    let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
-    let _echo = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
-    wait_reachable(&mut kube, A, B);
+    let (mut kube, _echo) = two_sites_reachable();
     let listed = |k: &KubeWorld| -> Vec<String> {
         broker_endpoints(k)
             .into_iter()

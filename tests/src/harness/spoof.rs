@@ -4,10 +4,15 @@
 //! Both act only inside a namespace the test made, on addresses of its own world.
 
 use super::Netns;
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recvfrom, setsockopt, socket, sockopt, AddressFamily, LinkAddr, SockFlag, SockProtocol,
+    SockType, SockaddrStorage,
+};
+use nix::sys::time::{TimeVal, TimeValLike};
 use std::io;
-use std::mem::{size_of, zeroed};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,19 +27,19 @@ impl SpoofedSocket {
     /// Opens the socket in `ns`, bound to `from`.
     pub fn bind(ns: &Netns, from: SocketAddr) -> io::Result<SpoofedSocket> {
         ns.run(|| {
-            let (family, level, option) = match from {
-                SocketAddr::V4(_) => (libc::AF_INET, libc::SOL_IP, libc::IP_TRANSPARENT),
-                SocketAddr::V6(_) => (libc::AF_INET6, libc::SOL_IPV6, libc::IPV6_TRANSPARENT),
+            let family = match from {
+                SocketAddr::V4(_) => AddressFamily::Inet,
+                SocketAddr::V6(_) => AddressFamily::Inet6,
             };
-            let fd = checked(unsafe { libc::socket(family, libc::SOCK_DGRAM, 0) })?;
-            // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            set_int(fd.as_raw_fd(), level, option, 1)?;
-            let socket = UdpSocket::from(fd);
-            // Bound only now: the transparent flag must be set before bind(2) for a
-            // foreign address, which std's own bind cannot do.
-            let socket = bind_existing(socket, from)?;
-            Ok(SpoofedSocket(socket))
+            let fd = socket(family, SockType::Datagram, SockFlag::empty(), None)?;
+            // Set before bind(2), which refuses a foreign address without it (and std's
+            // own bind offers no way to set it first).
+            match from {
+                SocketAddr::V4(_) => setsockopt(&fd, sockopt::IpTransparent, &true)?,
+                SocketAddr::V6(_) => ipv6_transparent(&fd)?,
+            }
+            bind(fd.as_raw_fd(), &SockaddrStorage::from(from))?;
+            Ok(SpoofedSocket(UdpSocket::from(fd)))
         })
     }
 
@@ -44,35 +49,23 @@ impl SpoofedSocket {
     }
 }
 
-fn bind_existing(socket: UdpSocket, addr: SocketAddr) -> io::Result<UdpSocket> {
-    // SAFETY: sockaddr storage is plain data; the lengths passed match what was filled in.
-    unsafe {
-        let mut storage: libc::sockaddr_storage = zeroed();
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin =
-                    &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>();
-                sin.sin_family = libc::AF_INET as libc::sa_family_t;
-                sin.sin_port = a.port().to_be();
-                sin.sin_addr.s_addr = u32::from(*a.ip()).to_be();
-                size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = &mut *(&mut storage as *mut libc::sockaddr_storage)
-                    .cast::<libc::sockaddr_in6>();
-                sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sin6.sin6_port = a.port().to_be();
-                sin6.sin6_addr.s6_addr = a.ip().octets();
-                size_of::<libc::sockaddr_in6>()
-            }
-        };
-        checked(libc::bind(
-            socket.as_raw_fd(),
-            (&storage as *const libc::sockaddr_storage).cast(),
-            len as libc::socklen_t,
-        ))?;
+/// `IPV6_TRANSPARENT`, which nix does not wrap.
+fn ipv6_transparent(fd: &OwnedFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: an int of the size passed, on a descriptor we own.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_IPV6,
+            libc::IPV6_TRANSPARENT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
     }
-    Ok(socket)
 }
 
 /// One UDP datagram a [`Sniffer`] saw.
@@ -165,25 +158,14 @@ impl Sniffer {
 
     fn start(ns: &Netns, keep: Keep) -> io::Result<Sniffer> {
         let fd = ns.run(|| {
-            let protocol = (libc::ETH_P_ALL as u16).to_be() as libc::c_int;
-            let fd = checked(unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM, protocol) })?;
-            // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-            Ok::<_, io::Error>(unsafe { OwnedFd::from_raw_fd(fd) })
-        })?;
-        let timeout = libc::timeval {
-            tv_sec: 0,
-            tv_usec: 50_000,
-        };
-        // SAFETY: a timeval of the size passed.
-        checked(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                size_of::<libc::timeval>() as libc::socklen_t,
+            socket(
+                AddressFamily::Packet,
+                SockType::Datagram,
+                SockFlag::empty(),
+                SockProtocol::EthAll,
             )
         })?;
+        setsockopt(&fd, sockopt::ReceiveTimeout, &TimeVal::milliseconds(50))?;
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (stop_flag, record) = (Arc::clone(&stop), Arc::clone(&seen));
@@ -192,29 +174,14 @@ impl Sniffer {
                 let until = Instant::now() + SNIFFER_LIFETIME;
                 let mut buf = vec![0u8; 65_536];
                 while !stop_flag.load(Ordering::Relaxed) && Instant::now() < until {
-                    // SAFETY: sockaddr_ll is plain data; recvfrom fills at most its size.
-                    let mut from: libc::sockaddr_ll = unsafe { zeroed() };
-                    let mut len = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-                    let n = unsafe {
-                        libc::recvfrom(
-                            fd.as_raw_fd(),
-                            buf.as_mut_ptr().cast(),
-                            buf.len(),
-                            0,
-                            (&mut from as *mut libc::sockaddr_ll).cast(),
-                            &mut len,
-                        )
+                    let (n, from) = match recvfrom::<LinkAddr>(fd.as_raw_fd(), &mut buf) {
+                        Ok(received) => received,
+                        Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                        Err(e) => return Err(e.into()),
                     };
-                    if n < 0 {
-                        let e = io::Error::last_os_error();
-                        match e.kind() {
-                            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => continue,
-                            _ => return Err(e),
-                        }
-                    }
                     let packet = Packet {
-                        ethertype: u16::from_be(from.sll_protocol),
-                        bytes: buf[..n as usize].to_vec(),
+                        ethertype: from.map_or(0, |a| u16::from_be(a.protocol())),
+                        bytes: buf[..n].to_vec(),
                     };
                     if keep(&packet) {
                         let mut seen = record.lock().unwrap_or_else(|p| p.into_inner());
@@ -293,33 +260,6 @@ fn parse_udp(ethertype: u16, p: &[u8]) -> Option<Datagram> {
         to: SocketAddr::new(dst, u16::from_be_bytes([udp[2], udp[3]])),
         payload: udp.get(8..len)?.to_vec(),
     })
-}
-
-fn checked(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn set_int(
-    fd: RawFd,
-    level: libc::c_int,
-    option: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: an int of the size passed.
-    checked(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            option,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })
-    .map(drop)
 }
 
 #[cfg(test)]

@@ -117,22 +117,10 @@ async fn udp(server: SocketAddr, message: &Message) -> Message {
 }
 
 async fn tcp(server: SocketAddr, message: &Message) -> Message {
-    let mut stream = TcpStream::connect(server).await.expect("connect");
-    let bytes = message.to_vec().expect("encode");
-    let len = u16::try_from(bytes.len()).expect("a small query");
-    stream.write_all(&len.to_be_bytes()).await.expect("send");
-    stream.write_all(&bytes).await.expect("send");
-    let read = async {
-        let mut len = [0u8; 2];
-        stream.read_exact(&mut len).await.expect("length");
-        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
-        stream.read_exact(&mut buf).await.expect("message");
-        buf
-    };
-    let buf = tokio::time::timeout(WAIT, read)
+    let stream = TcpStream::connect(server).await.expect("connect");
+    ask_on(stream, message)
         .await
-        .expect("an answer in time");
-    Message::from_vec(&buf).expect("a DNS message")
+        .expect("an answer, not a closed connection")
 }
 
 fn data(message: &Message) -> Vec<String> {

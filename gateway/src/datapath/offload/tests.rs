@@ -45,6 +45,23 @@ fn reference_ipv4_ok(pkt: &[u8]) -> bool {
     reference_sum(&pkt[..20]) == 0xffff
 }
 
+/// Writes the IPv4 header every test packet has (10.1.1.10 to 10.2.1.10, TCP, DF, the
+/// whole of `p` long) over `p[..ihl]`, options beyond 20 bytes as NOPs, with its checksum.
+fn write_ipv4_header(p: &mut [u8], ihl: usize) {
+    let total = p.len();
+    p[0] = 0x40 | (ihl / 4) as u8;
+    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+    p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
+    p[6] = 0x40;
+    p[8] = 64;
+    p[9] = 6;
+    p[12..16].copy_from_slice(&[10, 1, 1, 10]);
+    p[16..20].copy_from_slice(&[10, 2, 1, 10]);
+    p[20..ihl].fill(1);
+    let sum = ipv4_header_checksum(&p[..ihl]);
+    p[10..12].copy_from_slice(&sum.to_be_bytes());
+}
+
 const OPTS: [u8; 12] = [1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]; // NOP NOP timestamps
 
 /// A TCP packet with timestamps, valid checksums, and `payload`.
@@ -61,16 +78,7 @@ fn tcp(v6: bool, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
         p[8..24].copy_from_slice(&"fd00:1::10".parse::<std::net::Ipv6Addr>().unwrap().octets());
         p[24..40].copy_from_slice(&"fd00:2::10".parse::<std::net::Ipv6Addr>().unwrap().octets());
     } else {
-        p[0] = 0x45;
-        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-        p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-        p[6] = 0x40;
-        p[8] = 64;
-        p[9] = 6;
-        p[12..16].copy_from_slice(&[10, 1, 1, 10]);
-        p[16..20].copy_from_slice(&[10, 2, 1, 10]);
-        let sum = ipv4_header_checksum(&p[..20]);
-        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        write_ipv4_header(&mut p, l4);
     }
     p[l4..l4 + 2].copy_from_slice(&40000u16.to_be_bytes());
     p[l4 + 2..l4 + 4].copy_from_slice(&5432u16.to_be_bytes());
@@ -615,17 +623,7 @@ fn super_packet_v4(ip_opts: usize, tcp_len: usize, data: &[u8], mss: u16) -> (Vn
     let headers = l4 + tcp_len;
     let mut p = vec![0u8; headers + data.len()];
     let total = p.len();
-    p[0] = 0x40 | (l4 / 4) as u8;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&0x1234u16.to_be_bytes());
-    p[6] = 0x40;
-    p[8] = 64;
-    p[9] = 6;
-    p[12..16].copy_from_slice(&[10, 1, 1, 10]);
-    p[16..20].copy_from_slice(&[10, 2, 1, 10]);
-    p[20..l4].fill(1);
-    let sum = ipv4_header_checksum(&p[..l4]);
-    p[10..12].copy_from_slice(&sum.to_be_bytes());
+    write_ipv4_header(&mut p, l4);
     p[l4..l4 + 2].copy_from_slice(&40000u16.to_be_bytes());
     p[l4 + 2..l4 + 4].copy_from_slice(&5432u16.to_be_bytes());
     p[l4 + 4..l4 + 8].copy_from_slice(&1000u32.to_be_bytes());
