@@ -41,6 +41,15 @@ pub fn gateway_key_secret(node_name: &str) -> String {
     format!("causeway-gateway-key-{node_name}")
 }
 
+/// The ServiceAccount whose tokens the gateway agent's `/verify` and `/benchmark` accept:
+/// who may create its tokens (`serviceaccounts/token`, Role `causeway-operator`) may run them.
+pub const AGENT_CLIENT_ACCOUNT: &str = "causeway-agent-client";
+/// The audience of those tokens, so that no other token (and no other service) counts.
+pub const AGENT_TOKEN_AUDIENCE: &str = "causeway.dev/agent";
+/// The header carrying the token through the API server's pod proxy, which consumes
+/// `Authorization` itself.
+pub const AGENT_TOKEN_HEADER: &str = "x-causeway-token";
+
 /// Label on the ServiceImports and EndpointSlices Causeway publishes at the broker:
 /// the namespace of the exported Service.
 pub const SERVICE_NAMESPACE_LABEL: &str = "causeway.dev/service-namespace";

@@ -16,6 +16,9 @@ pub enum Scope {
     /// A Role per member cluster in the broker namespace, named `<name>-<cluster>`, whose
     /// rules reach only the objects named after that cluster (`resourceNames`).
     Member,
+    /// A Role in the release namespace whose rules reach only these objects
+    /// (`resourceNames`).
+    Named(&'static [&'static str]),
 }
 
 /// One RBAC rule: `verbs` on `resources` (a subresource as `resource/sub`) of `api_group`.
@@ -47,7 +50,7 @@ impl Grant {
     pub fn object_name(&self, namespace: &str, member: Option<&str>) -> String {
         match self.scope {
             Scope::Cluster => format!("{}-{namespace}", self.name),
-            Scope::Namespace => self.name.to_string(),
+            Scope::Namespace | Scope::Named(_) => self.name.to_string(),
             Scope::Member => format!("{}-{}", self.name, member.unwrap_or("<cluster>")),
         }
     }
@@ -56,7 +59,7 @@ impl Grant {
     pub fn kind(&self) -> &'static str {
         match self.scope {
             Scope::Cluster => "ClusterRole",
-            Scope::Namespace | Scope::Member => "Role",
+            Scope::Namespace | Scope::Member | Scope::Named(_) => "Role",
         }
     }
 
@@ -72,7 +75,9 @@ impl Grant {
         let name = self.object_name(namespace, member);
         match self.scope {
             Scope::Cluster => format!("ClusterRole {name}"),
-            Scope::Namespace | Scope::Member => format!("Role {name} (namespace {namespace})"),
+            Scope::Namespace | Scope::Member | Scope::Named(_) => {
+                format!("Role {name} (namespace {namespace})")
+            }
         }
     }
 }
@@ -119,6 +124,10 @@ impl Identity {
                     Scope::Member => {
                         in_role_namespace && member.is_some() && request.name.as_deref() == member
                     }
+                    Scope::Named(names) => {
+                        in_role_namespace
+                            && request.name.as_deref().is_some_and(|n| names.contains(&n))
+                    }
                 }
         })
     }
@@ -129,6 +138,7 @@ const CAUSEWAY: &str = crate::GROUP;
 const MCS: &str = "multicluster.x-k8s.io";
 const DISCOVERY: &str = "discovery.k8s.io";
 const COORDINATION: &str = "coordination.k8s.io";
+const AUTHENTICATION: &str = "authentication.k8s.io";
 const OWN: &[&str] = &["list", "watch", "create", "update", "delete"];
 
 /// The controller (ServiceAccount `causeway-controller`) in its own cluster.
@@ -210,40 +220,52 @@ pub const GATEWAY: Identity = Identity {
     what: "a gateway candidate",
     holder: Holder::Component,
     account: Some("causeway-gateway"),
-    grants: &[Grant {
-        scope: Scope::Namespace,
-        name: "causeway-gateway",
-        rules: &[
-            // The key Secret: created on first start, then watched for rotation.
-            Rule {
-                api_group: CORE,
-                resources: &["secrets"],
-                verbs: &["get", "list", "watch", "create"],
-            },
-            Rule {
-                api_group: CAUSEWAY,
-                resources: &["gateways"],
-                verbs: &["get", "create", "update"],
-            },
-            Rule {
-                api_group: CAUSEWAY,
-                resources: &["gateways/status"],
-                verbs: &["patch"],
-            },
-            Rule {
-                api_group: CAUSEWAY,
-                resources: &["clusterendpoints"],
-                verbs: &["list", "watch"],
-            },
-            // kube-lease-manager campaigns and renews with server-side apply (patch); a
-            // takeover after the liveness check is a conditional update.
-            Rule {
-                api_group: COORDINATION,
-                resources: &["leases"],
-                verbs: &["get", "create", "update", "patch"],
-            },
-        ],
-    }],
+    grants: &[
+        // The agent asks whether a caller's token is the agent client's (TokenReview).
+        Grant {
+            scope: Scope::Cluster,
+            name: "causeway-gateway",
+            rules: &[Rule {
+                api_group: AUTHENTICATION,
+                resources: &["tokenreviews"],
+                verbs: &["create"],
+            }],
+        },
+        Grant {
+            scope: Scope::Namespace,
+            name: "causeway-gateway",
+            rules: &[
+                // The key Secret: created on first start, then watched for rotation.
+                Rule {
+                    api_group: CORE,
+                    resources: &["secrets"],
+                    verbs: &["get", "list", "watch", "create"],
+                },
+                Rule {
+                    api_group: CAUSEWAY,
+                    resources: &["gateways"],
+                    verbs: &["get", "create", "update"],
+                },
+                Rule {
+                    api_group: CAUSEWAY,
+                    resources: &["gateways/status"],
+                    verbs: &["patch"],
+                },
+                Rule {
+                    api_group: CAUSEWAY,
+                    resources: &["clusterendpoints"],
+                    verbs: &["list", "watch"],
+                },
+                // kube-lease-manager campaigns and renews with server-side apply (patch); a
+                // takeover after the liveness check is a conditional update.
+                Rule {
+                    api_group: COORDINATION,
+                    resources: &["leases"],
+                    verbs: &["get", "create", "update", "patch"],
+                },
+            ],
+        },
+    ],
 };
 
 /// Route agents, on every node that is not a gateway candidate (ServiceAccount
@@ -317,7 +339,8 @@ pub const MEMBER: Identity = Identity {
 /// The prefix of a member's ServiceAccount name at the broker; the rest is its cluster ID.
 pub const MEMBER_ACCOUNT_PREFIX: &str = "causeway-member-";
 
-/// The people who run `kubectl causeway` (the chart's viewer roles, bound by the operator).
+/// The people who run `kubectl causeway` (the chart's viewer roles and, for `verify` and
+/// `benchmark`, Role causeway-operator, bound by the cluster's admin).
 pub const VIEWER: Identity = Identity {
     what: "a person running kubectl causeway",
     holder: Holder::Person,
@@ -364,6 +387,17 @@ pub const VIEWER: Identity = Identity {
                     verbs: &["get"],
                 },
             ],
+        },
+        // `verify` and `benchmark` only: minting a token of the agent's client account is
+        // the right to ask the gateway agent, which acts from the gateway node's network.
+        Grant {
+            scope: Scope::Named(&[crate::names::AGENT_CLIENT_ACCOUNT]),
+            name: "causeway-operator",
+            rules: &[Rule {
+                api_group: CORE,
+                resources: &["serviceaccounts/token"],
+                verbs: &["create"],
+            }],
         },
     ],
 };

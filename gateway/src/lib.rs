@@ -9,6 +9,7 @@
 //! Gateway object says.
 
 pub mod agent;
+pub mod agent_auth;
 pub mod clusterset;
 pub mod config;
 pub mod datapath;

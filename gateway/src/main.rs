@@ -2,6 +2,7 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use causeway_crds::keys::{format_key, parse_key};
+use causeway_gateway::agent_auth::Access;
 use causeway_gateway::config::{
     desired_from_text, generate_private_key, load_private_key, public_key, Identity,
 };
@@ -389,7 +390,8 @@ async fn serve(
         .with_context(|| format!("binding the metrics address {metrics_addr}"))?;
     let (stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
     let status: Arc<NodeStatus> = node.status();
-    let server = tokio::spawn(metrics::serve(listener, status, async {
+    // Standalone: the operator chose where the agent listens (--metrics-addr).
+    let server = tokio::spawn(metrics::serve(listener, status, Access::Open, async {
         let _ = stopped.await;
     }));
 

@@ -25,6 +25,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::agent_auth::Access;
+
 /// Content type of `/metrics`: prometheus-client writes OpenMetrics text (with `# EOF`).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -362,33 +364,47 @@ impl Collector for SnapshotCollector {
     }
 }
 
-/// Serves GET /metrics, /healthz, /verify and /benchmark until `shutdown` resolves.
+/// Serves GET /metrics, /healthz, /verify and /benchmark (the last two to callers
+/// `access` allows) until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     source: Arc<dyn MetricsSource>,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve_with_grace(listener, source, shutdown, SHUTDOWN_GRACE).await
+    serve_with_grace(listener, source, access, shutdown, SHUTDOWN_GRACE).await
 }
 
 /// [`serve`] with the shutdown grace period as a parameter, so tests need not wait it out.
 async fn serve_with_grace(
     listener: tokio::net::TcpListener,
     source: Arc<dyn MetricsSource>,
+    access: Access,
     shutdown: impl Future<Output = ()> + Send + 'static,
     grace: Duration,
 ) -> std::io::Result<()> {
+    let guarded = Router::new()
+        .route("/verify", get(crate::agent::verify_handler))
+        .route("/benchmark", get(crate::agent::benchmark_handler))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::new(access),
+            crate::agent_auth::guard,
+        ));
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(healthz_handler))
-        .route("/verify", get(crate::agent::verify_handler))
-        .route("/benchmark", get(crate::agent::benchmark_handler))
+        .merge(guarded)
         .fallback(not_found)
         .with_state(source);
     // Shared so the same signal both starts axum's graceful shutdown and
     // starts the clock on how long we wait for it.
     let shutdown = shutdown.shared();
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.clone());
+    // The agent's guard holds each source to its own budget of token reviews.
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.clone());
     let deadline = async move {
         shutdown.await;
         tokio::time::sleep(grace).await;
@@ -836,6 +852,7 @@ mod tests {
         let task = tokio::spawn(serve_with_grace(
             listener,
             source,
+            Access::Open,
             async move {
                 let _ = rx.await;
             },
@@ -863,7 +880,7 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let source: Arc<dyn MetricsSource> = Arc::new(FakeSource { health: Ok(()) });
         // The public entry point, as main uses it.
-        let task = tokio::spawn(serve(listener, source, async move {
+        let task = tokio::spawn(serve(listener, source, Access::Open, async move {
             let _ = rx.await;
         }));
 

@@ -497,6 +497,7 @@ fn rules(r: &[PolicyRule]) -> BTreeSet<Triple> {
 fn granted(grant: &rbac::Grant, member: Option<&str>) -> BTreeSet<Triple> {
     let names: Vec<String> = match grant.scope {
         rbac::Scope::Member => member.into_iter().map(str::to_owned).collect(),
+        rbac::Scope::Named(names) => names.iter().map(|n| n.to_string()).collect(),
         _ => Vec::new(),
     };
     let mut out = BTreeSet::new();
@@ -541,7 +542,7 @@ fn check_grants(
                         expected_cluster.insert(name.clone());
                         named(&cluster_roles, &name).rules.clone()
                     }
-                    rbac::Scope::Namespace | rbac::Scope::Member => {
+                    rbac::Scope::Namespace | rbac::Scope::Member | rbac::Scope::Named(_) => {
                         expected_ns.insert(name.clone());
                         named(&roles, &name).rules.clone()
                     }
@@ -1170,6 +1171,7 @@ fn rbac_is_least_privilege() {
         "causeway-gateway",
         "causeway-route-agent",
         "causeway-viewer",
+        "causeway-operator",
     ] {
         assert_eq!(
             named(&roles, name).metadata.namespace.as_deref(),
@@ -1186,7 +1188,9 @@ fn rbac_is_least_privilege() {
         )
         .collect();
     assert!(
-        bound.iter().all(|r| !r.starts_with("causeway-viewer")),
+        bound
+            .iter()
+            .all(|r| !r.starts_with("causeway-viewer") && r != "causeway-operator"),
         "the chart binds the viewer roles to nobody: {bound:?}"
     );
     let secrets = pick!(objects, Secret);

@@ -479,3 +479,174 @@ fn flags_and_contexts_are_checked_with_clear_messages() {
         describe(&out)
     );
 }
+
+/// Mints a token of ServiceAccount `causeway/<account>` as the cluster's admin, for
+/// `audiences` (none: the API server's own).
+fn mint(kube: &KubeWorld, i: usize, account: &str, audiences: &[&str]) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let accounts: Api<ServiceAccount> = Api::namespaced(
+        kube.cluster_client(i),
+        causeway_tests::harness::kube::CLUSTER_NAMESPACE,
+    );
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: audiences.iter().map(|a| a.to_string()).collect(),
+            expiration_seconds: Some(600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    kube.block_on(accounts.create_token_request(account, &PostParams::default(), &request))
+        .unwrap_or_else(|e| panic!("mint a token of {account}: {e}"))
+        .status
+        .expect("a TokenRequest's status")
+        .token
+}
+
+#[test]
+fn the_gateway_agent_answers_only_tokens_of_its_client_account() {
+    use causeway_crds::names::{AGENT_CLIENT_ACCOUNT, AGENT_TOKEN_AUDIENCE, AGENT_TOKEN_HEADER};
+    use causeway_tests::harness::kube::GATEWAY_METRICS_ADDR;
+    use causeway_tests::harness::topology::http_get_with;
+
+    let mut kube = KubeWorld::new(2).unwrap_or_else(|e| fail(e));
+    for i in [A, B] {
+        kube.start_site(i).unwrap_or_else(|e| fail(e));
+    }
+    kube.wait_ready(READY_TIMEOUT).unwrap_or_else(|e| fail(e));
+    let active = kube
+        .active_gateway(A)
+        .expect("site-a has an active gateway");
+    let agent = SocketAddr::new(
+        kube.spec(A).candidate(active).node_ip().into(),
+        GATEWAY_METRICS_ADDR.port(),
+    );
+    // What a pod of site-a asks its gateway's node for: the cluster's DNS answer for a
+    // name and a TCP connect to it, from the node's network.
+    let verify = "/verify?dns=kubernetes.default.svc.cluster.local:443";
+    let benchmark = "/benchmark?cluster=site-b&seconds=1&streams=1";
+    let once = |path: &str, headers: &[(&str, &str)]| {
+        http_get_with(&kube.site(A).pod, agent, path, headers)
+            .unwrap_or_else(|e| panic!("GET {path} from site-a's pod: {e}"))
+    };
+    // One source gets a few TokenReviews a second: past them, it waits its turn (429).
+    let from_pod = |path: &str, headers: &[(&str, &str)]| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let answer = once(path, headers);
+            if answer.0 != 429 || Instant::now() > deadline {
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let route_agent = mint(&kube, A, "causeway-route-agent", &[]);
+    let client_for_the_api = mint(&kube, A, AGENT_CLIENT_ACCOUNT, &[]);
+    let route_agent_for_us = mint(&kube, A, "causeway-route-agent", &[AGENT_TOKEN_AUDIENCE]);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let refused: [(&str, Vec<(&str, String)>); 6] = [
+        ("no token", vec![]),
+        (
+            "a made-up token",
+            vec![(AGENT_TOKEN_HEADER, "x.y.z".to_string())],
+        ),
+        (
+            "the route agent's token",
+            vec![("Authorization", bearer(&route_agent))],
+        ),
+        (
+            "the route agent's token for the agent's audience",
+            vec![(AGENT_TOKEN_HEADER, route_agent_for_us.clone())],
+        ),
+        (
+            "the client account's token for the API server",
+            vec![("Authorization", bearer(&client_for_the_api))],
+        ),
+        (
+            "the client account's token for the API server, in our header",
+            vec![(AGENT_TOKEN_HEADER, client_for_the_api.clone())],
+        ),
+    ];
+    for (what, headers) in &refused {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        for path in [verify, benchmark] {
+            let (status, body) = from_pod(path, &headers);
+            assert_eq!(status, 401, "{what} on {path}: {body}");
+            assert!(
+                body.contains("causeway-operator"),
+                "{what}: the refusal names the fix: {body}"
+            );
+        }
+    }
+    // Prometheus scrapes without credentials, and so do the kubelet's probes.
+    assert_eq!(from_pod("/metrics", &[]).0, 200, "/metrics stays open");
+
+    // A token of the client account for the agent's audience: answered, straight to the port.
+    let good = mint(&kube, A, AGENT_CLIENT_ACCOUNT, &[AGENT_TOKEN_AUDIENCE]);
+    let (status, body) = from_pod(verify, &[("Authorization", &bearer(&good))]);
+    assert_eq!(status, 200, "the agent client's token: {body}");
+    assert!(
+        body.contains("kubernetes.default.svc.cluster.local"),
+        "{body}"
+    );
+
+    // A pod floods made-up tokens: it is held to its own budget of TokenReviews...
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for n in 0..60 {
+        let token = format!("made-up-{n}");
+        *answers
+            .entry(once(verify, &[(AGENT_TOKEN_HEADER, &token)]).0)
+            .or_default() += 1;
+    }
+    eprintln!("60 made-up tokens from one pod: {answers:?}");
+    let reviewed = answers.get(&401).copied().unwrap_or(0);
+    assert!(
+        answers.get(&429).copied().unwrap_or(0) > 0 && reviewed <= 20,
+        "60 made-up tokens from one pod: {answers:?} (401 = reviewed by the API server)"
+    );
+    assert_eq!(answers.get(&200), None, "{answers:?}");
+
+    // ...while an operator, through the pod proxy, is answered at once; someone bound only to
+    // the viewer roles is told what to bind.
+    let scratch = ScratchDir::new("cw-agent-auth").expect("scratch dir");
+    let operator = kubeconfig(&kube, scratch.path());
+    let out = run(
+        &operator,
+        &["--context", "site-a", "--context", "site-b", "verify"],
+    );
+    assert!(
+        out.status.success(),
+        "the operator's verify: {}",
+        describe(&out)
+    );
+    let reader = scratch.path().join("reader.kubeconfig");
+    kube.write_reader_kubeconfig(&reader)
+        .unwrap_or_else(|e| fail(e));
+    for args in [
+        &["--context", "site-a", "verify"][..],
+        &[
+            "--context",
+            "site-a",
+            "benchmark",
+            "site-a",
+            "site-b",
+            "--seconds",
+            "1",
+        ],
+    ] {
+        let out = run(&reader, args);
+        assert!(
+            !out.status.success(),
+            "{args:?} as a reader: {}",
+            describe(&out)
+        );
+        let said = text(&out.stderr) + &text(&out.stdout);
+        assert!(
+            said.contains("causeway-operator") && said.contains(AGENT_CLIENT_ACCOUNT),
+            "{args:?} as a reader names the Role to bind: {}",
+            describe(&out)
+        );
+    }
+}

@@ -14,12 +14,15 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use causeway_crds::mcs::{LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER};
-use causeway_crds::names::gateway_lease;
+use causeway_crds::names::{
+    gateway_lease, AGENT_CLIENT_ACCOUNT, AGENT_TOKEN_AUDIENCE, AGENT_TOKEN_HEADER,
+};
 use causeway_crds::{ServiceImport, ServiceImportType};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use kube::api::ListParams;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -188,6 +191,16 @@ pub enum VerifyError {
         /// What the API server or the agent said.
         reason: String,
     },
+    /// The agent's token could not be minted.
+    #[error("context {context:?}: cannot create a token of ServiceAccount {namespace}/{AGENT_CLIENT_ACCOUNT}: {reason}; the gateway agent answers only such tokens: bind Role causeway-operator to you (`kubectl -n {namespace} create rolebinding <name> --role=causeway-operator --user=<you>`), or upgrade the chart if the account is missing")]
+    Token {
+        /// The context.
+        context: String,
+        /// Causeway's namespace.
+        namespace: String,
+        /// What the API server said.
+        reason: String,
+    },
     /// Listing Causeway's EndpointSlices failed.
     #[error("context {context:?}: cannot list EndpointSlices labelled {MANAGED_BY_LABEL}={MANAGED_BY} in all namespaces: {source}; check that you may list endpointslices.discovery.k8s.io")]
     ListSlices {
@@ -226,6 +239,60 @@ pub struct GatewayPod {
     pub pod: String,
     /// The agent's port.
     pub port: u16,
+    /// What the agent is shown (never printed).
+    #[serde(skip)]
+    pub token: AgentToken,
+}
+
+/// A token the gateway agent accepts: [`AGENT_CLIENT_ACCOUNT`]'s, for
+/// [`AGENT_TOKEN_AUDIENCE`]. Its `Debug` hides it.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AgentToken(String);
+
+impl std::fmt::Debug for AgentToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentToken(..)")
+    }
+}
+
+/// How long a minted agent token lives: the API server's minimum, longer than any run.
+const AGENT_TOKEN_SECONDS: i64 = 600;
+
+/// Mints a token the gateway agent of `namespace` accepts (TokenRequest), as the
+/// plugin's user: the user's right to do so is the right to ask the agent.
+pub async fn mint_agent_token(
+    client: &Client,
+    context: &str,
+    namespace: &str,
+) -> Result<AgentToken, VerifyError> {
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![AGENT_TOKEN_AUDIENCE.to_owned()],
+            expiration_seconds: Some(AGENT_TOKEN_SECONDS),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let answer = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(AGENT_CLIENT_ACCOUNT, &PostParams::default(), &request)
+        .await
+        .map_err(|source| VerifyError::Token {
+            context: context.to_owned(),
+            namespace: namespace.to_owned(),
+            reason: api_reason(&source),
+        })?;
+    Ok(AgentToken(
+        answer.status.map(|s| s.token).unwrap_or_default(),
+    ))
+}
+
+/// What an API error says, without its Debug noise.
+fn api_reason(error: &kube::Error) -> String {
+    match error {
+        // The Status message is the whole story; its Debug form is noise.
+        kube::Error::Api(status) => format!("{} {}", status.code, status.message.trim()),
+        other => other.to_string(),
+    }
 }
 
 /// The node of the cluster's active gateway (see [`findings::active_gateway`]).
@@ -279,6 +346,7 @@ pub async fn find_gateway_pod(
         namespace: s.namespace.clone(),
         node: node.clone(),
     })?;
+    let token = mint_agent_token(client, &s.context, &s.namespace).await?;
     Ok(GatewayPod {
         context: s.context.clone(),
         cluster: s.cluster_id().to_owned(),
@@ -286,6 +354,7 @@ pub async fn find_gateway_pod(
         node,
         pod,
         port,
+        token,
     })
 }
 
@@ -298,6 +367,7 @@ impl GatewayPod {
         );
         // The parts are a Kubernetes namespace, pod name, port and our own path: valid.
         http::Request::get(uri)
+            .header(AGENT_TOKEN_HEADER, &self.token.0)
             .body(Vec::new())
             .unwrap_or_else(|e| unreachable!("a pod proxy path is a valid URI: {e}"))
     }
@@ -309,11 +379,7 @@ impl GatewayPod {
             namespace: self.namespace.clone(),
             pod: self.pod.clone(),
             path,
-            reason: match &source {
-                // The Status message is the whole story; its Debug form is noise.
-                kube::Error::Api(status) => format!("{} {}", status.code, status.message.trim()),
-                other => other.to_string(),
-            },
+            reason: api_reason(&source),
         }
     }
 

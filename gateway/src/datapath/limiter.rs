@@ -54,12 +54,30 @@ impl TokenBucket {
 }
 
 /// Token buckets by source; owned by the one packet thread, so it takes no lock.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SourceLimiter {
     buckets: HashMap<IpAddr, TokenBucket>,
+    rate: f64,
+    burst: f64,
+}
+
+impl Default for SourceLimiter {
+    /// Linux WireGuard's figures for handshake initiations.
+    fn default() -> SourceLimiter {
+        SourceLimiter::new(INITIATIONS_PER_SECOND, BURST)
+    }
 }
 
 impl SourceLimiter {
+    /// Buckets of `burst` tokens refilled at `rate` a second, one per source.
+    pub fn new(rate: f64, burst: f64) -> SourceLimiter {
+        SourceLimiter {
+            buckets: HashMap::new(),
+            rate,
+            burst,
+        }
+    }
+
     /// Whether an initiation from `source` at `now` may go on to the costly work; takes
     /// a token if so.
     pub fn allow(&mut self, source: IpAddr, now: Instant) -> bool {
@@ -75,8 +93,8 @@ impl SourceLimiter {
         }
         self.buckets
             .entry(key)
-            .or_insert(TokenBucket::full(BURST, now))
-            .take(now, INITIATIONS_PER_SECOND, BURST)
+            .or_insert(TokenBucket::full(self.burst, now))
+            .take(now, self.rate, self.burst)
     }
 
     /// Sources tracked now.
@@ -91,8 +109,9 @@ impl SourceLimiter {
 
     /// Forgets sources whose bucket would be full again by `now`: they lose nothing.
     fn prune(&mut self, now: Instant) {
+        let (rate, burst) = (self.rate, self.burst);
         self.buckets
-            .retain(|_, b| b.level(now, INITIATIONS_PER_SECOND, BURST) < BURST);
+            .retain(|_, b| b.level(now, rate, burst) < burst);
     }
 }
 

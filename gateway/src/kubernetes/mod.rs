@@ -9,6 +9,7 @@
 
 pub mod api;
 
+use crate::agent_auth::{Access, Reviewer};
 use crate::clusterset::{plan_clusterset, Waiting};
 use crate::config::{public_key, Identity};
 use crate::liveness::{self, Liveness, LIVENESS_PORT};
@@ -304,7 +305,8 @@ pub async fn run(
             source,
         })?;
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(metrics::serve(listener, node.status(), async {
+    let access = Access::Reviewed(Box::new(Reviewer::new(client.clone(), &config.namespace)));
+    let server = tokio::spawn(metrics::serve(listener, node.status(), access, async {
         let _ = metrics_stopped.await;
     }));
 

@@ -48,7 +48,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{json, Value};
 
 use super::confine::Confinement;
-use super::control_plane::apiserver::kubeconfig_yaml;
+use super::control_plane::apiserver::{kubeconfig_yaml, Credentials};
 use super::control_plane::install::{
     self, CONTROLLER_ACCOUNT, GATEWAY_ACCOUNT, ROUTE_AGENT_ACCOUNT,
 };
@@ -491,11 +491,26 @@ impl KubeWorld {
 
     /// A kubeconfig for an operator who runs `kubectl causeway` from the test's namespace:
     /// one context per site (named after it) as a person bound only to the chart's viewer
-    /// roles (bound here, as the chart's README says). Written to `path`.
+    /// roles and Role causeway-operator (bound here, as the chart's README says). Written
+    /// to `path`.
     pub fn write_operator_kubeconfig(&self, path: &Path) -> Result<(), HarnessError> {
+        self.write_person_kubeconfig(path, install::bind_viewer)
+    }
+
+    /// Like [`KubeWorld::write_operator_kubeconfig`] for a person bound to the viewer roles
+    /// only (no Role causeway-operator).
+    pub fn write_reader_kubeconfig(&self, path: &Path) -> Result<(), HarnessError> {
+        self.write_person_kubeconfig(path, install::bind_reader)
+    }
+
+    fn write_person_kubeconfig(
+        &self,
+        path: &Path,
+        bind: fn(&KubeApiServer, &str) -> Result<Credentials, HarnessError>,
+    ) -> Result<(), HarnessError> {
         let mut contexts = Vec::new();
         for (i, cluster) in self.clusters.iter().enumerate() {
-            let viewer = install::bind_viewer(&cluster.server, CLUSTER_NAMESPACE)?;
+            let viewer = bind(&cluster.server, CLUSTER_NAMESPACE)?;
             contexts.push(cluster.server.kubeconfig_context(
                 &self.spec(i).cluster_id(),
                 &cluster.server.url(),

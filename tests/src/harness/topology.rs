@@ -770,6 +770,20 @@ pub fn fetch_metrics(ns: &Netns, addr: SocketAddr) -> Result<String, HarnessErro
 /// A blocking HTTP/1.0 `GET path` to `addr` over a TCP connection opened inside `ns`:
 /// the status code and the body, whatever the status.
 pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String), HarnessError> {
+    http_get_with(ns, addr, path, &[])
+}
+
+/// [`http_get`] with extra request `headers`.
+pub fn http_get_with(
+    ns: &Netns,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), HarnessError> {
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
     let url = format!("http://{addr}{path} (in {})", ns.name());
     let http = |reason: String| HarnessError::Http {
         url: url.clone(),
@@ -784,7 +798,7 @@ pub fn http_get(ns: &Netns, addr: SocketAddr, path: &str) -> Result<(u16, String
             // and reading to the end is reading the whole response.
             write!(
                 stream,
-                "GET {path} HTTP/1.0\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+                "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n"
             )?;
             let mut body = Vec::new();
             stream.read_to_end(&mut body)?;

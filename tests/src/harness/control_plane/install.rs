@@ -273,32 +273,67 @@ pub fn secret_token(
     }
 }
 
-/// Binds the chart's viewer roles to [`VIEWER_GROUP`] with the two commands its README gives
-/// (applied, so binding twice changes nothing), and returns a client certificate for
-/// [`VIEWER_USER`] in that group.
+/// Binds the chart's viewer roles and Role causeway-operator to [`VIEWER_GROUP`] with the
+/// commands its README gives (applied, so binding twice changes nothing), and returns a
+/// client certificate for [`VIEWER_USER`] in that group.
 pub fn bind_viewer(server: &KubeApiServer, namespace: &str) -> Result<Credentials, HarnessError> {
+    bind_person(server, namespace, VIEWER_USER, VIEWER_GROUP, true)
+}
+
+/// Like [`bind_viewer`] for [`READER_USER`] in [`READER_GROUP`], without Role
+/// causeway-operator: someone who may look but not ask the gateway agent.
+pub fn bind_reader(server: &KubeApiServer, namespace: &str) -> Result<Credentials, HarnessError> {
+    bind_person(server, namespace, READER_USER, READER_GROUP, false)
+}
+
+/// A group bound to the viewer roles only.
+pub const READER_GROUP: &str = "dba-readonly";
+/// The person in [`READER_GROUP`].
+pub const READER_USER: &str = "reader@example.com";
+
+fn bind_person(
+    server: &KubeApiServer,
+    namespace: &str,
+    user: &str,
+    group: &str,
+    operator: bool,
+) -> Result<Credentials, HarnessError> {
     let clusterrole = format!("--clusterrole=causeway-viewer-{namespace}");
-    let group = format!("--group={VIEWER_GROUP}");
-    let commands: [&[&str]; 2] = [
-        &[
+    let group_arg = format!("--group={group}");
+    let binding = |role: &str| format!("{group}-{role}");
+    let (viewer_binding, operator_binding) =
+        (binding("causeway-viewer"), binding("causeway-operator"));
+    let mut commands: Vec<Vec<&str>> = vec![
+        vec![
             "create",
             "clusterrolebinding",
-            "dba-causeway-viewer",
+            &viewer_binding,
             &clusterrole,
-            &group,
+            &group_arg,
         ],
-        &[
+        vec![
             "-n",
             namespace,
             "create",
             "rolebinding",
-            "dba-causeway-viewer",
+            &viewer_binding,
             "--role=causeway-viewer",
-            &group,
+            &group_arg,
         ],
     ];
+    if operator {
+        commands.push(vec![
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            &operator_binding,
+            "--role=causeway-operator",
+            &group_arg,
+        ]);
+    }
     for command in commands {
-        let mut args = command.to_vec();
+        let mut args = command.clone();
         args.extend(["--dry-run=client", "-o", "json"]);
         let object: Value =
             serde_json::from_str(&server.kubectl_ok(&args, None)?).map_err(|e| {
@@ -306,9 +341,7 @@ pub fn bind_viewer(server: &KubeApiServer, namespace: &str) -> Result<Credential
             })?;
         apply(server, &[object])?;
     }
-    Ok(Credentials::Cert(
-        server.pki().client(VIEWER_USER, Some(VIEWER_GROUP))?,
-    ))
+    Ok(Credentials::Cert(server.pki().client(user, Some(group))?))
 }
 
 #[cfg(test)]
