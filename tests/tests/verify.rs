@@ -542,6 +542,35 @@ fn the_gateway_agent_answers_only_tokens_of_its_client_account() {
         }
     };
 
+    // A pod floods made-up tokens: it is held to its own budget of TokenReviews...
+    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
+    for n in 0..60 {
+        let token = format!("made-up-{n}");
+        *answers
+            .entry(once(verify, &[(AGENT_TOKEN_HEADER, &token)]).0)
+            .or_default() += 1;
+    }
+    eprintln!("60 made-up tokens from one pod: {answers:?}");
+    let reviewed = answers.get(&401).copied().unwrap_or(0);
+    assert!(
+        answers.get(&429).copied().unwrap_or(0) > 0 && reviewed <= 20,
+        "60 made-up tokens from one pod: {answers:?} (401 = reviewed by the API server)"
+    );
+    assert_eq!(answers.get(&200), None, "{answers:?}");
+
+    // ...while an operator, through the pod proxy (another source), is answered at once.
+    let scratch = ScratchDir::new("cw-agent-auth").expect("scratch dir");
+    let operator = kubeconfig(&kube, scratch.path());
+    let out = run(
+        &operator,
+        &["--context", "site-a", "--context", "site-b", "verify"],
+    );
+    assert!(
+        out.status.success(),
+        "the operator's verify: {}",
+        describe(&out)
+    );
+
     let route_agent = mint(&kube, A, "causeway-route-agent", &[]);
     let client_for_the_api = mint(&kube, A, AGENT_CLIENT_ACCOUNT, &[]);
     let route_agent_for_us = mint(&kube, A, "causeway-route-agent", &[AGENT_TOKEN_AUDIENCE]);
@@ -592,35 +621,7 @@ fn the_gateway_agent_answers_only_tokens_of_its_client_account() {
         "{body}"
     );
 
-    // A pod floods made-up tokens: it is held to its own budget of TokenReviews...
-    let mut answers = std::collections::BTreeMap::<u16, usize>::new();
-    for n in 0..60 {
-        let token = format!("made-up-{n}");
-        *answers
-            .entry(once(verify, &[(AGENT_TOKEN_HEADER, &token)]).0)
-            .or_default() += 1;
-    }
-    eprintln!("60 made-up tokens from one pod: {answers:?}");
-    let reviewed = answers.get(&401).copied().unwrap_or(0);
-    assert!(
-        answers.get(&429).copied().unwrap_or(0) > 0 && reviewed <= 20,
-        "60 made-up tokens from one pod: {answers:?} (401 = reviewed by the API server)"
-    );
-    assert_eq!(answers.get(&200), None, "{answers:?}");
-
-    // ...while an operator, through the pod proxy, is answered at once; someone bound only to
-    // the viewer roles is told what to bind.
-    let scratch = ScratchDir::new("cw-agent-auth").expect("scratch dir");
-    let operator = kubeconfig(&kube, scratch.path());
-    let out = run(
-        &operator,
-        &["--context", "site-a", "--context", "site-b", "verify"],
-    );
-    assert!(
-        out.status.success(),
-        "the operator's verify: {}",
-        describe(&out)
-    );
+    // Someone bound only to the viewer roles is told what to bind.
     let reader = scratch.path().join("reader.kubeconfig");
     kube.write_reader_kubeconfig(&reader)
         .unwrap_or_else(|e| fail(e));
