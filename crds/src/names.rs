@@ -36,6 +36,13 @@ pub fn controller_lease(cluster_id: &str) -> String {
     format!("causeway-controller-{cluster_id}")
 }
 
+/// The namespace of the gateways' key Secrets, next to Causeway's `namespace`: the
+/// gateways may read Secrets there and nowhere else, so the broker kubeconfig (in
+/// `namespace`) is out of their reach.
+pub fn key_namespace(namespace: &str) -> String {
+    format!("{namespace}-keys")
+}
+
 /// The Secret holding one gateway node's WireGuard private key.
 pub fn gateway_key_secret(node_name: &str) -> String {
     format!("causeway-gateway-key-{node_name}")

@@ -19,6 +19,9 @@ pub enum Scope {
     /// A Role in the release namespace whose rules reach only these objects
     /// (`resourceNames`).
     Named(&'static [&'static str]),
+    /// A Role in the gateways' key namespace ([`crate::names::key_namespace`] of the
+    /// release namespace).
+    Keys,
 }
 
 /// One RBAC rule: `verbs` on `resources` (a subresource as `resource/sub`) of `api_group`.
@@ -50,7 +53,7 @@ impl Grant {
     pub fn object_name(&self, namespace: &str, member: Option<&str>) -> String {
         match self.scope {
             Scope::Cluster => format!("{}-{namespace}", self.name),
-            Scope::Namespace | Scope::Named(_) => self.name.to_string(),
+            Scope::Namespace | Scope::Named(_) | Scope::Keys => self.name.to_string(),
             Scope::Member => format!("{}-{}", self.name, member.unwrap_or("<cluster>")),
         }
     }
@@ -59,7 +62,7 @@ impl Grant {
     pub fn kind(&self) -> &'static str {
         match self.scope {
             Scope::Cluster => "ClusterRole",
-            Scope::Namespace | Scope::Member | Scope::Named(_) => "Role",
+            Scope::Namespace | Scope::Member | Scope::Named(_) | Scope::Keys => "Role",
         }
     }
 
@@ -78,6 +81,10 @@ impl Grant {
             Scope::Namespace | Scope::Member | Scope::Named(_) => {
                 format!("Role {name} (namespace {namespace})")
             }
+            Scope::Keys => format!(
+                "Role {name} (namespace {})",
+                crate::names::key_namespace(namespace)
+            ),
         }
     }
 }
@@ -127,6 +134,10 @@ impl Identity {
                     Scope::Named(names) => {
                         in_role_namespace
                             && request.name.as_deref().is_some_and(|n| names.contains(&n))
+                    }
+                    Scope::Keys => {
+                        request.namespace.as_deref()
+                            == Some(crate::names::key_namespace(role_namespace).as_str())
                     }
                 }
         })
@@ -231,16 +242,21 @@ pub const GATEWAY: Identity = Identity {
                 verbs: &["create"],
             }],
         },
+        // The key Secret: created on first start, then watched for rotation. In a
+        // namespace of its own, so that no other Secret is within reach.
+        Grant {
+            scope: Scope::Keys,
+            name: "causeway-gateway-keys",
+            rules: &[Rule {
+                api_group: CORE,
+                resources: &["secrets"],
+                verbs: &["get", "list", "watch", "create"],
+            }],
+        },
         Grant {
             scope: Scope::Namespace,
             name: "causeway-gateway",
             rules: &[
-                // The key Secret: created on first start, then watched for rotation.
-                Rule {
-                    api_group: CORE,
-                    resources: &["secrets"],
-                    verbs: &["get", "list", "watch", "create"],
-                },
                 Rule {
                     api_group: CAUSEWAY,
                     resources: &["gateways"],

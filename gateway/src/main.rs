@@ -56,9 +56,13 @@ struct KubeArgs {
     /// This node's name: the Gateway object's name and the Lease holder identity.
     #[arg(long, env = "NODE_NAME")]
     node_name: String,
-    /// Namespace of the ClusterEndpoints, Gateways, key Secrets and Leases.
+    /// Namespace of the ClusterEndpoints, Gateways and Leases.
     #[arg(long, env = "POD_NAMESPACE")]
     namespace: String,
+    /// Namespace of the gateways' key Secrets (default: <namespace>-keys), kept apart so
+    /// that a gateway may read no other Secret.
+    #[arg(long, env = "CAUSEWAY_KEY_NAMESPACE")]
+    key_namespace: Option<String>,
     /// Kubeconfig of this cluster (default: in-cluster config or the usual kubeconfig).
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -337,6 +341,10 @@ async fn run_kubernetes(args: KubeArgs) -> Result<()> {
             health_check_ip: args.health_check_ip,
             interface: args.interface.clone(),
             persistent_keepalive: args.persistent_keepalive,
+            key_namespace: args
+                .key_namespace
+                .clone()
+                .unwrap_or_else(|| causeway_crds::names::key_namespace(&args.namespace)),
         })
     } else {
         None

@@ -104,7 +104,11 @@ fn tokens_are_issued_reviewed_and_authorized_by_the_charts_rbac() {
         review["status"]["allowed"] == true
     };
     assert!(access("patch", "leases", "coordination.k8s.io", "causeway"));
-    assert!(access("create", "secrets", "", "causeway"));
+    assert!(access("create", "secrets", "", "causeway-keys"));
+    assert!(
+        !access("get", "secrets", "", "causeway"),
+        "the release namespace's Secrets (the broker kubeconfig)"
+    );
     assert!(
         !access("get", "secrets", "", "kube-system"),
         "another namespace's Secrets"

@@ -542,6 +542,16 @@ fn check_grants(
                         expected_cluster.insert(name.clone());
                         named(&cluster_roles, &name).rules.clone()
                     }
+                    rbac::Scope::Keys => {
+                        expected_ns.insert(name.clone());
+                        let role = named(&roles, &name);
+                        assert_eq!(
+                            role.metadata.namespace.as_deref(),
+                            Some(causeway_crds::names::key_namespace(NAMESPACE).as_str()),
+                            "{scenario}: Role {name} lives in the key namespace"
+                        );
+                        role.rules.clone()
+                    }
                     rbac::Scope::Namespace | rbac::Scope::Member | rbac::Scope::Named(_) => {
                         expected_ns.insert(name.clone());
                         named(&roles, &name).rules.clone()
@@ -628,8 +638,9 @@ fn check_rbac(scenario: &str, objects: &[Object]) {
             .any(|rule| rule.resources.iter().flatten().any(|r| r == "secrets"));
         if touches_secrets {
             assert_eq!(
-                ns, NAMESPACE,
-                "{scenario}: Secret access outside Causeway's namespace"
+                ns,
+                causeway_crds::names::key_namespace(NAMESPACE),
+                "{scenario}: Secret access outside the gateways' key namespace (the release namespace holds the broker kubeconfig)"
             );
         }
     }

@@ -336,7 +336,10 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
         objects += &serde_json::to_string(&gateways(&kube, i)).expect("json");
     }
     for i in [A, B] {
-        let secrets: Api<Secret> = Api::namespaced(kube.cluster_client(i), CLUSTER_NAMESPACE);
+        let secrets: Api<Secret> = Api::namespaced(
+            kube.cluster_client(i),
+            &causeway_crds::names::key_namespace(CLUSTER_NAMESPACE),
+        );
         for k in 0..CANDIDATES {
             let node = kube.spec(i).candidate(k).node_name();
             let secret = kube

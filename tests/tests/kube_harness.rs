@@ -133,11 +133,23 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
 
     // Inside each site, its cluster API answers at the worker's node address, to every
     // node, with the rights the chart gives: the controller's token lists this site's Nodes
-    // (the right cluster), the gateway's reads no Node and no Secret outside Causeway's
-    // namespace.
+    // (the right cluster), the gateway's reads no Node and no Secret outside the key
+    // namespace: not the broker kubeconfig, kept in Causeway's namespace as the chart's
+    // README says.
     for i in 0..world.n_sites() {
         let spec = world.spec(i);
         let site = world.site(i);
+        let broker_secret: Secret = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "causeway-broker-kubeconfig", "namespace": CLUSTER_NAMESPACE},
+            "stringData": {"kubeconfig": "the member's broker credentials"}
+        }))
+        .expect("a Secret");
+        world
+            .block_on(
+                Api::<Secret>::namespaced(world.cluster_client(i), CLUSTER_NAMESPACE)
+                    .create(&Default::default(), &broker_secret),
+            )
+            .expect("create the broker kubeconfig Secret");
         let gateway_kubeconfig = world.gateway_kubeconfig_path(i).to_path_buf();
         let controller_kubeconfig = world.kubeconfig_path(i).to_path_buf();
         for ns in site.candidates().into_iter().chain([&site.worker]) {
@@ -158,14 +170,31 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
                 ]
             );
             let node = spec.candidate(1).node_name();
-            let (own_node, secrets) = in_namespace(ns, &gateway_kubeconfig, |client| async move {
-                let nodes: Api<Node> = Api::all(client.clone());
-                let secrets: Api<Secret> = Api::namespaced(client, "kube-system");
-                (
-                    code(nodes.get(&node).await),
-                    code(secrets.list(&ListParams::default()).await),
-                )
-            });
+            let (own_node, secrets, release_secrets, broker, keys) =
+                in_namespace(ns, &gateway_kubeconfig, |client| async move {
+                    let nodes: Api<Node> = Api::all(client.clone());
+                    let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
+                    let release: Api<Secret> = Api::namespaced(client.clone(), CLUSTER_NAMESPACE);
+                    let keys: Api<Secret> = Api::namespaced(
+                        client,
+                        &causeway_crds::names::key_namespace(CLUSTER_NAMESPACE),
+                    );
+                    (
+                        code(nodes.get(&node).await),
+                        code(secrets.list(&ListParams::default()).await),
+                        code(release.list(&ListParams::default()).await),
+                        code(release.get("causeway-broker-kubeconfig").await),
+                        keys.list(&ListParams::default())
+                            .await
+                            .map(|l| l.items.len()),
+                    )
+                });
+            assert_eq!(
+                (release_secrets, broker),
+                (Some(403), Some(403)),
+                "a gateway candidate may neither list the Secrets of Causeway's namespace nor read the broker kubeconfig"
+            );
+            keys.expect("a gateway candidate lists the key namespace's Secrets");
             assert_eq!(
                 own_node,
                 Some(403),

@@ -161,6 +161,8 @@ pub struct CandidateConfig {
     pub interface: String,
     /// Seconds between keepalives to every peer.
     pub persistent_keepalive: Option<u16>,
+    /// The namespace of the key Secrets.
+    pub key_namespace: String,
 }
 
 /// Everything Kubernetes mode runs with.
@@ -170,7 +172,7 @@ pub struct KubeConfig {
     pub cluster: String,
     /// This node's name (the Gateway object's name, the Lease holder identity).
     pub node_name: String,
-    /// The namespace of the ClusterEndpoints, Gateways, Secrets and Leases.
+    /// The namespace of the ClusterEndpoints, Gateways and Leases.
     pub namespace: String,
     /// `Some` for a gateway candidate, `None` for a route agent.
     pub candidate: Option<CandidateConfig>,
@@ -373,7 +375,7 @@ async fn join_as_candidate(
     candidate: &CandidateConfig,
 ) -> Result<Candidate, KubeError> {
     let key = retry("reading the key Secret", || {
-        api::ensure_key(client, &config.namespace, &config.node_name)
+        api::ensure_key(client, &candidate.key_namespace, &config.node_name)
     })
     .await?;
     let spec = gateway_spec(config, candidate, &key);
@@ -470,9 +472,9 @@ impl Gateway {
         let mut campaign_tick = tokio::time::interval(LIVENESS_CHECK);
         campaign_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut key_events = match &self.candidate {
-            Some(_) => {
+            Some(c) => {
                 let secrets: Api<Secret> =
-                    Api::namespaced(self.client.clone(), &self.config.namespace);
+                    Api::namespaced(self.client.clone(), &c.config.key_namespace);
                 let name = gateway_key_secret(&self.config.node_name);
                 watcher(
                     secrets,
@@ -721,7 +723,7 @@ impl Gateway {
         let Some(c) = &mut self.candidate else {
             return;
         };
-        let key = match api::key_from_secret(secret, &self.config.namespace) {
+        let key = match api::key_from_secret(secret, &c.config.key_namespace) {
             Ok(key) => key,
             Err(error) => {
                 tracing::warn!(%error, "the key Secret holds no usable key; the running key stays in use");

@@ -748,10 +748,11 @@ impl KubeWorld {
         use k8s_openapi::api::core::v1::Secret;
         let node = self.spec(i).candidate(k).node_name();
         let name = names::gateway_key_secret(&node);
+        let namespace = names::key_namespace(CLUSTER_NAMESPACE);
         let secrets: ::kube::Api<Secret> =
-            ::kube::Api::namespaced(self.cluster_client(i), CLUSTER_NAMESPACE);
+            ::kube::Api::namespaced(self.cluster_client(i), &namespace);
         let fail = |reason: String| HarnessError::Http {
-            url: format!("Secret {CLUSTER_NAMESPACE}/{name}"),
+            url: format!("Secret {namespace}/{name}"),
             reason,
         };
         let mut secret = self
@@ -995,6 +996,7 @@ impl KubeWorld {
             "NODE_NAME",
             "POD_NAME",
             "POD_NAMESPACE",
+            "CAUSEWAY_KEY_NAMESPACE",
         ] {
             cmd.env_remove(var);
         }

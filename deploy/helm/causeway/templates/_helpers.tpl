@@ -1,5 +1,9 @@
 {{/* Names and labels shared by every template. */}}
 
+{{- define "causeway.keyNamespace" -}}
+{{- .Values.gateway.keyNamespace | default (printf "%s-keys" .Release.Namespace) -}}
+{{- end }}
+
 {{- define "causeway.labels" -}}
 app.kubernetes.io/name: causeway
 app.kubernetes.io/instance: {{ .Release.Name }}
