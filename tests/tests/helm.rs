@@ -1209,6 +1209,22 @@ fn rbac_is_least_privilege() {
         secrets.is_empty(),
         "the default install holds no credentials"
     );
+    // Each gateway writes only its own node's Gateway and key Secret: an admission policy
+    // bound to deny (kube_e2e::a_compromised_candidate_writes_only_its_own_gateway_and_key
+    // makes a candidate try, on a real API server).
+    let policy_name = format!("causeway-gateway-own-node-{NAMESPACE}");
+    let policies = pick!(objects, Policy);
+    let policy = named(&policies, &policy_name);
+    let bound = pick!(objects, PolicyBinding);
+    let spec = named(&bound, &policy_name)
+        .spec
+        .clone()
+        .expect("binding spec");
+    assert_eq!(spec.policy_name, policy.metadata.name);
+    assert_eq!(
+        spec.validation_actions.as_deref(),
+        Some(&["Deny".to_owned()][..])
+    );
 }
 
 #[test]

@@ -829,7 +829,7 @@ fn a_gateway_whose_datapath_stopped_hands_over_to_the_standby_while_it_still_run
 }
 
 #[test]
-fn a_compromised_candidate_cannot_add_a_gateway_under_another_name() {
+fn a_compromised_candidate_writes_only_its_own_gateway_and_key() {
     let (mut kube, _echo) = two_sites_reachable();
     let listed = |k: &KubeWorld| -> Vec<String> {
         broker_endpoints(k)
@@ -841,45 +841,131 @@ fn a_compromised_candidate_cannot_add_a_gateway_under_another_name() {
     let genuine = listed(&kube);
     assert_eq!(genuine.len(), CANDIDATES, "{genuine:?}");
 
-    // site-a's active candidate node is taken over; with its gateway's own token, the
-    // attacker writes Gateways for site-a under a worker's name and a made-up one, with
-    // its own endpoint and key, hoping remote gateways will send site-a's traffic there.
+    // site-a's active candidate node is taken over. With its gateway's own token (bound to
+    // its pod, as the kubelet's is), the attacker tries to write Gateways for site-a under
+    // a worker's name and a made-up one, to rewrite the other candidate's key and endpoint,
+    // and to plant the key a future candidate would adopt; with a token bound to no pod,
+    // even its own Gateway. The chart's admission policy refuses each; its own Gateway it
+    // may still write.
     let active = kube.active_gateway(A).expect("an active gateway");
+    let own = kube.spec(A).candidate(active).node_name();
+    let other = kube.spec(A).candidate(1 - active).node_name();
     let worker = kube.spec(A).worker_node_name();
     let rogue = [worker.clone(), "site-a-gw-rogue".to_owned()];
-    in_namespace(
+    let rogue_gateway = |name: &str, n: u8| {
+        Gateway::new(
+            name,
+            causeway_crds::GatewaySpec {
+                cluster_id: "site-a".into(),
+                endpoint: causeway_crds::GatewayEndpoint {
+                    node_name: name.to_owned(),
+                    public_endpoint: format!("198.18.0.{n}:51820"),
+                    public_key: causeway_crds::keys::format_key(&[n; 32]),
+                    private_ip: Some(format!("198.19.0.{n}")),
+                    private_ips: vec![format!("198.19.0.{n}")],
+                    health_check_ip: None,
+                },
+            },
+        )
+    };
+    let code = |r: Result<(), kube::Error>| match r {
+        Ok(()) => 200,
+        Err(kube::Error::Api(s)) => s.code,
+        Err(e) => panic!("not an API answer: {e}"),
+    };
+    let key_namespace = causeway_crds::names::key_namespace(CLUSTER_NAMESPACE);
+    let attempts: Vec<(String, u16)> = in_namespace(
         kube.candidate_ns(A, active),
-        kube.gateway_kubeconfig_path(A),
+        &kube.candidate_kubeconfig_path(A, active),
         |client| {
-            let rogue = rogue.clone();
+            let (rogue, own, other) = (rogue.clone(), own.clone(), other.clone());
+            let key_namespace = key_namespace.clone();
+            let rogue_gateway = rogue_gateway;
             async move {
-                let api: Api<Gateway> = Api::namespaced(client, CLUSTER_NAMESPACE);
+                let api: Api<Gateway> = Api::namespaced(client.clone(), CLUSTER_NAMESPACE);
+                let pp = kube::api::PostParams::default();
+                let mut out = Vec::new();
                 // Each valid on its own (a key and addresses of its own), so nothing
                 // but the check of who it claims to be stands in the way.
                 for (name, n) in rogue.into_iter().zip([66u8, 67]) {
-                    let gateway = Gateway::new(
-                        &name,
-                        causeway_crds::GatewaySpec {
-                            cluster_id: "site-a".into(),
-                            endpoint: causeway_crds::GatewayEndpoint {
-                                node_name: name.clone(),
-                                public_endpoint: format!("198.18.0.{n}:51820"),
-                                public_key: causeway_crds::keys::format_key(&[n; 32]),
-                                private_ip: Some(format!("198.19.0.{n}")),
-                                private_ips: vec![format!("198.19.0.{n}")],
-                                health_check_ip: None,
-                            },
-                        },
-                    );
-                    api.create(&kube::api::PostParams::default(), &gateway)
-                        .await
-                        .unwrap_or_else(|e| {
-                            panic!("the gateway's token creates Gateway {name}: {e}")
-                        });
+                    let r = api.create(&pp, &rogue_gateway(&name, n)).await.map(drop);
+                    out.push((format!("create Gateway {name}"), code(r)));
                 }
+                let mut theirs = api.get(&other).await.expect("read the other Gateway");
+                theirs.spec.endpoint.public_key = causeway_crds::keys::format_key(&[68; 32]);
+                theirs.spec.endpoint.public_endpoint = "198.18.0.68:51820".into();
+                let r = api.replace(&other, &pp, &theirs).await.map(drop);
+                out.push((
+                    format!("rewrite Gateway {other}'s key and endpoint"),
+                    code(r),
+                ));
+                let passive = serde_json::json!({"status": {"role": "active"}});
+                let r = api
+                    .patch_status(
+                        &other,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&passive),
+                    )
+                    .await
+                    .map(drop);
+                out.push((format!("patch Gateway {other}'s status"), code(r)));
+                let planted: Secret = serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": gateway_key_secret("site-a-gw-extra")},
+                    "data": {PRIVATE_KEY_FIELD: "a2V5"}
+                }))
+                .expect("a Secret");
+                let secrets: Api<Secret> = Api::namespaced(client, &key_namespace);
+                let r = secrets.create(&pp, &planted).await.map(drop);
+                out.push(("plant site-a-gw-extra's key Secret".into(), code(r)));
+                let mine = api.get(&own).await.expect("read its own Gateway");
+                let r = api.replace(&own, &pp, &mine).await.map(drop);
+                out.push((format!("rewrite its own Gateway {own}"), code(r)));
+                out
             }
         },
     );
+    let unbound: u16 = in_namespace(
+        kube.candidate_ns(A, active),
+        kube.gateway_kubeconfig_path(A),
+        |client| {
+            let own = own.clone();
+            async move {
+                let api: Api<Gateway> = Api::namespaced(client, CLUSTER_NAMESPACE);
+                let mine = api.get(&own).await.expect("read the Gateway");
+                code(
+                    api.replace(&own, &kube::api::PostParams::default(), &mine)
+                        .await
+                        .map(drop),
+                )
+            }
+        },
+    );
+    eprintln!(
+        "a compromised candidate's writes: {attempts:?}; with a token bound to no pod: {unbound}"
+    );
+    let (own_write, refused) = attempts.split_last().expect("attempts");
+    assert_eq!(own_write.1, 200, "{own_write:?}");
+    for (what, status) in refused {
+        assert_eq!(*status, 403, "{what}: refused by admission");
+    }
+    assert_eq!(
+        unbound, 403,
+        "a gateway token bound to no pod writes nothing"
+    );
+    let admin: Api<Gateway> = Api::namespaced(kube.cluster_client(A), CLUSTER_NAMESPACE);
+    let theirs = kube.block_on(admin.get(&other)).expect("the other Gateway");
+    assert_ne!(
+        theirs.spec.endpoint.public_key,
+        causeway_crds::keys::format_key(&[68; 32]),
+        "the other candidate's key was rewritten"
+    );
+
+    // Defence in depth: Gateways that got past admission anyway (a cluster without the
+    // policy, an admin's mistake) are still not published under another node's name.
+    for (name, n) in rogue.iter().zip([66u8, 67]) {
+        kube.block_on(admin.create(&kube::api::PostParams::default(), &rogue_gateway(name, n)))
+            .unwrap_or_else(|e| panic!("create Gateway {name} as the admin: {e}"));
+    }
     let controller = Component::Controller(A);
     let what = "site-a's controller to judge the new Gateway objects";
     kube.wait_for(what, WAIT, |k| {

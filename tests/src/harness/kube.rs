@@ -573,7 +573,8 @@ impl KubeWorld {
         &self.clusters[i].controller_kubeconfig
     }
 
-    /// Site `i`'s gateways' and route agent's kubeconfig (the chart's gateway ServiceAccount).
+    /// A kubeconfig of site `i` with a token of the chart's gateway ServiceAccount bound to no
+    /// pod: it reads what a gateway may read; the candidates run with [`KubeWorld::candidate_kubeconfig_path`].
     pub fn gateway_kubeconfig_path(&self, i: usize) -> &Path {
         &self.clusters[i].gateway_kubeconfig
     }
@@ -611,6 +612,11 @@ impl KubeWorld {
 
     /// Starts `component` in its namespace, stopping an earlier instance first.
     pub fn start_process(&mut self, component: Component) -> Result<(), HarnessError> {
+        // A gateway's token is bound to its Pod, as the kubelet's is, so the Pod goes first.
+        if let Component::Gateway(i, k) = component {
+            self.ensure_gateway_pod(i, k)?;
+            self.ensure_candidate_kubeconfig(i, k)?;
+        }
         let (mut cmd, log) = self.command(component)?;
         // An earlier instance goes first: two gateways of one node must not overlap.
         if let Some(mut old) = self.processes.remove(&component) {
@@ -622,10 +628,26 @@ impl KubeWorld {
             .spawn_logged(&mut cmd, &log)
             .map_err(io_context(format!("start {component}")))?;
         self.processes.insert(component, child);
-        if let Component::Gateway(i, k) = component {
-            self.ensure_gateway_pod(i, k)?;
-        }
         Ok(())
+    }
+
+    /// Writes (once) candidate `k` of site `i`'s kubeconfig: a token of the chart's gateway
+    /// ServiceAccount bound to the candidate's Pod.
+    fn ensure_candidate_kubeconfig(&self, i: usize, k: usize) -> Result<(), HarnessError> {
+        let path = self.candidate_kubeconfig_path(i, k);
+        if path.exists() {
+            return Ok(());
+        }
+        let server = &self.clusters[i].server;
+        let pod = gateway_pod_name(&self.spec(i).candidate(k).node_name());
+        let token = install::pod_token(server, CLUSTER_NAMESPACE, GATEWAY_ACCOUNT, &pod)?;
+        server.write_kubeconfig(&path, &server.url_in_cluster(), &token, CLUSTER_NAMESPACE)
+    }
+
+    /// The kubeconfig site `i`'s candidate `k` runs with: a token bound to its Pod (written
+    /// when the candidate first starts).
+    pub fn candidate_kubeconfig_path(&self, i: usize, k: usize) -> PathBuf {
+        self.site(i).dir().join(format!("gateway-{k}.kubeconfig"))
     }
 
     /// Makes the Pod object of site `i`'s candidate `k` exist and say it runs, as the
@@ -938,7 +960,7 @@ impl KubeWorld {
                     .arg("--namespace")
                     .arg(CLUSTER_NAMESPACE)
                     .arg("--kubeconfig")
-                    .arg(&api.gateway_kubeconfig)
+                    .arg(self.candidate_kubeconfig_path(i, k))
                     .arg("--role")
                     .arg("gateway")
                     .arg("--listen")

@@ -208,24 +208,42 @@ pub fn install(
     Ok(objects)
 }
 
-/// A token for ServiceAccount `namespace/account` (TokenRequest, as the kubelet gets one for
-/// a pod).
+/// A token for ServiceAccount `namespace/account` (TokenRequest), bound to nothing.
 pub fn account_token(
     server: &KubeApiServer,
     namespace: &str,
     account: &str,
 ) -> Result<Credentials, HarnessError> {
-    let token = server.kubectl_ok(
-        &[
-            "create",
-            "token",
-            account,
-            "-n",
-            namespace,
-            &format!("--duration={TOKEN_LIFETIME}"),
-        ],
-        None,
-    )?;
+    mint_token(server, namespace, account, &[])
+}
+
+/// A token for ServiceAccount `namespace/account` bound to Pod `namespace/pod`, as the
+/// kubelet gets one for a pod: the API server then knows the pod's node
+/// (`authentication.kubernetes.io/node-name`).
+pub fn pod_token(
+    server: &KubeApiServer,
+    namespace: &str,
+    account: &str,
+    pod: &str,
+) -> Result<Credentials, HarnessError> {
+    mint_token(
+        server,
+        namespace,
+        account,
+        &["--bound-object-kind", "Pod", "--bound-object-name", pod],
+    )
+}
+
+fn mint_token(
+    server: &KubeApiServer,
+    namespace: &str,
+    account: &str,
+    extra: &[&str],
+) -> Result<Credentials, HarnessError> {
+    let duration = format!("--duration={TOKEN_LIFETIME}");
+    let mut args = vec!["create", "token", account, "-n", namespace, &duration];
+    args.extend_from_slice(extra);
+    let token = server.kubectl_ok(&args, None)?;
     Ok(Credentials::Token(token.trim().to_string()))
 }
 
