@@ -880,7 +880,6 @@ fn a_compromised_candidate_writes_only_its_own_gateway_and_key() {
         |client| {
             let (rogue, own, other) = (rogue.clone(), own.clone(), other.clone());
             let key_namespace = key_namespace.clone();
-            let rogue_gateway = rogue_gateway;
             async move {
                 let api: Api<Gateway> = Api::namespaced(client.clone(), CLUSTER_NAMESPACE);
                 let pp = kube::api::PostParams::default();
