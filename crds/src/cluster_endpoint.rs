@@ -93,4 +93,24 @@ pub struct ClusterEndpointStatus {
     /// `Valid` (and later `Mirrored`) conditions, with reasons a person can act on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// On a cluster's own local copy: the other clusters' ClusterEndpoints this cluster
+    /// refuses (not mirrored, not routed), so that `kubectl causeway diagnose` can say why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub refused: Vec<RemoteRefusal>,
+}
+
+/// Another cluster's ClusterEndpoint this cluster refuses, and why.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemoteRefusal {
+    /// The cluster ID the refused object claims.
+    #[schemars(length(max = 253))]
+    pub cluster_id: String,
+    /// CamelCase reason of the first error (e.g. `CIDRNotAllowed`).
+    #[schemars(length(max = 64))]
+    pub reason: String,
+    /// Every error, each naming the field and the fix.
+    #[schemars(length(max = 4096))]
+    pub message: String,
 }

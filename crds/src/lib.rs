@@ -20,7 +20,7 @@ pub mod rbac;
 pub mod validate;
 
 pub use cluster_endpoint::{
-    ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, GatewayEndpoint,
+    ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, GatewayEndpoint, RemoteRefusal,
 };
 pub use gateway::{
     ConnectionState, ConnectionStatus, Gateway, GatewayRole, GatewaySpec, GatewayStatus,

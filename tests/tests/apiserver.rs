@@ -497,6 +497,7 @@ async fn status_subresource_keeps_spec_and_status_apart() {
     let mut with_status = endpoint("site-a");
     with_status.status = Some(ClusterEndpointStatus {
         conditions: vec![condition("Valid", "True", "Ok")],
+        ..ClusterEndpointStatus::default()
     });
     let created = api
         .create(&PostParams::default(), &with_status)
@@ -554,6 +555,7 @@ async fn status_subresource_keeps_spec_and_status_apart() {
     let mut status_only = ClusterEndpoint::new("site-a", created.spec.clone());
     status_only.status = Some(ClusterEndpointStatus {
         conditions: vec![condition("Valid", "True", "Ok")],
+        ..ClusterEndpointStatus::default()
     });
     let applied = api
         .patch_status(

@@ -1166,6 +1166,57 @@ fn a_cluster_claiming_a_range_this_cluster_does_not_accept_gets_nothing_routed()
         routes.iter().all(|r| !r.contains("8.8.8.0/24")),
         "a public range is routed into the tunnel in site-a: {routes:#?}"
     );
+
+    // The refusal is on site-a's own object, where `kubectl causeway diagnose` (as an
+    // on-call person) finds it, with the range and the fix.
+    kube.wait_for(
+        "site-a's own ClusterEndpoint to list site-b as refused",
+        WAIT,
+        |k| {
+            let listed: Vec<causeway_crds::RemoteRefusal> = local_endpoints(k, A)
+                .into_iter()
+                .filter(|o| o.metadata.name.as_deref() == Some("site-a"))
+                .flat_map(|o| o.status.map(|s| s.refused).unwrap_or_default())
+                .collect();
+            match listed.iter().any(|r| {
+                r.cluster_id == "site-b"
+                    && r.reason == "CIDRNotAllowed"
+                    && r.message.contains("8.8.8.0/24")
+            }) {
+                true => Ok(()),
+                false => Err(format!("listed {listed:?}")),
+            }
+        },
+    )
+    .unwrap_or_else(|e| fail(e));
+    let scratch = causeway_tests::harness::ScratchDir::new("cw-refused").expect("scratch dir");
+    let operator = scratch.path().join("operator.kubeconfig");
+    kube.write_operator_kubeconfig(&operator)
+        .unwrap_or_else(|e| fail(e));
+    let out = causeway_tests::harness::control_plane::kubectl_causeway()
+        .unwrap_or_else(|e| fail(e))
+        .arg("--kubeconfig")
+        .arg(&operator)
+        .args(["--context", "site-a", "diagnose", "--no-dns", "-o", "json"])
+        .output()
+        .expect("run kubectl causeway diagnose");
+    let findings: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "diagnose -o json ({e}): {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let refused = findings
+        .iter()
+        .find(|f| f["class"] == "remote-refused")
+        .unwrap_or_else(|| panic!("no remote-refused finding in {findings:#?}"));
+    let message = refused["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("site-b") && message.contains("8.8.8.0/24"),
+        "{refused:#?}"
+    );
     let chunks = stream
         .finish()
         .unwrap_or_else(|e| panic!("the A->B stream broke: {e}\n{}", kube.logs()));

@@ -393,6 +393,20 @@ async fn every_failure_class_is_detected_with_its_message() {
         (FindingClass::InvalidEndpoint, "publicKey", |s| {
             s[1].endpoints[1].spec.gateways[0].public_key = "not-a-key".into();
         }),
+        (
+            FindingClass::RemoteRefused,
+            "cluster \"site-a\" refuses cluster \"site-x\"'s ClusterEndpoint (CIDRNotAllowed): pod CIDR 8.8.8.0/24",
+            |s| {
+                s[0].endpoints[0].status = Some(ClusterEndpointStatus {
+                    refused: vec![causeway_crds::RemoteRefusal {
+                        cluster_id: "site-x".into(),
+                        reason: "CIDRNotAllowed".into(),
+                        message: "pod CIDR 8.8.8.0/24 is outside the ranges this cluster accepts".into(),
+                    }],
+                    ..ClusterEndpointStatus::default()
+                });
+            },
+        ),
         (FindingClass::ClustersetConflict, "overlaps", |s| {
             s[1].endpoints[0].spec.pod_cidrs = vec!["10.1.128.0/17".into()];
             s[0].endpoints[1].spec.pod_cidrs = vec!["10.1.128.0/17".into()];
@@ -410,6 +424,7 @@ async fn every_failure_class_is_detected_with_its_message() {
                         "DuplicateClusterID",
                         "site-a is claimed twice",
                     )],
+                    ..ClusterEndpointStatus::default()
                 });
             },
         ),

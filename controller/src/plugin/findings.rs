@@ -33,6 +33,9 @@ pub enum FindingClass {
     ClustersetConflict,
     /// The controller marked a ClusterEndpoint `Valid=False`.
     EndpointRefused,
+    /// A cluster refuses another cluster's ClusterEndpoint (listed on its own object's
+    /// `status.refused`): nothing of that cluster is mirrored or routed there.
+    RemoteRefused,
     /// A cluster has no mirror of another cluster's ClusterEndpoint.
     MissingMirror,
     /// A cluster's mirror of another cluster differs from that cluster's own object.
@@ -80,6 +83,7 @@ impl FindingClass {
             Self::InvalidEndpoint => "invalid-endpoint",
             Self::ClustersetConflict => "clusterset-conflict",
             Self::EndpointRefused => "endpoint-refused",
+            Self::RemoteRefused => "remote-refused",
             Self::MissingMirror => "missing-mirror",
             Self::StaleMirror => "stale-mirror",
             Self::NoGateways => "no-gateways",
@@ -204,6 +208,18 @@ fn endpoints(s: &ClusterSnapshot, out: &mut BTreeSet<Finding>) {
                 format!("the controller refused it ({}): {}", c.reason, c.message),
             );
         }
+    }
+    for refusal in local.status.iter().flat_map(|st| &st.refused) {
+        push(
+            out,
+            s,
+            FindingClass::RemoteRefused,
+            endpoint_ref(s, local),
+            format!(
+                "cluster {:?} refuses cluster {:?}'s ClusterEndpoint ({}): {}; nothing new of {:?} is mirrored or routed here (the last accepted copy, if any, stays)",
+                local.spec.cluster_id, refusal.cluster_id, refusal.reason, refusal.message, refusal.cluster_id
+            ),
+        );
     }
     if local.spec.gateways.is_empty() {
         push(

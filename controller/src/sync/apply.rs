@@ -34,6 +34,8 @@ pub struct SyncReport {
     pub local_written: bool,
     /// The local copy's `Valid` condition was written.
     pub local_condition_written: bool,
+    /// The local copy's list of refused remote objects was written.
+    pub local_refusals_written: bool,
     /// A local object not managed by Causeway holds our own name (the local copy is not written).
     pub local_taken: bool,
     /// This pass's spec was not published (refused on its own, or not buildable).
@@ -57,6 +59,7 @@ impl SyncReport {
             || self.condition_written
             || self.local_written
             || self.local_condition_written
+            || self.local_refusals_written
             || self.mirrors_created + self.mirrors_updated + self.mirrors_deleted > 0
     }
 }
@@ -148,6 +151,33 @@ pub async fn apply_plan(
         match write_condition(local, write, Side::Local).await {
             Ok(()) => report.local_condition_written = true,
             Err(e) => failures.push(e),
+        }
+    }
+    if let (Some(write), true) = (&plan.local_refusals, copy_exists) {
+        // Only `status.refused`: a merge patch leaves the conditions as they are.
+        let patch = json!({ "status": { "refused": write.refused } });
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PatchParams::default()
+        };
+        match local
+            .patch_status(&write.object, &params, &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {
+                report.local_refusals_written = true;
+                info!(
+                    object = %write.object,
+                    refused = write.refused.len(),
+                    "wrote the refused remote ClusterEndpoints on our local copy"
+                );
+            }
+            Err(source) => failures.push(SyncError::Write {
+                side: Side::Local,
+                verb: "patch status of",
+                object: write.object.clone(),
+                source,
+            }),
         }
     }
 

@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use causeway_crds::validate::{
     object_name, oldest_first, validate_clusterset_for, validate_endpoint, Acceptance,
 };
-use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, ValidationError};
+use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, RemoteRefusal, ValidationError};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta, Time};
 
 use crate::local::LocalSpecError;
@@ -191,6 +191,15 @@ pub struct StatusWrite {
     pub current: Vec<Condition>,
 }
 
+/// What the local copy's `status.refused` should become.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RefusalsWrite {
+    /// The local copy (named after our cluster ID).
+    pub object: String,
+    /// Every refused remote object, as `kubectl causeway diagnose` shows it.
+    pub refused: Vec<RemoteRefusal>,
+}
+
 /// A broker object that is not mirrored, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -238,6 +247,9 @@ pub struct SyncPlan {
     /// The `Valid` condition for the local copy, when it differs from what the
     /// copy carries (written after `local_upsert`).
     pub local_condition: Option<StatusWrite>,
+    /// The local copy's list of refused remote objects, when it differs from what the
+    /// copy carries (written after `local_upsert`).
+    pub local_refusals: Option<RefusalsWrite>,
     /// A local object holds our own name but is not Causeway's: its name.
     pub local_taken: Option<String>,
     /// Why this pass's spec is not published (not valid on its own, or not buildable).
@@ -259,6 +271,7 @@ impl SyncPlan {
             && self.own_condition.is_none()
             && self.local_upsert.is_none()
             && self.local_condition.is_none()
+            && self.local_refusals.is_none()
             && self.mirror_upsert.is_empty()
             && self.mirror_delete.is_empty()
     }
@@ -452,7 +465,73 @@ pub fn plan_sync(
         })
         .collect();
     plan.refused.sort_by(|a, b| a.object.cmp(&b.object));
+    plan.local_refusals = refusals_write(local_cluster, &plan, mirrored);
     plan
+}
+
+/// The most refusals a local copy lists (the CRD's bound).
+pub const MAX_LISTED_REFUSALS: usize = 64;
+/// The longest refusal message a local copy keeps (the CRD's bound).
+const MAX_REFUSAL_MESSAGE: usize = 4096;
+
+/// What the local copy's `status.refused` should say about `refused` (pure).
+pub fn refusal_status(refused: &[Refusal]) -> Vec<RemoteRefusal> {
+    refused
+        .iter()
+        .take(MAX_LISTED_REFUSALS)
+        .map(|r| {
+            let mut message = r
+                .errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            if message.len() > MAX_REFUSAL_MESSAGE {
+                let mut end = MAX_REFUSAL_MESSAGE - 3;
+                while !message.is_char_boundary(end) {
+                    end -= 1;
+                }
+                message.truncate(end);
+                message.push_str("...");
+            }
+            RemoteRefusal {
+                cluster_id: r.cluster_id.clone(),
+                reason: r
+                    .errors
+                    .first()
+                    .map_or("Refused", ValidationError::reason)
+                    .to_owned(),
+                message,
+            }
+        })
+        .collect()
+}
+
+/// A write of the local copy's `status.refused`, when the copy is ours, exists (or is
+/// written this pass) and says something else.
+fn refusals_write(
+    local_cluster: &str,
+    plan: &SyncPlan,
+    mirrored: &[ClusterEndpoint],
+) -> Option<RefusalsWrite> {
+    if plan.local_taken.is_some() {
+        return None;
+    }
+    let copy = mirrored
+        .iter()
+        .find(|o| o.metadata.name.as_deref() == Some(local_cluster) && is_local_copy(o));
+    if copy.is_none() && plan.local_upsert.is_none() {
+        return None;
+    }
+    let want = refusal_status(&plan.refused);
+    let have = copy
+        .and_then(|o| o.status.as_ref())
+        .map(|s| s.refused.as_slice())
+        .unwrap_or_default();
+    (want != have).then(|| RefusalsWrite {
+        object: local_cluster.to_owned(),
+        refused: want,
+    })
 }
 
 /// Plans the local copy alone, for a pass that cannot reach the broker: the copy

@@ -207,6 +207,7 @@ fn each_breakage_gives_its_finding() {
                         "OverlappingCIDR",
                         "pod CIDR overlaps site-b",
                     )],
+                    ..ClusterEndpointStatus::default()
                 })
             },
             FindingClass::EndpointRefused,

@@ -64,6 +64,7 @@ fn with_condition(mut obj: ClusterEndpoint, c: &ValidCondition) -> ClusterEndpoi
             last_transition_time: Time(Timestamp::UNIX_EPOCH),
             observed_generation: None,
         }],
+        ..ClusterEndpointStatus::default()
     });
     obj
 }
@@ -133,6 +134,8 @@ struct Summary {
     upsert: Vec<String>,
     delete: Vec<String>,
     refused: Vec<(String, String)>,
+    /// The cluster IDs written to the local copy's `status.refused`.
+    refusals_listed: Option<Vec<String>>,
     name_taken: Vec<String>,
 }
 
@@ -156,6 +159,10 @@ fn summarise(plan: &SyncPlan) -> Summary {
             .iter()
             .map(|r| (r.object.clone(), r.errors[0].reason().to_owned()))
             .collect(),
+        refusals_listed: plan
+            .local_refusals
+            .as_ref()
+            .map(|w| w.refused.iter().map(|r| r.cluster_id.clone()).collect()),
         name_taken: plan.name_taken.clone(),
     }
 }
@@ -357,6 +364,7 @@ fn plans() {
             vec![copy(a())],
             Summary {
                 refused: refused(&[("site-x", "OverlappingCIDR")]),
+                refusals_listed: Some(vec!["site-x".into()]),
                 ..Summary::default()
             },
         ),
@@ -413,6 +421,7 @@ fn plans() {
             vec![copy(a())],
             Summary {
                 refused: refused(&[("impostor", "DuplicateClusterID")]),
+                refusals_listed: Some(vec!["site-a".into()]),
                 ..Summary::default()
             },
         ),
@@ -426,6 +435,7 @@ fn plans() {
             vec![copy(a())],
             Summary {
                 refused: refused(&[("site-b", "InvalidCIDR")]),
+                refusals_listed: Some(vec!["site-b".into()]),
                 ..Summary::default()
             },
         ),
@@ -439,6 +449,7 @@ fn plans() {
             vec![copy(a()), mirror("site-b", b())],
             Summary {
                 refused: refused(&[("site-b", "OverlappingCIDR")]),
+                refusals_listed: Some(vec!["site-b".into()]),
                 ..Summary::default()
             },
         ),
@@ -510,6 +521,7 @@ fn plans() {
             && want.condition.is_none()
             && want.local.is_none()
             && want.local_condition.is_none()
+            && want.refusals_listed.is_none()
             && want.upsert.is_empty()
             && want.delete.is_empty();
         assert_eq!(plan.is_noop(), writes_nothing, "case: {name}");
@@ -942,4 +954,82 @@ fn our_object_is_published_under_our_cluster_id() {
     assert_eq!(obj.metadata.name.as_deref(), Some("site-a"));
     assert_eq!(obj.metadata.namespace, None, "apply decides the namespace");
     assert_eq!(obj.spec, a());
+}
+
+#[test]
+fn refusals_once_listed_on_the_local_copy_are_not_written_again_and_go_when_fixed() {
+    let broker = [
+        with_condition(at_broker("site-a", 1, a()), &accepted()),
+        at_broker("site-x", 2, spec("site-x", "10.1.128.0/17", KEY_B)),
+    ];
+    let plan = plan_sync(
+        "site-a",
+        Some(a()).as_ref().into(),
+        &broker,
+        &[copy(a())],
+        &Acceptance::default(),
+    );
+    let write = plan.local_refusals.expect("the refusal is listed");
+    assert_eq!(write.object, "site-a");
+    assert_eq!(write.refused.len(), 1);
+    let listed = &write.refused[0];
+    assert_eq!(
+        (listed.cluster_id.as_str(), listed.reason.as_str()),
+        ("site-x", "OverlappingCIDR")
+    );
+    assert!(listed.message.contains("10.1.128.0/17"), "{listed:?}");
+
+    // Listed already: nothing to write.
+    let mut listed_copy = with_condition(copy(a()), &accepted());
+    if let Some(status) = listed_copy.status.as_mut() {
+        status.refused = write.refused.clone();
+    }
+    let plan = plan_sync(
+        "site-a",
+        Some(a()).as_ref().into(),
+        &broker,
+        std::slice::from_ref(&listed_copy),
+        &Acceptance::default(),
+    );
+    assert!(plan.is_noop(), "{plan:#?}");
+
+    // site-x fixed its CIDRs: the list is emptied.
+    let fixed = [
+        with_condition(at_broker("site-a", 1, a()), &accepted()),
+        at_broker("site-x", 2, spec("site-x", "10.7.0.0/16", KEY_B)),
+    ];
+    let plan = plan_sync(
+        "site-a",
+        Some(a()).as_ref().into(),
+        &fixed,
+        &[listed_copy],
+        &Acceptance::default(),
+    );
+    assert_eq!(
+        plan.local_refusals.map(|w| w.refused),
+        Some(Vec::new()),
+        "the list is emptied"
+    );
+}
+
+#[test]
+fn a_listed_refusal_keeps_its_message_within_the_crds_bound() {
+    let errors: Vec<ValidationError> = (0..400)
+        .map(|i| ValidationError::DuplicateClusterId {
+            object: format!("impostor-{i}"),
+            value: "site-x".into(),
+            other_object: "site-x".into(),
+        })
+        .collect();
+    let listed = refusal_status(&[Refusal {
+        object: "site-x".into(),
+        cluster_id: "site-x".into(),
+        errors,
+    }]);
+    assert!(
+        listed[0].message.len() <= 4096,
+        "{}",
+        listed[0].message.len()
+    );
+    assert!(listed[0].message.ends_with("..."));
 }
