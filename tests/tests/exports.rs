@@ -1302,9 +1302,46 @@ async fn a_member_cannot_write_another_members_objects_at_the_broker() {
         ),
     ));
 
+    // Names site-c's export of `web` would need, taken first under site-b's own label.
+    let mut squat_import = listed(&imports_b, "db-prod-site-b")
+        .await
+        .expect("site-b's import");
+    squat_import.metadata = ObjectMeta {
+        name: Some("web-prod-site-c".to_owned()),
+        labels: squat_import.metadata.labels.clone().map(|mut labels| {
+            labels.insert(LABEL_SERVICE_NAME.to_owned(), "web".to_owned());
+            labels
+        }),
+        ..ObjectMeta::default()
+    };
+    attacks.push((
+        "squat the ServiceImport name of site-c's future export",
+        refusal(imports_b.create(&pp, &squat_import).await, "squat import"),
+    ));
+    let mut squat_slice = listed(&slices_b, "db-prod-site-b-ipv4")
+        .await
+        .expect("site-b's slice");
+    squat_slice.metadata = ObjectMeta {
+        name: Some("web-prod-site-c-ipv4".to_owned()),
+        labels: squat_slice.metadata.labels.clone().map(|mut labels| {
+            labels.insert(LABEL_SERVICE_NAME.to_owned(), "web".to_owned());
+            labels
+        }),
+        ..ObjectMeta::default()
+    };
+    attacks.push((
+        "squat the EndpointSlice name of site-c's future export",
+        refusal(slices_b.create(&pp, &squat_slice).await, "squat slice"),
+    ));
+
     for (attack, (code, message)) in &attacks {
         assert_eq!(*code, 403, "{attack}: {message}");
     }
+    let (_, message) = &attacks[attacks.len() - 1].1;
+    assert!(
+        message.contains("only under the name its labels give (web-prod-site-b-ipv4)"),
+        "{message}"
+    );
     // The admission policy's refusals say what a member may write.
     let (_, message) = &attacks[2].1;
     assert!(
