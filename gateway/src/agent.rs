@@ -15,8 +15,8 @@
 //! sends and answers the count when the sender half-closes. It takes at most
 //! [`SINK_MAX_CONNECTIONS`] streams at once, each for at most [`SINK_MAX_CONNECTION_TIME`].
 //!
-//! Wire types and bounds live in `causeway_controller::plugin::{verify, benchmark}`, so
-//! the plugin and the gateway cannot drift apart.
+//! Wire types and bounds live in `causeway_agent_api::{verify, benchmark}`, which the
+//! plugin uses too, so the two cannot drift apart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -30,9 +30,9 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use causeway_controller::plugin::benchmark::{BenchLine, BenchParams, BenchResult};
-pub use causeway_controller::plugin::benchmark::{MAX_SECONDS, MAX_STREAMS};
-use causeway_controller::plugin::verify::{AgentDns, AgentPeer, AgentTcp, AgentVerify, RttFigures};
+use causeway_agent_api::benchmark::{BenchLine, BenchParams, BenchResult};
+pub use causeway_agent_api::benchmark::{MAX_SECONDS, MAX_STREAMS};
+use causeway_agent_api::verify::{AgentDns, AgentPeer, AgentTcp, AgentVerify, RttFigures};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use parking_lot::Mutex;
@@ -597,10 +597,7 @@ async fn run_benchmark(
         streams: params.streams,
         seconds: seconds.as_secs_f64(),
         bytes: acknowledged,
-        bits_per_second: causeway_controller::plugin::benchmark::bits_per_second(
-            acknowledged,
-            seconds,
-        ),
+        bits_per_second: causeway_agent_api::benchmark::bits_per_second(acknowledged, seconds),
         rtt,
         rtt_under_load: RttFigures::from_samples(&loaded),
     })

@@ -5,3 +5,6 @@ pub mod apiserver;
 pub mod bench;
 pub mod harness;
 pub mod resilience;
+
+#[cfg(test)]
+mod layout;

@@ -363,7 +363,17 @@ async fn an_overlapping_cluster_is_refused_with_a_condition_and_others_are_unaff
     let before = broker.writes();
     let report_a = sync_a(&broker, &a, &spec_a()).await.expect("sync A");
     assert_eq!(report_a.refused, 1, "{report_a:?}");
-    assert!(!report_a.wrote(), "{report_a:?}");
+    // Its one write: the refusal, listed on its own local copy for `diagnose`.
+    assert!(
+        report_a.local_refusals_written
+            && !report_a.published
+            && !report_a.condition_written
+            && !report_a.local_written
+            && report_a.mirrors_created + report_a.mirrors_updated + report_a.mirrors_deleted == 0,
+        "{report_a:?}"
+    );
+    let again = sync_a(&broker, &a, &spec_a()).await.expect("sync A again");
+    assert!(!again.wrote(), "listed once, written once: {again:?}");
     assert_eq!(broker.writes(), before);
     assert!(mirror_names(&a).await.is_empty(), "B is not mirrored");
     let a_after = broker

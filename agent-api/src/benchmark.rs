@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::verify::RttFigures;
+use crate::verify::RttFigures;
 
 /// Longest benchmark a gateway runs.
 pub const MAX_SECONDS: u32 = 60;
