@@ -398,7 +398,7 @@ fn send_raw(ns: &Netns, packet: &[u8], dst: Ipv4Addr) {
                 packet.len(),
                 0,
                 (&addr as *const libc::sockaddr_in).cast(),
-                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
             );
             let err = std::io::Error::last_os_error();
             libc::close(fd);

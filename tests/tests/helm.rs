@@ -40,7 +40,7 @@ const GATEWAY_LABEL: &str = causeway_crds::names::GATEWAY_NODE_LABEL;
 /// names them (`[env: NAME=...]`), plus `extra`.
 fn env_read_by(binary: &str, args: &[&str], extra: &[&str]) -> Vec<String> {
     let path = causeway_tests::harness::workspace_binary(binary);
-    let out = std::process::Command::new(&path)
+    let out = Command::new(&path)
         .args(args)
         .arg("--help")
         .output()

@@ -1632,7 +1632,7 @@ fn a_killed_api_server_comes_back_to_resumed_watches_and_no_writes() {
         "the stream to carry on without site-a's API server",
     );
     kube.cluster_api(A).reset_counters();
-    let killed = std::time::Instant::now();
+    let killed = Instant::now();
     kube.cluster_api(A).restart().unwrap_or_else(|e| fail(e));
     eprintln!("site-a's API server was down {:?}", killed.elapsed());
     kube.wait_for(
@@ -1667,7 +1667,7 @@ fn a_killed_api_server_comes_back_to_resumed_watches_and_no_writes() {
     for i in [A, B] {
         kube.cluster_api(i).reset_counters();
     }
-    let quiet = std::time::Instant::now();
+    let quiet = Instant::now();
     let n = kube
         .wait_for(
             "60 s of steady state to pass",

@@ -175,10 +175,8 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
                     let nodes: Api<Node> = Api::all(client.clone());
                     let secrets: Api<Secret> = Api::namespaced(client.clone(), "kube-system");
                     let release: Api<Secret> = Api::namespaced(client.clone(), CLUSTER_NAMESPACE);
-                    let keys: Api<Secret> = Api::namespaced(
-                        client,
-                        &causeway_crds::names::key_namespace(CLUSTER_NAMESPACE),
-                    );
+                    let keys: Api<Secret> =
+                        Api::namespaced(client, &names::key_namespace(CLUSTER_NAMESPACE));
                     (
                         code(nodes.get(&node).await),
                         code(secrets.list(&ListParams::default()).await),
@@ -210,8 +208,8 @@ fn two_site_kube_world_is_wired_seeded_and_leaves_nothing_behind() {
         // holds) the gateways' key Secrets cannot be read, no Gateway or Lease written;
         // the ClusterEndpoints it routes by can be listed.
         let agent_kubeconfig = world.agent_kubeconfig_path(i).to_path_buf();
-        let key_secret = causeway_crds::names::gateway_key_secret(&spec.candidate(0).node_name());
-        let lease = causeway_crds::names::gateway_lease(&spec.cluster_id());
+        let key_secret = names::gateway_key_secret(&spec.candidate(0).node_name());
+        let lease = names::gateway_lease(&spec.cluster_id());
         let (listed, secrets, key, lease_patch) =
             in_namespace(&site.worker, &agent_kubeconfig, |client| async move {
                 let endpoints: Api<ClusterEndpoint> =

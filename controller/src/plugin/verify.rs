@@ -779,7 +779,7 @@ pub fn dns_findings(
 }
 
 fn human_seconds(secs: f64) -> String {
-    super::findings::human_duration(SignedDuration::from_secs_f64(secs.max(0.0)))
+    findings::human_duration(SignedDuration::from_secs_f64(secs.max(0.0)))
 }
 
 #[cfg(test)]

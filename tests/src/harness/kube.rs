@@ -1554,13 +1554,9 @@ fn node(name: &str, gateway: bool, pod_cidrs: &[IpNet], ips: [IpAddr; 2]) -> Nod
 
 /// Runs `f` with a client built from `kubeconfig`, on a thread inside `ns`: what a process
 /// of that node with that kubeconfig would get.
-pub fn in_namespace<T, F>(
-    ns: &Netns,
-    kubeconfig: &std::path::Path,
-    f: impl FnOnce(Client) -> F + Send,
-) -> T
+pub fn in_namespace<T, F>(ns: &Netns, kubeconfig: &Path, f: impl FnOnce(Client) -> F + Send) -> T
 where
-    F: std::future::Future<Output = T>,
+    F: Future<Output = T>,
     T: Send,
 {
     let path = kubeconfig.to_path_buf();
@@ -1578,7 +1574,7 @@ where
 /// connections it opens are opened there.
 pub fn block_on_in<T, F>(ns: &Netns, f: impl FnOnce() -> F + Send) -> T
 where
-    F: std::future::Future<Output = T>,
+    F: Future<Output = T>,
     T: Send,
 {
     ns.run(move || {

@@ -352,6 +352,7 @@ impl Mesh {
         required_metric(&text, name, labels).unwrap_or_else(|e| panic!("site {i}'s gateway: {e}"))
     }
 
+    /// Site `i`'s gateway's `/metrics` text.
     pub fn gateway_metrics(&self, i: usize) -> Result<String, HarnessError> {
         fetch_metrics(&self.site(i).gateway, METRICS_ADDR)
     }

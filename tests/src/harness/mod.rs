@@ -35,14 +35,19 @@ pub enum HarnessError {
     /// A command exited unsuccessfully; `stderr` usually says why.
     #[error("`{command}` failed ({status}): {stderr}")]
     Command {
+        /// The command line.
         command: String,
+        /// How it exited.
         status: String,
+        /// What it printed on stderr.
         stderr: String,
     },
     /// An I/O operation failed; `context` names what was being done.
     #[error("{context}: {source}")]
     Io {
+        /// What was being done.
         context: String,
+        /// The error.
         #[source]
         source: std::io::Error,
     },
@@ -51,15 +56,23 @@ pub enum HarnessError {
     Wait(#[from] WaitError),
     /// A workspace binary has not been built for this profile.
     #[error("binary `{name}` not found in {dir}; build it first with `cargo build --bins`")]
-    MissingBinary { name: String, dir: PathBuf },
+    MissingBinary {
+        /// The binary's name.
+        name: String,
+        /// Where it was looked for.
+        dir: PathBuf,
+    },
     /// The requested world cannot be built as asked.
     #[error("invalid topology: {0}")]
     Topology(String),
     /// A process under test exited while it was expected to keep running.
     #[error("{process} exited ({status}); last lines of its log:\n{log_tail}")]
     Exited {
+        /// Which process.
         process: String,
+        /// How it exited.
         status: String,
+        /// The end of its log.
         log_tail: String,
     },
     /// The real Kubernetes control plane could not be built, started or used.
@@ -67,7 +80,12 @@ pub enum HarnessError {
     ControlPlane(String),
     /// An HTTP exchange with a process under test went wrong.
     #[error("HTTP GET {url}: {reason}")]
-    Http { url: String, reason: String },
+    Http {
+        /// What was asked, and where from.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 impl From<std::io::Error> for HarnessError {

@@ -363,7 +363,7 @@ fn ctnetlink_flush(family: u8) -> io::Result<()> {
             msg.len(),
             0,
             (&kernel as *const libc::sockaddr_nl).cast(),
-            std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            size_of::<libc::sockaddr_nl>() as libc::socklen_t,
         )
     };
     if sent < 0 {

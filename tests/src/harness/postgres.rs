@@ -737,10 +737,7 @@ impl WriteLoad {
             .ok_or_else(|| HarnessError::Topology("psql of the write load has no stdout".into()))?;
         let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
+            for line in io::BufReader::new(stdout).lines().map_while(Result::ok) {
                 if lines_tx.send(line).is_err() {
                     return;
                 }

@@ -59,7 +59,7 @@ fn ipv6_transparent(fd: &OwnedFd) -> io::Result<()> {
             libc::SOL_IPV6,
             libc::IPV6_TRANSPARENT,
             (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     match rc {

@@ -90,7 +90,7 @@ fn setsockopt_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int, va
             level,
             name,
             (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
     assert_eq!(
@@ -103,7 +103,7 @@ fn setsockopt_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int, va
 
 fn getsockopt_int(sock: &impl AsRawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
     let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: a plain int option read into a local of the size given.
     let rc = unsafe {
         libc::getsockopt(

@@ -355,7 +355,7 @@ async fn a_taken_port_is_an_error_with_the_fix() {
 }
 
 /// Opens a TCP connection from `source` (any 127/8 address is this host's).
-async fn connect_from(source: [u8; 4], server: SocketAddr) -> std::io::Result<TcpStream> {
+async fn connect_from(source: [u8; 4], server: SocketAddr) -> io::Result<TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((source, 0)))?;
     socket.connect(server).await

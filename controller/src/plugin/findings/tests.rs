@@ -239,7 +239,7 @@ fn each_breakage_gives_its_finding() {
             |c| {
                 c[0].leases[0] = lease(
                     "site-a",
-                    now() - k8s_openapi::jiff::SignedDuration::from_secs(60),
+                    now() - SignedDuration::from_secs(60),
                 );
                 c[0].gateways[0].status.as_mut().expect("status").role = Some(GatewayRole::Passive);
             },
@@ -300,7 +300,7 @@ fn each_breakage_gives_its_finding() {
             |c| {
                 let conn = site_a_to_b(c);
                 conn.endpoint = Some("198.18.0.2:51820".into());
-                conn.first_attempt = Some(Time(now() - k8s_openapi::jiff::SignedDuration::from_secs(120)));
+                conn.first_attempt = Some(Time(now() - SignedDuration::from_secs(120)));
                 conn.handshake_attempts = Some(12);
             },
             FindingClass::UnansweredHandshakes,
@@ -360,9 +360,7 @@ fn thresholds_keep_quiet_about_what_may_still_resolve() {
     let unanswered = |ago: i64, attempts: Option<u64>| {
         let mut c = healthy();
         let conn = site_a_to_b(&mut c);
-        conn.first_attempt = Some(Time(
-            now() - k8s_openapi::jiff::SignedDuration::from_secs(ago),
-        ));
+        conn.first_attempt = Some(Time(now() - SignedDuration::from_secs(ago)));
         conn.handshake_attempts = attempts;
         diagnose(&c, now())
             .iter()
@@ -377,9 +375,7 @@ fn thresholds_keep_quiet_about_what_may_still_resolve() {
     let mut c = healthy();
     let conn = site_a_to_b(&mut c);
     conn.state = ConnectionState::Connecting;
-    conn.first_attempt = Some(Time(
-        now() - k8s_openapi::jiff::SignedDuration::from_secs(120),
-    ));
+    conn.first_attempt = Some(Time(now() - SignedDuration::from_secs(120)));
     conn.handshake_attempts = Some(12);
     let classes: Vec<_> = diagnose(&c, now()).iter().map(|f| f.class).collect();
     assert_eq!(classes, [FindingClass::UnansweredHandshakes], "{classes:?}");
