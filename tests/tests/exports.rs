@@ -1303,17 +1303,18 @@ async fn a_member_cannot_write_another_members_objects_at_the_broker() {
     ));
 
     // Names site-c's export of `web` would need, taken first under site-b's own label.
-    let mut squat_import = listed(&imports_b, "db-prod-site-b")
-        .await
-        .expect("site-b's import");
-    squat_import.metadata = ObjectMeta {
-        name: Some("web-prod-site-c".to_owned()),
-        labels: squat_import.metadata.labels.clone().map(|mut labels| {
+    let squat = |name: &str, own: &ObjectMeta| ObjectMeta {
+        name: Some(name.to_owned()),
+        labels: own.labels.clone().map(|mut labels| {
             labels.insert(LABEL_SERVICE_NAME.to_owned(), "web".to_owned());
             labels
         }),
         ..ObjectMeta::default()
     };
+    let mut squat_import = listed(&imports_b, "db-prod-site-b")
+        .await
+        .expect("site-b's import");
+    squat_import.metadata = squat("web-prod-site-c", &squat_import.metadata);
     attacks.push((
         "squat the ServiceImport name of site-c's future export",
         refusal(imports_b.create(&pp, &squat_import).await, "squat import"),
@@ -1321,14 +1322,7 @@ async fn a_member_cannot_write_another_members_objects_at_the_broker() {
     let mut squat_slice = listed(&slices_b, "db-prod-site-b-ipv4")
         .await
         .expect("site-b's slice");
-    squat_slice.metadata = ObjectMeta {
-        name: Some("web-prod-site-c-ipv4".to_owned()),
-        labels: squat_slice.metadata.labels.clone().map(|mut labels| {
-            labels.insert(LABEL_SERVICE_NAME.to_owned(), "web".to_owned());
-            labels
-        }),
-        ..ObjectMeta::default()
-    };
+    squat_slice.metadata = squat("web-prod-site-c-ipv4", &squat_slice.metadata);
     attacks.push((
         "squat the EndpointSlice name of site-c's future export",
         refusal(slices_b.create(&pp, &squat_slice).await, "squat slice"),

@@ -480,28 +480,20 @@ fn flags_and_contexts_are_checked_with_clear_messages() {
     );
 }
 
-/// Mints a token of ServiceAccount `causeway/<account>` as the cluster's admin, for
-/// `audiences` (none: the API server's own).
-fn mint(kube: &KubeWorld, i: usize, account: &str, audiences: &[&str]) -> String {
-    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let accounts: Api<ServiceAccount> = Api::namespaced(
-        kube.cluster_client(i),
-        causeway_tests::harness::kube::CLUSTER_NAMESPACE,
-    );
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: audiences.iter().map(|a| a.to_string()).collect(),
-            expiration_seconds: Some(600),
-            ..TokenRequestSpec::default()
-        },
-        ..TokenRequest::default()
+/// A token of ServiceAccount `causeway/<account>` of site `i`, for `audience` (none: the
+/// API server's own).
+fn mint(kube: &KubeWorld, i: usize, account: &str, audience: Option<&str>) -> String {
+    use causeway_tests::harness::control_plane::install;
+    use causeway_tests::harness::kube::CLUSTER_NAMESPACE;
+    let server = kube.cluster_api(i);
+    let token = match audience {
+        None => install::account_token(server, CLUSTER_NAMESPACE, account),
+        Some(audience) => install::audience_token(server, CLUSTER_NAMESPACE, account, audience),
     };
-    kube.block_on(accounts.create_token_request(account, &PostParams::default(), &request))
-        .unwrap_or_else(|e| panic!("mint a token of {account}: {e}"))
-        .status
-        .expect("a TokenRequest's status")
-        .token
+    match token.unwrap_or_else(|e| panic!("mint a token of {account}: {e}")) {
+        causeway_tests::harness::control_plane::Credentials::Token(token) => token,
+        other => panic!("not a token: {other:?}"),
+    }
 }
 
 #[test]
@@ -571,9 +563,9 @@ fn the_gateway_agent_answers_only_tokens_of_its_client_account() {
         describe(&out)
     );
 
-    let route_agent = mint(&kube, A, "causeway-route-agent", &[]);
-    let client_for_the_api = mint(&kube, A, AGENT_CLIENT_ACCOUNT, &[]);
-    let route_agent_for_us = mint(&kube, A, "causeway-route-agent", &[AGENT_TOKEN_AUDIENCE]);
+    let route_agent = mint(&kube, A, "causeway-route-agent", None);
+    let client_for_the_api = mint(&kube, A, AGENT_CLIENT_ACCOUNT, None);
+    let route_agent_for_us = mint(&kube, A, "causeway-route-agent", Some(AGENT_TOKEN_AUDIENCE));
     let bearer = |t: &str| format!("Bearer {t}");
     let refused: [(&str, Vec<(&str, String)>); 6] = [
         ("no token", vec![]),
@@ -613,7 +605,7 @@ fn the_gateway_agent_answers_only_tokens_of_its_client_account() {
     assert_eq!(from_pod("/metrics", &[]).0, 200, "/metrics stays open");
 
     // A token of the client account for the agent's audience: answered, straight to the port.
-    let good = mint(&kube, A, AGENT_CLIENT_ACCOUNT, &[AGENT_TOKEN_AUDIENCE]);
+    let good = mint(&kube, A, AGENT_CLIENT_ACCOUNT, Some(AGENT_TOKEN_AUDIENCE));
     let (status, body) = from_pod(verify, &[("Authorization", &bearer(&good))]);
     assert_eq!(status, 200, "the agent client's token: {body}");
     assert!(

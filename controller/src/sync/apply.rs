@@ -155,16 +155,9 @@ pub async fn apply_plan(
     }
     if let (Some(write), true) = (&plan.local_refusals, copy_exists) {
         // Only `status.refused`: a merge patch leaves the conditions as they are.
-        let patch = json!({ "status": { "refused": write.refused } });
-        let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PatchParams::default()
-        };
-        match local
-            .patch_status(&write.object, &params, &Patch::Merge(&patch))
-            .await
-        {
-            Ok(_) => {
+        let status = json!({ "refused": write.refused });
+        match merge_status(local, &write.object, status, Side::Local).await {
+            Ok(()) => {
                 report.local_refusals_written = true;
                 info!(
                     object = %write.object,
@@ -172,12 +165,7 @@ pub async fn apply_plan(
                     "wrote the refused remote ClusterEndpoints on our local copy"
                 );
             }
-            Err(source) => failures.push(SyncError::Write {
-                side: Side::Local,
-                verb: "patch status of",
-                object: write.object.clone(),
-                source,
-            }),
+            Err(e) => failures.push(e),
         }
     }
 
@@ -243,32 +231,44 @@ async fn write_condition(
 ) -> Result<(), SyncError> {
     let condition = &write.condition;
     let conditions = condition.merge_into(&write.current, Time(Timestamp::now()));
-    let patch = json!({ "status": { "conditions": conditions } });
+    merge_status(
+        api,
+        &write.object,
+        json!({ "conditions": conditions }),
+        side,
+    )
+    .await?;
+    info!(
+        object = %write.object,
+        %side,
+        valid = condition.valid,
+        reason = %condition.reason,
+        "wrote the Valid condition of our ClusterEndpoint"
+    );
+    Ok(())
+}
+
+/// Merge-patches `status` into `object`'s status: the fields it names, nothing else.
+async fn merge_status(
+    api: &Api<ClusterEndpoint>,
+    object: &str,
+    status: serde_json::Value,
+    side: Side,
+) -> Result<(), SyncError> {
     let params = PatchParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PatchParams::default()
     };
-    match api
-        .patch_status(&write.object, &params, &Patch::Merge(&patch))
+    let patch = json!({ "status": status });
+    api.patch_status(object, &params, &Patch::Merge(&patch))
         .await
-    {
-        Ok(_) => {
-            info!(
-                object = %write.object,
-                %side,
-                valid = condition.valid,
-                reason = %condition.reason,
-                "wrote the Valid condition of our ClusterEndpoint"
-            );
-            Ok(())
-        }
-        Err(source) => Err(SyncError::Write {
+        .map(drop)
+        .map_err(|source| SyncError::Write {
             side,
             verb: "patch status of",
-            object: write.object.clone(),
+            object: object.to_owned(),
             source,
-        }),
-    }
+        })
 }
 
 async fn upsert(api: &Api<ClusterEndpoint>, upsert: &Upsert, side: Side) -> Result<(), SyncError> {

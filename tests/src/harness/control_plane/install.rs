@@ -217,6 +217,17 @@ pub fn account_token(
     mint_token(server, namespace, account, &[])
 }
 
+/// A token for ServiceAccount `namespace/account` for `audience` instead of the API
+/// server's own.
+pub fn audience_token(
+    server: &KubeApiServer,
+    namespace: &str,
+    account: &str,
+    audience: &str,
+) -> Result<Credentials, HarnessError> {
+    mint_token(server, namespace, account, &["--audience", audience])
+}
+
 /// A token for ServiceAccount `namespace/account` bound to Pod `namespace/pod`, as the
 /// kubelet gets one for a pod: the API server then knows the pod's node
 /// (`authentication.kubernetes.io/node-name`).
