@@ -11,11 +11,10 @@
 pub mod cluster_endpoint;
 pub mod crdgen;
 pub mod gateway;
-pub mod keys;
+pub use causeway_agent_api::keys;
 pub mod manifest;
 pub mod mcs;
 pub mod names;
-pub mod net;
 pub mod rbac;
 pub mod validate;
 

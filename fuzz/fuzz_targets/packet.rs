@@ -5,8 +5,8 @@
 #![no_main]
 
 use boringtun::noise::Tunn;
-use causeway_gateway::datapath::cidr::CidrMap;
-use causeway_gateway::datapath::offload::{segment, Coalescer, VnetHdr, MAX_PACKET, VNET_HDR_LEN};
+use causeway_datapath::cidr::CidrMap;
+use causeway_datapath::offload::{segment, Coalescer, VnetHdr, MAX_PACKET, VNET_HDR_LEN};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;
 

@@ -10,7 +10,7 @@
 //!   under load. Bounds: [`MAX_SECONDS`], [`MAX_STREAMS`]; beyond them a 400 says so. One
 //!   benchmark at a time per gateway (a second one gets a 409).
 //!
-//! Every gateway also serves a benchmark sink on `healthCheckIP:`[`BENCH_PORT`] (started
+//! Every gateway also serves a benchmark sink on `healthCheckIP:`[`ports::BENCHMARK`] (started
 //! with the health prober, so only while its tunnel is open): it counts what a stream
 //! sends and answers the count when the sender half-closes. It takes at most
 //! [`SINK_MAX_CONNECTIONS`] streams at once, each for at most [`SINK_MAX_CONNECTION_TIME`].
@@ -18,6 +18,7 @@
 //! Wire types and bounds live in `causeway_agent_api::{verify, benchmark}`, which the
 //! plugin uses too, so the two cannot drift apart.
 
+use causeway_agent_api::ports;
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
@@ -44,7 +45,6 @@ use crate::health::{self, Targets};
 use crate::metrics::MetricsSource;
 
 /// TCP port of the benchmark sink on every gateway's healthCheckIP.
-pub const BENCH_PORT: u16 = 51823;
 /// Streams the sink serves at once; more are closed at once.
 pub const SINK_MAX_CONNECTIONS: usize = 16;
 /// How long the sink serves one stream: the longest benchmark plus slack.
@@ -542,7 +542,7 @@ async fn run_benchmark(
         return Err("the client went away".into());
     }
 
-    let sink = SocketAddr::new(probe_target.ip(), BENCH_PORT);
+    let sink = SocketAddr::new(probe_target.ip(), ports::BENCHMARK);
     let written = Arc::new(AtomicU64::new(0));
     let duration = Duration::from_secs(params.seconds.into());
     let start = Instant::now();
@@ -665,9 +665,9 @@ async fn probe_until(
     }
 }
 
-/// Binds the benchmark sink on `ip:`[`BENCH_PORT`].
+/// Binds the benchmark sink on `ip:`[`ports::BENCHMARK`].
 pub async fn bind_sink(ip: IpAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(SocketAddr::new(ip, BENCH_PORT)).await
+    TcpListener::bind(SocketAddr::new(ip, ports::BENCHMARK)).await
 }
 
 /// Serves the benchmark sink on `listener` until `stop` fires.

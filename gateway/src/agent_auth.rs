@@ -28,7 +28,7 @@ use kube::api::{Api, PostParams};
 use kube::Client;
 use parking_lot::Mutex;
 
-use crate::datapath::limiter::{SourceLimiter, TokenBucket};
+use causeway_datapath::limiter::{SourceLimiter, TokenBucket};
 
 /// How long an accepted token is taken without asking the API server again. Tokens
 /// `kubectl causeway` mints live 10 minutes; this bounds how long a deleted

@@ -4,11 +4,11 @@
 //! the route agent read the same file through the same function and differ only in
 //! the next hop of their routes.
 
-use crate::datapath::peers::{PeerSpec, RemoteGateway};
-use crate::route::{NextHop, Route};
 use causeway_crds::keys::{format_key, parse_key, KeyError};
 use causeway_crds::manifest::{load_clusterset, ManifestError};
 use causeway_crds::validate::{ClustersetCheck, Site};
+use causeway_datapath::peers::{PeerSpec, RemoteGateway};
+use causeway_datapath::route::{NextHop, Route};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -281,17 +281,6 @@ pub fn desired_from_clusterset(
         peers,
         health_targets,
     })
-}
-
-/// The X25519 public key of a WireGuard private key (what `wg pubkey` prints).
-pub fn public_key(private: &[u8; 32]) -> [u8; 32] {
-    let secret = boringtun::x25519::StaticSecret::from(*private);
-    boringtun::x25519::PublicKey::from(&secret).to_bytes()
-}
-
-/// A new random private key (what `wg genkey` prints).
-pub fn generate_private_key() -> [u8; 32] {
-    boringtun::x25519::StaticSecret::random_from_rng(rand_core::OsRng).to_bytes()
 }
 
 /// Reads a WireGuard private key file, refusing one that other users can read.

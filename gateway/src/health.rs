@@ -5,6 +5,8 @@
 //! A reply echoes the send time the request carried, so the prober keeps no per-probe
 //! state and a lost probe costs nothing but a gap in the samples.
 
+use causeway_agent_api::ports;
+use causeway_datapath::stats::RttStats;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -14,7 +16,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 /// UDP port of the probe responder on every gateway's `healthCheckIP`.
-pub const PROBE_PORT: u16 = 51821;
 /// How often each peer is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// Probes kept for min/avg/max: the last minute at one a second.
@@ -26,21 +27,6 @@ pub const REQUEST: u8 = 1;
 pub const REPLY: u8 = 2;
 /// Size of a probe message: magic, kind, send time in nanoseconds.
 pub const PROBE_LEN: usize = 17;
-
-/// Round-trip statistics over the recent probes of one peer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RttStats {
-    /// Smallest round trip.
-    pub min: Duration,
-    /// Mean round trip.
-    pub avg: Duration,
-    /// Largest round trip.
-    pub max: Duration,
-    /// The latest round trip.
-    pub last: Duration,
-    /// How many probes the figures cover.
-    pub samples: usize,
-}
 
 /// The last [`WINDOW`] round trips of one peer.
 #[derive(Debug, Default, Clone)]
@@ -122,7 +108,7 @@ impl Health {
     }
 }
 
-/// Who to probe: each peer's cluster ID and its `healthCheckIP:PROBE_PORT`.
+/// Who to probe: each peer's cluster ID and its `healthCheckIP:ports::PROBE`.
 pub type Targets = Vec<(String, SocketAddr)>;
 
 fn nanos_since_start() -> u64 {
@@ -150,7 +136,7 @@ pub async fn run(
             )))),
             Err(e) => {
                 // Probes and tunnels work without it; only `benchmark` against us fails.
-                tracing::warn!(%ip, port = crate::agent::BENCH_PORT, error = %e, "cannot serve the benchmark sink");
+                tracing::warn!(%ip, port = ports::BENCHMARK, error = %e, "cannot serve the benchmark sink");
                 None
             }
         },

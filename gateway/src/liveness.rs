@@ -1,6 +1,6 @@
 //! Liveness between the gateway candidates of one cluster, over the cluster network.
 //!
-//! Every candidate answers small UDP probes on its private IPs ([`LIVENESS_PORT`]),
+//! Every candidate answers small UDP probes on its private IPs ([`ports::LIVENESS`]),
 //! saying whether it is the active gateway right now, and probes the other candidates
 //! every [`PROBE_INTERVAL`]. A passive candidate contends for the gateway Lease only
 //! when no other candidate has answered "active" for [`DEAD_AFTER`]: an active gateway
@@ -24,12 +24,13 @@
 //! a failover nor forces one. While its key rotates, a candidate answers under both keys,
 //! so whichever one the asker has listed verifies.
 
-use crate::datapath::limiter::{SourceLimiter, TokenBucket};
-use crate::datapath::OWN_KEY_GRACE;
 use blake2::digest::consts::U16;
 use blake2::digest::{KeyInit, Mac};
 use blake2::Blake2sMac;
 use boringtun::x25519::{PublicKey, StaticSecret};
+use causeway_agent_api::ports;
+use causeway_datapath::limiter::{SourceLimiter, TokenBucket};
+use causeway_datapath::OWN_KEY_GRACE;
 use parking_lot::Mutex;
 use rand_core::{OsRng, RngCore};
 use std::collections::{HashMap, VecDeque};
@@ -41,7 +42,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
 /// UDP port every candidate answers liveness probes on, on its private IPs.
-pub const LIVENESS_PORT: u16 = 51822;
 /// How often each other candidate is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a starting candidate listens before it may campaign at all.
@@ -467,7 +467,7 @@ pub fn targets<'a>(
         .filter(|(node, _, _)| *node != own_node)
         .flat_map(|(_, ips, public_key)| {
             ips.iter().map(move |ip| Target {
-                addr: SocketAddr::new(*ip, LIVENESS_PORT),
+                addr: SocketAddr::new(*ip, ports::LIVENESS),
                 public_key,
             })
         })

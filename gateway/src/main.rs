@@ -2,15 +2,14 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 use causeway_crds::keys::{format_key, parse_key};
+use causeway_datapath::keys::{generate_private_key, public_key};
+use causeway_datapath::netlink::Netlink;
+use causeway_datapath::route::tunnel_mtu;
 use causeway_gateway::agent_auth::Access;
-use causeway_gateway::config::{
-    desired_from_text, generate_private_key, load_private_key, public_key, Identity,
-};
+use causeway_gateway::config::{desired_from_text, load_private_key, Identity};
 use causeway_gateway::kubernetes::{self, api::node_is_candidate, CandidateConfig, KubeConfig};
 use causeway_gateway::metrics;
-use causeway_gateway::netlink::Netlink;
 use causeway_gateway::node::{Node, NodeStatus, Probes, Reloaded, Role, Tunnel, TunnelSetup};
-use causeway_gateway::route::tunnel_mtu;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};

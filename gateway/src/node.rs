@@ -3,14 +3,16 @@
 //! apply the difference (datapath peers, kernel routes), and switch between the roles.
 
 use crate::config::{desired_from_text, ConfigError, Desired, Identity};
-use crate::datapath::Datapath;
-use crate::health::{Health, Targets, PROBE_PORT};
+use crate::health::{Health, Targets};
 use crate::metrics::{MetricsSource, Snapshot};
-use crate::netlink::{Netlink, NetlinkError, RouteOp};
-use crate::route::{route_status, tunnel_mtu, NextHop, MAIN_TABLE};
-use crate::tun::Tun;
+use crate::status::route_status;
+use causeway_agent_api::ports;
 use causeway_crds::keys::format_key;
 use causeway_crds::RouteStatus;
+use causeway_datapath::netlink::{Netlink, NetlinkError, RouteOp};
+use causeway_datapath::route::{tunnel_mtu, NextHop, MAIN_TABLE};
+use causeway_datapath::tun::Tun;
+use causeway_datapath::Datapath;
 use parking_lot::Mutex;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -155,7 +157,7 @@ impl Tunnel {
         datapath.set_host_address(*health_ip);
         let prober = match health_ip {
             Some(ip) => {
-                let addr = SocketAddr::new(*ip, PROBE_PORT);
+                let addr = SocketAddr::new(*ip, ports::PROBE);
                 let socket = tokio::net::UdpSocket::bind(addr)
                     .await
                     .map_err(|source| TunnelError::Probe { addr, source })?;
@@ -170,7 +172,7 @@ impl Tunnel {
             }
             None => None,
         };
-        let public = crate::config::public_key(private_key);
+        let public = causeway_datapath::keys::public_key(private_key);
         tracing::info!(%listen, %interface, mtu, underlay_mtu = underlay, public_key = %format_key(&public), "gateway started");
         Ok(Tunnel {
             datapath,
@@ -282,13 +284,13 @@ impl MetricsSource for NodeStatus {
                 .map(|d| d.peer_snapshots())
                 .unwrap_or_default()
                 .into_iter()
-                .map(|p| crate::metrics::PeerSnapshot {
+                .map(|p| causeway_datapath::stats::PeerSnapshot {
                     rtt: self.health.stats(&p.cluster_id),
                     ..p
                 })
                 .collect(),
             drops: datapath.as_ref().map(|d| d.drops()).unwrap_or_else(|| {
-                crate::metrics::DropReason::ALL
+                causeway_datapath::stats::DropReason::ALL
                     .iter()
                     .map(|r| (*r, 0))
                     .collect()
@@ -603,7 +605,7 @@ impl Node {
             let targets: Targets = desired
                 .health_targets
                 .iter()
-                .map(|(cluster, ip)| (cluster.clone(), SocketAddr::new(*ip, PROBE_PORT)))
+                .map(|(cluster, ip)| (cluster.clone(), SocketAddr::new(*ip, ports::PROBE)))
                 .collect();
             let clusters: Vec<String> =
                 desired.peers.iter().map(|p| p.cluster_id.clone()).collect();
@@ -624,7 +626,7 @@ impl Node {
         routes.extend(
             desired
                 .remote_cidrs()
-                .map(|dst| crate::route::Route::fail_closed(dst, MAIN_TABLE)),
+                .map(|dst| causeway_datapath::route::Route::fail_closed(dst, MAIN_TABLE)),
         );
         self.reconcile(&routes).await
     }
@@ -634,7 +636,7 @@ impl Node {
     async fn tunnel_routes(
         &self,
         desired: &Desired,
-    ) -> Result<Vec<crate::route::Route>, ReloadError> {
+    ) -> Result<Vec<causeway_datapath::route::Route>, ReloadError> {
         let routes = match &self.role {
             Role::Gateway(tunnel) => {
                 let dev = NextHop::Dev {
@@ -684,7 +686,10 @@ impl Node {
 
     /// Makes the kernel hold `routes`; the node's figures count those that carry traffic,
     /// not the fail-closed ones under them.
-    async fn reconcile(&self, routes: &[crate::route::Route]) -> Result<usize, ReloadError> {
+    async fn reconcile(
+        &self,
+        routes: &[causeway_datapath::route::Route],
+    ) -> Result<usize, ReloadError> {
         let result = self.netlink.reconcile(routes, MAIN_TABLE).await;
         // Only a pass that reached the kernel says what it holds; a failed listing says nothing.
         let refused = match &result {

@@ -9,9 +9,9 @@
 //! handshake initiations, refreshed at most every [`COUNTER_REFRESH`]: it only moves
 //! while a tunnel is down, and `diagnose` reads it.
 
-use crate::health::RttStats;
-use crate::metrics::PeerSnapshot;
 use causeway_crds::{ConnectionState, ConnectionStatus, GatewayRole, GatewayStatus, RouteStatus};
+use causeway_datapath::route::{route_tally, Route};
+use causeway_datapath::stats::{PeerSnapshot, RttStats};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -304,6 +304,24 @@ pub struct StatusWrite {
     pub status: GatewayStatus,
     /// What changed, e.g. `site-b: RTT avg changed`.
     pub why: String,
+}
+
+/// What a node's Gateway says about its routes after a reconcile: how many of `desired`
+/// the kernel holds, given that the adds and replaces of `refused` failed, and the first
+/// few destinations missing.
+pub fn route_status(desired: &[Route], refused: &[Route]) -> RouteStatus {
+    let tally = route_tally(desired, refused);
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    RouteStatus {
+        desired: count(tally.desired),
+        installed: count(tally.installed()),
+        missing: tally
+            .missing
+            .iter()
+            .take(RouteStatus::MISSING_SHOWN)
+            .map(ToString::to_string)
+            .collect(),
+    }
 }
 
 #[cfg(test)]
@@ -718,5 +736,21 @@ mod tests {
             status(plan_status(Some(&counting), &more, COUNTER_REFRESH)),
             Some(more)
         );
+    }
+
+    #[test]
+    fn route_status_shows_the_first_missing_routes_only() {
+        let many: Vec<Route> = (0..8)
+            .map(|i| Route {
+                dst: format!("10.{i}.0.0/16").parse().unwrap(),
+                next_hop: causeway_datapath::route::NextHop::Dev { ifindex: 4 },
+                mtu: None,
+                table: 254,
+            })
+            .collect();
+        let status = route_status(&many, &many);
+        assert_eq!((status.desired, status.installed), (8, 0));
+        assert_eq!(status.missing.len(), RouteStatus::MISSING_SHOWN);
+        assert_eq!(status.missing[0], "10.0.0.0/16");
     }
 }

@@ -1,6 +1,6 @@
-//! The workspace's shape, as `cargo metadata` resolves it: the gateway (and with it the
-//! datapath fuzz targets) links none of the controller, which only the plugin and the
-//! controller binary need.
+//! The workspace's shape, as `cargo metadata` resolves it: the datapath (and with it the
+//! packet fuzz target) links no Kubernetes, and no library links the controller, which
+//! only the plugin and the controller binary need.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -87,4 +87,39 @@ fn the_gateway_links_none_of_the_controller() {
         );
     }
     assert!(linked.contains("causeway-agent-api"), "{linked:?}");
+}
+
+#[test]
+fn the_datapath_links_no_kubernetes() {
+    let linked = closure("causeway-datapath");
+    for crate_ in [
+        "kube",
+        "kube-client",
+        "k8s-openapi",
+        "causeway-crds",
+        "causeway-k8s",
+        "causeway-gateway",
+    ] {
+        assert!(
+            !linked.contains(crate_),
+            "causeway-datapath depends on {crate_}; the datapath takes plain values (peer specs, routes, keys) and the gateway translates objects into them"
+        );
+    }
+    assert!(linked.contains("boringtun"), "{linked:?}");
+}
+
+#[test]
+fn no_library_links_the_controller() {
+    for library in [
+        "causeway-crds",
+        "causeway-k8s",
+        "causeway-agent-api",
+        "causeway-datapath",
+    ] {
+        let linked = closure(library);
+        assert!(
+            !linked.contains("causeway-controller") && !linked.contains("causeway-gateway"),
+            "{library} depends on a binary's crate: {linked:?}"
+        );
+    }
 }

@@ -6,8 +6,8 @@
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use causeway_crds::keys::parse_key;
-use causeway_gateway::datapath::offload::{checksum_add, fold};
-use causeway_gateway::datapath::REMOTE_KEY_GRACE;
+use causeway_datapath::offload::{checksum_add, fold};
+use causeway_datapath::REMOTE_KEY_GRACE;
 use causeway_tests::harness::leak::assert_no_key;
 use causeway_tests::harness::mesh::{causeway_routes, metric, Mesh};
 use causeway_tests::harness::postgres::Postgres;

@@ -5,12 +5,13 @@
 //!
 //! One binary for every slow test, so they share one build and one harness.
 
+use causeway_agent_api::ports;
 use causeway_crds::names::{
     gateway_key_secret, gateway_lease, GATEWAY_NODE_LABEL, LOCAL_LABEL, MIRRORED_LABEL,
     PRIVATE_KEY_FIELD,
 };
 use causeway_crds::{ClusterEndpoint, ConnectionState, Gateway, GatewayRole};
-use causeway_gateway::liveness::{self, LIVENESS_PORT};
+use causeway_gateway::liveness;
 use causeway_tests::harness::kube::BROKER_NAMESPACE;
 use causeway_tests::harness::kube::{
     in_namespace, Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE,
@@ -674,7 +675,7 @@ impl Impersonator {
         let sockets = victim
             .iter()
             .map(|ip| {
-                let from = SocketAddr::new(*ip, LIVENESS_PORT);
+                let from = SocketAddr::new(*ip, ports::LIVENESS);
                 SpoofedSocket::bind(&kube.site(A).worker, from)
                     .unwrap_or_else(|e| panic!("a socket in {from}'s name: {e}"))
             })
@@ -718,10 +719,10 @@ fn forged_and_replayed_liveness_answers_neither_force_nor_block_a_failover() {
 
     // A network attacker records the active candidate's genuine answers: to the standby
     // (both families) and to the worker's route agent.
-    let sniffer = Sniffer::udp(kube.candidate_ns(A, old), LIVENESS_PORT).expect("sniffer");
+    let sniffer = Sniffer::udp(kube.candidate_ns(A, old), ports::LIVENESS).expect("sniffer");
     let answers = |seen: Vec<Datagram>| -> Vec<Datagram> {
         seen.into_iter()
-            .filter(|d| old_ips.contains(&d.from.ip()) && d.from.port() == LIVENESS_PORT)
+            .filter(|d| old_ips.contains(&d.from.ip()) && d.from.port() == ports::LIVENESS)
             .collect()
     };
     kube.wait_for(

@@ -115,16 +115,3 @@ fn private_key_file_must_be_private_and_well_formed() {
         "{err}"
     );
 }
-
-#[test]
-fn key_derivation_matches_rfc7748_and_wg() {
-    // RFC 7748 section 6.1, Alice's key pair (the scalar is clamped on use, as wg does).
-    let private = parse_key("dwdtCnMYpX08FsFyUbJmRd9ML4frwJkqsXf7pR25LCo=").unwrap();
-    assert_eq!(
-        format_key(&public_key(&private)),
-        "hSDwCYkwp1R0i33ctD73Wg2/Og0mOBr066SpjqqbTmo="
-    );
-    let a = generate_private_key();
-    assert_ne!(a, generate_private_key());
-    assert_eq!(parse_key(&format_key(&a)).unwrap(), a);
-}

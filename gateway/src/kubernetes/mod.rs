@@ -11,15 +11,17 @@ pub mod api;
 
 use crate::agent_auth::{Access, Reviewer};
 use crate::clusterset::{plan_clusterset, Waiting};
-use crate::config::{public_key, Identity};
-use crate::liveness::{self, Liveness, LIVENESS_PORT};
+use crate::config::Identity;
+use crate::liveness::{self, Liveness};
 use crate::metrics;
-use crate::netlink::{Netlink, NetlinkError};
 use crate::node::{Node, Probes, Reloaded, Role, Tunnel, TunnelError, TunnelSetup};
 use crate::status::{observe, plan_status, LocalObservation, PeerObservation, StatusWrite};
+use causeway_agent_api::ports;
 use causeway_crds::keys::format_key;
 use causeway_crds::names::{gateway_key_secret, gateway_lease};
 use causeway_crds::{ClusterEndpoint, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus};
+use causeway_datapath::keys::public_key;
+use causeway_datapath::netlink::{Netlink, NetlinkError};
 use causeway_k8s::leader::{campaign, Campaign, LeaderError, Leadership};
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -408,14 +410,14 @@ async fn join_as_candidate(
     })
 }
 
-/// The liveness sockets: a candidate answers (and asks) on UDP [`LIVENESS_PORT`] of its
+/// The liveness sockets: a candidate answers (and asks) on UDP [`ports::LIVENESS`] of its
 /// private IPs; a route agent only asks, from an ephemeral port of each family.
 async fn liveness_sockets(candidate: Option<&CandidateConfig>) -> Vec<tokio::net::UdpSocket> {
     let addrs: Vec<SocketAddr> = match candidate {
         Some(c) => c
             .private_ips
             .iter()
-            .map(|ip| SocketAddr::new(*ip, LIVENESS_PORT))
+            .map(|ip| SocketAddr::new(*ip, ports::LIVENESS))
             .collect(),
         None => vec![
             SocketAddr::new(IpAddr::from([0u8; 4]), 0),

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use causeway_gateway::netlink::Netlink;
-use causeway_gateway::route::{NextHop, Route, MAIN_TABLE};
+use causeway_datapath::netlink::Netlink;
+use causeway_datapath::route::{NextHop, Route, MAIN_TABLE};
 use ipnet::{IpNet, Ipv4Net};
 
 use super::report::{Handshakes, IdleMemory, RouteReconcile, ScaleReport};

@@ -780,8 +780,8 @@ impl KubeWorld {
         let mut secret = self
             .block_on(secrets.get(&name))
             .map_err(|e| fail(e.to_string()))?;
-        let key = causeway_gateway::config::generate_private_key();
-        let public = causeway_crds::keys::format_key(&causeway_gateway::config::public_key(&key));
+        let key = causeway_datapath::keys::generate_private_key();
+        let public = causeway_crds::keys::format_key(&causeway_datapath::keys::public_key(&key));
         secret.data = Some(BTreeMap::from([(
             names::PRIVATE_KEY_FIELD.to_string(),
             k8s_openapi::ByteString(causeway_crds::keys::format_key(&key).into_bytes()),

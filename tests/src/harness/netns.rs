@@ -653,7 +653,7 @@ fn sockaddr_ip(addr: &SockaddrStorage) -> Option<IpAddr> {
 }
 
 fn inet_checksum(data: &[u8]) -> u16 {
-    use causeway_gateway::datapath::offload::{checksum_add, fold};
+    use causeway_datapath::offload::{checksum_add, fold};
     !fold(checksum_add(data, 0))
 }
 

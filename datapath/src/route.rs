@@ -230,10 +230,25 @@ pub fn tunnel_mtu(underlay_mtu: u32, underlay_is_ipv6: bool) -> u32 {
     underlay_mtu.saturating_sub(overhead)
 }
 
-/// What a node reports about its routes after a reconcile: how many of `desired` the
-/// kernel holds, given that the adds and replaces of `refused` failed, and the first
-/// few destinations missing (sorted). Duplicates of a key count once, as in [`plan_routes`].
-pub fn route_status(desired: &[Route], refused: &[Route]) -> causeway_crds::RouteStatus {
+/// Which of a node's wanted routes the kernel holds after a reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteTally {
+    /// Distinct routes wanted, fail-closed floors not counted.
+    pub desired: usize,
+    /// Wanted destinations whose add or replace the kernel refused, sorted.
+    pub missing: Vec<IpNet>,
+}
+
+impl RouteTally {
+    /// Routes the kernel holds.
+    pub fn installed(&self) -> usize {
+        self.desired - self.missing.len()
+    }
+}
+
+/// Tallies `desired` given that the adds and replaces of `refused` failed. Duplicates of
+/// a key count once, as in [`plan_routes`].
+pub fn route_tally(desired: &[Route], refused: &[Route]) -> RouteTally {
     // The fail-closed routes are a floor under these, not routes a person counts.
     let mut keys: Vec<(u32, IpNet, bool)> = desired
         .iter()
@@ -244,20 +259,14 @@ pub fn route_status(desired: &[Route], refused: &[Route]) -> causeway_crds::Rout
     keys.dedup();
     let refused: std::collections::HashSet<(u32, IpNet, bool)> =
         refused.iter().map(Route::key).collect();
-    let missing: Vec<IpNet> = keys
+    let missing = keys
         .iter()
         .filter(|k| refused.contains(k))
         .map(|(_, dst, _)| *dst)
         .collect();
-    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-    causeway_crds::RouteStatus {
-        desired: count(keys.len()),
-        installed: count(keys.len() - missing.len()),
-        missing: missing
-            .iter()
-            .take(causeway_crds::RouteStatus::MISSING_SHOWN)
-            .map(ToString::to_string)
-            .collect(),
+    RouteTally {
+        desired: keys.len(),
+        missing,
     }
 }
 
@@ -522,9 +531,9 @@ mod tests {
             floor.to_string(),
             "unreachable 10.2.0.0/16 metric 4294967294 table 254"
         );
-        let status = route_status(&desired, &[]);
+        let tally = route_tally(&desired, &[]);
         assert_eq!(
-            (status.desired, status.installed),
+            (tally.desired, tally.installed()),
             (1, 1),
             "the floor is not counted"
         );
@@ -587,29 +596,21 @@ mod tests {
     }
 
     #[test]
-    fn route_status_counts_what_the_kernel_refused() {
+    fn route_tally_counts_what_the_kernel_refused() {
         let a = dev("10.2.0.0/16", 4, Some(1420));
         let b = dev("10.102.0.0/16", 4, Some(1420));
         let c = dev("fd00:2::/48", 4, Some(1420));
         let all = [a.clone(), b.clone(), c.clone(), a.clone()];
-        let status = route_status(&all, &[]);
-        assert_eq!((status.desired, status.installed), (3, 3));
-        assert!(status.missing.is_empty());
-        let status = route_status(&all, &[c, b]);
-        assert_eq!((status.desired, status.installed), (3, 1));
-        assert_eq!(status.missing, vec!["10.102.0.0/16", "fd00:2::/48"]);
+        let tally = route_tally(&all, &[]);
+        assert_eq!((tally.desired, tally.installed()), (3, 3));
+        assert!(tally.missing.is_empty());
+        let tally = route_tally(&all, &[c, b]);
+        assert_eq!((tally.desired, tally.installed()), (3, 1));
+        let missing: Vec<String> = tally.missing.iter().map(ToString::to_string).collect();
+        assert_eq!(missing, vec!["10.102.0.0/16", "fd00:2::/48"]);
         // A refused route that is not wanted (a failed delete) misses nothing.
-        let status = route_status(&[a], &[dev("10.9.0.0/16", 4, None)]);
-        assert_eq!((status.desired, status.installed), (1, 1));
-        let many: Vec<Route> = (0..8)
-            .map(|i| dev(&format!("10.{i}.0.0/16"), 4, None))
-            .collect();
-        let status = route_status(&many, &many);
-        assert_eq!((status.desired, status.installed), (8, 0));
-        assert_eq!(
-            status.missing.len(),
-            causeway_crds::RouteStatus::MISSING_SHOWN
-        );
+        let tally = route_tally(&[a], &[dev("10.9.0.0/16", 4, None)]);
+        assert_eq!((tally.desired, tally.installed()), (1, 1));
     }
 
     #[test]

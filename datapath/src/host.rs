@@ -8,8 +8,7 @@
 //! their destination port in the kernel's ephemeral range and, for TCP, by the ACK flag a
 //! new connection never carries.
 
-use crate::agent::BENCH_PORT;
-use crate::health::PROBE_PORT;
+use causeway_agent_api::ports;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 
@@ -27,7 +26,7 @@ const ICMPV6_ALLOWED: [u8; 6] = [1, 2, 3, 4, 128, 129];
 pub const DEFAULT_EPHEMERAL: RangeInclusive<u16> = 32768..=60999;
 /// Causeway's own service ports (WireGuard's default, probes, liveness, benchmark): inside
 /// the ephemeral range, but listened on, so never taken for an answer's port.
-const SERVICE_PORTS: RangeInclusive<u16> = 51820..=51823;
+const SERVICE_PORTS: RangeInclusive<u16> = ports::WIREGUARD..=ports::BENCHMARK;
 
 /// The gateway's own tunnel address and what may reach it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,9 +71,9 @@ impl HostFilter {
         };
         let port = |at: usize| Some(u16::from_be_bytes([*l4.get(at)?, *l4.get(at + 1)?]));
         match protocol {
-            UDP => port(2).is_some_and(|p| p == PROBE_PORT || self.answer_port(p)),
+            UDP => port(2).is_some_and(|p| p == ports::PROBE || self.answer_port(p)),
             TCP => match (port(2), l4.get(13)) {
-                (Some(BENCH_PORT), Some(_)) => true,
+                (Some(ports::BENCHMARK), Some(_)) => true,
                 (Some(p), Some(flags)) => self.answer_port(p) && flags & ACK != 0,
                 _ => false,
             },
@@ -148,9 +147,9 @@ mod tests {
         let host: IpAddr = HOST.parse().unwrap();
         const SYN: u8 = 0x02;
         let cases: &[(&str, Vec<u8>, bool)] = &[
-            ("health probe", udp(PROBE_PORT), true),
+            ("health probe", udp(ports::PROBE), true),
             ("answer to verify's DNS question", udp(40_000), true),
-            ("benchmark connection", tcp(BENCH_PORT, SYN), true),
+            ("benchmark connection", tcp(ports::BENCHMARK, SYN), true),
             ("answer to verify's connect", tcp(40_000, SYN | ACK), true),
             (
                 "data on a connection the gateway opened",
@@ -186,9 +185,9 @@ mod tests {
         ssh6.extend_from_slice(&tcp(22, SYN)[20..]);
         assert!(!v6_filter.allows(v6_host, &ssh6), "ssh over IPv6");
         let mut bench6 = v6;
-        bench6.extend_from_slice(&tcp(BENCH_PORT, SYN)[20..]);
+        bench6.extend_from_slice(&tcp(ports::BENCHMARK, SYN)[20..]);
         assert!(v6_filter.allows(v6_host, &bench6), "benchmark over IPv6");
-        let mut fragment = udp(PROBE_PORT);
+        let mut fragment = udp(ports::PROBE);
         fragment[7] = 1;
         assert!(!filter.allows(host, &fragment), "a non-first fragment");
         assert!(

@@ -120,7 +120,7 @@ fn configured() -> (World, Vec<u8>) {
     let tun = Tun::open("cwdp0").expect("TUN");
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let gateway = udp.local_addr().unwrap();
-    let datapath = Datapath::start(tun, udp, crate::config::generate_private_key()).unwrap();
+    let datapath = Datapath::start(tun, udp, crate::keys::generate_private_key()).unwrap();
     let secret = StaticSecret::random_from_rng(rand_core::OsRng);
     let public = PublicKey::from(&secret).to_bytes();
     let peer_socket = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -363,7 +363,7 @@ fn a_standby_candidate_that_initiates_becomes_current_and_a_rotated_key_takes_ov
         let tun = Tun::open("cwdp1").expect("TUN");
         let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
         let gateway = udp.local_addr().unwrap();
-        let datapath = Datapath::start(tun, udp, crate::config::generate_private_key()).unwrap();
+        let datapath = Datapath::start(tun, udp, crate::keys::generate_private_key()).unwrap();
         let candidate = || {
             let secret = StaticSecret::random_from_rng(rand_core::OsRng);
             let public = PublicKey::from(&secret).to_bytes();
@@ -413,7 +413,7 @@ fn a_standby_candidate_that_initiates_becomes_current_and_a_rotated_key_takes_ov
         // Our key rotates: the old session keeps serving until the remote side completes a
         // handshake under the new key, which it initiates once it has learned that key.
         let old_public = datapath.public_key();
-        assert!(datapath.set_private_key(crate::config::generate_private_key()));
+        assert!(datapath.set_private_key(crate::keys::generate_private_key()));
         let new_public = PublicKey::from(datapath.public_key());
         assert_ne!(new_public.to_bytes(), old_public);
         assert_eq!(

@@ -7,31 +7,27 @@
 //! lock only the one peer a packet belongs to, so peers never contend with each other
 //! and a change to the table never blocks the packet path.
 
-pub mod cidr;
-pub mod host;
-pub mod limiter;
-pub mod offload;
-pub mod peers;
-pub mod udp;
-
-use crate::metrics::{DropReason, PeerSnapshot};
+use crate::cidr::CidrMap;
+use crate::offload::{Coalescer, VnetHdr, MAX_PACKET, VNET_HDR_LEN};
+use crate::peers::{
+    plan_peers, Peer, PeerCounters, PeerPlan, PeerSpec, PeerState, PeerTable, Session,
+};
+use crate::stats::{DropReason, PeerSnapshot};
 use crate::tun::{wait_ready, Tun};
+use crate::udp::{Underlay, MAX_GSO_BYTES, MAX_SEGMENTS};
+use crate::{host, limiter, offload, peers};
 use arc_swap::ArcSwap;
 use boringtun::noise::errors::WireGuardError;
 use boringtun::noise::handshake::parse_handshake_anon;
 use boringtun::noise::rate_limiter::RateLimiter;
 use boringtun::noise::{Packet, Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use cidr::CidrMap;
-use offload::{Coalescer, VnetHdr, MAX_PACKET, VNET_HDR_LEN};
 use parking_lot::Mutex;
-use peers::{plan_peers, Peer, PeerCounters, PeerPlan, PeerSpec, PeerState, PeerTable, Session};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use udp::{Underlay, MAX_GSO_BYTES, MAX_SEGMENTS};
 
 /// Largest datagram or packet handled.
 const BUF_SIZE: usize = 65_535;
@@ -1034,7 +1030,7 @@ fn timer_loop(shared: &Shared) -> std::io::Result<()> {
             for key in state.expire_retiring(now) {
                 tracing::info!(
                     peer = %peer.cluster_id,
-                    remote_key = %causeway_crds::keys::format_key(&key),
+                    remote_key = %causeway_agent_api::keys::format_key(&key),
                     "a session with a key no longer in use outlived its grace: closed"
                 );
             }

@@ -1,4 +1,4 @@
-//! Address rules the gateway and the controller share.
+//! Address rules the gateway and the controller share: the unit a per-source budget counts.
 
 use std::net::IpAddr;
 
