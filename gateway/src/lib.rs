@@ -1,20 +1,21 @@
-//! The Causeway gateway: the WireGuard datapath between sites, its routes, and the route agent.
+//! The Causeway gateway binary's library: it decides what this node carries and drives
+//! the datapath (the `causeway-datapath` crate) accordingly.
 //!
 //! `main.rs` is a thin shell over these modules: `config` decides what this node
 //! should hold (from an endpoints file, or through `clusterset` from ClusterEndpoint
-//! objects), `route` plans kernel routes, `netlink` applies them, `datapath` moves
-//! packets, `node` switches between gateway and route agent, `metrics` reports (with
-//! `agent` answering `kubectl causeway verify` and `benchmark`), and
-//! `kubernetes` runs it all from the Kubernetes API, with `status` deciding what the
-//! Gateway object says.
+//! objects), `node` switches between gateway and route agent and applies routes,
+//! `rtt_probe` measures round trips through the tunnel, `metrics` and `http` report,
+//! `diagnostics` answers `kubectl causeway verify` and `benchmark`, `liveness` tells
+//! candidates which of them is alive, and `kubernetes` runs it all from the Kubernetes
+//! API, with `status` deciding what the Gateway object says.
 
-pub mod agent;
-pub mod agent_auth;
 pub mod clusterset;
 pub mod config;
-pub mod health;
+pub mod diagnostics;
+pub mod http;
 pub mod kubernetes;
 pub mod liveness;
 pub mod metrics;
 pub mod node;
+pub mod rtt_probe;
 pub mod status;

@@ -41,7 +41,6 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-/// UDP port every candidate answers liveness probes on, on its private IPs.
 /// How often each other candidate is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a starting candidate listens before it may campaign at all.

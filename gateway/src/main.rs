@@ -5,11 +5,13 @@ use causeway_crds::keys::{format_key, parse_key};
 use causeway_datapath::keys::{generate_private_key, public_key};
 use causeway_datapath::netlink::Netlink;
 use causeway_datapath::route::tunnel_mtu;
-use causeway_gateway::agent_auth::Access;
 use causeway_gateway::config::{desired_from_text, load_private_key, Identity};
+use causeway_gateway::diagnostics::auth::Access;
+use causeway_gateway::diagnostics::Diagnostics;
+use causeway_gateway::http;
 use causeway_gateway::kubernetes::{self, api::node_is_candidate, CandidateConfig, KubeConfig};
-use causeway_gateway::metrics;
-use causeway_gateway::node::{Node, NodeStatus, Probes, Reloaded, Role, Tunnel, TunnelSetup};
+use causeway_gateway::node::{Node, NodeStatus, Reloaded, Role, Tunnel, TunnelSetup};
+use causeway_gateway::rtt_probe::Probes;
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};
@@ -308,9 +310,6 @@ async fn run(command: Command) -> Result<()> {
 }
 
 async fn run_kubernetes(args: KubeArgs) -> Result<()> {
-    if let Some(server) = args.dns_server {
-        causeway_gateway::agent::set_dns_server(server);
-    }
     let kube_config = causeway_k8s::client::load(args.kubeconfig.as_deref()).await?;
     let acceptance = args.acceptance.acceptance(&kube_config);
     // A route agent has its own, smaller account; refusals are explained against it.
@@ -365,6 +364,7 @@ async fn run_kubernetes(args: KubeArgs) -> Result<()> {
         metrics_addr: args.metrics_addr,
         status_interval: Duration::from_millis(args.status_interval_ms),
         acceptance,
+        dns_server: args.dns_server,
     };
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -398,9 +398,15 @@ async fn serve(
     let (stop_metrics, stopped) = tokio::sync::oneshot::channel::<()>();
     let status: Arc<NodeStatus> = node.status();
     // Standalone: the operator chose where the agent listens (--metrics-addr).
-    let server = tokio::spawn(metrics::serve(listener, status, Access::Open, async {
-        let _ = stopped.await;
-    }));
+    let diagnostics = Diagnostics::new(status.clone(), node.probes().clone(), None);
+    let server = tokio::spawn(http::serve(
+        listener,
+        status,
+        diagnostics.router(Access::Open),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;

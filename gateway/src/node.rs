@@ -3,8 +3,9 @@
 //! apply the difference (datapath peers, kernel routes), and switch between the roles.
 
 use crate::config::{desired_from_text, ConfigError, Desired, Identity};
-use crate::health::{Health, Targets};
+use crate::diagnostics::benchmark::{bind_sink, serve_sink};
 use crate::metrics::{MetricsSource, Snapshot};
+use crate::rtt_probe::{Announcement, Health, Probes, Targets};
 use crate::status::route_status;
 use causeway_agent_api::ports;
 use causeway_crds::keys::format_key;
@@ -109,7 +110,8 @@ pub struct Tunnel {
     mtu: u32,
     underlay_mtu: u32,
     interface: String,
-    prober: Option<(watch::Sender<bool>, JoinHandle<()>)>,
+    /// Stops the prober and the benchmark sink, and their tasks.
+    prober: Option<(watch::Sender<bool>, Vec<JoinHandle<()>>, Announcement)>,
 }
 
 impl Tunnel {
@@ -162,13 +164,21 @@ impl Tunnel {
                     .await
                     .map_err(|source| TunnelError::Probe { addr, source })?;
                 let (stop, stopped) = watch::channel(false);
-                let task = tokio::spawn(crate::health::run(
+                let mut tasks = vec![tokio::spawn(crate::rtt_probe::run(
                     socket,
-                    probes.targets.subscribe(),
-                    Arc::clone(&probes.health),
-                    stopped,
-                ));
-                Some((stop, task))
+                    probes.subscribe(),
+                    probes.health(),
+                    stopped.clone(),
+                ))];
+                match bind_sink(*ip).await {
+                    Ok(listener) => tasks.push(tokio::spawn(serve_sink(listener, stopped))),
+                    // Probes and tunnels work without it; only `benchmark` against us fails.
+                    Err(e) => {
+                        tracing::warn!(%ip, port = ports::BENCHMARK, error = %e, "cannot serve the benchmark sink")
+                    }
+                }
+                // `verify` and `benchmark` probe from this address while the tunnel is open.
+                Some((stop, tasks, probes.announce(*ip)))
             }
             None => None,
         };
@@ -202,9 +212,12 @@ impl Tunnel {
             prober,
             ..
         } = self;
-        if let Some((stop, task)) = prober {
+        if let Some((stop, tasks, announcement)) = prober {
+            drop(announcement);
             let _ = stop.send(true);
-            let _ = task.await;
+            for task in tasks {
+                let _ = task.await;
+            }
         }
         // Joins the packet threads (up to one poll interval) and closes the TUN descriptor
         // (the last reference: the node status lets go of its copy before a tunnel is
@@ -228,34 +241,6 @@ impl Tunnel {
             }
         }
         tracing::info!(%interface, "tunnel closed");
-    }
-}
-
-/// Health probe state shared by the node (which sets the targets) and the tunnel's prober.
-#[derive(Clone)]
-pub struct Probes {
-    health: Arc<Health>,
-    targets: Arc<watch::Sender<Targets>>,
-}
-
-impl Default for Probes {
-    fn default() -> Probes {
-        Probes {
-            health: Arc::default(),
-            targets: Arc::new(watch::channel(Vec::new()).0),
-        }
-    }
-}
-
-impl Probes {
-    /// Probe results of every peer.
-    pub fn health(&self) -> Arc<Health> {
-        Arc::clone(&self.health)
-    }
-
-    /// Who is probed now.
-    pub fn targets(&self) -> Targets {
-        self.targets.borrow().clone()
     }
 }
 
@@ -567,8 +552,8 @@ impl Node {
         };
         if let Role::Gateway(tunnel) = old {
             if !self.is_gateway() {
-                self.probes.targets.send_replace(Vec::new());
-                self.probes.health.retain(&[]);
+                self.probes.set_targets(Vec::new());
+                self.probes.health().retain(&[]);
             }
             tunnel.close(&self.netlink).await;
         }
@@ -609,12 +594,8 @@ impl Node {
                 .collect();
             let clusters: Vec<String> =
                 desired.peers.iter().map(|p| p.cluster_id.clone()).collect();
-            self.probes.health.retain(&clusters);
-            self.probes.targets.send_if_modified(|current| {
-                let changed = *current != targets;
-                *current = targets;
-                changed
-            });
+            self.probes.health().retain(&clusters);
+            self.probes.set_targets(targets);
         }
         self.apply_routes(desired).await?;
         Ok(())

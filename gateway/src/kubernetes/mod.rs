@@ -9,12 +9,14 @@
 
 pub mod api;
 
-use crate::agent_auth::{Access, Reviewer};
 use crate::clusterset::{plan_clusterset, Waiting};
 use crate::config::Identity;
+use crate::diagnostics::auth::{Access, Reviewer};
+use crate::diagnostics::Diagnostics;
+use crate::http;
 use crate::liveness::{self, Liveness};
-use crate::metrics;
-use crate::node::{Node, Probes, Reloaded, Role, Tunnel, TunnelError, TunnelSetup};
+use crate::node::{Node, Reloaded, Role, Tunnel, TunnelError, TunnelSetup};
+use crate::rtt_probe::Probes;
 use crate::status::{observe, plan_status, LocalObservation, PeerObservation, StatusWrite};
 use causeway_agent_api::ports;
 use causeway_crds::keys::format_key;
@@ -188,6 +190,8 @@ pub struct KubeConfig {
     pub status_interval: Duration,
     /// Which ranges other clusters may claim here.
     pub acceptance: causeway_crds::validate::Acceptance,
+    /// The DNS server `verify` asks; `None`: the first nameserver of /etc/resolv.conf.
+    pub dns_server: Option<SocketAddr>,
 }
 
 /// The Gateway spec a candidate publishes.
@@ -310,9 +314,15 @@ pub async fn run(
         })?;
     let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
     let access = Access::Reviewed(Box::new(Reviewer::new(client.clone(), &config.namespace)));
-    let server = tokio::spawn(metrics::serve(listener, node.status(), access, async {
-        let _ = metrics_stopped.await;
-    }));
+    let diagnostics = Diagnostics::new(node.status(), node.probes().clone(), config.dns_server);
+    let server = tokio::spawn(http::serve(
+        listener,
+        node.status(),
+        diagnostics.router(access),
+        async {
+            let _ = metrics_stopped.await;
+        },
+    ));
 
     let liveness = Arc::new(Liveness::default());
     let (liveness_targets, targets) = watch::channel(Vec::new());

@@ -1,23 +1,23 @@
-//! Health probes through the tunnel: every gateway answers small UDP probes on its
+//! Round-trip probes through the tunnel: every gateway answers small UDP probes on its
 //! `healthCheckIP` (an address inside its own cluster's CIDRs, so probes travel the same
 //! encrypted path as pod traffic) and probes every peer's once a second.
 //!
 //! A reply echoes the send time the request carried, so the prober keeps no per-probe
 //! state and a lost probe costs nothing but a gap in the samples.
 
-use causeway_agent_api::ports;
 use causeway_datapath::stats::RttStats;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-/// UDP port of the probe responder on every gateway's `healthCheckIP`.
 /// How often each peer is probed.
 pub const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long answers are awaited after the last probe of a burst.
+const PROBE_WAIT: Duration = Duration::from_secs(1);
 /// Probes kept for min/avg/max: the last minute at one a second.
 const WINDOW: usize = 60;
 const MAGIC: &[u8; 8] = b"CWPROBE1";
@@ -111,43 +111,101 @@ impl Health {
 /// Who to probe: each peer's cluster ID and its `healthCheckIP:ports::PROBE`.
 pub type Targets = Vec<(String, SocketAddr)>;
 
-fn nanos_since_start() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64
+/// Probe state shared by the node (which sets the targets), the open tunnel's prober
+/// (which records round trips) and the diagnostics agent (which probes from the open
+/// tunnel's address on demand).
+#[derive(Clone)]
+pub struct Probes {
+    health: Arc<Health>,
+    targets: Arc<watch::Sender<Targets>>,
+    /// The open tunnel's probe address, tagged with the tunnel it came from: a tunnel
+    /// closing after its successor opened must not take the successor's address away.
+    open: Arc<Mutex<(u64, Option<IpAddr>)>>,
+}
+
+impl Default for Probes {
+    fn default() -> Probes {
+        Probes {
+            health: Arc::default(),
+            targets: Arc::new(watch::channel(Vec::new()).0),
+            open: Arc::default(),
+        }
+    }
+}
+
+impl Probes {
+    /// Probe results of every peer.
+    pub fn health(&self) -> Arc<Health> {
+        Arc::clone(&self.health)
+    }
+
+    /// Who is probed now.
+    pub fn targets(&self) -> Targets {
+        self.targets.borrow().clone()
+    }
+
+    /// Follows who is probed.
+    pub fn subscribe(&self) -> watch::Receiver<Targets> {
+        self.targets.subscribe()
+    }
+
+    /// Sets who is probed; `false` when nothing changed.
+    pub fn set_targets(&self, targets: Targets) -> bool {
+        self.targets.send_if_modified(|current| {
+            let changed = *current != targets;
+            *current = targets;
+            changed
+        })
+    }
+
+    /// Marks `ip` as the open tunnel's probe address until the returned value is dropped.
+    pub fn announce(&self, ip: IpAddr) -> Announcement {
+        let mut open = self.open.lock();
+        let generation = open.0 + 1;
+        *open = (generation, Some(ip));
+        Announcement {
+            open: Arc::clone(&self.open),
+            generation,
+        }
+    }
+
+    /// The open tunnel's probe address, if a tunnel with one is open.
+    pub fn open_address(&self) -> Option<IpAddr> {
+        self.open.lock().1
+    }
+}
+
+/// Keeps a tunnel's probe address announced; see [`Probes::announce`].
+#[must_use = "the address is announced as long as this value lives"]
+pub struct Announcement {
+    open: Arc<Mutex<(u64, Option<IpAddr>)>>,
+    generation: u64,
+}
+
+impl Drop for Announcement {
+    fn drop(&mut self) {
+        let mut open = self.open.lock();
+        if open.0 == self.generation {
+            open.1 = None;
+        }
+    }
 }
 
 /// Answers probes and probes every target once a [`PROBE_INTERVAL`], until `stop` fires.
-///
-/// While it runs, the same address serves the benchmark sink and the agent
-/// (`/verify`, `/benchmark`) probes from it: both exist exactly while the tunnel is open.
 pub async fn run(
     socket: UdpSocket,
     mut targets: watch::Receiver<Targets>,
     health: Arc<Health>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let local_ip = socket.local_addr().ok().map(|a| a.ip());
-    let _registration = local_ip.map(|ip| crate::agent::register(ip, targets.clone()));
-    let _sink = match local_ip {
-        Some(ip) => match crate::agent::bind_sink(ip).await {
-            Ok(listener) => Some(AbortOnDrop(tokio::spawn(crate::agent::serve_sink(
-                listener,
-                stop.clone(),
-            )))),
-            Err(e) => {
-                // Probes and tunnels work without it; only `benchmark` against us fails.
-                tracing::warn!(%ip, port = ports::BENCHMARK, error = %e, "cannot serve the benchmark sink");
-                None
-            }
-        },
-        None => None,
-    };
+    // Replies echo the send time, measured from here: only this loop reads them.
+    let base = Instant::now();
     let mut tick = tokio::time::interval(PROBE_INTERVAL);
     let mut buf = [0u8; 64];
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let message = encode(REQUEST, nanos_since_start());
+                let message = encode(REQUEST, nanos(base));
                 let current = targets.borrow_and_update().clone();
                 for (_, to) in current {
                     // A peer without a session yet simply does not answer this round.
@@ -161,7 +219,7 @@ pub async fn run(
                         let _ = socket.send_to(&encode(REPLY, sent), from).await;
                     }
                     Some((REPLY, sent)) => {
-                        let rtt = Duration::from_nanos(nanos_since_start().saturating_sub(sent));
+                        let rtt = Duration::from_nanos(nanos(base).saturating_sub(sent));
                         let peer = targets.borrow().iter().find(|(_, a)| *a == from).map(|(c, _)| c.clone());
                         if let Some(cluster) = peer {
                             health.record(&cluster, rtt);
@@ -175,12 +233,98 @@ pub async fn run(
     }
 }
 
-/// Stops a task when its owner goes, however the owner returns.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+fn nanos(base: Instant) -> u64 {
+    base.elapsed().as_nanos() as u64
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+/// Sends `count` probes `spacing` apart to every target from `local_ip` and collects the
+/// round trips per cluster, waiting [`PROBE_WAIT`] after the last one at most.
+pub async fn probe_burst(
+    local_ip: IpAddr,
+    targets: &[(String, SocketAddr)],
+    count: u32,
+    spacing: Duration,
+) -> std::io::Result<HashMap<String, Vec<Duration>>> {
+    let socket = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await?;
+    let base = Instant::now();
+    let mut rtts: HashMap<String, Vec<Duration>> = HashMap::new();
+    let mut buf = [0u8; 64];
+    let mut sent = 0;
+    let mut tick = tokio::time::interval(spacing);
+    let expected = count as usize * targets.len();
+    let mut answered = 0;
+    let mut deadline = None;
+    loop {
+        let wait_over = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick(), if sent < count => {
+                let message = encode(REQUEST, nanos(base));
+                for (_, to) in targets {
+                    // An unreachable peer shows as unanswered probes, which is the finding.
+                    let _ = socket.send_to(&message, to).await;
+                }
+                sent += 1;
+                if sent == count {
+                    deadline = Some(tokio::time::Instant::now() + PROBE_WAIT);
+                }
+            }
+            received = socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = received else { continue };
+                if let Some((REPLY, at)) = decode(&buf[..n]) {
+                    if let Some((cluster, _)) = targets.iter().find(|(_, a)| *a == from) {
+                        let rtt = Duration::from_nanos(nanos(base).saturating_sub(at));
+                        rtts.entry(cluster.clone()).or_default().push(rtt);
+                        answered += 1;
+                    }
+                }
+                if sent == count && answered >= expected {
+                    break;
+                }
+            }
+            () = wait_over => break,
+        }
+    }
+    Ok(rtts)
+}
+
+/// Probes `target` every `spacing` until `stop` (or `limit`), for the RTT under load.
+pub async fn probe_until(
+    local_ip: IpAddr,
+    target: SocketAddr,
+    spacing: Duration,
+    limit: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> Vec<Duration> {
+    let Ok(socket) = UdpSocket::bind(SocketAddr::new(local_ip, 0)).await else {
+        return Vec::new();
+    };
+    let base = Instant::now();
+    let mut tick = tokio::time::interval(spacing);
+    let mut buf = [0u8; 64];
+    let mut rtts = Vec::new();
+    // Bounded even if `stop` were never sent.
+    let give_up = tokio::time::sleep(limit);
+    tokio::pin!(give_up);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let _ = socket.send_to(&encode(REQUEST, nanos(base)), target).await;
+            }
+            received = socket.recv_from(&mut buf) => {
+                if let Ok((n, from)) = received {
+                    if let (Some((REPLY, at)), true) = (decode(&buf[..n]), from == target) {
+                        rtts.push(Duration::from_nanos(nanos(base).saturating_sub(at)));
+                    }
+                }
+            }
+            _ = stop.changed() => return rtts,
+            () = &mut give_up => return rtts,
+        }
     }
 }
 
@@ -244,5 +388,26 @@ mod tests {
         stop_tx.send(true).unwrap();
         ra.await.unwrap();
         rb.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn probes_measure_a_responder() {
+        let responder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = responder.local_addr().unwrap();
+        let (_targets_tx, targets) = watch::channel(Vec::new());
+        let (stop_tx, stop) = watch::channel(false);
+        let task = tokio::spawn(run(responder, targets, Default::default(), stop));
+        let target = [("site-b".to_string(), addr)];
+        let rtts = probe_burst(
+            "127.0.0.1".parse().unwrap(),
+            &target,
+            3,
+            Duration::from_millis(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(rtts["site-b"].len(), 3);
+        stop_tx.send(true).unwrap();
+        task.await.unwrap();
     }
 }
