@@ -236,7 +236,7 @@ impl Datapath {
         let keys = self.shared.keys.load_full();
         let old = self.shared.table.load();
         let mut peers: Vec<Arc<Peer>> = Vec::with_capacity(desired.len());
-        let mut knock: Vec<(Arc<Peer>, u32)> = Vec::new();
+        let mut initiate: Vec<(Arc<Peer>, u32)> = Vec::new();
         for spec in desired {
             let listed = |list: &[PeerSpec]| list.iter().any(|p| p.cluster_id == spec.cluster_id);
             match old.peer(&spec.cluster_id) {
@@ -244,7 +244,7 @@ impl Datapath {
                     if listed(&plan.update) {
                         let before = specs.iter().find(|p| p.cluster_id == spec.cluster_id);
                         let first = self.update_peer(peer, before, spec, &keys);
-                        knock.extend(first.map(|index| (Arc::clone(peer), index)));
+                        initiate.extend(first.map(|index| (Arc::clone(peer), index)));
                     }
                     peers.push(Arc::clone(peer));
                 }
@@ -254,7 +254,7 @@ impl Datapath {
                     // current, even if the control plane's order is stale.
                     let indexes: Vec<u32> =
                         peer.state.lock().sessions.iter().map(|s| s.index).collect();
-                    knock.extend(indexes.into_iter().map(|i| (Arc::clone(&peer), i)));
+                    initiate.extend(indexes.into_iter().map(|i| (Arc::clone(&peer), i)));
                     peers.push(peer);
                 }
             }
@@ -265,12 +265,12 @@ impl Datapath {
         *specs = desired.to_vec();
         drop(specs);
         // Start handshakes now rather than on the first packet, so the tunnel is up before traffic.
-        self.knock(&knock);
+        self.send_initiations(&initiate);
         plan
     }
 
     /// Sends a handshake initiation on each of these sessions.
-    fn knock(&self, sessions: &[(Arc<Peer>, u32)]) {
+    fn send_initiations(&self, sessions: &[(Arc<Peer>, u32)]) {
         let mut buf = vec![0u8; OVERHEAD];
         for (peer, index) in sessions {
             let mut state = peer.state.lock();
@@ -289,7 +289,7 @@ impl Datapath {
         }
     }
 
-    /// Brings an existing peer's sessions to `spec`; returns the session to knock on when the
+    /// Brings an existing peer's sessions to `spec`; returns the session to initiate on when the
     /// gateway listed first changed.
     fn update_peer(
         &self,
@@ -400,7 +400,7 @@ impl Datapath {
             retiring: Some(Arc::clone(&keys.current)),
         }));
         let table = self.shared.table.load_full();
-        let mut knock = Vec::new();
+        let mut initiate = Vec::new();
         for peer in &table.peers {
             let Some(spec) = specs.iter().find(|s| s.cluster_id == peer.cluster_id) else {
                 continue;
@@ -416,7 +416,7 @@ impl Datapath {
             for gateway in spec.gateways() {
                 let session = self.new_session(&gateway, &new, spec.persistent_keepalive);
                 if Some(gateway.public_key) == current_remote {
-                    knock.push((Arc::clone(peer), session.index));
+                    initiate.push((Arc::clone(peer), session.index));
                 }
                 state.sessions.push(session);
             }
@@ -426,7 +426,7 @@ impl Datapath {
             .table
             .store(Arc::new(PeerTable::new(peers, &specs)));
         drop(specs);
-        self.knock(&knock);
+        self.send_initiations(&initiate);
         true
     }
 
@@ -764,7 +764,7 @@ fn drain_udp(shared: &Shared, rx: &mut RxPath) -> usize {
             }
         };
         handled += 1;
-        let mut tally = Tally::default();
+        let mut tally = RxTally::default();
         for datagram in run[..received.len].chunks(received.segment) {
             decrypt_one(
                 shared,
@@ -778,30 +778,30 @@ fn drain_udp(shared: &Shared, rx: &mut RxPath) -> usize {
             );
         }
         coalescer.flush(&mut emit);
-        tally.settle();
+        tally.flush();
     }
     handled
 }
 
 /// Receive counters gathered over a run and added once, to keep atomics off the per-packet path.
 #[derive(Default)]
-struct Tally {
+struct RxTally {
     peer: Option<Arc<Peer>>,
     bytes: usize,
     packets: usize,
 }
 
-impl Tally {
+impl RxTally {
     fn count(&mut self, peer: &Arc<Peer>, bytes: usize) {
         if !self.peer.as_ref().is_some_and(|p| Arc::ptr_eq(p, peer)) {
-            self.settle();
+            self.flush();
             self.peer = Some(Arc::clone(peer));
         }
         self.bytes += bytes;
         self.packets += 1;
     }
 
-    fn settle(&mut self) {
+    fn flush(&mut self) {
         if let Some(peer) = self.peer.take() {
             PeerCounters::add(&peer.counters.rx_bytes, self.bytes);
             PeerCounters::add(&peer.counters.rx_packets, self.packets);
@@ -875,7 +875,7 @@ fn verify<'a>(
 
 /// Records that `slot` proved itself (a handshake we initiated completed, or the first
 /// packet after one we answered): it becomes the session traffic goes out on.
-fn proven(peer: &Peer, state: &mut PeerState, slot: usize) {
+fn promote_proven(peer: &Peer, state: &mut PeerState, slot: usize) {
     if state.promote(slot) {
         peer.counters.switches.fetch_add(1, Ordering::Relaxed);
         if let Some(s) = state.current() {
@@ -892,7 +892,7 @@ fn decrypt_one(
     out: &mut [u8],
     coalescer: &mut Coalescer,
     emit: &mut impl FnMut(&[u8]),
-    tally: &mut Tally,
+    tally: &mut RxTally,
     initiations: &mut limiter::SourceLimiter,
 ) {
     let table = shared.table.load();
@@ -940,7 +940,7 @@ fn decrypt_one(
             if kind == MSG_DATA {
                 session.endpoint = Some(from);
                 if std::mem::take(&mut session.answered) {
-                    proven(&peer, &mut state, slot);
+                    promote_proven(&peer, &mut state, slot);
                 }
             }
             return;
@@ -971,7 +971,7 @@ fn decrypt_one(
                 // We answered: the initiator's first packet on it will confirm it.
                 MSG_INIT => session.answered = true,
                 // Our initiation was answered: this gateway is alive and holds its key.
-                MSG_RESPONSE => proven(&peer, &mut state, slot),
+                MSG_RESPONSE => promote_proven(&peer, &mut state, slot),
                 _ => {}
             }
             return;
@@ -981,7 +981,7 @@ fn decrypt_one(
     };
     session.endpoint = Some(from);
     if std::mem::take(&mut session.answered) {
-        proven(&peer, &mut state, slot);
+        promote_proven(&peer, &mut state, slot);
     }
     drop(state);
     // Cryptokey routing on the way in: only sources inside the sender's own CIDRs pass,

@@ -17,7 +17,11 @@ pub mod offload;
 pub mod peers;
 pub mod route;
 pub mod stats;
+#[allow(unsafe_code)] // TUN ioctls and the vnet header have no safe wrapper.
 pub mod tun;
 pub mod udp;
+
+#[cfg(test)]
+mod testing;
 
 pub use engine::{Datapath, OWN_KEY_GRACE, REMOTE_KEY_GRACE};

@@ -697,7 +697,7 @@ impl Node {
     }
 
     /// Withdraws every route this node added, then closes its tunnel (deleting the interface).
-    pub async fn shutdown(mut self) -> Result<(), ReloadError> {
+    pub async fn shutdown(&mut self) -> Result<(), ReloadError> {
         let result = self.netlink.reconcile(&[], MAIN_TABLE).await;
         match &result {
             Ok(report) => tracing::info!(%report, "routes withdrawn"),

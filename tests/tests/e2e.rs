@@ -2,6 +2,8 @@
 //! interfaces, routes and WireGuard handshakes between sites in network namespaces.
 //!
 //! One binary for every slow test, so they share one build and one harness.
+// Raw sockets and signals to processes the tests started.
+#![allow(unsafe_code)]
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};

@@ -76,8 +76,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::sync::trigger::Changes;
-use crate::sync::{every_event, Triggers, Watched};
+use causeway_k8s::passes::{every_event, Changes, Triggers, Watched};
 pub use server::{DnsServer, SharedZone};
 use zone::{build_zone, healthy_clusters, Zone, ZoneInput, MANAGED_BY, MANAGED_BY_LABEL};
 

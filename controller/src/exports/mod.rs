@@ -37,7 +37,8 @@ use tracing::{debug, info, info_span, warn, Instrument};
 pub use apply::{apply_plan, Clients, ExportReport};
 pub use plan::{plan_exports, ExportPlan, ObjectKey, Observed};
 
-use crate::sync::{changes_of, run_passes, Side, Triggers, Watched};
+use crate::sync::Side;
+use causeway_k8s::passes::{changes_of, run_passes, Triggers, Watched};
 
 /// Why an export/import pass failed. Every failure is retried by the next pass.
 #[derive(Debug, Error)]

@@ -293,7 +293,7 @@ const RED: &str = "\x1b[31m";
 const RESET: &str = "\x1b[0m";
 
 /// The colour a cell is shown in: the words that say whether something works.
-fn tone(cell: &str) -> Option<&'static str> {
+fn status_colour(cell: &str) -> Option<&'static str> {
     match cell {
         "connected" | "active" | "ok" | "True" | "Ready" => Some(GREEN),
         "connecting" | "holding-over" | "Unknown" | "Pending" => Some(YELLOW),
@@ -318,7 +318,7 @@ pub fn table_in(header: &[&str], rows: &[Vec<String>], colour: bool) -> String {
             let paint = match (colour, heading) {
                 (false, _) => None,
                 (true, true) => Some(BOLD),
-                (true, false) => tone(cell),
+                (true, false) => status_colour(cell),
             };
             match paint {
                 Some(code) => {

@@ -23,22 +23,19 @@ use std::time::Duration;
 use causeway_crds::names::{gateway_lease, GATEWAY_NODE_LABEL};
 use causeway_crds::validate::Acceptance;
 use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, Gateway};
-use futures::stream::{self, BoxStream};
-use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::watcher;
 use kube::Client;
-use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::local::{build_local_spec, publishable_gateways, LocalConfig, LocalSpecError};
 pub use apply::{apply_plan, SyncReport};
+use causeway_k8s::passes::{changes_of, every_event, run_passes, Triggers, Watched};
 pub use plan::{plan_sync, plan_without_broker, Publish, SyncPlan};
-use trigger::Changes;
 
 /// Which API server a request went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,52 +309,6 @@ impl SyncConfig {
     }
 }
 
-/// One watched kind of object, for logs: what it is and what access it needs.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Watched {
-    /// What is watched, e.g. "ClusterEndpoints at the broker".
-    pub(crate) what: &'static str,
-    /// The access the watch needs, for the warning when it fails.
-    pub(crate) needs: &'static str,
-}
-
-/// A watch stream as triggers: `None` for a change worth a pass, `Some` for an error.
-pub(crate) type Triggers = BoxStream<'static, (Watched, Option<watcher::Error>)>;
-
-/// Every event of `api` is a trigger (ClusterEndpoints: few, and rarely changed).
-pub(crate) fn every_event<K>(api: Api<K>, config: watcher::Config, watched: Watched) -> Triggers
-where
-    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    watcher(api, config)
-        .default_backoff()
-        .map(move |e| (watched, e.err()))
-        .boxed()
-}
-
-/// Only events that change `fingerprint` of an object are triggers.
-pub(crate) fn changes_of<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    watched: Watched,
-    fingerprint: fn(&K) -> serde_json::Value,
-) -> Triggers
-where
-    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let mut changes = Changes::new(fingerprint);
-    watcher(api, config)
-        .default_backoff()
-        .filter_map(move |event| {
-            let trigger = match event {
-                Ok(event) => changes.relevant(&event).then_some((watched, None)),
-                Err(error) => Some((watched, Some(error))),
-            };
-            std::future::ready(trigger)
-        })
-        .boxed()
-}
-
 /// The watchers whose changes start a pass under `config`.
 fn triggers(config: &SyncConfig) -> Vec<Triggers> {
     let mut all = vec![
@@ -493,70 +444,4 @@ pub async fn run_reporting(
     }
     .instrument(span)
     .await
-}
-
-/// Runs `pass` once at start, then after every burst of `triggers` (once `debounce`
-/// passes without an event, or ten debounce periods into a burst that keeps going)
-/// and at least every `resync`, until `shutdown` resolves. `pass` gets the number of
-/// the pass (1 for the first) and logs its own outcome. Returns the number of passes.
-///
-/// The watchers are only triggers: every pass lists afresh. A watch error is logged
-/// (with the access the watch needs) and the watcher retries with backoff. A pass in
-/// flight when `shutdown` resolves is abandoned: after a lost lease another replica
-/// writes, so this one must stop at once; every write is idempotent and the next
-/// leader lists afresh.
-pub(crate) async fn run_passes<F, Fut>(
-    triggers: Vec<Triggers>,
-    resync: Duration,
-    debounce: Duration,
-    shutdown: impl Future<Output = ()>,
-    mut pass: F,
-) -> u64
-where
-    F: FnMut(u64) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let mut events = stream::select_all(triggers);
-    let mut tick = tokio::time::interval(resync);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tokio::pin!(shutdown);
-    let mut passes = 0u64;
-    loop {
-        tokio::select! {
-            () = &mut shutdown => break,
-            _ = tick.tick() => {}
-            event = events.next() => {
-                if let Some((watched, Some(error))) = event {
-                    warn!(
-                        watched = watched.what,
-                        needs = watched.needs,
-                        %error,
-                        "watching failed; retrying with backoff"
-                    );
-                    continue;
-                }
-                // Let a burst of events settle into one pass, but never wait
-                // longer than ten quiet periods while changes keep coming.
-                let settled = async {
-                    let quiet = async {
-                        while tokio::time::timeout(debounce, events.next())
-                            .await
-                            .is_ok_and(|e| e.is_some())
-                        {}
-                    };
-                    let _ = tokio::time::timeout(debounce * 10, quiet).await;
-                };
-                tokio::select! {
-                    () = &mut shutdown => break,
-                    () = settled => {}
-                }
-            }
-        }
-        passes += 1;
-        tokio::select! {
-            () = &mut shutdown => break,
-            () = pass(passes) => {}
-        }
-    }
-    passes
 }

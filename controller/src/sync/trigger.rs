@@ -1,81 +1,13 @@
-//! Which watch events should start a sync pass.
-//!
-//! The watchers are only triggers (every pass lists afresh), but some objects
-//! change far more often than anything a pass reads from them: a Lease is renewed
-//! every few seconds, a Gateway writes its connection status about once a second,
-//! a Node its conditions. [`Changes`] remembers a fingerprint of what a pass reads
-//! from each object and lets an event through only when that changes, so the
-//! broker is not listed once a second for nothing.
-
-use std::collections::BTreeMap;
+//! What a sync pass reads from objects that change far more often than that: a
+//! Lease is renewed every few seconds, a Gateway writes its connection status about
+//! once a second, a Node its conditions. These fingerprints feed
+//! [`causeway_k8s::passes::Changes`], so the broker is not listed once a second for
+//! nothing.
 
 use causeway_crds::Gateway;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kube::runtime::watcher::Event;
-use kube::Resource;
 use serde_json::{json, Value};
-
-/// Per-object fingerprints of the objects one watcher has seen.
-pub struct Changes<K> {
-    fingerprint: fn(&K) -> Value,
-    seen: BTreeMap<String, Value>,
-    /// Objects of a relist in progress (between `Init` and `InitDone`).
-    relist: Option<BTreeMap<String, Value>>,
-}
-
-impl<K: Resource> Changes<K> {
-    /// Tracks objects by `fingerprint`: the parts of an object a pass reads.
-    pub fn new(fingerprint: fn(&K) -> Value) -> Self {
-        Changes {
-            fingerprint,
-            seen: BTreeMap::new(),
-            relist: None,
-        }
-    }
-
-    /// Whether `event` changes anything a pass reads (and should trigger one).
-    pub fn relevant(&mut self, event: &Event<K>) -> bool {
-        match event {
-            Event::Apply(obj) => {
-                let print = (self.fingerprint)(obj);
-                self.seen.insert(key(obj), print.clone()) != Some(print)
-            }
-            Event::Delete(obj) => {
-                self.seen.remove(&key(obj));
-                true
-            }
-            Event::Init => {
-                self.relist = Some(BTreeMap::new());
-                false
-            }
-            Event::InitApply(obj) => {
-                let print = (self.fingerprint)(obj);
-                self.relist
-                    .get_or_insert_with(BTreeMap::new)
-                    .insert(key(obj), print);
-                false
-            }
-            // A relist (first start, or after a lost watch) replaces what was seen;
-            // objects gone meanwhile are noticed here.
-            Event::InitDone => {
-                let fresh = self.relist.take().unwrap_or_default();
-                let changed = fresh != self.seen;
-                self.seen = fresh;
-                changed
-            }
-        }
-    }
-}
-
-fn key<K: Resource>(obj: &K) -> String {
-    let meta = obj.meta();
-    format!(
-        "{}/{}",
-        meta.namespace.as_deref().unwrap_or_default(),
-        meta.name.as_deref().unwrap_or_default()
-    )
-}
 
 /// What a pass reads from a Gateway: its spec, role, and whether it is being deleted.
 pub fn gateway_fingerprint(gateway: &Gateway) -> Value {
@@ -115,8 +47,10 @@ pub fn node_fingerprint(node: &Node) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use causeway_k8s::passes::Changes;
     use k8s_openapi::api::core::v1::{NodeSpec, NodeStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use kube::runtime::watcher::Event;
 
     fn node(name: &str, cidr: &str, ready: &str) -> Node {
         Node {

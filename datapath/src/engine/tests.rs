@@ -1,31 +1,8 @@
 //! The datapath against a real boringtun peer, in a throw-away network namespace.
 
 use super::*;
+use crate::testing::in_fresh_netns;
 use std::time::Instant;
-
-/// Runs `test` on a thread inside a fresh network namespace (gone when the thread ends).
-fn in_fresh_netns(test: impl FnOnce() + Send + 'static) {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "datapath tests need root (TUN, namespaces)"
-    );
-    let thread = std::thread::spawn(move || {
-        // SAFETY: unshare(CLONE_NEWNET) only moves this thread into a new namespace.
-        let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "unshare: {}", std::io::Error::last_os_error());
-        let up = std::process::Command::new("ip")
-            .args(["link", "set", "lo", "up"])
-            .status()
-            .expect("ip");
-        assert!(up.success());
-        test();
-    });
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
-    }
-}
 
 fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + Duration::from_secs(5);

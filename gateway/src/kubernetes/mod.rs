@@ -8,6 +8,7 @@
 //! nothing. An API failure never touches the data plane: it runs on the last known state.
 
 pub mod api;
+pub mod role;
 
 use crate::clusterset::{plan_clusterset, Waiting};
 use crate::config::Identity;
@@ -31,6 +32,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
+use role::{Action, Event, Heard, Holder, Standing};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -267,8 +270,8 @@ struct Candidate {
     backoff: Backoff,
 }
 
-/// The running gateway or route agent.
-struct Gateway {
+/// This node run from the Kubernetes API: a gateway candidate or a route agent.
+struct Runner {
     client: Client,
     config: KubeConfig,
     netlink: Arc<Netlink>,
@@ -347,7 +350,7 @@ pub async fn run(
     if let Some(c) = &candidate {
         liveness.set_key(c.key);
     }
-    let mut gateway = Gateway {
+    let mut runner = Runner {
         client,
         config,
         netlink,
@@ -360,13 +363,13 @@ pub async fn run(
         liveness_targets,
         stop_liveness,
     };
-    let span = tracing::info_span!("kubernetes", cluster = %gateway.config.cluster, node = %gateway.config.node_name);
+    let span = tracing::info_span!("kubernetes", cluster = %runner.config.cluster, node = %runner.config.node_name);
     let result = if *stopped.borrow() {
         Ok(())
     } else {
-        gateway.serve(stopped).instrument(span.clone()).await
+        runner.serve(stopped).instrument(span.clone()).await
     };
-    gateway.stop().instrument(span).await;
+    runner.stop().instrument(span).await;
     let _ = stop_metrics.send(());
     let _ = server.await;
     result
@@ -470,7 +473,7 @@ where
     }
 }
 
-impl Gateway {
+impl Runner {
     async fn serve(&mut self, mut stopped: watch::Receiver<bool>) -> Result<(), KubeError> {
         let api: Api<ClusterEndpoint> =
             Api::namespaced(self.client.clone(), &self.config.namespace);
@@ -557,28 +560,21 @@ impl Gateway {
                     }
                 }
                 won = leadership_change(&mut self.candidate, active) => {
-                    if won && self.holding_over() {
+                    if won && self.standing().holding_over {
                         tracing::info!(node = %self.config.node_name, "holding the gateway Lease again; the tunnel never stopped");
-                        self.set_holding_over(false);
-                    } else if won {
-                        self.become_active().await?;
-                    } else {
-                        self.lease_lost().await;
                     }
+                    self.handle(if won { Event::LeaseWon } else { Event::LeaseLost }).await?;
                     // Look again: the controller reorders the gateways as the Lease moves.
                     due.get_or_insert_with(|| Instant::now() + DEBOUNCE);
                 }
-                _ = holdover_tick.tick(), if self.holding_over() => self.lease_lost().await,
+                _ = holdover_tick.tick(), if self.standing().holding_over => self.handle(Event::HoldoverTick).await?,
                 _ = campaign_tick.tick() => {
-                    if active {
-                        self.check_datapath();
-                    } else {
-                        if self.candidate.is_some() {
-                            self.gate_campaign().await?;
-                        }
-                        if !self.node.is_gateway() {
-                            self.follow_active().await;
-                        }
+                    if self.candidate.is_some() {
+                        let heard = self.heard(Instant::now());
+                        self.handle(Event::Check(heard)).await?;
+                    }
+                    if !self.node.is_gateway() {
+                        self.follow_active().await;
                     }
                 }
                 event = key_events.next() => match event {
@@ -696,19 +692,6 @@ impl Gateway {
         Ok(())
     }
 
-    /// An active gateway whose datapath stopped carries nothing: it stops answering
-    /// "active", so a standby takes over within [`liveness::TAKEOVER_AFTER`] instead of
-    /// after the kubelet's restart, and the Lease moves to it.
-    fn check_datapath(&mut self) {
-        if !self.liveness.is_active() {
-            return;
-        }
-        if let Some(Err(reason)) = self.node.status().datapath().map(|d| d.health()) {
-            tracing::error!(%reason, "the datapath stopped: no longer answering as the active gateway, so a standby takes over");
-            self.liveness.set_active(false);
-        }
-    }
-
     /// A route agent (or passive candidate) routes through the candidate that answers
     /// "active" on the liveness port; without one, by the ClusterEndpoint's order.
     async fn follow_active(&mut self) {
@@ -781,53 +764,144 @@ impl Gateway {
         }
     }
 
-    /// A passive candidate contends for the Lease only while no other candidate answers
-    /// "active", and withdraws from the contest as soon as one does. One that has heard an
-    /// active candidate go quiet (or step down) takes the Lease over at once instead of
-    /// waiting for it to expire, and opens its tunnel.
-    async fn gate_campaign(&mut self) -> Result<(), KubeError> {
-        let Some(c) = &mut self.candidate else {
-            return Ok(());
-        };
-        let now = Instant::now();
-        let active_peer = self
-            .liveness
-            .active_peer_alive(now, liveness::TAKEOVER_AFTER);
-        let may_try = c.campaign_retry_at.is_none_or(|at| now >= at);
-        if !active_peer && may_try && self.liveness.takeover_due(now) {
-            return self.take_over().await;
+    /// Where this candidate stands, read from the world: its tunnel, its liveness answer,
+    /// its Lease manager, and what only the role machine remembers (holding over).
+    fn standing(&self) -> Standing {
+        let c = self.candidate.as_ref();
+        Standing {
+            active: self.node.is_gateway(),
+            answering: self.liveness.is_active(),
+            contending: c.is_some_and(|c| c.leadership.is_some()),
+            holding_over: c.is_some_and(|c| c.holding_over),
         }
-        match (&c.leadership, active_peer) {
-            (Some(_), true) => {
-                tracing::info!("another candidate is active: leaving the election to it");
-                if let Some(leadership) = c.leadership.take() {
-                    leadership.resign().await;
+    }
+
+    /// What the liveness probes (and this node's datapath) say at `now`.
+    fn heard(&self, now: Instant) -> Heard {
+        let c = self.candidate.as_ref();
+        Heard {
+            active_peer: self
+                .liveness
+                .active_peer_alive(now, liveness::TAKEOVER_AFTER),
+            takeover_due: self.liveness.takeover_due(now),
+            may_try: c.is_none_or(|c| c.campaign_retry_at.is_none_or(|at| now >= at)),
+            listened_enough: c
+                .is_some_and(|c| now.duration_since(c.listening_since) >= liveness::DEAD_AFTER),
+            datapath_failed: matches!(
+                self.node.status().datapath().map(|d| d.health()),
+                Some(Err(_))
+            ),
+        }
+    }
+
+    /// Feeds `event` to the role machine and carries out its actions, with the events
+    /// those actions answer with.
+    async fn handle(&mut self, event: Event) -> Result<(), KubeError> {
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            let (next, actions) = role::step(self.standing(), event);
+            if let Some(c) = &mut self.candidate {
+                c.holding_over = next.holding_over;
+            }
+            for action in actions {
+                if let Some(answer) = self.perform(action).await? {
+                    events.push_back(answer);
                 }
             }
-            (None, false)
-                if now.duration_since(c.listening_since) >= liveness::DEAD_AFTER && may_try =>
-            {
-                match campaign(self.client.clone(), &c.how).await {
-                    Ok(leadership) => {
-                        tracing::info!(lease = %c.how.name, identity = %c.how.identity, "no other candidate answers as active: campaigning for the gateway Lease");
-                        c.leadership = Some(leadership);
-                        c.campaign_retry_at = None;
-                        c.campaign_backoff.reset();
-                    }
-                    Err(error) => {
-                        let wait = c.campaign_backoff.next();
-                        tracing::warn!(%error, retry_in = ?wait, "cannot join the gateway election; retrying");
-                        c.campaign_retry_at = Some(now + wait);
-                    }
-                }
-            }
-            _ => {}
         }
         Ok(())
     }
 
+    /// Carries out one action of the role machine.
+    async fn perform(&mut self, action: Action) -> Result<Option<Event>, KubeError> {
+        match action {
+            Action::OpenTunnel => self.become_active().await?,
+            Action::CloseTunnel => self.become_passive().await,
+            Action::StopAnswering => {
+                if let Some(Err(reason)) = self.node.status().datapath().map(|d| d.health()) {
+                    tracing::error!(%reason, "the datapath stopped: no longer answering as the active gateway, so a standby takes over");
+                }
+                self.liveness.set_active(false);
+            }
+            Action::AskHolder => return Ok(Some(Event::HolderIs(self.lease_holder().await))),
+            Action::TakeOver => return Ok(self.take_over().await),
+            Action::JoinElection => self.join_election().await,
+            Action::Resign => {
+                if let Some(leadership) = self.candidate.as_mut().and_then(|c| c.leadership.take())
+                {
+                    if tokio::time::timeout(SHUTDOWN_CALL, leadership.resign())
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(
+                            "resigning the gateway Lease timed out; it expires on its own"
+                        );
+                    }
+                }
+            }
+            Action::HoldOver(Holder::Unknown(error)) => {
+                tracing::warn!(lease = %gateway_lease(&self.config.cluster), %error, "the gateway Lease could not be renewed and the API server cannot be asked who holds it: staying active, the tunnel carries on");
+            }
+            Action::HoldOver(_) => {
+                tracing::warn!(lease = %gateway_lease(&self.config.cluster), "the gateway Lease could not be renewed, but no other candidate holds it: staying active, the tunnel carries on");
+            }
+            Action::Drain => drain(&self.liveness).await,
+            Action::Withdraw => {
+                let _ = self.stop_liveness.send(true);
+                tracing::info!("withdrawing routes and the tunnel interface");
+                if let Err(e) = self.node.shutdown().await {
+                    tracing::warn!(error = %e, "withdrawing routes failed");
+                }
+            }
+            Action::WritePassiveStatus => {
+                let passive = observe(
+                    GatewayRole::Passive,
+                    &LocalObservation::default(),
+                    &[],
+                    None,
+                    SystemTime::now(),
+                );
+                let write = api::write_status(
+                    &self.client,
+                    &self.config.namespace,
+                    &self.config.node_name,
+                    &passive,
+                );
+                match tokio::time::timeout(SHUTDOWN_CALL, write).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %e, "cannot write the passive status on shutdown")
+                    }
+                    Err(_) => tracing::warn!("writing the passive status on shutdown timed out"),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Joins the election; a failure is retried after a backoff.
+    async fn join_election(&mut self) {
+        let Some(c) = &mut self.candidate else {
+            return;
+        };
+        match campaign(self.client.clone(), &c.how).await {
+            Ok(leadership) => {
+                tracing::info!(lease = %c.how.name, identity = %c.how.identity, "no other candidate answers as active: campaigning for the gateway Lease");
+                c.leadership = Some(leadership);
+                c.campaign_retry_at = None;
+                c.campaign_backoff.reset();
+            }
+            Err(error) => {
+                let wait = c.campaign_backoff.next();
+                tracing::warn!(%error, retry_in = ?wait, "cannot join the gateway election; retrying");
+                c.campaign_retry_at = Some(Instant::now() + wait);
+            }
+        }
+    }
+
     /// Takes the gateway Lease over (a write conditional on its resourceVersion, so of two
-    /// standbys exactly one wins) and opens the tunnel.
+    /// standbys exactly one wins) and joins the election; `None` when the write was refused
+    /// (retried after a wait).
     ///
     /// Split brain: the Lease is written *before* the tunnel opens, so a standby that
     /// merely lost sight of a live active gateway (a cluster-network partition) still
@@ -835,15 +909,9 @@ impl Gateway {
     /// down, and until then both carry traffic correctly (every remote gateway accepts
     /// both, and route agents follow the newer). Without an API server nobody takes over:
     /// a dead gateway and a dead control plane at once wait for the API server to return.
-    async fn take_over(&mut self) -> Result<(), KubeError> {
-        let Some(c) = &mut self.candidate else {
-            return Ok(());
-        };
+    async fn take_over(&mut self) -> Option<Event> {
+        let c = self.candidate.as_mut()?;
         let started = Instant::now();
-        if let Some(leadership) = c.leadership.take() {
-            // A campaign waiting for the old Lease to expire; it releases nothing it does not hold.
-            leadership.resign().await;
-        }
         let taken = api::take_lease(
             &self.client,
             &c.how.namespace,
@@ -861,67 +929,42 @@ impl Gateway {
             };
             tracing::warn!(%error, retry_in = ?wait, "the active gateway candidate is gone but the gateway Lease cannot be taken over; retrying");
             c.campaign_retry_at = Some(Instant::now() + wait);
-            return Ok(());
+            return None;
         }
         tracing::info!(lease = %c.how.name, identity = %c.how.identity, took = ?started.elapsed(), "the active gateway candidate stopped answering: took the gateway Lease over");
         c.campaign_retry_at = None;
         c.campaign_backoff.reset();
-        match campaign(self.client.clone(), &c.how).await {
+        let (joined, confirmed) = match campaign(self.client.clone(), &c.how).await {
             Ok(mut leadership) => {
                 // The manager finds us holding the Lease on its first read.
-                let confirmed =
-                    tokio::time::timeout(TAKEOVER_CONFIRM, leadership.until_leader()).await;
-                c.holding_over = confirmed.is_err();
+                let confirmed = tokio::time::timeout(TAKEOVER_CONFIRM, leadership.until_leader())
+                    .await
+                    .is_ok();
                 c.leadership = Some(leadership);
+                (true, confirmed)
             }
             Err(error) => {
                 // We hold the Lease; renewing resumes when the election can be joined.
                 tracing::warn!(%error, "took the gateway Lease over but cannot renew it; holding over");
-                c.holding_over = true;
+                (false, false)
             }
-        }
-        self.become_active().await?;
-        tracing::info!(took = ?started.elapsed(), "took over as the active gateway");
-        Ok(())
+        };
+        Some(Event::TookOver { joined, confirmed })
     }
 
-    fn holding_over(&self) -> bool {
-        self.candidate.as_ref().is_some_and(|c| c.holding_over)
-    }
-
-    fn set_holding_over(&mut self, on: bool) {
-        if let Some(c) = &mut self.candidate {
-            c.holding_over = on;
-        }
-    }
-
-    /// The Lease manager says we no longer hold the Lease: step down only when
-    /// another candidate is seen holding it; otherwise stay active and look again.
-    async fn lease_lost(&mut self) {
+    /// Who holds the gateway Lease, asked after the Lease manager reported it lost.
+    async fn lease_holder(&self) -> Holder {
         let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.config.namespace);
         let name = gateway_lease(&self.config.cluster);
-        let holder = leases
-            .get(&name)
-            .await
-            .map(|l| l.spec.and_then(|s| s.holder_identity));
-        match holder {
-            Ok(Some(other)) if !other.is_empty() && other != self.config.node_name => {
-                tracing::info!(lease = %name, holder = %other, "another candidate holds the gateway Lease");
-                self.set_holding_over(false);
-                self.become_passive().await;
-            }
-            Ok(_) => {
-                if !self.holding_over() {
-                    tracing::warn!(lease = %name, "the gateway Lease could not be renewed, but no other candidate holds it: staying active, the tunnel carries on");
+        match leases.get(&name).await {
+            Ok(lease) => match lease.spec.and_then(|s| s.holder_identity) {
+                Some(other) if !other.is_empty() && other != self.config.node_name => {
+                    tracing::info!(lease = %name, holder = %other, "another candidate holds the gateway Lease");
+                    Holder::Other(other)
                 }
-                self.set_holding_over(true);
-            }
-            Err(error) => {
-                if !self.holding_over() {
-                    tracing::warn!(lease = %name, %error, "the gateway Lease could not be renewed and the API server cannot be asked who holds it: staying active, the tunnel carries on");
-                }
-                self.set_holding_over(true);
-            }
+                _ => Holder::Nobody,
+            },
+            Err(error) => Holder::Unknown(error.to_string()),
         }
     }
 
@@ -1035,62 +1078,16 @@ impl Gateway {
 
     /// Resigns the Lease at once (so another candidate takes over without waiting for it
     /// to expire), withdraws routes and the tunnel, and says so in the Gateway's status.
-    async fn stop(self) {
-        let Gateway {
-            client,
-            config,
-            node,
-            candidate,
-            liveness,
-            stop_liveness,
-            ..
-        } = self;
-        let was_active = node.is_gateway();
-        if let Some(candidate) = candidate {
-            // Resign first and only then say "not active": the standby takes the Lease over
-            // when it hears that, and a release still in flight must not clear its hold.
-            if let Some(leadership) = candidate.leadership {
+    async fn stop(mut self) {
+        if self.candidate.is_some() {
+            if self.standing().contending {
                 tracing::info!("shutting down: resigning the gateway Lease");
-                if tokio::time::timeout(SHUTDOWN_CALL, leadership.resign())
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!("resigning the gateway Lease timed out; it expires on its own");
-                }
             }
-            liveness.set_active(false);
-            if was_active {
-                drain(&liveness).await;
-            }
-            let _ = stop_liveness.send(true);
-            tracing::info!("withdrawing routes and the tunnel interface");
-            if let Err(e) = node.shutdown().await {
-                tracing::warn!(error = %e, "withdrawing routes failed");
-            }
-            if was_active {
-                let passive = observe(
-                    GatewayRole::Passive,
-                    &LocalObservation::default(),
-                    &[],
-                    None,
-                    SystemTime::now(),
-                );
-                let write =
-                    api::write_status(&client, &config.namespace, &config.node_name, &passive);
-                match tokio::time::timeout(SHUTDOWN_CALL, write).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "cannot write the passive status on shutdown")
-                    }
-                    Err(_) => tracing::warn!("writing the passive status on shutdown timed out"),
-                }
-            }
+            // Only API calls fail here, each bounded and logged; nothing is left to retry.
+            let _ = self.handle(Event::Shutdown).await;
         } else {
-            let _ = stop_liveness.send(true);
             tracing::info!("shutting down: withdrawing routes");
-            if let Err(e) = node.shutdown().await {
-                tracing::warn!(error = %e, "withdrawing routes failed");
-            }
+            let _ = self.perform(Action::Withdraw).await;
         }
     }
 }
