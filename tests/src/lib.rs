@@ -1,8 +1,10 @@
 //! Causeway's end-to-end test support: sites as network namespaces, processes
-//! that cannot outlive the test, and waits that say what they waited for.
+//! that cannot outlive the test, waits that say what they waited for, and the fixtures
+//! the test files share.
 
 pub mod apiserver;
 pub mod bench;
+pub mod fixtures;
 pub mod harness;
 pub mod resilience;
 
