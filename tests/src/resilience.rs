@@ -6,9 +6,10 @@
 //! Every world is two sites of [`KubeWorld`]; traffic is a [`UdpProbe`] (a datagram every
 //! 10 ms, echoed) for the gap and a paced TCP [`Stream`] for "no connection dropped".
 
+use crate::fixtures::{pod_addr, wait_kube_reachable};
 use crate::harness::kube::{Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE, READY_TIMEOUT};
 use crate::harness::postgres::Postgres;
-use crate::harness::traffic::{pattern, tcp_roundtrip, Echo, ProbeReport, Stream, UdpProbe};
+use crate::harness::traffic::{Echo, ProbeReport, Stream, UdpProbe};
 use crate::harness::HarnessError;
 use causeway_crds::ClusterEndpoint;
 use std::fmt;
@@ -19,8 +20,6 @@ use std::time::{Duration, Instant};
 pub const A: usize = 0;
 /// Site B.
 pub const B: usize = 1;
-/// Port of the echo servers in the pods.
-pub const ECHO_PORT: u16 = 7000;
 /// The bound on a crash's gap.
 pub const CRASH_GAP: Duration = Duration::from_secs(1);
 /// The bound on a graceful hand-over's gap.
@@ -113,27 +112,6 @@ pub fn table_header() -> String {
     )
 }
 
-fn pod_addr(kube: &KubeWorld, i: usize) -> SocketAddr {
-    SocketAddr::new(kube.spec(i).pod_ip().into(), ECHO_PORT)
-}
-
-/// Waits until a TCP round-trip from pod `from` to pod `to` works.
-fn wait_reachable(kube: &mut KubeWorld, from: usize, to: usize) -> Result<(), HarnessError> {
-    let addr = pod_addr(kube, to);
-    let payload = pattern(1000, from as u8);
-    let what = format!(
-        "{} pod to reach {addr} over TCP",
-        kube.spec(from).cluster_id()
-    );
-    kube.wait_for(&what, STAGE, |k| {
-        match tcp_roundtrip(&k.site(from).pod, addr, &payload) {
-            Ok(back) if back == payload => Ok(()),
-            Ok(_) => Err("echo differed".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-}
-
 /// Waits until the probe has `more` echoes beyond `from`.
 fn wait_echoes(
     kube: &mut KubeWorld,
@@ -186,20 +164,20 @@ fn traffic(kube: &mut KubeWorld, from: usize, to: usize) -> Result<Traffic, Harn
     let echo = [A, B]
         .iter()
         .map(|&i| {
-            Echo::start(&kube.site(i).pod, pod_addr(kube, i))
+            Echo::start(&kube.site(i).pod, pod_addr(kube.site(i)))
                 .map_err(crate::harness::io_context("echo server in a pod"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    wait_reachable(kube, from, to)?;
-    wait_reachable(kube, to, from)?;
+    wait_kube_reachable(kube, from, to, STAGE)?;
+    wait_kube_reachable(kube, to, from, STAGE)?;
     let stream = Stream::start_paced(
         &kube.site(A).pod,
-        pod_addr(kube, B),
+        pod_addr(kube.site(B)),
         STREAM_TIMEOUT,
         STREAM_PACE,
     )
     .map_err(crate::harness::io_context("TCP stream from A to B"))?;
-    let probe = UdpProbe::start(&kube.site(from).pod, pod_addr(kube, to))
+    let probe = UdpProbe::start(&kube.site(from).pod, pod_addr(kube.site(to)))
         .map_err(crate::harness::io_context("UDP probe"))?;
     wait_echoes(kube, &probe, RECOVERED, "the probe to get its first echoes")?;
     wait_chunks(kube, &stream, 10, "the TCP stream to carry data")?;
@@ -303,9 +281,9 @@ pub fn synchronous_standby_across_a_crash() -> Result<Figure, HarnessError> {
 /// [`synchronous_standby_across_a_crash`] with the standby replicating as `replication` says.
 pub fn standby_across_a_crash(replication: Replication) -> Result<Figure, HarnessError> {
     let mut kube = KubeWorld::start(2)?;
-    let echo = Echo::start(&kube.site(B).pod, pod_addr(&kube, B))
+    let echo = Echo::start(&kube.site(B).pod, pod_addr(kube.site(B)))
         .map_err(crate::harness::io_context("echo server in site-b's pod"))?;
-    wait_reachable(&mut kube, A, B)?;
+    wait_kube_reachable(&mut kube, A, B, STAGE)?;
     let mut primary = Postgres::start_primary(
         &kube.site(A).pod,
         kube.spec(A).pod_ip().into(),
@@ -322,7 +300,7 @@ pub fn standby_across_a_crash(replication: Replication) -> Result<Figure, Harnes
     }
     primary.sql("CREATE TABLE acked (id bigint PRIMARY KEY, at timestamptz DEFAULT now())")?;
     let session = primary.replication_session(&standby)?;
-    let probe = UdpProbe::start(&kube.site(A).pod, pod_addr(&kube, B))
+    let probe = UdpProbe::start(&kube.site(A).pod, pod_addr(kube.site(B)))
         .map_err(crate::harness::io_context("UDP probe"))?;
     let load = primary.start_write_load("acked")?;
     let before = 200;

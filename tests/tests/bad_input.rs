@@ -8,11 +8,11 @@
 
 use causeway_crds::manifest::{load_clusterset, ManifestError, MAX_MANIFEST_BYTES};
 use causeway_gateway::config::{desired_from_text, Identity};
+use causeway_tests::fixtures::pod_addr;
 use causeway_tests::harness::leak::assert_no_key;
 use causeway_tests::harness::mesh::{causeway_routes, Mesh};
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, Echo};
 use causeway_tests::harness::wait_until_ok;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const KEY_A: &str = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
@@ -206,13 +206,12 @@ fn the_gateway_resolver_refuses_a_remote_entry_pointing_at_its_own_listen_addres
 
 const A: usize = 0;
 const B: usize = 1;
-const ECHO_PORT: u16 = 7000;
 const WAIT: Duration = Duration::from_secs(10);
 
 #[test]
 fn a_running_gateway_refuses_every_bad_file_class_and_keeps_working() {
     let mesh = Mesh::start(2).expect("two-site mesh");
-    let b_pod = SocketAddr::new(mesh.site(B).spec.pod_ip().into(), ECHO_PORT);
+    let b_pod = pod_addr(mesh.site(B));
     let _echo = Echo::start(&mesh.site(B).pod, b_pod).expect("echo in site-b's pod");
     let reachable = |what: &str| {
         let payload = pattern(2000, 5);

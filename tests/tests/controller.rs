@@ -20,10 +20,11 @@ use causeway_crds::validate::Acceptance;
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, Gateway, GatewayEndpoint, GatewayRole, GatewaySpec,
 };
+use causeway_tests::fixtures::{self, key, label, sorted_names, wait_for, wait_while_running};
 use causeway_tests::harness::control_plane::{
     ClusterKind, Credentials, KubeApiServer, TestCluster,
 };
-use causeway_tests::harness::{workspace_binary, ChildGuard};
+use causeway_tests::harness::ChildGuard;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
@@ -97,34 +98,16 @@ fn start<const N: usize>(members: usize) -> [Cluster; N] {
     }
 }
 
-fn key(byte: u8) -> String {
-    // base64 of 32 equal bytes, without pulling in a base64 crate: ten 4-char
-    // groups of 3 bytes each, then the 2-byte tail as 3 chars and a pad.
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = u32::from(byte);
-    let sextets = |bits: u32, n: usize| -> String {
-        [18, 12, 6, 0][..n]
-            .iter()
-            .map(|shift| ALPHABET[((bits >> shift) & 63) as usize] as char)
-            .collect()
-    };
-    let group = sextets((b << 16) | (b << 8) | b, 4);
-    format!("{}{}=", group.repeat(10), sextets((b << 16) | (b << 8), 3))
-}
-
 fn spec(cluster: &str, pod: &str, service: &str, key_byte: u8) -> ClusterEndpointSpec {
     ClusterEndpointSpec {
         cluster_id: cluster.to_owned(),
         pod_cidrs: vec![pod.to_owned()],
         service_cidrs: vec![service.to_owned()],
-        gateways: vec![GatewayEndpoint {
-            node_name: format!("{cluster}-gw-1"),
-            public_endpoint: format!("198.18.0.{key_byte}:51820"),
-            public_key: key(key_byte),
-            private_ip: None,
-            private_ips: vec![],
-            health_check_ip: None,
-        }],
+        gateways: vec![fixtures::gateway_endpoint(
+            &format!("{cluster}-gw-1"),
+            key_byte,
+            key_byte,
+        )],
     }
 }
 
@@ -191,40 +174,21 @@ async fn create_at_broker(broker: &Cluster, name: &str, spec: ClusterEndpointSpe
 }
 
 async fn names(api: &Api<ClusterEndpoint>) -> Vec<String> {
-    let mut names: Vec<String> = api
-        .list(&Default::default())
-        .await
-        .expect("list")
-        .items
-        .into_iter()
-        .filter_map(|o| o.metadata.name)
-        .collect();
-    names.sort();
-    names
+    sorted_names(api.list(&Default::default()).await.expect("list").items)
 }
 
 /// Names of the mirrors in a cluster's namespace (the local copy and others' objects aside).
 async fn mirror_names(cluster: &Cluster) -> Vec<String> {
-    let mut names: Vec<String> = cluster
+    let all = cluster
         .endpoints(LOCAL_NS)
         .list(&Default::default())
         .await
         .expect("list")
-        .items
-        .into_iter()
-        .filter(|o| label(o, MIRRORED_LABEL) == Some("true"))
-        .filter_map(|o| o.metadata.name)
-        .collect();
-    names.sort();
-    names
-}
-
-fn label<'a>(obj: &'a ClusterEndpoint, key: &str) -> Option<&'a str> {
-    obj.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(key))
-        .map(String::as_str)
+        .items;
+    sorted_names(
+        all.into_iter()
+            .filter(|o| label(o, MIRRORED_LABEL) == Some("true")),
+    )
 }
 
 #[tokio::test]
@@ -491,14 +455,6 @@ async fn a_broker_outage_fails_the_pass_and_keeps_the_mirrors() {
     assert!(!report.wrote(), "{report:?}");
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn run_follows_broker_changes_and_settles_without_writing() {
     let [broker, a] = start(1);
@@ -520,7 +476,7 @@ async fn run_follows_broker_changes_and_settles_without_writing() {
 
     let at_broker = broker.endpoints(BROKER_NS);
     let local = a.endpoints(LOCAL_NS);
-    wait_for("A published", async || {
+    wait_for("A published", WAIT, async || {
         at_broker
             .get_opt("site-a")
             .await
@@ -531,7 +487,7 @@ async fn run_follows_broker_changes_and_settles_without_writing() {
     .await;
 
     create_at_broker(&broker, "site-b", spec_b()).await;
-    wait_for("B mirrored", async || {
+    wait_for("B mirrored", WAIT, async || {
         local.get_opt("site-b").await.ok().flatten().is_some()
     })
     .await;
@@ -542,7 +498,7 @@ async fn run_follows_broker_changes_and_settles_without_writing() {
         .expect("delete B at the broker");
     // An error reading it is no proof of deletion: only a successful read that finds
     // nothing is.
-    wait_for("B's mirror deleted", async || {
+    wait_for("B's mirror deleted", WAIT, async || {
         matches!(local.get_opt("site-b").await, Ok(None))
     })
     .await;
@@ -566,62 +522,21 @@ async fn run_follows_broker_changes_and_settles_without_writing() {
     assert!(passes >= 3, "one pass per change at least, got {passes}");
 }
 
-/// The endpoint file the binary reads: one ClusterEndpoint manifest.
-fn manifest(name: &str, spec: &ClusterEndpointSpec) -> String {
-    let obj = ClusterEndpoint::new(name, spec.clone());
-    serde_yaml::to_string(&obj).expect("ClusterEndpoint serialises")
-}
-
-fn start_controller(
-    dir: &std::path::Path,
-    broker: &Cluster,
-    a: &Cluster,
-    endpoint_file: &std::path::Path,
-    label: &str,
-) -> ChildGuard {
-    let spec_args = [OsString::from("--endpoint-file"), endpoint_file.into()];
-    start_controller_with(dir, broker, a, &spec_args, label)
-}
-
-/// Starts the binary for site-a with `spec_args` saying where its spec comes from.
-fn start_controller_with(
+/// Starts the binary as site-a's controller, `spec_args` saying where its spec comes from.
+fn start_site_a(
     dir: &std::path::Path,
     broker: &Cluster,
     a: &Cluster,
     spec_args: &[OsString],
     label: &str,
 ) -> ChildGuard {
-    let broker_kubeconfig = dir.join("broker.kubeconfig");
-    let local_kubeconfig = dir.join("a.kubeconfig");
-    broker
-        .cluster
-        .write_kubeconfig(&broker_kubeconfig, &broker.credentials("site-a"), BROKER_NS)
-        .expect("write the broker kubeconfig");
-    a.cluster
-        .write_kubeconfig(&local_kubeconfig, &a.credentials("site-a"), LOCAL_NS)
-        .expect("write A's kubeconfig");
-    let log_path = dir.join(format!("{label}.log"));
-    let log = std::fs::File::create(&log_path).expect("create the log");
-    let child = std::process::Command::new(workspace_binary("causeway-controller"))
-        .args(["--cluster", "site-a", "--broker-namespace", BROKER_NS])
-        .args(["--namespace", LOCAL_NS])
-        .arg("--broker-kubeconfig")
-        .arg(&broker_kubeconfig)
-        .arg("--kubeconfig")
-        .arg(&local_kubeconfig)
-        .args(spec_args)
-        // Only the flags of each test say where the spec comes from.
-        .env_remove("CAUSEWAY_ENDPOINT_FILE")
-        .env_remove("CAUSEWAY_POD_CIDRS")
-        .env_remove("CAUSEWAY_SERVICE_CIDRS")
-        .env("RUST_LOG", "causeway_controller=debug")
-        // anyhow would otherwise print a backtrace after the error message.
-        .env("RUST_LIB_BACKTRACE", "0")
-        .stdout(log.try_clone().expect("clone the log handle"))
-        .stderr(log)
-        .spawn()
-        .expect("start causeway-controller");
-    ChildGuard::new(child, label, log_path)
+    fixtures::start_controller(dir, "site-a", &broker.cluster, &a.cluster, spec_args, label)
+}
+
+/// The endpoint file the binary reads: one ClusterEndpoint manifest.
+fn manifest(name: &str, spec: &ClusterEndpointSpec) -> String {
+    let obj = ClusterEndpoint::new(name, spec.clone());
+    serde_yaml::to_string(&obj).expect("ClusterEndpoint serialises")
 }
 
 #[tokio::test]
@@ -632,30 +547,22 @@ async fn the_binary_publishes_mirrors_and_stops_on_sigterm() {
     let endpoint_file = dir.path().join("site-a.yaml");
     std::fs::write(&endpoint_file, manifest("site-a", &spec_a())).expect("write the endpoint file");
 
-    let mut controller = start_controller(dir.path(), &broker, &a, &endpoint_file, "controller");
+    let args = [OsString::from("--endpoint-file"), endpoint_file.into()];
+    let mut controller = start_site_a(dir.path(), &broker, &a, &args, "controller");
     let at_broker = broker.endpoints(BROKER_NS);
     let local = a.endpoints(LOCAL_NS);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let published = at_broker.get_opt("site-a").await.ok().flatten();
-        let mirrored = local.get_opt("site-b").await.ok().flatten();
-        if published.is_some_and(|o| o.spec == spec_a() && valid_condition(&o).is_some())
-            && mirrored.is_some_and(|o| o.spec == spec_b())
-        {
-            break;
-        }
-        assert!(
-            controller.is_running(),
-            "the controller exited early:\n{}",
-            controller.log_tail(30)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the controller did not sync in time:\n{}",
-            controller.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_while_running(
+        &mut controller,
+        "site-a published and site-b mirrored",
+        WAIT,
+        async || {
+            let published = at_broker.get_opt("site-a").await.ok().flatten();
+            let mirrored = local.get_opt("site-b").await.ok().flatten();
+            published.is_some_and(|o| o.spec == spec_a() && valid_condition(&o).is_some())
+                && mirrored.is_some_and(|o| o.spec == spec_b())
+        },
+    )
+    .await;
     let status = controller
         .terminate_and_wait(Duration::from_secs(10))
         .expect("stop the controller");
@@ -697,31 +604,23 @@ async fn the_binary_answers_health_and_readiness_probes() {
         OsString::from("--health-addr"),
         addr.to_string().into(),
     ];
-    let mut controller = start_controller_with(dir.path(), &broker, &a, &args, "controller");
-    let deadline = Instant::now() + WAIT;
+    let mut controller = start_site_a(dir.path(), &broker, &a, &args, "controller");
     // Ready while leading means a pass is done: the object is at the broker by then. (A
     // replica that does not lead yet is ready too: it serves DNS; on a real API server the
     // election takes a moment.)
-    loop {
+    wait_while_running(&mut controller, "/readyz to answer 200", WAIT, async || {
         let leading = http_get(addr, "/metrics")
             .await
             .is_some_and(|(_, m)| m.contains("causeway_controller_leading 1\n"));
-        if let (true, Some((200, body))) = (leading, http_get(addr, "/readyz").await) {
-            assert_eq!(body, "ok\n");
-            break;
+        match (leading, http_get(addr, "/readyz").await) {
+            (true, Some((200, body))) => {
+                assert_eq!(body, "ok\n");
+                true
+            }
+            _ => false,
         }
-        assert!(
-            controller.is_running(),
-            "the controller exited early:\n{}",
-            controller.log_tail(30)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "/readyz did not answer 200 in time:\n{}",
-            controller.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let published = broker.endpoints(BROKER_NS).get_opt("site-a").await;
     assert!(
         published.expect("read the broker").is_some(),
@@ -783,7 +682,8 @@ async fn the_binary_refuses_an_endpoint_file_for_another_cluster() {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let endpoint_file = dir.path().join("wrong.yaml");
     std::fs::write(&endpoint_file, manifest("site-b", &spec_b())).expect("write the endpoint file");
-    let mut controller = start_controller(dir.path(), &broker, &a, &endpoint_file, "wrong");
+    let args = [OsString::from("--endpoint-file"), endpoint_file.into()];
+    let mut controller = start_site_a(dir.path(), &broker, &a, &args, "wrong");
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = controller.try_status().expect("poll the controller") {
@@ -1295,13 +1195,13 @@ async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() 
             published.is_some_and(|o| o.spec == want) && copy.is_some_and(|o| o.spec == want)
         }
     };
-    wait_for("A published with gw-c first", async || {
+    wait_for("A published with gw-c first", WAIT, async || {
         both_have(built_a(&["gw-c", "gw-a", "gw-b"])).await
     })
     .await;
 
     set_gateway_lease(&a, "gw-b", Duration::ZERO, 30).await;
-    wait_for("the failover to gw-b", async || {
+    wait_for("the failover to gw-b", WAIT, async || {
         both_have(built_a(&["gw-b", "gw-a", "gw-c"])).await
     })
     .await;
@@ -1309,7 +1209,7 @@ async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() 
     create_node(&a, "node-4", "10.1.2.0/24").await;
     let mut wider = built_a(&["gw-b", "gw-a", "gw-c"]);
     wider.pod_cidrs = vec!["10.1.0.0/22".to_owned()];
-    wait_for("the new Node's pod CIDR", async || {
+    wait_for("the new Node's pod CIDR", WAIT, async || {
         both_have(wider.clone()).await
     })
     .await;
@@ -1320,7 +1220,7 @@ async fn run_follows_the_lease_gateways_and_nodes_and_settles_without_writing() 
         .expect("delete gw-a");
     let mut fewer = wider.clone();
     fewer.gateways.retain(|g| g.node_name != "gw-a");
-    wait_for("gw-a gone", async || both_have(fewer.clone()).await).await;
+    wait_for("gw-a gone", WAIT, async || both_have(fewer.clone()).await).await;
 
     // Lease renewals and connection-status chatter change nothing a pass reads:
     // they start no pass at all (no list at the broker), so nothing is written.
@@ -1377,34 +1277,25 @@ async fn the_binary_builds_the_spec_from_the_cluster_publishes_and_mirrors() {
         .iter()
         .map(OsString::from)
         .collect();
-    let mut controller = start_controller_with(dir.path(), &broker, &a, &args, "from-cluster");
+    let mut controller = start_site_a(dir.path(), &broker, &a, &args, "from-cluster");
     let mut want = built_a(&["gw-c", "gw-a", "gw-b"]);
     want.pod_cidrs = vec!["10.1.0.0/16".to_owned()];
     let at_broker = broker.endpoints(BROKER_NS);
     let local = a.endpoints(LOCAL_NS);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let published = at_broker.get_opt("site-a").await.ok().flatten();
-        let copy = local.get_opt("site-a").await.ok().flatten();
-        let mirrored = local.get_opt("site-b").await.ok().flatten();
-        if published.is_some_and(|o| o.spec == want && valid_condition(&o).is_some())
-            && copy.is_some_and(|o| o.spec == want && label(&o, LOCAL_LABEL) == Some("true"))
-            && mirrored.is_some_and(|o| o.spec == spec_b())
-        {
-            break;
-        }
-        assert!(
-            controller.is_running(),
-            "the controller exited early:\n{}",
-            controller.log_tail(30)
-        );
-        assert!(
-            Instant::now() < deadline,
-            "the controller did not sync in time:\n{}",
-            controller.log_tail(30)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_while_running(
+        &mut controller,
+        "the built spec published, copied locally, and site-b mirrored",
+        WAIT,
+        async || {
+            let published = at_broker.get_opt("site-a").await.ok().flatten();
+            let copy = local.get_opt("site-a").await.ok().flatten();
+            let mirrored = local.get_opt("site-b").await.ok().flatten();
+            published.is_some_and(|o| o.spec == want && valid_condition(&o).is_some())
+                && copy.is_some_and(|o| o.spec == want && label(&o, LOCAL_LABEL) == Some("true"))
+                && mirrored.is_some_and(|o| o.spec == spec_b())
+        },
+    )
+    .await;
     // It leads on its own Lease, named after the cluster.
     let leases: Api<Lease> = Api::namespaced(a.client.clone(), LOCAL_NS);
     assert!(
@@ -1455,7 +1346,7 @@ async fn the_binary_refuses_bad_cidr_flags_with_the_fix() {
     for (i, (flags, want)) in cases.iter().enumerate() {
         let args: Vec<OsString> = flags.iter().map(OsString::from).collect();
         let label = format!("bad-flags-{i}");
-        let mut controller = start_controller_with(dir.path(), &broker, &a, &args, &label);
+        let mut controller = start_site_a(dir.path(), &broker, &a, &args, &label);
         let deadline = Instant::now() + WAIT;
         let status = loop {
             if let Some(status) = controller.try_status().expect("poll the controller") {

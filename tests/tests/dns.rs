@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use causeway_controller::dns::{Dns, DnsConfig, DEFAULT_TTL};
 use causeway_crds::{Gateway, ServiceImport};
+use causeway_tests::fixtures::{self, object};
 use causeway_tests::harness::control_plane::{ClusterKind, KubeApiServer, TestCluster};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
@@ -19,7 +20,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::Client;
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -36,10 +36,6 @@ const WAIT: Duration = Duration::from_secs(20);
 const PG: &str = "pg.prod.svc.clusterset.local.";
 const DB: &str = "db.prod.svc.clusterset.local.";
 const WEB: &str = "web.prod.svc.clusterset.local.";
-
-fn object<K: DeserializeOwned>(value: Value) -> K {
-    serde_json::from_value(value).expect("a valid object")
-}
 
 fn import(name: &str, type_: &str) -> ServiceImport {
     object(json!({
@@ -96,7 +92,7 @@ impl World {
         let cluster = TestCluster::start(ClusterKind::member("site-a", 1))
             .unwrap_or_else(|e| panic!("start the cluster: {e}"));
         let client = Client::try_from(cluster.admin_config(NS)).expect("a client");
-        let namespace: Namespace = object(json!({"metadata": {"name": APP_NS}}));
+        let namespace = fixtures::namespace(APP_NS);
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await

@@ -10,12 +10,13 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use causeway_crds::keys::parse_key;
 use causeway_datapath::offload::{checksum_add, fold};
 use causeway_datapath::REMOTE_KEY_GRACE;
+use causeway_tests::fixtures::{echo, pod_addr, pod_addr6, wait_reachable};
 use causeway_tests::harness::leak::assert_no_key;
 use causeway_tests::harness::mesh::{causeway_routes, metric, Mesh};
 use causeway_tests::harness::postgres::Postgres;
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::{wait_until_ok, HarnessError, Netns, ScratchDir};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::Duration;
 
 #[path = "e2e/sizes.rs"]
@@ -24,43 +25,7 @@ mod sizes;
 const A: usize = 0;
 const B: usize = 1;
 const C: usize = 2;
-const ECHO_PORT: u16 = 7000;
 const WAIT: Duration = Duration::from_secs(10);
-
-fn pod_addr(mesh: &Mesh, i: usize) -> SocketAddr {
-    SocketAddr::new(mesh.site(i).spec.pod_ip().into(), ECHO_PORT)
-}
-
-fn pod_addr6(mesh: &Mesh, i: usize) -> SocketAddr {
-    SocketAddr::new(mesh.site(i).spec.pod_ip6().into(), ECHO_PORT)
-}
-
-fn echo(mesh: &Mesh, i: usize, addr: SocketAddr) -> Echo {
-    Echo::start(&mesh.site(i).pod, addr).expect("echo server in pod")
-}
-
-/// Waits until a TCP round-trip from pod `from` to `to` works (routes and tunnel up).
-fn wait_reachable(mesh: &Mesh, from: usize, to: SocketAddr) {
-    let payload = pattern(1000, from as u8);
-    let what = format!(
-        "{} pod to reach {to} over TCP",
-        mesh.site(from).spec.cluster_id()
-    );
-    let result = wait_until_ok(&what, WAIT, || {
-        match tcp_roundtrip(&mesh.site(from).pod, to, &payload) {
-            Ok(back) if back == payload => Ok(()),
-            Ok(_) => Err("echo differed".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    });
-    if let Err(e) = result {
-        panic!("{e}\n{}", mesh.logs());
-    }
-}
-
-fn gateway_metric(mesh: &Mesh, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
-    mesh.gateway_metric(i, name, labels)
-}
 
 fn wait_metric_at_least(mesh: &Mesh, i: usize, name: &str, labels: &[(&str, &str)], min: f64) {
     let what = format!(
@@ -84,41 +49,39 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
         .iter()
         .flat_map(|&i| {
             [
-                echo(&mesh, i, pod_addr(&mesh, i)),
-                echo(&mesh, i, pod_addr6(&mesh, i)),
+                echo(mesh.site(i), pod_addr(mesh.site(i))),
+                echo(mesh.site(i), pod_addr6(mesh.site(i))),
             ]
         })
         .collect();
     for (from, to) in [(A, B), (B, A)] {
-        wait_reachable(&mesh, from, pod_addr(&mesh, to));
+        wait_reachable(&mesh, from, pod_addr(mesh.site(to)), WAIT);
         let pod = &mesh.site(from).pod;
         for len in [1, 1400, 64 * 1024] {
             let payload = pattern(len, 7);
-            let back = tcp_roundtrip(pod, pod_addr(&mesh, to), &payload).expect("tcp v4");
+            let back = tcp_roundtrip(pod, pod_addr(mesh.site(to)), &payload).expect("tcp v4");
             assert_eq!(back, payload, "TCP v4 {len} bytes {from}->{to}");
-            let back = tcp_roundtrip(pod, pod_addr6(&mesh, to), &payload).expect("tcp v6");
+            let back = tcp_roundtrip(pod, pod_addr6(mesh.site(to)), &payload).expect("tcp v6");
             assert_eq!(back, payload, "TCP v6 {len} bytes {from}->{to}");
         }
         let datagram = pattern(1200, 3);
         assert_eq!(
-            udp_roundtrip(pod, pod_addr(&mesh, to), &datagram).expect("udp v4"),
+            udp_roundtrip(pod, pod_addr(mesh.site(to)), &datagram).expect("udp v4"),
             datagram
         );
         assert_eq!(
-            udp_roundtrip(pod, pod_addr6(&mesh, to), &datagram).expect("udp v6"),
+            udp_roundtrip(pod, pod_addr6(mesh.site(to)), &datagram).expect("udp v6"),
             datagram
         );
     }
     // The traffic went through the tunnel and the gateways counted it.
     for (i, peer) in [(A, "site-b"), (B, "site-a")] {
-        let rx = gateway_metric(
-            &mesh,
+        let rx = mesh.gateway_metric(
             i,
             "causeway_peer_rx_bytes_total",
             &[("remote_cluster", peer)],
         );
-        let tx = gateway_metric(
-            &mesh,
+        let tx = mesh.gateway_metric(
             i,
             "causeway_peer_tx_bytes_total",
             &[("remote_cluster", peer)],
@@ -137,8 +100,7 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
             &[("remote_cluster", peer), ("stat", "avg")],
             1e-7,
         );
-        let max = gateway_metric(
-            &mesh,
+        let max = mesh.gateway_metric(
             i,
             "causeway_peer_rtt_seconds",
             &[("remote_cluster", peer), ("stat", "max")],
@@ -172,12 +134,7 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
             "destination_not_allowed",
             "send_failed",
         ] {
-            let n = gateway_metric(
-                &mesh,
-                i,
-                "causeway_datapath_drops_total",
-                &[("reason", reason)],
-            );
+            let n = mesh.gateway_metric(i, "causeway_datapath_drops_total", &[("reason", reason)]);
             assert_eq!(n, 0.0, "site {i} dropped {n} packets for {reason}");
         }
     }
@@ -216,12 +173,12 @@ fn pods_reach_each_other_over_tcp_and_udp_both_ways_v4_and_v6() {
 #[test]
 fn tunnels_run_over_an_ipv6_underlay() {
     let mesh = Mesh::start_v6_underlay(2).expect("two sites over IPv6");
-    let _servers = [A, B].map(|i| echo(&mesh, i, pod_addr(&mesh, i)));
-    let _servers6 = [A, B].map(|i| echo(&mesh, i, pod_addr6(&mesh, i)));
+    let _servers = [A, B].map(|i| echo(mesh.site(i), pod_addr(mesh.site(i))));
+    let _servers6 = [A, B].map(|i| echo(mesh.site(i), pod_addr6(mesh.site(i))));
     for (from, to) in [(A, B), (B, A)] {
-        wait_reachable(&mesh, from, pod_addr(&mesh, to));
+        wait_reachable(&mesh, from, pod_addr(mesh.site(to)), WAIT);
         let payload = pattern(64 * 1024, 9);
-        let back = tcp_roundtrip(&mesh.site(from).pod, pod_addr6(&mesh, to), &payload)
+        let back = tcp_roundtrip(&mesh.site(from).pod, pod_addr6(mesh.site(to)), &payload)
             .expect("tcp v6 over v6");
         assert_eq!(back, payload);
     }
@@ -246,9 +203,9 @@ fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
     for i in [A, B] {
         mesh.start_site(i).unwrap();
     }
-    let _servers = [A, B, C].map(|i| echo(&mesh, i, pod_addr(&mesh, i)));
-    wait_reachable(&mesh, A, pod_addr(&mesh, B));
-    let stream = Stream::start(&mesh.site(A).pod, pod_addr(&mesh, B)).expect("stream connect");
+    let _servers = [A, B, C].map(|i| echo(mesh.site(i), pod_addr(mesh.site(i))));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
+    let stream = Stream::start(&mesh.site(A).pod, pod_addr(mesh.site(B))).expect("stream connect");
     wait_until_ok("stream to carry data", WAIT, || match stream.chunks() {
         0 => Err("no chunk yet".to_string()),
         n => Ok(n),
@@ -264,8 +221,8 @@ fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
     let joined_at = stream.chunks();
     mesh.wait_handshakes(&[A, B, C], WAIT)
         .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
-    wait_reachable(&mesh, A, pod_addr(&mesh, C));
-    wait_reachable(&mesh, C, pod_addr(&mesh, B));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(C)), WAIT);
+    wait_reachable(&mesh, C, pod_addr(mesh.site(B)), WAIT);
     wait_until_ok("stream to carry on after the join", WAIT, || {
         match stream.chunks() {
             n if n > joined_at + 10 => Ok(n),
@@ -274,8 +231,7 @@ fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
     })
     .unwrap();
     let handshakes_b = |mesh: &Mesh| {
-        gateway_metric(
-            mesh,
+        mesh.gateway_metric(
             A,
             "causeway_peer_handshakes_total",
             &[("remote_cluster", "site-b")],
@@ -307,13 +263,13 @@ fn third_site_joins_at_runtime_without_breaking_a_stream_and_leaves_cleanly() {
     wait_until_ok(
         "site-a to stop reaching site-c once C's old key's grace ran out",
         WAIT + REMOTE_KEY_GRACE,
-        || match tcp_roundtrip(&mesh.site(A).pod, pod_addr(&mesh, C), &probe) {
+        || match tcp_roundtrip(&mesh.site(A).pod, pod_addr(mesh.site(C)), &probe) {
             Ok(_) => Err("site-a still reaches site-c through the old key".to_string()),
             Err(e) => Ok(e),
         },
     )
     .unwrap_or_else(|e| panic!("{e}\n{}", mesh.logs()));
-    wait_reachable(&mesh, B, pod_addr(&mesh, C));
+    wait_reachable(&mesh, B, pod_addr(mesh.site(C)), WAIT);
 
     // Site C leaves A's file: A's gateway and worker withdraw its routes, and only those.
     mesh.write_endpoints(A, &[A, B]).unwrap();
@@ -422,8 +378,8 @@ fn a_spoofed_inner_source_is_dropped_and_counted() {
     listener
         .set_read_timeout(Some(Duration::from_secs(3)))
         .unwrap();
-    let _echo = echo(&mesh, A, pod_addr(&mesh, A));
-    wait_reachable(&mesh, B, pod_addr(&mesh, A));
+    let _echo = echo(mesh.site(A), pod_addr(mesh.site(A)));
+    wait_reachable(&mesh, B, pod_addr(mesh.site(A)), WAIT);
 
     // Site B claims to be a pod of site C (10.3.1.10), which B does not own. B is the
     // attacker here, so its own nodes let the spoofed source out: A must stop it.
@@ -431,8 +387,7 @@ fn a_spoofed_inner_source_is_dropped_and_counted() {
         ns.disable_reverse_path_filter()
             .expect("site-b's nodes let spoofed sources out");
     }
-    let before = gateway_metric(
-        &mesh,
+    let before = mesh.gateway_metric(
         A,
         "causeway_datapath_drops_total",
         &[("reason", "source_not_allowed")],
@@ -463,8 +418,7 @@ fn packets_under_an_unknown_key_are_ignored() {
     let mesh = Mesh::start(2).expect("two-site mesh");
     let a_public = parse_key(mesh.public_key(A)).unwrap();
     let a_endpoint = mesh.site(A).spec.public_endpoint(51820);
-    let before = gateway_metric(
-        &mesh,
+    let before = mesh.gateway_metric(
         A,
         "causeway_datapath_drops_total",
         &[("reason", "unknown_peer")],
@@ -502,17 +456,17 @@ fn packets_under_an_unknown_key_are_ignored() {
         other => panic!("site-a answered a stranger: {other:?}"),
     }
     // The real peer is undisturbed.
-    let _echo = echo(&mesh, B, pod_addr(&mesh, B));
-    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+    let _echo = echo(mesh.site(B), pod_addr(mesh.site(B)));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
 }
 
 #[test]
 fn an_invalid_endpoints_file_changes_nothing_and_a_no_op_reload_writes_nothing() {
     let mesh = Mesh::start(2).expect("two-site mesh");
-    let _echo = echo(&mesh, B, pod_addr(&mesh, B));
-    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+    let _echo = echo(mesh.site(B), pod_addr(mesh.site(B)));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
     let routes = causeway_routes(&mesh.site(A).gateway).unwrap();
-    let writes = gateway_metric(&mesh, A, "causeway_netlink_writes_total", &[]);
+    let writes = mesh.gateway_metric(A, "causeway_netlink_writes_total", &[]);
     let good = mesh.endpoints_text(&[A, B]);
 
     // Site B's service CIDR now overlaps site A's pods: the whole file is refused.
@@ -527,13 +481,13 @@ fn an_invalid_endpoints_file_changes_nothing_and_a_no_op_reload_writes_nothing()
     );
     assert_eq!(causeway_routes(&mesh.site(A).gateway).unwrap(), routes);
     assert_eq!(
-        gateway_metric(&mesh, A, "causeway_netlink_writes_total", &[]),
+        mesh.gateway_metric(A, "causeway_netlink_writes_total", &[]),
         writes
     );
-    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
 
     // The same clusterset written differently: applied, and nothing to write.
-    let reloads = gateway_metric(&mesh, A, "causeway_config_reloads_total", &[]);
+    let reloads = mesh.gateway_metric(A, "causeway_config_reloads_total", &[]);
     mesh.write_endpoints_text(A, &format!("# re-generated\n{good}"))
         .unwrap();
     wait_metric_at_least(
@@ -544,7 +498,7 @@ fn an_invalid_endpoints_file_changes_nothing_and_a_no_op_reload_writes_nothing()
         reloads + 1.0,
     );
     assert_eq!(
-        gateway_metric(&mesh, A, "causeway_netlink_writes_total", &[]),
+        mesh.gateway_metric(A, "causeway_netlink_writes_total", &[]),
         writes
     );
     assert_eq!(causeway_routes(&mesh.site(A).gateway).unwrap(), routes);
@@ -555,11 +509,11 @@ fn sighup_reloads_the_endpoints_file() {
     // Polling off: only SIGHUP can make the gateway read the file again.
     let mut mesh =
         Mesh::start_with_env(2, &[("CAUSEWAY_FILE_POLL_MS", "0")]).expect("two-site mesh");
-    let reloads = gateway_metric(&mesh, A, "causeway_config_reloads_total", &[]);
+    let reloads = mesh.gateway_metric(A, "causeway_config_reloads_total", &[]);
     mesh.write_endpoints_text(A, &format!("# edited\n{}", mesh.endpoints_text(&[A, B])))
         .unwrap();
     assert_eq!(
-        gateway_metric(&mesh, A, "causeway_config_reloads_total", &[]),
+        mesh.gateway_metric(A, "causeway_config_reloads_total", &[]),
         reloads
     );
     let pid = mesh.gateway(A).unwrap().pid();
@@ -668,8 +622,8 @@ fn clean_shutdown_removes_everything_and_a_crashed_agent_is_adopted_on_restart()
     // A restarted gateway restores the tunnel.
     mesh.start_agent(A).unwrap();
     mesh.start_gateway(A).unwrap();
-    let _echo = echo(&mesh, B, pod_addr(&mesh, B));
-    wait_reachable(&mesh, A, pod_addr(&mesh, B));
+    let _echo = echo(mesh.site(B), pod_addr(mesh.site(B)));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
 }
 
 #[test]
@@ -705,8 +659,7 @@ fn postgres_replica_in_site_b_streams_from_the_primary_in_site_a() -> Result<(),
                 && r.state == "streaming"),
         "replica not streaming from site-b's pod address: {rows:?}"
     );
-    let rx = gateway_metric(
-        &mesh,
+    let rx = mesh.gateway_metric(
         B,
         "causeway_peer_rx_bytes_total",
         &[("remote_cluster", "site-a")],

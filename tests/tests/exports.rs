@@ -20,12 +20,14 @@ use causeway_crds::names::{
 };
 use causeway_crds::validate::Acceptance;
 use causeway_crds::{
-    ClusterEndpoint, ClusterEndpointSpec, GatewayEndpoint, ServiceExport, ServiceImport,
-    ServiceImportType,
+    ClusterEndpoint, ClusterEndpointSpec, ServiceExport, ServiceImport, ServiceImportType,
+};
+use causeway_tests::fixtures::{
+    self, gateway_endpoint, key, label, namespace, sorted_names, wait_for, wait_while_running,
 };
 use causeway_tests::harness::control_plane::workload::{self, Backend};
 use causeway_tests::harness::control_plane::{ClusterKind, KubeApiServer, TestCluster};
-use causeway_tests::harness::{workspace_binary, ChildGuard};
+use causeway_tests::harness::ChildGuard;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, ObjectMeta};
@@ -33,7 +35,6 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::Client;
 
 const BROKER_NS: &str = "causeway-broker";
-const CONTROLLER_NS: &str = "causeway";
 const WAIT: Duration = Duration::from_secs(20);
 /// The node every test pod runs on.
 const NODE: &str = "node-1";
@@ -62,15 +63,8 @@ impl Cluster {
     }
 
     async fn create_namespace(&self, name: &str) {
-        let ns = Namespace {
-            metadata: ObjectMeta {
-                name: Some(name.to_owned()),
-                ..ObjectMeta::default()
-            },
-            ..Namespace::default()
-        };
         Api::<Namespace>::all(self.client.clone())
-            .create(&PostParams::default(), &ns)
+            .create(&PostParams::default(), &namespace(name))
             .await
             .unwrap_or_else(|e| panic!("create namespace {name} in {}: {e}", self.id));
     }
@@ -123,7 +117,7 @@ impl Cluster {
     /// Names of the slices Causeway imported into `ns`, sorted.
     async fn imported_slices(&self, ns: &str) -> Vec<String> {
         let selector = format!("{ENDPOINTSLICE_MANAGED_BY_LABEL}={ENDPOINTSLICE_MANAGER}");
-        names(
+        sorted_names(
             self.api::<EndpointSlice>(ns)
                 .list(&ListParams::default().labels(&selector))
                 .await
@@ -255,25 +249,8 @@ impl World {
             .await
             .expect("list broker slices")
             .items;
-        (names(imports), names(slices))
+        (sorted_names(imports), sorted_names(slices))
     }
-}
-
-fn names<K: kube::Resource>(objects: Vec<K>) -> Vec<String> {
-    let mut names: Vec<String> = objects
-        .into_iter()
-        .filter_map(|o| o.meta().name.clone())
-        .collect();
-    names.sort();
-    names
-}
-
-fn label<'a, K: kube::Resource>(obj: &'a K, key: &str) -> Option<&'a str> {
-    obj.meta()
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(key))
-        .map(String::as_str)
 }
 
 fn port(name: &str, number: i32) -> ServicePort {
@@ -771,14 +748,6 @@ async fn a_broker_outage_fails_the_pass_and_deletes_nothing() {
     world.assert_settled("after the outage").await;
 }
 
-async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_follows_changes_makes_one_pass_per_burst_and_settles_without_writing() {
     let world = World::start().await;
@@ -794,7 +763,7 @@ async fn run_follows_changes_makes_one_pass_per_burst_and_settles_without_writin
         )));
     }
     export_headless_db(world.a(), "10.1.0").await;
-    wait_for("db imported in B", async || {
+    wait_for("db imported in B", WAIT, async || {
         world.b().imported_slices("prod").await == vec!["db-site-a-ipv4"]
     })
     .await;
@@ -812,7 +781,7 @@ async fn run_follows_changes_makes_one_pass_per_burst_and_settles_without_writin
         .await;
         export(world.a(), "prod", &name).await;
     }
-    wait_for("the burst imported in B", async || {
+    wait_for("the burst imported in B", WAIT, async || {
         world.b().imported_slices("prod").await.len() == 31
     })
     .await;
@@ -824,7 +793,7 @@ async fn run_follows_changes_makes_one_pass_per_burst_and_settles_without_writin
         &[("10.1.0.6", Some("db-0"), false)],
     )
     .await;
-    wait_for("B sees db-0 not ready", async || {
+    wait_for("B sees db-0 not ready", WAIT, async || {
         world
             .b()
             .api::<EndpointSlice>("prod")
@@ -877,81 +846,30 @@ async fn run_follows_changes_makes_one_pass_per_burst_and_settles_without_writin
     }
 }
 
-fn key(byte: u8) -> String {
-    // base64 of 32 equal bytes: ten 4-char groups of 3 bytes, then the 2-byte tail.
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = u32::from(byte);
-    let sextets = |bits: u32, n: usize| -> String {
-        [18, 12, 6, 0][..n]
-            .iter()
-            .map(|shift| ALPHABET[((bits >> shift) & 63) as usize] as char)
-            .collect()
-    };
-    let group = sextets((b << 16) | (b << 8) | b, 4);
-    format!("{}{}=", group.repeat(10), sextets((b << 16) | (b << 8), 3))
-}
-
 fn endpoint_file(dir: &std::path::Path, cluster: &str, n: u8) -> std::path::PathBuf {
-    let spec = ClusterEndpointSpec {
-        cluster_id: cluster.to_owned(),
-        pod_cidrs: vec![format!("10.{n}.0.0/16")],
-        service_cidrs: vec![format!("10.10{n}.0.0/16")],
-        gateways: vec![GatewayEndpoint {
-            node_name: format!("{cluster}-gw-1"),
-            public_endpoint: format!("198.18.0.{n}:51820"),
-            public_key: key(n + 2),
-            private_ip: None,
-            private_ips: vec![],
-            health_check_ip: None,
-        }],
-    };
     let path = dir.join(format!("{cluster}.yaml"));
-    let yaml = serde_yaml::to_string(&ClusterEndpoint::new(cluster, spec)).expect("serialise");
+    let yaml =
+        serde_yaml::to_string(&ClusterEndpoint::new(cluster, spec(cluster, n))).expect("serialise");
     std::fs::write(&path, yaml).expect("write the endpoint file");
     path
 }
 
+/// Starts the binary as `cluster`'s controller, its spec that of site `n`.
 fn start_controller(
     dir: &std::path::Path,
     broker: &Cluster,
     cluster: &Cluster,
     n: u8,
 ) -> ChildGuard {
-    let broker_kubeconfig = dir.join(format!("broker-for-{}.kubeconfig", cluster.id));
-    let local_kubeconfig = dir.join(format!("{}.kubeconfig", cluster.id));
-    let credentials = |on: &Cluster| {
-        on.cluster
-            .controller_credentials(cluster.id)
-            .unwrap_or_else(|e| panic!("credentials of {}'s controller: {e}", cluster.id))
-    };
-    broker
-        .cluster
-        .write_kubeconfig(&broker_kubeconfig, &credentials(broker), BROKER_NS)
-        .expect("write the broker kubeconfig");
-    cluster
-        .cluster
-        .write_kubeconfig(&local_kubeconfig, &credentials(cluster), CONTROLLER_NS)
-        .expect("write the cluster's kubeconfig");
-    let log_path = dir.join(format!("controller-{}.log", cluster.id));
-    let log = std::fs::File::create(&log_path).expect("create the log");
     let spec = endpoint_file(dir, cluster.id, n);
-    let child = std::process::Command::new(workspace_binary("causeway-controller"))
-        .args(["--cluster", cluster.id, "--broker-namespace", BROKER_NS])
-        .args(["--namespace", CONTROLLER_NS])
-        .arg("--broker-kubeconfig")
-        .arg(&broker_kubeconfig)
-        .arg("--kubeconfig")
-        .arg(&local_kubeconfig)
-        .args([OsString::from("--endpoint-file"), spec.into()])
-        .env_remove("CAUSEWAY_POD_CIDRS")
-        .env_remove("CAUSEWAY_SERVICE_CIDRS")
-        .env("RUST_LOG", "causeway_controller=debug")
-        .env("RUST_LIB_BACKTRACE", "0")
-        .stdout(log.try_clone().expect("clone the log handle"))
-        .stderr(log)
-        .spawn()
-        .expect("start causeway-controller");
-    ChildGuard::new(child, format!("controller {}", cluster.id), log_path)
+    fixtures::start_controller(
+        dir,
+        cluster.id,
+        &broker.cluster,
+        &cluster.cluster,
+        &[OsString::from("--endpoint-file"), spec.into()],
+        &format!("controller-{}", cluster.id),
+    )
 }
 
 #[tokio::test]
@@ -962,19 +880,14 @@ async fn the_binary_exports_and_imports_within_seconds() {
     let mut b = start_controller(dir.path(), &world.broker, world.b(), 2);
     // Both lead and have run their first pass before the export appears.
     for controller in [&mut a, &mut b] {
-        let deadline = Instant::now() + WAIT;
-        while !std::fs::read_to_string(controller.log_path())
-            .unwrap_or_default()
-            .contains("first export pass")
-        {
-            assert!(
-                controller.is_running() && Instant::now() < deadline,
-                "{} did not start its export sync:\n{}",
-                controller.label(),
-                controller.log_tail(30)
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let log = controller.log_path().to_owned();
+        let what = format!("{} to start its export sync", controller.label());
+        wait_while_running(controller, &what, WAIT, async || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("first export pass")
+        })
+        .await;
     }
     let exported = Instant::now();
     export_headless_db(world.a(), "10.1.0").await;
@@ -1049,6 +962,7 @@ async fn a_terminating_namespace_gets_no_imports_and_its_deletion_goes_through()
         .expect("delete site-b's prod");
     wait_for(
         "site-b's prod to be Terminating with its imports gone",
+        WAIT,
         async || {
             let phase = namespaces
                 .get_opt("prod")
@@ -1094,7 +1008,7 @@ async fn a_terminating_namespace_gets_no_imports_and_its_deletion_goes_through()
         )
         .await
         .expect("release the finalizer");
-    wait_for("site-b's prod to be gone", async || {
+    wait_for("site-b's prod to be gone", WAIT, async || {
         matches!(namespaces.get_opt("prod").await, Ok(None))
     })
     .await;
@@ -1127,24 +1041,19 @@ fn refusal<T: std::fmt::Debug>(result: Result<T, kube::Error>, attack: &str) -> 
     }
 }
 
+/// The spec of `cluster` with the pod and service CIDRs and the gateway of site `n`.
+fn spec(cluster: &str, n: u8) -> ClusterEndpointSpec {
+    ClusterEndpointSpec {
+        cluster_id: cluster.to_owned(),
+        pod_cidrs: vec![format!("10.{n}.0.0/16")],
+        service_cidrs: vec![format!("10.10{n}.0.0/16")],
+        gateways: vec![gateway_endpoint(&format!("{cluster}-gw-1"), n, n + 2)],
+    }
+}
+
 /// A ClusterEndpoint of `cluster` (the pod and service CIDRs of site `n`).
 fn cluster_endpoint(cluster: &str, n: u8) -> ClusterEndpoint {
-    let mut ep = ClusterEndpoint::new(
-        cluster,
-        ClusterEndpointSpec {
-            cluster_id: cluster.to_owned(),
-            pod_cidrs: vec![format!("10.{n}.0.0/16")],
-            service_cidrs: vec![format!("10.10{n}.0.0/16")],
-            gateways: vec![GatewayEndpoint {
-                node_name: format!("{cluster}-gw-1"),
-                public_endpoint: format!("198.18.0.{n}:51820"),
-                public_key: key(n + 2),
-                private_ip: None,
-                private_ips: vec![],
-                health_check_ip: None,
-            }],
-        },
-    );
+    let mut ep = ClusterEndpoint::new(cluster, spec(cluster, n));
     ep.metadata.namespace = Some(BROKER_NS.to_owned());
     ep
 }
@@ -1167,6 +1076,7 @@ async fn a_member_cannot_write_another_members_objects_at_the_broker() {
     let as_admin: Api<ClusterEndpoint> = world.broker.api(BROKER_NS);
     wait_for(
         "the ownership policy to refuse site-b a ClusterEndpoint named site-x",
+        WAIT,
         async || match endpoints_b
             .create(&pp, &cluster_endpoint("site-x", 9))
             .await
@@ -1378,7 +1288,7 @@ async fn a_member_cannot_write_another_members_objects_at_the_broker() {
             .expect("slice")
             .metadata,
     );
-    let names = names(
+    let names = sorted_names(
         endpoints_b
             .list(&ListParams::default())
             .await

@@ -9,44 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use causeway_tests::harness::netns::run_ok;
+use causeway_tests::fixtures::{netns_list, ping, root_state, PING_TIMEOUT};
 use causeway_tests::harness::{veth, wait_until, Clusterset, Netns};
-
-const PING_TRIES: u32 = 3;
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn ping(from: &Netns, to: impl Into<IpAddr>) {
-    let to = to.into();
-    if let Err(e) = from.ping(to, PING_TRIES, PING_TIMEOUT) {
-        panic!("{} cannot reach {to}: {e}", from.name());
-    }
-}
-
-fn root_state() -> String {
-    let mut state = String::new();
-    for args in [
-        &["link", "show"][..],
-        &["-4", "route", "show", "table", "all"],
-        &["-6", "route", "show", "table", "all"],
-        &["-4", "rule", "show"],
-        &["-6", "rule", "show"],
-        &["-4", "addr", "show"],
-        &["-6", "addr", "show"],
-    ] {
-        let out = run_ok(Command::new("ip").args(args)).expect("read root namespace state");
-        state.push_str(&format!("$ ip {}\n{out}", args.join(" ")));
-    }
-    state
-}
-
-fn netns_list() -> Vec<String> {
-    run_ok(Command::new("ip").args(["netns", "list"]))
-        .expect("ip netns list")
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
 
 #[test]
 fn two_site_world_is_wired_like_two_clusters_without_causeway() {

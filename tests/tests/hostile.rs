@@ -9,6 +9,7 @@
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use causeway_crds::keys::parse_key;
+use causeway_tests::fixtures::{echo, pod_addr, wait_reachable};
 use causeway_tests::harness::mesh::{required_metric, Mesh};
 use causeway_tests::harness::netns::veth;
 use causeway_tests::harness::postgres::Postgres;
@@ -28,50 +29,12 @@ use std::time::{Duration, Instant};
 
 const A: usize = 0;
 const B: usize = 1;
-const ECHO_PORT: u16 = 7000;
 const WAIT: Duration = Duration::from_secs(10);
 /// Seed of the relay's random impairments, so a failure can be replayed.
 const SEED: u64 = 0x00ca_05e0_a7e5;
 
-fn pod_addr(mesh: &Mesh, i: usize) -> SocketAddr {
-    SocketAddr::new(mesh.site(i).spec.pod_ip().into(), ECHO_PORT)
-}
-
-fn echo(mesh: &Mesh, i: usize) -> Echo {
-    Echo::start(&mesh.site(i).pod, pod_addr(mesh, i)).expect("echo server in pod")
-}
-
-/// Waits until a TCP round-trip from pod `from` to pod `to`'s echo server works.
-fn wait_reachable(mesh: &Mesh, from: usize, to: usize, timeout: Duration) {
-    let payload = pattern(1000, from as u8);
-    let what = format!(
-        "{} pod to reach {} over TCP",
-        mesh.site(from).spec.cluster_id(),
-        pod_addr(mesh, to)
-    );
-    let result = wait_until_ok(&what, timeout, || {
-        match tcp_roundtrip(&mesh.site(from).pod, pod_addr(mesh, to), &payload) {
-            Ok(back) if back == payload => Ok(()),
-            Ok(_) => Err("echo differed".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    });
-    if let Err(e) = result {
-        panic!("{e}\n{}", mesh.logs());
-    }
-}
-
-fn gateway_metric(mesh: &Mesh, i: usize, name: &str, labels: &[(&str, &str)]) -> f64 {
-    mesh.gateway_metric(i, name, labels)
-}
-
 fn drops(mesh: &Mesh, i: usize, reason: &str) -> f64 {
-    gateway_metric(
-        mesh,
-        i,
-        "causeway_datapath_drops_total",
-        &[("reason", reason)],
-    )
+    mesh.gateway_metric(i, "causeway_datapath_drops_total", &[("reason", reason)])
 }
 
 /// The endpoint site `i`'s gateway currently sends to for `peer` (its `causeway_peer_info`).
@@ -346,7 +309,7 @@ fn udp_recovery(mesh: &Mesh, from: usize, to: usize, since: Instant, limit: Dura
         .expect("probe socket in pod");
     sock.set_read_timeout(Some(Duration::from_millis(20)))
         .unwrap();
-    let target = pod_addr(mesh, to);
+    let target = pod_addr(mesh.site(to));
     let mut seq = 0u64;
     let mut buf = [0u8; 64];
     while since.elapsed() < limit {
@@ -384,9 +347,9 @@ fn a_gateway_behind_nat_comes_up_without_an_open_port_and_survives_a_lost_mappin
         !ruleset.contains("dnat") && ruleset.contains("masquerade"),
         "the router must forward no inbound port:\n{ruleset}"
     );
-    let _echo = [echo(&mesh, A), echo(&mesh, B)];
-    wait_reachable(&mesh, A, B, WAIT);
-    wait_reachable(&mesh, B, A, WAIT);
+    let _echo = [A, B].map(|i| echo(mesh.site(i), pod_addr(mesh.site(i))));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
+    wait_reachable(&mesh, B, pod_addr(mesh.site(A)), WAIT);
     // Site-a only knows the router's address, and found the mapping from site-b's packets.
     let learned = peer_endpoint(&mesh, A, "site-b").expect("site-a's endpoint for site-b");
     assert_eq!(learned.ip(), IpAddr::from(router.wan_ip), "{learned}");
@@ -404,7 +367,7 @@ fn a_gateway_behind_nat_comes_up_without_an_open_port_and_survives_a_lost_mappin
     // And again under a running TCP stream, which must not break.
     let stream = Stream::start_with_timeout(
         &mesh.site(A).pod,
-        pod_addr(&mesh, B),
+        pod_addr(mesh.site(B)),
         Duration::from_secs(8),
     )
     .expect("stream through the NAT");
@@ -447,7 +410,7 @@ fn a_gateway_behind_nat_comes_up_without_an_open_port_and_survives_a_lost_mappin
 /// A TCP connection from pod `from` to pod `to`'s echo server carrying `total` bytes both
 /// ways, verified; the sender's effective MSS afterwards.
 fn echo_transfer(mesh: &Mesh, from: usize, to: usize, total: usize) -> u32 {
-    let mut conn = tcp_connect(&mesh.site(from).pod, pod_addr(mesh, to)).expect("connect");
+    let mut conn = tcp_connect(&mesh.site(from).pod, pod_addr(mesh.site(to))).expect("connect");
     let mut back = vec![0u8; Stream::CHUNK];
     for n in 0..total.div_ceil(Stream::CHUNK) {
         let chunk = pattern(Stream::CHUNK, n as u8);
@@ -517,9 +480,9 @@ fn a_site_with_a_1400_byte_underlay_sends_unfragmented_and_receives_intact() {
         routes.contains("mtu 1340"),
         "site-b's tunnel MTU should be 1400 - 60: {routes}"
     );
-    let _echo = [echo(&mesh, A), echo(&mesh, B)];
-    wait_reachable(&mesh, A, B, WAIT);
-    wait_reachable(&mesh, B, A, WAIT);
+    let _echo = [A, B].map(|i| echo(mesh.site(i), pod_addr(mesh.site(i))));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
+    wait_reachable(&mesh, B, pod_addr(mesh.site(A)), WAIT);
     let total = 4 << 20;
     let router = &mesh.router(B).expect("router").ns;
     let fragments = || {
@@ -725,8 +688,7 @@ fn flood_under_stream(
 }
 
 fn handshakes_with_b(mesh: &Mesh) -> f64 {
-    gateway_metric(
-        mesh,
+    mesh.gateway_metric(
         A,
         "causeway_peer_handshakes_total",
         &[("remote_cluster", "site-b")],
@@ -881,8 +843,8 @@ fn a_cookie_answering_flood_from_one_source_is_held_to_its_budget() {
 #[test]
 fn a_remote_pod_reaches_no_host_service_through_the_gateways_tunnel_address() {
     let mesh = Mesh::start(2).expect("two-site mesh");
-    let _echo = [A, B].map(|i| echo(&mesh, i));
-    wait_reachable(&mesh, B, A, WAIT);
+    let _echo = [A, B].map(|i| echo(mesh.site(i), pod_addr(mesh.site(i))));
+    wait_reachable(&mesh, B, pod_addr(mesh.site(A)), WAIT);
     // A host service on site-a's gateway node, listening on every address as sshd and
     // the kubelet do (TCP and UDP).
     let port = 2222;
@@ -935,14 +897,14 @@ fn a_remote_pod_reaches_no_host_service_through_the_gateways_tunnel_address() {
             "a probe was dropped"
         );
     }
-    wait_reachable(&mesh, B, A, WAIT);
+    wait_reachable(&mesh, B, pod_addr(mesh.site(A)), WAIT);
 }
 
 #[test]
 fn a_killed_gateway_leaks_nothing_in_clear_onto_the_underlay() {
     let mut mesh = Mesh::start(2).expect("two-site mesh");
-    let _echo = [A, B].map(|i| echo(&mesh, i));
-    wait_reachable(&mesh, A, B, WAIT);
+    let _echo = [A, B].map(|i| echo(mesh.site(i), pod_addr(mesh.site(i))));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
     // A default route on site-a's gateway node, as real nodes have, to a router that
     // forwards (site-b's gateway node): where remote traffic would go in clear.
     let next_hop = mesh.site(B).spec.underlay_ip().to_string();
@@ -957,7 +919,7 @@ fn a_killed_gateway_leaks_nothing_in_clear_onto_the_underlay() {
         .flat_map(|&i| mesh.site(i).spec.pod_cidrs())
         .collect();
     let sniffer = Sniffer::addresses(mesh.world.wan(), pods).expect("a sniffer on the WAN");
-    let stream = Stream::start(&mesh.site(A).pod, pod_addr(&mesh, B)).expect("stream");
+    let stream = Stream::start(&mesh.site(A).pod, pod_addr(mesh.site(B))).expect("stream");
     wait_until_ok("the stream to carry 50 chunks", WAIT, || {
         match stream.chunks() {
             n if n >= 50 => Ok(()),

@@ -12,6 +12,9 @@ use causeway_crds::names::{
 };
 use causeway_crds::{ClusterEndpoint, ConnectionState, Gateway, GatewayRole};
 use causeway_gateway::liveness;
+use causeway_tests::fixtures::{
+    echo, fail, label, pod_addr, pod_addr6, wait_kube_reachable, ECHO_PORT,
+};
 use causeway_tests::harness::kube::BROKER_NAMESPACE;
 use causeway_tests::harness::kube::{
     in_namespace, Component, KubeWorld, CANDIDATES, CLUSTER_NAMESPACE,
@@ -33,41 +36,11 @@ use std::time::{Duration, Instant};
 const A: usize = 0;
 const B: usize = 1;
 const C: usize = 2;
-const ECHO_PORT: u16 = 7000;
 const WAIT: Duration = Duration::from_secs(20);
 
-fn pod_addr(kube: &KubeWorld, i: usize) -> SocketAddr {
-    SocketAddr::new(kube.spec(i).pod_ip().into(), ECHO_PORT)
-}
-
-fn pod_addr6(kube: &KubeWorld, i: usize) -> SocketAddr {
-    SocketAddr::new(kube.spec(i).pod_ip6().into(), ECHO_PORT)
-}
-
-fn echo(kube: &KubeWorld, i: usize, addr: SocketAddr) -> Echo {
-    Echo::start(&kube.site(i).pod, addr).expect("echo server in pod")
-}
-
-fn fail(e: HarnessError) -> ! {
-    panic!("{e}")
-}
-
-/// Waits until a TCP round-trip from pod `from` to site `to`'s pod works.
+/// Waits until site `from`'s pod reaches site `to`'s echo server.
 fn wait_reachable(kube: &mut KubeWorld, from: usize, to: usize) {
-    let to = pod_addr(kube, to);
-    let payload = pattern(1000, from as u8);
-    let what = format!(
-        "{} pod to reach {to} over TCP",
-        kube.spec(from).cluster_id()
-    );
-    kube.wait_for(&what, WAIT, |k| {
-        match tcp_roundtrip(&k.site(from).pod, to, &payload) {
-            Ok(back) if back == payload => Ok(()),
-            Ok(_) => Err("echo differed".into()),
-            Err(e) => Err(e.to_string()),
-        }
-    })
-    .unwrap_or_else(|e| fail(e));
+    wait_kube_reachable(kube, from, to, WAIT).unwrap_or_else(|e| fail(e));
 }
 
 /// Waits until `stream` has verified `more` chunks beyond `from`.
@@ -83,7 +56,7 @@ fn wait_stream(kube: &mut KubeWorld, stream: &Stream, from: u64, more: u64, what
 /// Two sites with echo servers in their pods, site-a's pod reaching site-b's.
 fn two_sites_reachable() -> (KubeWorld, [Echo; 2]) {
     let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
-    let echoes = [A, B].map(|i| echo(&kube, i, pod_addr(&kube, i)));
+    let echoes = [A, B].map(|i| echo(kube.site(i), pod_addr(kube.site(i))));
     wait_reachable(&mut kube, A, B);
     (kube, echoes)
 }
@@ -121,10 +94,6 @@ fn broker_endpoints(kube: &KubeWorld) -> Vec<ClusterEndpoint> {
         kube,
         Api::namespaced(kube.broker_client(), BROKER_NAMESPACE),
     )
-}
-
-fn label(obj: &ClusterEndpoint, key: &str) -> Option<String> {
-    obj.metadata.labels.as_ref()?.get(key).cloned()
 }
 
 /// Every process's `causeway_netlink_writes_total`, by component.
@@ -167,8 +136,8 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
         .iter()
         .flat_map(|&i| {
             [
-                echo(&kube, i, pod_addr(&kube, i)),
-                echo(&kube, i, pod_addr6(&kube, i)),
+                echo(kube.site(i), pod_addr(kube.site(i))),
+                echo(kube.site(i), pod_addr6(kube.site(i))),
             ]
         })
         .collect();
@@ -205,14 +174,14 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
         let pod = &kube.site(from).pod;
         for len in [1, 1400, 64 * 1024] {
             let payload = pattern(len, 9);
-            let back = tcp_roundtrip(pod, pod_addr(&kube, to), &payload).expect("tcp v4");
+            let back = tcp_roundtrip(pod, pod_addr(kube.site(to)), &payload).expect("tcp v4");
             assert_eq!(back, payload, "TCP v4 {len} bytes {from}->{to}");
-            let back = tcp_roundtrip(pod, pod_addr6(&kube, to), &payload).expect("tcp v6");
+            let back = tcp_roundtrip(pod, pod_addr6(kube.site(to)), &payload).expect("tcp v6");
             assert_eq!(back, payload, "TCP v6 {len} bytes {from}->{to}");
         }
         let datagram = pattern(1200, 4);
         assert_eq!(
-            udp_roundtrip(pod, pod_addr(&kube, to), &datagram).expect("udp v4"),
+            udp_roundtrip(pod, pod_addr(kube.site(to)), &datagram).expect("udp v4"),
             datagram
         );
     }
@@ -230,7 +199,7 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
             .iter()
             .find(|o| o.metadata.name.as_deref() == Some(id.as_str()))
             .expect("the local copy of our own ClusterEndpoint");
-        assert_eq!(label(own, LOCAL_LABEL).as_deref(), Some("true"));
+        assert_eq!(label(own, LOCAL_LABEL), Some("true"));
         let nodes: Vec<&str> = own
             .spec
             .gateways
@@ -246,7 +215,7 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
             .iter()
             .find(|o| o.metadata.name.as_deref() == Some(other.as_str()))
             .expect("the other cluster's mirror");
-        assert_eq!(label(mirror, MIRRORED_LABEL).as_deref(), Some("true"));
+        assert_eq!(label(mirror, MIRRORED_LABEL), Some("true"));
 
         // The active gateway reports its connection, with an RTT, in its Gateway status.
         let what =
@@ -378,9 +347,9 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
 #[test]
 fn the_data_plane_outlives_the_broker_the_api_server_and_the_controller() {
     let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
-    let _echo = echo(&kube, B, pod_addr(&kube, B));
+    let _echo = echo(kube.site(B), pod_addr(kube.site(B)));
     wait_reachable(&mut kube, A, B);
-    let stream = Stream::start(&kube.site(A).pod, pod_addr(&kube, B)).expect("stream");
+    let stream = Stream::start(&kube.site(A).pod, pod_addr(kube.site(B))).expect("stream");
     let n = wait_stream(&mut kube, &stream, 0, 50, "the A->B stream to carry data");
     let writes = netlink_writes(&kube);
     let routes: Vec<Vec<String>> = [A, B].map(|i| all_routes(&kube, i)).to_vec();
@@ -1045,11 +1014,11 @@ fn a_compromised_candidate_writes_only_its_own_gateway_and_key() {
 #[test]
 fn three_clusters_join_and_an_overlapping_cidr_is_refused_without_harm() {
     let mut kube = KubeWorld::start(3).unwrap_or_else(|e| fail(e));
-    let _echo = [A, B, C].map(|i| echo(&kube, i, pod_addr(&kube, i)));
+    let _echo = [A, B, C].map(|i| echo(kube.site(i), pod_addr(kube.site(i))));
     for (from, to) in [(A, B), (A, C), (B, C), (C, A)] {
         wait_reachable(&mut kube, from, to);
     }
-    let stream = Stream::start(&kube.site(A).pod, pod_addr(&kube, B)).expect("stream");
+    let stream = Stream::start(&kube.site(A).pod, pod_addr(kube.site(B))).expect("stream");
     let n = wait_stream(&mut kube, &stream, 0, 50, "the A->B stream to carry data");
     let mirror_of_c = |k: &KubeWorld, i: usize| {
         local_endpoints(k, i)
@@ -1120,9 +1089,9 @@ fn three_clusters_join_and_an_overlapping_cidr_is_refused_without_harm() {
 #[test]
 fn a_cluster_claiming_a_range_this_cluster_does_not_accept_gets_nothing_routed() {
     let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
-    let _echo = echo(&kube, B, pod_addr(&kube, B));
+    let _echo = echo(kube.site(B), pod_addr(kube.site(B)));
     wait_reachable(&mut kube, A, B);
-    let stream = Stream::start(&kube.site(A).pod, pod_addr(&kube, B)).expect("stream");
+    let stream = Stream::start(&kube.site(A).pod, pod_addr(kube.site(B))).expect("stream");
     let n = wait_stream(&mut kube, &stream, 0, 50, "the A->B stream to carry data");
     let mirror_of_b = |k: &KubeWorld| {
         local_endpoints(k, A)
@@ -1598,9 +1567,9 @@ fn component_writes(server: &causeway_tests::harness::control_plane::KubeApiServ
 fn a_killed_api_server_comes_back_to_resumed_watches_and_no_writes() {
     use std::collections::BTreeSet;
     let mut kube = KubeWorld::start(2).unwrap_or_else(|e| fail(e));
-    let _echo = echo(&kube, B, pod_addr(&kube, B));
+    let _echo = echo(kube.site(B), pod_addr(kube.site(B)));
     wait_reachable(&mut kube, A, B);
-    let stream = Stream::start(&kube.site(A).pod, pod_addr(&kube, B)).expect("stream");
+    let stream = Stream::start(&kube.site(A).pod, pod_addr(kube.site(B))).expect("stream");
     let n = wait_stream(&mut kube, &stream, 0, 50, "the A->B stream to carry data");
     let routes = netlink_writes(&kube);
 

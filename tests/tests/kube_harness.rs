@@ -3,58 +3,20 @@
 //! and RBAC as each component's credentials see them, the kubeconfig files, and that
 //! nothing is left behind. Needs root and `scripts/kube build`.
 
-use std::process::Command;
 use std::time::Duration;
 
 use causeway_crds::names;
 use causeway_crds::ClusterEndpoint;
+use causeway_tests::fixtures::{netns_list, ping, root_state, sorted_names};
 use causeway_tests::harness::kube::{
     in_namespace, Component, KubeWorld, BROKER_API_ADDR, BROKER_NAMESPACE, CANDIDATES,
     CLUSTER_API_PORT, CLUSTER_NAMESPACE,
 };
-use causeway_tests::harness::netns::run_ok;
-use causeway_tests::harness::{HarnessError, Netns};
+use causeway_tests::harness::HarnessError;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, PostParams};
-use kube::ResourceExt;
-
-const PING_TRIES: u32 = 3;
-const PING_TIMEOUT: Duration = Duration::from_secs(1);
-
-fn ping(from: &Netns, to: impl Into<std::net::IpAddr>) {
-    let to = to.into();
-    if let Err(e) = from.ping(to, PING_TRIES, PING_TIMEOUT) {
-        panic!("{} cannot reach {to}: {e}", from.name());
-    }
-}
-
-fn root_state() -> String {
-    let mut state = String::new();
-    for args in [
-        &["link", "show"][..],
-        &["-4", "route", "show", "table", "all"],
-        &["-6", "route", "show", "table", "all"],
-        &["-4", "rule", "show"],
-        &["-6", "rule", "show"],
-        &["-4", "addr", "show"],
-        &["-6", "addr", "show"],
-    ] {
-        let out = run_ok(Command::new("ip").args(args)).expect("read root namespace state");
-        state.push_str(&format!("$ ip {}\n{out}", args.join(" ")));
-    }
-    state
-}
-
-fn netns_list() -> Vec<String> {
-    run_ok(Command::new("ip").args(["netns", "list"]))
-        .expect("ip netns list")
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .map(str::to_string)
-        .collect()
-}
 
 /// The API's status code of a failed request, `None` if it succeeded.
 fn code<T>(result: Result<T, kube::Error>) -> Option<u16> {
@@ -63,12 +25,6 @@ fn code<T>(result: Result<T, kube::Error>) -> Option<u16> {
         Err(kube::Error::Api(s)) => Some(s.code),
         Err(e) => panic!("not an API answer: {e}"),
     }
-}
-
-fn sorted_names<K: ResourceExt>(items: Vec<K>) -> Vec<String> {
-    let mut names: Vec<String> = items.iter().map(ResourceExt::name_any).collect();
-    names.sort();
-    names
 }
 
 #[test]

@@ -6,16 +6,16 @@
 
 use causeway_crds::mcs::CONDITION_CONFLICT;
 use causeway_crds::{ServiceExport, ServiceImport};
+use causeway_tests::fixtures::{create_namespace, fail, object};
 use causeway_tests::harness::control_plane::workload::Backend;
 use causeway_tests::harness::kube::{Component, KubeWorld, READY_TIMEOUT};
 use causeway_tests::harness::postgres::Postgres;
-use causeway_tests::harness::{HarnessError, Netns, ScratchDir};
+use causeway_tests::harness::{Netns, ScratchDir};
 use hickory_proto::op::{Message, Query, ResponseCode};
 use hickory_proto::rr::{Name, RecordType};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, PostParams};
-use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -29,14 +29,6 @@ const WAIT: Duration = Duration::from_secs(30);
 /// Where each controller serves `clusterset.local`, inside its worker's namespace: the
 /// chart's port (its non-root controller cannot bind 53; CoreDNS forwards to it there).
 const DNS_PORT: u16 = causeway_tests::harness::kube::CONTROLLER_DNS_PORT;
-
-fn fail(e: HarnessError) -> ! {
-    panic!("{e}")
-}
-
-fn object<K: DeserializeOwned>(value: Value) -> K {
-    serde_json::from_value(value).expect("a well-formed object")
-}
 
 /// Points the resolver of every process started in `ns` (through `ip netns exec`, which
 /// bind-mounts `/etc/netns/<name>/resolv.conf`) at `nameserver`; removed on drop.
@@ -132,9 +124,7 @@ fn a_standby_in_site_b_follows_its_primary_in_site_a_by_dns_name_alone() {
     // Site B has the namespace too (namespace sameness).
     let pp = PostParams::default();
     for i in [A, B] {
-        let namespaces: Api<Namespace> = Api::all(kube.cluster_client(i));
-        kube.block_on(namespaces.create(&pp, &object(json!({"metadata": {"name": NS}}))))
-            .expect("create namespace prod");
+        create_namespace(&kube, i, NS);
     }
     let a = kube.cluster_client(A);
     let services: Api<Service> = Api::namespaced(a.clone(), NS);

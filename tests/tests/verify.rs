@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use causeway_controller::plugin::benchmark::BenchResult;
 use causeway_controller::plugin::verify::{Outcome, VerifyRow};
 use causeway_crds::{ServiceExport, ServiceImport};
+use causeway_tests::fixtures::{create_namespace, fail, object};
 use causeway_tests::harness::control_plane::kubectl_causeway;
 use causeway_tests::harness::kube::{
     Component, KubeWorld, CANDIDATES, CONTROLLER_DNS_PORT, READY_TIMEOUT,
 };
-use causeway_tests::harness::{HarnessError, ScratchDir};
-use k8s_openapi::api::core::v1::{Namespace, Service};
+use causeway_tests::harness::ScratchDir;
+use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, PostParams};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 const A: usize = 0;
@@ -31,14 +31,6 @@ const PORT: u16 = 7000;
 const WAIT: Duration = Duration::from_secs(30);
 /// One plugin run's bound: verify takes about a second, a benchmark its seconds plus a few.
 const RUN_TIMEOUT: Duration = Duration::from_secs(40);
-
-fn fail(e: HarnessError) -> ! {
-    panic!("{e}")
-}
-
-fn object<K: DeserializeOwned>(value: Value) -> K {
-    serde_json::from_value(value).expect("a well-formed object")
-}
 
 /// `kubectl causeway`, through kubectl's plugin discovery.
 fn plugin() -> Command {
@@ -144,9 +136,7 @@ fn verify_and_benchmark_through_the_pod_proxy() {
         .expect("listen in site-a's pod");
     let pp = PostParams::default();
     for i in [A, B] {
-        let namespaces: Api<Namespace> = Api::all(kube.cluster_client(i));
-        kube.block_on(namespaces.create(&pp, &object(json!({"metadata": {"name": NS}}))))
-            .expect("create namespace prod");
+        create_namespace(&kube, i, NS);
     }
     let a = kube.cluster_client(A);
     let service: Service = object(json!({

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use causeway_crds::{ClusterEndpoint, ClusterEndpointSpec, GatewayEndpoint, ServiceExport};
-use k8s_openapi::api::core::v1::{Namespace, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
@@ -28,6 +28,7 @@ use super::world::{cpu_ticks, peak_rss_kib, status_kib, ticks_per_second};
 use crate::apiserver::selector::{FieldSelector, LabelSelector};
 use crate::apiserver::store::Filter;
 use crate::apiserver::{ApiServer, Gvr};
+use crate::fixtures::namespace;
 use crate::harness::ChildGuard;
 
 /// The broker's namespace.
@@ -124,16 +125,6 @@ fn namespace_of(i: usize) -> String {
 fn bind() -> Result<ApiServer> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     ApiServer::try_start_with(listener, Default::default()).context("starting an API server")
-}
-
-fn namespace(name: &str) -> Namespace {
-    Namespace {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        ..Namespace::default()
-    }
 }
 
 /// Service `svc-<i>`, its EndpointSlice and its ServiceExport, in the cluster that owns `i`.

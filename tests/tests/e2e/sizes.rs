@@ -3,6 +3,7 @@
 //! node or the gateway node), and TCP writes that straddle segment boundaries, all verified
 //! byte for byte at the far end.
 
+use causeway_tests::fixtures::{echo, pod_addr, pod_addr6, wait_reachable};
 use causeway_tests::harness::mesh::Mesh;
 use causeway_tests::harness::traffic::tcp_connect;
 use causeway_tests::harness::Netns;
@@ -15,7 +16,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{A, B};
+use super::{A, B, WAIT};
 
 /// The pods' interface MTU. The tunnel's is 1440 (IPv4 underlay), and the route agent pins
 /// 1420 on the worker's routes to remote sites (room for an IPv6 underlay).
@@ -355,12 +356,7 @@ fn assert_no_bad_drops(mesh: &Mesh) {
             "malformed",
             "queue_full",
         ] {
-            let n = super::gateway_metric(
-                mesh,
-                i,
-                "causeway_datapath_drops_total",
-                &[("reason", reason)],
-            );
+            let n = mesh.gateway_metric(i, "causeway_datapath_drops_total", &[("reason", reason)]);
             line += &format!(" {reason}={n}");
             if n != 0.0 && (reason == "invalid" || reason == "malformed") {
                 bad.push(format!("site {i} dropped {n} packets as {reason}"));
@@ -374,10 +370,10 @@ fn assert_no_bad_drops(mesh: &Mesh) {
 #[test]
 fn every_udp_size_from_1_byte_to_beyond_the_mtu_arrives_intact_v4_and_v6() {
     let mesh = Mesh::start(2).expect("two-site mesh");
-    let _echo = [super::pod_addr(&mesh, B), super::pod_addr6(&mesh, B)]
-        .map(|addr| super::echo(&mesh, B, addr));
-    super::wait_reachable(&mesh, A, super::pod_addr(&mesh, B));
-    super::wait_reachable(&mesh, A, super::pod_addr6(&mesh, B));
+    let _echo =
+        [pod_addr(mesh.site(B)), pod_addr6(mesh.site(B))].map(|addr| echo(mesh.site(B), addr));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
+    wait_reachable(&mesh, A, pod_addr6(mesh.site(B)), WAIT);
     let (pod_a, gateway_a) = (&mesh.site(A).pod, &mesh.site(A).gateway);
     let src4: IpAddr = mesh.site(A).spec.pod_ip().into();
     let src6: IpAddr = mesh.site(A).spec.pod_ip6().into();
@@ -532,10 +528,10 @@ fn tcp_sizes(mesh: &Mesh, to: SocketAddr, sizes: &[usize]) -> Result<i32, String
 #[test]
 fn tcp_streams_of_odd_sizes_arrive_intact() {
     let mesh = Mesh::start(2).expect("two-site mesh");
-    let _echo = [super::pod_addr(&mesh, B), super::pod_addr6(&mesh, B)]
-        .map(|addr| super::echo(&mesh, B, addr));
-    super::wait_reachable(&mesh, A, super::pod_addr(&mesh, B));
-    super::wait_reachable(&mesh, A, super::pod_addr6(&mesh, B));
+    let _echo =
+        [pod_addr(mesh.site(B)), pod_addr6(mesh.site(B))].map(|addr| echo(mesh.site(B), addr));
+    wait_reachable(&mesh, A, pod_addr(mesh.site(B)), WAIT);
+    wait_reachable(&mesh, A, pod_addr6(mesh.site(B)), WAIT);
     // Around one and two full segments: the pods' MSS is 1448 (IPv4) and 1428 (IPv6) until
     // path MTU discovery learns the worker's 1420, then 1368 and 1348; around the tunnel's
     // 1400-byte IPv4 MSS too, and the largest TSO frame the kernel hands the TUN interface.
@@ -547,7 +543,7 @@ fn tcp_streams_of_odd_sizes_arrive_intact() {
         .chain([65_535, 65_536, 1 << 20])
         .collect();
     let total: usize = sizes.iter().sum();
-    for to in [super::pod_addr(&mesh, B), super::pod_addr6(&mesh, B)] {
+    for to in [pod_addr(mesh.site(B)), pod_addr6(mesh.site(B))] {
         let started = Instant::now();
         match tcp_sizes(&mesh, to, &sizes) {
             Ok(mss) => eprintln!(

@@ -1,11 +1,25 @@
 //! Table-driven tests of [`plan_exports`]: objects in, plan out; and a small
 //! in-memory "apply" so that a second pass can be shown to plan nothing.
 
+use std::collections::BTreeMap;
+
+use super::objects::{label, name_of};
 use super::*;
-use causeway_crds::mcs::ServiceExportStatus;
+use causeway_crds::mcs::{
+    ClusterStatus, ServiceExportStatus, ServicePort, CONDITION_CONFLICT, CONDITION_READY,
+    CONDITION_VALID, LABEL_SERVICE_NAME, LABEL_SOURCE_CLUSTER,
+};
+use causeway_crds::names::{
+    imported_endpoint_slice, ENDPOINTSLICE_MANAGED_BY_LABEL, ENDPOINTSLICE_MANAGER,
+    KUBERNETES_SERVICE_NAME_LABEL, MANAGED_LABEL, SERVICE_NAMESPACE_LABEL,
+};
+use causeway_crds::{ServiceImportSpec, ServiceImportType};
 use k8s_openapi::api::core::v1::{
     NamespaceStatus, ObjectReference, ServicePort as CorePort, ServiceSpec,
 };
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::jiff::Timestamp;
 
 const BROKER: &str = "causeway-broker";
 
