@@ -11,7 +11,6 @@
 pub mod cluster_endpoint;
 pub mod crdgen;
 pub mod gateway;
-pub use causeway_agent_api::keys;
 pub mod manifest;
 pub mod mcs;
 pub mod names;

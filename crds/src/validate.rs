@@ -5,7 +5,7 @@
 //! because it ends up verbatim in a condition or a log line an operator reads.
 
 use crate::cluster_endpoint::{ClusterEndpoint, GatewayEndpoint};
-use crate::keys::{parse_key, KeyError};
+use causeway_wire::keys::{parse_key, KeyError};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use thiserror::Error;

@@ -1030,7 +1030,7 @@ fn timer_loop(shared: &Shared) -> std::io::Result<()> {
             for key in state.expire_retiring(now) {
                 tracing::info!(
                     peer = %peer.cluster_id,
-                    remote_key = %causeway_agent_api::keys::format_key(&key),
+                    remote_key = %causeway_wire::keys::format_key(&key),
                     "a session with a key no longer in use outlived its grace: closed"
                 );
             }

@@ -8,7 +8,7 @@
 //! their destination port in the kernel's ephemeral range and, for TCP, by the ACK flag a
 //! new connection never carries.
 
-use causeway_agent_api::ports;
+use causeway_wire::ports;
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
 

@@ -14,7 +14,7 @@ pub fn generate_private_key() -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_agent_api::keys::{format_key, parse_key};
+    use causeway_wire::keys::{format_key, parse_key};
 
     #[test]
     fn key_derivation_matches_rfc7748_and_wg() {

@@ -6,7 +6,7 @@
 //! what any one address can buy, whatever it does with cookies. The figures are Linux
 //! WireGuard's: 20 initiations a second, a burst of 5, IPv6 sources grouped by /64.
 
-use causeway_agent_api::net::source_group;
+use causeway_wire::net::source_group;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::Instant;

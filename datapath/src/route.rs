@@ -275,24 +275,11 @@ mod tests {
     use super::*;
 
     fn dev(dst: &str, ifindex: u32, mtu: Option<u32>) -> Route {
-        Route {
-            dst: dst.parse().unwrap(),
-            next_hop: NextHop::Dev { ifindex },
-            mtu,
-            table: MAIN_TABLE,
-        }
+        crate::testing::dev_route(dst, ifindex, mtu, MAIN_TABLE)
     }
 
     fn via(dst: &str, gateway: &str, ifindex: u32, mtu: Option<u32>) -> Route {
-        Route {
-            dst: dst.parse().unwrap(),
-            next_hop: NextHop::Via {
-                gateway: gateway.parse().unwrap(),
-                ifindex,
-            },
-            mtu,
-            table: MAIN_TABLE,
-        }
+        crate::testing::via_route(dst, gateway, ifindex, mtu, MAIN_TABLE)
     }
 
     fn in_table(mut r: Route, table: u32) -> Route {

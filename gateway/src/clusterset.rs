@@ -179,8 +179,8 @@ pub fn plan_clusterset(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use causeway_crds::keys::parse_key;
     use causeway_crds::{ClusterEndpointSpec, GatewayEndpoint};
+    use causeway_wire::keys::parse_key;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::api::ObjectMeta;
 

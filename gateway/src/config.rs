@@ -4,11 +4,11 @@
 //! the route agent read the same file through the same function and differ only in
 //! the next hop of their routes.
 
-use causeway_crds::keys::{format_key, parse_key, KeyError};
 use causeway_crds::manifest::{load_clusterset, ManifestError};
 use causeway_crds::validate::{ClustersetCheck, Site};
 use causeway_datapath::peers::{PeerSpec, RemoteGateway};
 use causeway_datapath::route::{NextHop, Route};
+use causeway_wire::keys::{format_key, parse_key, KeyError};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;

@@ -1,7 +1,6 @@
 //! `causeway-gateway`: the WireGuard gateway, the route agent, and key tools.
 
 use anyhow::{anyhow, bail, Context, Result};
-use causeway_crds::keys::{format_key, parse_key};
 use causeway_datapath::keys::{generate_private_key, public_key};
 use causeway_datapath::netlink::Netlink;
 use causeway_datapath::route::tunnel_mtu;
@@ -12,6 +11,7 @@ use causeway_gateway::http;
 use causeway_gateway::kubernetes::{self, api::node_is_candidate, CandidateConfig, KubeConfig};
 use causeway_gateway::node::{Node, NodeStatus, Reloaded, Role, Tunnel, TunnelSetup};
 use causeway_gateway::rtt_probe::Probes;
+use causeway_wire::keys::{format_key, parse_key};
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::io::Read;
 use std::net::{IpAddr, SocketAddr};

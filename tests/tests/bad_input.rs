@@ -180,7 +180,7 @@ fn hostile_yaml_is_refused_quickly_with_a_message_and_never_crashes() {
 fn the_gateway_resolver_refuses_a_remote_entry_pointing_at_its_own_listen_address() {
     let me = Identity {
         cluster: "site-a".into(),
-        public_key: Some(causeway_crds::keys::parse_key(KEY_A).unwrap()),
+        public_key: Some(causeway_wire::keys::parse_key(KEY_A).unwrap()),
         listen: Some("198.18.0.1:51820".parse().unwrap()),
         persistent_keepalive: None,
     };

@@ -7,7 +7,6 @@
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use causeway_crds::keys::parse_key;
 use causeway_datapath::offload::{checksum_add, fold};
 use causeway_datapath::REMOTE_KEY_GRACE;
 use causeway_tests::fixtures::{echo, pod_addr, pod_addr6, wait_reachable};
@@ -16,6 +15,7 @@ use causeway_tests::harness::mesh::{causeway_routes, metric, Mesh};
 use causeway_tests::harness::postgres::Postgres;
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::{wait_until_ok, HarnessError, Netns, ScratchDir};
+use causeway_wire::keys::parse_key;
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::Duration;
 

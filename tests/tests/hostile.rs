@@ -8,7 +8,6 @@
 
 use boringtun::noise::{Tunn, TunnResult};
 use boringtun::x25519::{PublicKey, StaticSecret};
-use causeway_crds::keys::parse_key;
 use causeway_tests::fixtures::{echo, pod_addr, wait_reachable};
 use causeway_tests::harness::mesh::{required_metric, Mesh};
 use causeway_tests::harness::netns::veth;
@@ -20,6 +19,7 @@ use causeway_tests::harness::traffic::{
 };
 use causeway_tests::harness::wan::{qdisc_sent_bytes, shape, Impairment, RouterOptions};
 use causeway_tests::harness::{wait_until_ok, HarnessError, Netns, ScratchDir};
+use causeway_wire::keys::parse_key;
 use nix::sys::socket::{getsockopt, sockopt};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};

@@ -5,7 +5,6 @@
 //!
 //! One binary for every slow test, so they share one build and one harness.
 
-use causeway_agent_api::ports;
 use causeway_crds::names::{
     gateway_key_secret, gateway_lease, GATEWAY_NODE_LABEL, LOCAL_LABEL, MIRRORED_LABEL,
     PRIVATE_KEY_FIELD,
@@ -24,6 +23,7 @@ use causeway_tests::harness::mesh::{causeway_routes, required_metric};
 use causeway_tests::harness::spoof::{Datagram, Packet, Sniffer, SpoofedSocket};
 use causeway_tests::harness::traffic::{pattern, tcp_roundtrip, udp_roundtrip, Echo, Stream};
 use causeway_tests::harness::HarnessError;
+use causeway_wire::ports;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
@@ -321,7 +321,7 @@ fn pods_reach_each_other_through_the_broker_with_no_endpoints_file() {
                 .and_then(|d| d.get(PRIVATE_KEY_FIELD))
                 .map(|b| String::from_utf8_lossy(&b.0).trim().to_owned())
                 .expect("a privateKey field");
-            let key = causeway_crds::keys::parse_key(&key)
+            let key = causeway_wire::keys::parse_key(&key)
                 .unwrap_or_else(|e| panic!("{node}'s key Secret: {e}"));
             assert_no_key(
                 objects.as_bytes(),
@@ -830,7 +830,7 @@ fn a_compromised_candidate_writes_only_its_own_gateway_and_key() {
                 endpoint: causeway_crds::GatewayEndpoint {
                     node_name: name.to_owned(),
                     public_endpoint: format!("198.18.0.{n}:51820"),
-                    public_key: causeway_crds::keys::format_key(&[n; 32]),
+                    public_key: causeway_wire::keys::format_key(&[n; 32]),
                     private_ip: Some(format!("198.19.0.{n}")),
                     private_ips: vec![format!("198.19.0.{n}")],
                     health_check_ip: None,
@@ -861,7 +861,7 @@ fn a_compromised_candidate_writes_only_its_own_gateway_and_key() {
                     out.push((format!("create Gateway {name}"), code(r)));
                 }
                 let mut theirs = api.get(&other).await.expect("read the other Gateway");
-                theirs.spec.endpoint.public_key = causeway_crds::keys::format_key(&[68; 32]);
+                theirs.spec.endpoint.public_key = causeway_wire::keys::format_key(&[68; 32]);
                 theirs.spec.endpoint.public_endpoint = "198.18.0.68:51820".into();
                 let r = api.replace(&other, &pp, &theirs).await.map(drop);
                 out.push((
@@ -925,7 +925,7 @@ fn a_compromised_candidate_writes_only_its_own_gateway_and_key() {
     let theirs = kube.block_on(admin.get(&other)).expect("the other Gateway");
     assert_ne!(
         theirs.spec.endpoint.public_key,
-        causeway_crds::keys::format_key(&[68; 32]),
+        causeway_wire::keys::format_key(&[68; 32]),
         "the other candidate's key was rewritten"
     );
 
@@ -968,7 +968,7 @@ fn a_compromised_candidate_writes_only_its_own_gateway_and_key() {
             endpoint: causeway_crds::GatewayEndpoint {
                 node_name: extra.into(),
                 public_endpoint: "198.18.0.77:51820".into(),
-                public_key: causeway_crds::keys::format_key(&[77; 32]),
+                public_key: causeway_wire::keys::format_key(&[77; 32]),
                 private_ip: Some("198.19.0.77".into()),
                 private_ips: vec!["198.19.0.77".into()],
                 health_check_ip: None,

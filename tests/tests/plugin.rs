@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 
 use causeway_controller::plugin::{self, show, FindingClass};
-use causeway_crds::keys::format_key;
 use causeway_crds::mcs::ServiceExportStatus;
 use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL, VERSION_ANNOTATION};
 use causeway_crds::{
@@ -17,6 +16,7 @@ use causeway_crds::{
 };
 use causeway_tests::harness::control_plane::apiserver::kubeconfig_yaml;
 use causeway_tests::harness::control_plane::{ClusterKind, TestCluster};
+use causeway_wire::keys::format_key;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta, Time};

@@ -6,7 +6,7 @@
 //! and the pure judgement of its answers). The binary
 //! (`src/bin/kubectl-causeway.rs`) only parses flags and prints.
 
-pub use causeway_agent_api::benchmark;
+pub use causeway_wire::benchmark;
 pub mod export;
 pub mod findings;
 pub mod show;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use rtnetlink::LinkVeth;
 
 use super::*;
-use crate::testing::in_fresh_netns;
+use crate::testing::{dev_route as dev, in_fresh_netns, via_route as via};
 
 /// Runs the async `test` in a fresh network namespace (see [`in_fresh_netns`]).
 fn in_netns<F, Fut>(test: F)
@@ -87,27 +87,6 @@ async fn lab() -> Lab {
         .await
         .unwrap());
     Lab { nl, link0 }
-}
-
-fn dev(dst: &str, ifindex: u32, mtu: Option<u32>, table: u32) -> Route {
-    Route {
-        dst: dst.parse().unwrap(),
-        next_hop: NextHop::Dev { ifindex },
-        mtu,
-        table,
-    }
-}
-
-fn via(dst: &str, gateway: &str, ifindex: u32, mtu: Option<u32>, table: u32) -> Route {
-    Route {
-        dst: dst.parse().unwrap(),
-        next_hop: NextHop::Via {
-            gateway: gateway.parse().unwrap(),
-            ifindex,
-        },
-        mtu,
-        table,
-    }
 }
 
 fn sorted(mut routes: Vec<Route>) -> Vec<Route> {

@@ -18,10 +18,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use causeway_agent_api::benchmark::{BenchLine, BenchParams, BenchResult};
-pub use causeway_agent_api::benchmark::{MAX_SECONDS, MAX_STREAMS};
-use causeway_agent_api::ports;
-use causeway_agent_api::verify::RttFigures;
+use causeway_wire::benchmark::{BenchLine, BenchParams, BenchResult};
+pub use causeway_wire::benchmark::{MAX_SECONDS, MAX_STREAMS};
+use causeway_wire::ports;
+use causeway_wire::verify::RttFigures;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -238,7 +238,7 @@ async fn run_benchmark(
         streams: params.streams,
         seconds: seconds.as_secs_f64(),
         bytes: acknowledged,
-        bits_per_second: causeway_agent_api::benchmark::bits_per_second(acknowledged, seconds),
+        bits_per_second: causeway_wire::benchmark::bits_per_second(acknowledged, seconds),
         rtt,
         rtt_under_load: RttFigures::from_samples(&loaded),
     })

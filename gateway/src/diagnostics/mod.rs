@@ -2,7 +2,7 @@
 //! through the API server's pod proxy: `GET /verify` ([`verify`]) and `GET /benchmark`
 //! ([`benchmark`]), guarded by [`auth`]. They share the HTTP server with `/metrics`.
 //!
-//! Wire types and bounds live in `causeway_agent_api::{verify, benchmark}`, which the
+//! Wire types and bounds live in `causeway_wire::{verify, benchmark}`, which the
 //! plugin uses too, so the two cannot drift apart.
 
 pub mod auth;

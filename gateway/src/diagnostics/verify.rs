@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use axum::extract::{RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use causeway_agent_api::verify::{AgentDns, AgentPeer, AgentTcp, AgentVerify, RttFigures};
+use causeway_wire::verify::{AgentDns, AgentPeer, AgentTcp, AgentVerify, RttFigures};
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RData, RecordType};
 use tokio::net::{TcpStream, UdpSocket};

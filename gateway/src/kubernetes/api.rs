@@ -5,12 +5,12 @@
 //! the async functions around them only read and write.
 
 use super::KubeError;
-use causeway_crds::keys::{format_key, parse_key};
 use causeway_crds::names::{
     gateway_key_secret, GATEWAY_FIELD_MANAGER, GATEWAY_NODE_LABEL, PRIVATE_KEY_FIELD,
 };
 use causeway_crds::{Gateway, GatewaySpec, GatewayStatus};
 use causeway_datapath::keys::generate_private_key;
+use causeway_wire::keys::{format_key, parse_key};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use causeway_crds::keys::{format_key, parse_key};
+use causeway_wire::keys::{format_key, parse_key};
 use ipnet::IpNet;
 
 /// Where boringtun puts `<interface>.sock`; shared by every network namespace.

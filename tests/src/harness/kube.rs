@@ -781,10 +781,10 @@ impl KubeWorld {
             .block_on(secrets.get(&name))
             .map_err(|e| fail(e.to_string()))?;
         let key = causeway_datapath::keys::generate_private_key();
-        let public = causeway_crds::keys::format_key(&causeway_datapath::keys::public_key(&key));
+        let public = causeway_wire::keys::format_key(&causeway_datapath::keys::public_key(&key));
         secret.data = Some(BTreeMap::from([(
             names::PRIVATE_KEY_FIELD.to_string(),
-            k8s_openapi::ByteString(causeway_crds::keys::format_key(&key).into_bytes()),
+            k8s_openapi::ByteString(causeway_wire::keys::format_key(&key).into_bytes()),
         )]));
         self.block_on(secrets.replace(&name, &Default::default(), &secret))
             .map_err(|e| fail(e.to_string()))?;

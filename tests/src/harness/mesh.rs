@@ -181,7 +181,7 @@ impl Mesh {
         let path = &self.keys[i].0;
         let text = std::fs::read_to_string(path)
             .unwrap_or_else(|e| panic!("read site {i}'s key file {}: {e}", path.display()));
-        causeway_crds::keys::parse_key(text.trim())
+        causeway_wire::keys::parse_key(text.trim())
             .unwrap_or_else(|e| panic!("site {i}'s key file {}: {e}", path.display()))
     }
 

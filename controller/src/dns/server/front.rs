@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
-use causeway_agent_api::net::source_group;
+use causeway_wire::net::source_group;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;

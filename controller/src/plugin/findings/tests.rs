@@ -2,13 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use causeway_crds::keys::format_key;
 use causeway_crds::mcs::ServiceExportStatus;
 use causeway_crds::names::{LOCAL_LABEL, MIRRORED_LABEL, SOURCE_CLUSTER_LABEL, VERSION_ANNOTATION};
 use causeway_crds::{
     ClusterEndpoint, ClusterEndpointSpec, ClusterEndpointStatus, ConnectionState, ConnectionStatus,
     Gateway, GatewayEndpoint, GatewayRole, GatewaySpec, GatewayStatus, RouteStatus, ServiceExport,
 };
+use causeway_wire::keys::format_key;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
