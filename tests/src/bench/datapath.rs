@@ -19,7 +19,8 @@ use super::wg::UapiSocketCleanup;
 use super::wg::{base64_key_to_hex, uapi_set, uapi_set_request, uapi_socket, KeyPair};
 use super::world::{
     cluster_endpoint_doc, cpu_ticks, link_mtu, peak_rss_kib, spawn_gateway, ticks_per_second, Pair,
-    A_CIDR, A_TUNNEL, A_UNDERLAY, A_VETH, B_CIDR, B_TUNNEL, B_UNDERLAY, CAUSEWAY_IF, WG_PORT,
+    A_CIDR, A_HEALTH, A_TUNNEL, A_UNDERLAY, A_VETH, B_CIDR, B_HEALTH, B_TUNNEL, B_UNDERLAY,
+    CAUSEWAY_IF, WG_PORT,
 };
 use crate::harness::{wait_until_ok, ChildGuard, Netns};
 
@@ -341,9 +342,14 @@ fn start_causeway(pair: &Pair, s: &Settings) -> Result<Tunnel> {
         KeyPair::generate(&s.gateway)?,
     ];
     let sites = [
-        ("site-a", &pair.a, A_UNDERLAY, A_CIDR, A_TUNNEL),
-        ("site-b", &pair.b, B_UNDERLAY, B_CIDR, B_TUNNEL),
+        ("site-a", &pair.a, A_UNDERLAY, A_CIDR, A_HEALTH),
+        ("site-b", &pair.b, B_UNDERLAY, B_CIDR, B_HEALTH),
     ];
+    // The target sits behind B's gateway, where a pod would: the gateway's own tunnel
+    // address refuses everything but probes and the benchmark sink.
+    pair.b
+        .ip(["addr", "add", &format!("{B_TUNNEL}/32"), "dev", "lo"])
+        .context("adding the iperf3 target to B's loopback")?;
     let endpoints: String = sites
         .iter()
         .zip(&keys)

@@ -26,8 +26,14 @@ pub const A_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 1, 0, 0), 16);
 pub const B_CIDR: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(10, 2, 0, 0), 16);
 /// A's address inside the tunnel (Causeway's healthCheckIP for site A).
 pub const A_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
-/// B's address inside the tunnel; iperf3 and ping target it.
+/// B's address inside the tunnel; iperf3 and ping target it. Under Causeway it is a
+/// local address of B's namespace behind the gateway, as a pod's would be: the gateway's
+/// own tunnel address ([`B_HEALTH`]) takes only probes and the benchmark sink.
 pub const B_TUNNEL: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 1);
+/// Causeway's healthCheckIP for site A.
+pub const A_HEALTH: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 254);
+/// Causeway's healthCheckIP for site B.
+pub const B_HEALTH: Ipv4Addr = Ipv4Addr::new(10, 2, 0, 254);
 /// UDP port of every WireGuard endpoint in the benchmark.
 pub const WG_PORT: u16 = 51820;
 /// Where Causeway gateways serve `/metrics`, on loopback in their own namespace.
